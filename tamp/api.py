@@ -1,0 +1,79 @@
+"""`tamp.prune`: the Python entry point, usable without Hydra."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from tamp.config import PruneConfig, as_prune_config
+from tamp.data.sample import CalibSample
+from tamp.method import ComposedMethod
+from tamp.models.base import FamilyAdapter
+from tamp.models.registry import get_adapter
+from tamp.pipeline.engine import LayerwiseEngine, Reducer, resolve_device
+from tamp.report_types import LinearSparsity, PruneReport
+
+
+def prune(
+    model: nn.Module,
+    samples: Sequence[CalibSample],
+    config: PruneConfig | dict[str, Any] | None = None,
+    adapter: FamilyAdapter | None = None,
+    reducer: Reducer | None = None,
+) -> PruneReport:
+    """Prune `model` in place with the method of `config`, calibrated on `samples`.
+
+    `config` is a PruneConfig, a plain dict with the same keys, or an OmegaConf node; `adapter` is
+    found from the model's config when not given; `reducer` all-reduces statistics across
+    processes (data-parallel calibration), None on one process.
+    """
+    cfg = as_prune_config(config)
+    adapter = adapter or get_adapter(model)
+    torch.manual_seed(cfg.seed)
+    start = time.perf_counter()
+    method = ComposedMethod.from_config(cfg)
+    engine = LayerwiseEngine(
+        model,
+        adapter,
+        samples,
+        device=resolve_device(cfg.device),
+        offload=cfg.offload,
+        targets=cfg.targets,
+        ignore=cfg.ignore,
+        progress=cfg.progress,
+        reducer=reducer,
+    )
+    plan, masks = engine.prune(method)
+    total = time.perf_counter() - start
+    linears = []
+    for block, named in enumerate(engine.linears):
+        for name, linear in named.items():
+            linears.append(
+                LinearSparsity(
+                    name=name,
+                    block=block,
+                    numel=linear.weight.numel(),
+                    planned_pruned=method.pruner.planned_pruned(linear, plan[name], method.nm),
+                    pruned=int((linear.weight == 0).sum()),
+                )
+            )
+    t = engine.timings
+    return PruneReport(
+        method=cfg.method.name,
+        pruner=cfg.method.pruner,
+        allocation=cfg.method.allocation.name,
+        tokens=cfg.method.tokens.name,
+        target=cfg.sparsity.target,
+        pattern=cfg.sparsity.pattern,
+        linears=linears,
+        timings={"capture_s": t.capture_s, "plan_s": t.plan_s, "prune_s": t.prune_s, "total_s": total},
+        blocks_s=t.blocks_s,
+        num_samples=len(samples),
+        num_tokens=sum(s.num_tokens for s in samples),
+        device=str(engine.device),
+        masks={k: v.cpu() for k, v in masks.items()} if cfg.keep_masks else None,
+    )

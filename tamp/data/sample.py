@@ -1,0 +1,34 @@
+"""One calibration sample as the pipeline consumes it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+TEXT, IMAGE, VIDEO, AUDIO = 0, 1, 2, 3
+MODALITY_NAMES = {TEXT: "text", IMAGE: "image", VIDEO: "video", AUDIO: "audio"}
+MODALITY_CODES = {name: code for code, name in MODALITY_NAMES.items()}
+
+
+@dataclass
+class CalibSample:
+    """Processor outputs for one conversation, batch size 1, no padding.
+
+    `inputs` is what the model's forward takes (input_ids [1, T], attention_mask, pixel_values,
+    image_grid_thw, input_features, ...); `modality_ids` [T] holds one modality code per position
+    of the decoder sequence; `labels` [1, T] are the answer tokens with the prompt set to -100.
+    """
+
+    inputs: dict[str, torch.Tensor]
+    modality_ids: torch.Tensor
+    labels: torch.Tensor | None = None
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.modality_ids.numel())
+
+    def modality_counts(self) -> dict[str, int]:
+        codes, counts = torch.unique(self.modality_ids, return_counts=True)
+        return {MODALITY_NAMES[int(c)]: int(n) for c, n in zip(codes, counts, strict=True)}

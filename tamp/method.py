@@ -1,0 +1,70 @@
+"""A pruning method = pruner x allocation x tokens, assembled from their registries by name."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from tamp.config import PruneConfig
+from tamp.pipeline.context import SampleContext
+from tamp.pruning.masks import parse_pattern
+from tamp.pruning.pruners import Pruner, build_pruner
+from tamp.sparsity.registry import Allocation, build_allocation
+from tamp.tokens.registry import TokenSelector, build_selector
+
+
+class ComposedMethod:
+    """The LayerwiseMethod the engine runs: statistics from selected tokens, masks by the pruner."""
+
+    def __init__(self, pruner: Pruner, allocation: Allocation, tokens: TokenSelector, target: float, pattern: str):
+        self.pruner = pruner
+        self.allocation = allocation
+        self.tokens = tokens
+        self.target = target
+        self.nm = parse_pattern(pattern)
+        self.stats: dict[str, Any] = {}
+
+    @classmethod
+    def from_config(cls, cfg: PruneConfig) -> ComposedMethod:
+        m = cfg.method
+        return cls(
+            build_pruner(m.pruner, m.blocksize, m.percdamp, m.compat_magnitude),
+            build_allocation(m.allocation),
+            build_selector(m.tokens),
+            cfg.sparsity.target,
+            cfg.sparsity.pattern,
+        )
+
+    @property
+    def needs_block_forward(self) -> bool:
+        return self.pruner.needs_stats
+
+    def plan(self, engine) -> dict[str, float]:
+        if self.nm:  # N:M fixes the sparsity of every linear; a layer-wise allocation cannot apply
+            n, m = self.nm
+            return {name: n / m for linears in engine.linears for name in linears}
+        return self.allocation.plan(engine, self.target)
+
+    def begin_block(self, index: int, linears: dict[str, nn.Linear]) -> None:
+        self.stats = {name: self.pruner.new_stats(linear) for name, linear in linears.items()}
+
+    def observe(self, name: str, x: torch.Tensor, z: torch.Tensor, ctx: SampleContext) -> None:
+        stats = self.stats.get(name)
+        if stats is None:
+            return
+        index = self.tokens.select(name, x, z, ctx)
+        stats.add(x if index is None else x.index_select(0, index))
+
+    def end_block(
+        self, index: int, linears: dict[str, nn.Linear], plan: dict[str, float], engine
+    ) -> dict[str, torch.Tensor]:
+        masks = {}
+        for name, linear in linears.items():
+            stats = self.stats.get(name)
+            if stats is not None:
+                engine.reduce_(stats.tensors())
+            masks[name] = self.pruner.prune(linear, stats, plan[name], self.nm, name)
+        self.stats = {}
+        return masks

@@ -1,0 +1,175 @@
+"""What the pipeline needs to know about a model family, and nothing it can find out itself.
+
+An adapter wraps a loaded transformers model (and optionally its processor). It says where the
+language model's decoder blocks are, which linears are pruned, which token ids belong to which
+modality, and how a conversation becomes a `CalibSample`. Adding a family is one subclass in its
+own file, registered with `@register_family`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from tamp.data.sample import TEXT, CalibSample
+
+Message = dict[str, Any]
+
+DEFAULT_TARGETS: tuple[str, ...] = (r".*",)  # every nn.Linear inside the decoder blocks
+
+
+class FamilyAdapter:
+    """Base adapter: subclasses set the class attributes and override the few family hooks."""
+
+    family: ClassVar[str] = ""
+    #: values of `config.model_type` this adapter handles (the top-level config)
+    model_types: ClassVar[tuple[str, ...]] = ()
+    #: transformers class used to load the model from a Hub id or a local directory
+    model_class: ClassVar[str] = ""
+    #: attribute path from the top-level model to the decoder's `layers` ModuleList
+    blocks_path: ClassVar[str] = ""
+    #: attribute paths of modules that must never be pruned (towers, projector, embeddings, head)
+    protected_paths: ClassVar[tuple[str, ...]] = ()
+    #: modality code -> names of config attributes holding that modality's placeholder token id
+    modality_config_keys: ClassVar[dict[int, tuple[str, ...]]] = {}
+
+    def __init__(self, model: nn.Module, processor: Any | None = None) -> None:
+        self.model = model
+        self.processor = processor
+
+    # ----------------------------------------------------------------------------- structure
+    def decoder_blocks(self) -> nn.ModuleList:
+        return _get_path(self.model, self.blocks_path)
+
+    def protected_modules(self) -> dict[str, nn.Module]:
+        """Modules outside the decoder blocks that pruning must leave bit-identical."""
+        found = {}
+        for path in self.protected_paths:
+            module = _get_path(self.model, path, missing_ok=True)
+            if module is not None:
+                found[path] = module
+        return found
+
+    def attention_module(self, block: nn.Module) -> nn.Module:
+        """The self-attention module of a decoder block (used by attention-based token selection)."""
+        return block.self_attn
+
+    def target_linears(
+        self, targets: Sequence[str] = DEFAULT_TARGETS, ignore: Sequence[str] = ()
+    ) -> list[dict[str, nn.Linear]]:
+        """Per block, the linears to prune keyed by their qualified name in the whole model.
+
+        A linear is pruned when its qualified name matches one of `targets` (re.search) and none of
+        `ignore`. Only modules inside the decoder blocks are ever considered.
+        """
+        target_res = [re.compile(t) for t in targets]
+        ignore_res = [re.compile(t) for t in ignore]
+        per_block: list[dict[str, nn.Linear]] = []
+        for index, block in enumerate(self.decoder_blocks()):
+            prefix = f"{self.blocks_path}.{index}"
+            chosen: dict[str, nn.Linear] = {}
+            for rel_name, module in block.named_modules():
+                if not isinstance(module, nn.Linear):
+                    continue
+                name = f"{prefix}.{rel_name}"
+                if any(r.search(name) for r in target_res) and not any(r.search(name) for r in ignore_res):
+                    chosen[name] = module
+            per_block.append(chosen)
+        return per_block
+
+    # ----------------------------------------------------------------------------- modalities
+    def modality_token_ids(self) -> dict[int, list[int]]:
+        """Modality code -> the placeholder token ids the processor expands media into."""
+        config = self.model.config
+        ids: dict[int, list[int]] = {}
+        for code, keys in self.modality_config_keys.items():
+            for key in keys:
+                value = _find_config_value(config, key)
+                if value is not None:
+                    ids.setdefault(code, []).append(int(value))
+        return ids
+
+    def modality_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """One modality code per position of the decoder sequence, from the token ids alone."""
+        flat = input_ids.reshape(-1)
+        codes = torch.full_like(flat, TEXT)
+        for code, token_ids in self.modality_token_ids().items():
+            ids = torch.tensor(token_ids, dtype=flat.dtype, device=flat.device)
+            codes[torch.isin(flat, ids)] = code
+        return codes
+
+    # ----------------------------------------------------------------------------- calibration
+    def process(
+        self,
+        text: str,
+        images: Sequence[Any] | None = None,
+        videos: Sequence[Any] | None = None,
+        audios: Sequence[Any] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Run the processor on one rendered conversation (families override for odd kwargs)."""
+        kwargs: dict[str, Any] = {"text": [text], "return_tensors": "pt"}
+        if images:
+            kwargs["images"] = list(images)
+        if videos:
+            kwargs["videos"] = list(videos)
+        if audios:
+            kwargs["audio"] = list(audios)
+        return dict(self.processor(**kwargs))
+
+    def render(self, messages: Sequence[Message], add_generation_prompt: bool) -> str:
+        return self.processor.apply_chat_template(
+            list(messages), tokenize=False, add_generation_prompt=add_generation_prompt
+        )
+
+    def encode(
+        self,
+        messages: Sequence[Message],
+        images: Sequence[Any] | None = None,
+        videos: Sequence[Any] | None = None,
+        audios: Sequence[Any] | None = None,
+    ) -> CalibSample:
+        """Format a chat-style conversation into model inputs, modality ids and answer labels.
+
+        Labels are the assistant turns' tokens; everything else is -100. Answer spans are found by
+        rendering each prefix of the conversation with the same media, so they are correct after the
+        processor expands media placeholders into many tokens.
+        """
+        if self.processor is None:
+            raise ValueError(f"{self.family}: a processor is needed to encode conversations")
+        inputs = self.process(self.render(messages, False), images, videos, audios)
+        input_ids = inputs["input_ids"]
+        labels = torch.full_like(input_ids, -100)
+        for turn, message in enumerate(messages):
+            if message.get("role") != "assistant":
+                continue
+            start = self.process(self.render(messages[:turn], True), images, videos, audios)
+            end = self.process(self.render(messages[: turn + 1], False), images, videos, audios)
+            lo, hi = start["input_ids"].shape[1], end["input_ids"].shape[1]
+            labels[:, lo:hi] = input_ids[:, lo:hi]
+        return CalibSample(inputs=inputs, modality_ids=self.modality_ids(input_ids), labels=labels)
+
+
+def _get_path(root: nn.Module, path: str, missing_ok: bool = False) -> Any:
+    obj: Any = root
+    for part in path.split("."):
+        if not hasattr(obj, part):
+            if missing_ok:
+                return None
+            raise AttributeError(f"{type(root).__name__} has no module at '{path}' (missing '{part}')")
+        obj = getattr(obj, part)
+    return obj
+
+
+def _find_config_value(config: Any, key: str) -> Any:
+    """Look a key up on a config and its nested sub-configs (thinker_config, text_config, ...)."""
+    if hasattr(config, key) and getattr(config, key) is not None:
+        return getattr(config, key)
+    for sub_name in ("thinker_config", "text_config"):
+        sub = getattr(config, sub_name, None)
+        if sub is not None and hasattr(sub, key) and getattr(sub, key) is not None:
+            return getattr(sub, key)
+    return None

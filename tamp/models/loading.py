@@ -1,0 +1,74 @@
+"""Load a model, its processor and its adapter from a Hub id or a local directory, offline-first."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+
+from tamp.models.base import FamilyAdapter
+from tamp.models.registry import adapter_class, family_for_model_type
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
+
+
+class WeightsNotAvailableError(RuntimeError):
+    """The model or processor files are not on disk and the network is not to be used."""
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype | str:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ValueError(f"model.dtype '{dtype}' is not valid; use one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def load_model(
+    name_or_path: str,
+    family: str | None = None,
+    dtype: str | torch.dtype = "bfloat16",
+    device_map: str | dict | None = None,
+    trust_remote_code: bool = False,
+) -> tuple[torch.nn.Module, Any, FamilyAdapter]:
+    """(model, processor, adapter) for a Hub id or a directory; a one-line error when files are missing.
+
+    With HF_HUB_OFFLINE=1 (the default on these machines) only the local cache is consulted.
+    """
+    is_dir = Path(name_or_path).is_dir()
+    if not is_dir and "/" not in name_or_path:
+        raise WeightsNotAvailableError(f"model '{name_or_path}' is neither a local directory nor a Hub id")
+    try:
+        config = transformers.AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    except OSError as err:
+        raise WeightsNotAvailableError(_missing_message(name_or_path, is_dir)) from err
+    fam = family or family_for_model_type(config.model_type)
+    cls = adapter_class(fam)
+    model_cls = getattr(transformers, cls.model_class)
+    try:
+        model = model_cls.from_pretrained(
+            name_or_path, dtype=resolve_dtype(dtype), device_map=device_map, trust_remote_code=trust_remote_code
+        )
+        processor = _load_processor(name_or_path, trust_remote_code)
+    except OSError as err:
+        raise WeightsNotAvailableError(_missing_message(name_or_path, is_dir)) from err
+    model.eval()
+    return model, processor, cls(model, processor)
+
+
+def _load_processor(name_or_path: str, trust_remote_code: bool) -> Any:
+    try:
+        return transformers.AutoProcessor.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, TypeError):
+        return transformers.AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+
+
+def _missing_message(name_or_path: str, is_dir: bool) -> str:
+    if is_dir:
+        return f"model directory '{name_or_path}' lacks config/weights/processor files (config.json, *.safetensors)"
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
+    how = f"run `hf download {name_or_path}` on a machine with network access, or pass a local directory"
+    return f"weights for '{name_or_path}' are not in the local Hugging Face cache{' (offline)' if offline else ''}; {how}"

@@ -1,0 +1,218 @@
+"""The method-agnostic layer-wise engine: capture, dense scoring pass, block-by-block pruning.
+
+The engine knows blocks, linears, samples and devices; it never knows which method runs. A method
+(see `LayerwiseMethod`) plans per-linear sparsity, observes linear inputs/outputs per sample, and
+turns its statistics into masks at the end of each block.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from tamp.data.sample import CalibSample
+from tamp.models.base import DEFAULT_TARGETS, FamilyAdapter
+from tamp.pipeline.capture import capture_block_inputs, run_block
+from tamp.pipeline.context import LinearObserver, SampleContext
+from tamp.pipeline.hooks import LinearTap
+from tamp.pipeline.store import ActivationStore
+
+Reducer = Callable[[list[torch.Tensor]], None]
+
+
+class BlockObserver(LinearObserver, Protocol):
+    """A LinearObserver that is also told when a block's samples are all through."""
+
+    def end_block(self, index: int, linears: dict[str, nn.Linear], engine: LayerwiseEngine) -> None: ...
+
+
+class LayerwiseMethod(Protocol):
+    """What the engine asks of a pruning method."""
+
+    #: False when masks need no calibration statistics (magnitude): the stats forward is skipped
+    needs_block_forward: bool
+
+    def plan(self, engine: LayerwiseEngine) -> dict[str, float]: ...
+
+    def begin_block(self, index: int, linears: dict[str, nn.Linear]) -> None: ...
+
+    def observe(self, name: str, x: torch.Tensor, z: torch.Tensor, ctx: SampleContext) -> None: ...
+
+    def end_block(
+        self, index: int, linears: dict[str, nn.Linear], plan: dict[str, float], engine: LayerwiseEngine
+    ) -> dict[str, torch.Tensor]: ...
+
+
+@dataclass
+class EngineTimings:
+    capture_s: float = 0.0
+    plan_s: float = 0.0
+    prune_s: float = 0.0
+    blocks_s: list[float] = field(default_factory=list)
+
+
+class LayerwiseEngine:
+    """Runs calibration samples through the decoder blocks one block at a time."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        adapter: FamilyAdapter,
+        samples: Sequence[CalibSample],
+        device: str | torch.device = "cpu",
+        offload: bool = False,
+        targets: Sequence[str] = DEFAULT_TARGETS,
+        ignore: Sequence[str] = (),
+        progress: bool = True,
+        reducer: Reducer | None = None,
+    ) -> None:
+        if not samples:
+            raise ValueError("no calibration samples: the pipeline needs at least one")
+        self.model = model
+        self.adapter = adapter
+        self.samples = list(samples)
+        self.device = torch.device(device)
+        self.offload = offload
+        self.progress = progress
+        self.reducer = reducer
+        self.blocks = adapter.decoder_blocks()
+        self.linears = adapter.target_linears(targets, ignore)
+        if not any(self.linears):
+            raise ValueError(f"targets={list(targets)} ignore={list(ignore)} select no linear in the decoder blocks")
+        self.timings = EngineTimings()
+        self._captured: ActivationStore | None = None
+
+    # ------------------------------------------------------------------ placement
+    def _place_model(self) -> None:
+        """Put everything on the device, except the decoder blocks when offloading."""
+        if not self.offload:
+            self.model.to(self.device)
+            return
+        _to_device_except(self.model, self.blocks, self.device)
+        self.blocks.to("cpu")
+
+    @contextmanager
+    def on_device(self, block: nn.Module) -> Iterator[nn.Module]:
+        if self.offload:
+            block.to(self.device)
+        try:
+            yield block
+        finally:
+            if self.offload:
+                block.to("cpu")
+
+    # ------------------------------------------------------------------ passes
+    def _bar(self, total: int, desc: str) -> tqdm:
+        return tqdm(total=total, desc=desc, disable=None if self.progress else True, leave=False)
+
+    @torch.no_grad()
+    def captured(self) -> ActivationStore:
+        """Block-0 inputs of every sample, computed once and reused by every pass."""
+        if self._captured is None:
+            start = time.perf_counter()
+            self._place_model()
+            store = ActivationStore(self.device, self.offload)
+            with self._bar(len(self.samples), "capture") as bar:
+                capture_block_inputs(self.model, self.blocks[0], self.samples, store, bar)
+            self._captured = store
+            self.timings.capture_s = time.perf_counter() - start
+        return self._captured
+
+    @torch.no_grad()
+    def forward_block(
+        self, index: int, store: ActivationStore, observer: LinearObserver | None = None, update: bool = True
+    ) -> None:
+        """Forward every sample through block `index`; optionally tap its linears; advance the store."""
+        block = self.blocks[index]
+        tap = LinearTap(self.linears[index], observer) if observer is not None else None
+        with self.on_device(block):
+            for i, sample in enumerate(self.samples):
+                hidden, kwargs = store.get(i)
+                if tap is not None:
+                    tap.ctx = SampleContext(
+                        index=i,
+                        block_index=index,
+                        block=block,
+                        modality_ids=sample.modality_ids.to(self.device),
+                        labels=sample.labels,
+                        block_input=hidden,
+                        block_kwargs=kwargs,
+                        adapter=self.adapter,
+                    )
+                    with tap.attached():
+                        out = run_block(block, hidden, kwargs)
+                else:
+                    out = run_block(block, hidden, kwargs)
+                if update:
+                    store.replace_hidden(i, out)
+
+    @torch.no_grad()
+    def scoring_pass(self, observer: BlockObserver, desc: str = "scoring") -> None:
+        """Dense pass over all blocks, every linear tapped (for allocations: DAS, OWL, ...)."""
+        store = self.captured().copy()
+        with self._bar(len(self.blocks), desc) as bar:
+            for index in range(len(self.blocks)):
+                self.forward_block(index, store, observer)
+                observer.end_block(index, self.linears[index], self)
+                bar.update(1)
+
+    def reduce_(self, tensors: list[torch.Tensor]) -> None:
+        """Sum statistics across processes in place (no-op on one process)."""
+        if self.reducer is not None:
+            self.reducer(tensors)
+
+    @torch.no_grad()
+    def prune(self, method: LayerwiseMethod) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+        """Plan, then prune block by block; return (planned sparsity, masks) per linear name."""
+        store = self.captured()
+        start = time.perf_counter()
+        plan = method.plan(self)
+        self.timings.plan_s = time.perf_counter() - start
+        start = time.perf_counter()
+        masks: dict[str, torch.Tensor] = {}
+        with self._bar(len(self.blocks), "pruning") as bar:
+            for index, linears in enumerate(self.linears):
+                block_start = time.perf_counter()
+                method.begin_block(index, linears)
+                if method.needs_block_forward and linears:
+                    self.forward_block(index, store, method, update=False)
+                with self.on_device(self.blocks[index]):
+                    masks.update(method.end_block(index, linears, plan, self))
+                if index + 1 < len(self.blocks):
+                    self.forward_block(index, store)  # the next block sees the pruned outputs
+                self.timings.blocks_s.append(time.perf_counter() - block_start)
+                bar.update(1)
+        self.timings.prune_s = time.perf_counter() - start
+        return plan, masks
+
+
+def _to_device_except(root: nn.Module, skip: nn.Module, device: torch.device) -> None:
+    """Move `root` to `device` but leave the `skip` subtree where it is."""
+    for child in root.children():
+        if child is skip:
+            continue
+        if any(m is skip for m in child.modules()):
+            _to_device_except(child, skip, device)
+        else:
+            child.to(device)
+    for _name, param in list(root.named_parameters(recurse=False)):
+        param.data = param.data.to(device)
+    for name, buf in list(root.named_buffers(recurse=False)):
+        root._buffers[name] = buf.to(device)
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' -> cuda if present, else cpu; an unavailable device is a one-line error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device='{device}' requested but no CUDA device is present; use 'cpu' or 'auto'")
+    return dev

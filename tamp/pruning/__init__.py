@@ -1,0 +1,21 @@
+"""Pure math of the pruners: masks (unstructured per row, N:M), metrics, SparseGPT, statistics."""
+
+from tamp.pruning.magnitude import magnitude_metric, official_magnitude_sparsity
+from tamp.pruning.masks import make_mask, nm_mask, parse_pattern, unstructured_mask
+from tamp.pruning.sparsegpt import SparseGPTError, sparsegpt_prune
+from tamp.pruning.stats import HessianStats, SquaredNormStats
+from tamp.pruning.wanda import wanda_metric
+
+__all__ = [
+    "HessianStats",
+    "SparseGPTError",
+    "SquaredNormStats",
+    "magnitude_metric",
+    "make_mask",
+    "nm_mask",
+    "official_magnitude_sparsity",
+    "parse_pattern",
+    "sparsegpt_prune",
+    "unstructured_mask",
+    "wanda_metric",
+]

@@ -1,0 +1,88 @@
+"""Pruning masks from an importance metric (True = pruned).
+
+Every pruner (magnitude, Wanda, SparseGPT's per-block choice aside) reduces to "prune the lowest
+entries of a metric" inside a comparison group: one output row (unstructured) or m consecutive input
+columns of one row (N:M). Ties are broken by a stable sort so that masks are reproducible.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+from torch import Tensor
+
+__all__ = ["make_mask", "nm_mask", "parse_pattern", "unstructured_mask"]
+
+_NM_RE = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
+
+
+def _check_metric(metric: Tensor) -> None:
+    if metric.dim() != 2:
+        raise ValueError(f"metric must be 2-D [out_features, in_features], got shape {tuple(metric.shape)}")
+
+
+def unstructured_mask(metric: Tensor, sparsity: float) -> Tensor:
+    """Per output row, prune the ``int(in_features * sparsity)`` lowest entries.
+
+    ``int()`` truncation and the stable sort match the original Wanda code, so the mask is the
+    reference one even on ties.
+    """
+    _check_metric(metric)
+    if not 0.0 <= sparsity <= 1.0:
+        raise ValueError(f"sparsity must be in [0, 1], got {sparsity}")
+    k = int(metric.shape[1] * sparsity)
+    mask = torch.zeros(metric.shape, dtype=torch.bool, device=metric.device)
+    if k == 0:
+        return mask
+    order = torch.sort(metric, dim=1, stable=True).indices[:, :k]
+    return mask.scatter_(1, order, True)
+
+
+def nm_mask(metric: Tensor, n: int, m: int) -> Tensor:
+    """In every group of ``m`` consecutive input columns of each row, prune the ``n`` lowest.
+
+    Vectorised over groups: [rows, cols] -> [rows, cols / m, m], stable sort inside each group.
+    """
+    _check_metric(metric)
+    if not 0 < n < m:
+        raise ValueError(f"N:M pattern needs 0 < N < M, got {n}:{m}")
+    rows, cols = metric.shape
+    if cols % m != 0:
+        raise ValueError(f"N:M {n}:{m} needs in_features divisible by {m}, got in_features={cols}")
+    groups = metric.reshape(rows, cols // m, m)
+    lowest = torch.sort(groups, dim=-1, stable=True).indices[..., :n]
+    mask = torch.zeros(groups.shape, dtype=torch.bool, device=metric.device)
+    return mask.scatter_(-1, lowest, True).reshape(rows, cols)
+
+
+def parse_pattern(pattern: str) -> tuple[int, int] | None:
+    """``"unstructured"`` -> None, ``"2:4"`` -> (2, 4); anything else is a ValueError."""
+    if not isinstance(pattern, str):
+        raise ValueError(
+            f"sparsity pattern must be a string, got {pattern!r}; valid: 'unstructured' or 'N:M'"
+        )
+    if pattern.strip().lower() == "unstructured":
+        return None
+    match = _NM_RE.match(pattern)
+    if match is None:
+        raise ValueError(
+            f"bad sparsity pattern {pattern!r}; valid: 'unstructured' or 'N:M' with integers "
+            "0 < N < M (e.g. '2:4')"
+        )
+    n, m = int(match.group(1)), int(match.group(2))
+    if not 0 < n < m:
+        raise ValueError(f"bad sparsity pattern {pattern!r}: N:M needs 0 < N < M (e.g. '2:4', '4:8')")
+    return n, m
+
+
+def make_mask(metric: Tensor, sparsity: float, pattern: str = "unstructured") -> Tensor:
+    """Mask for ``pattern``; for N:M the ``sparsity`` argument is ignored (the pattern fixes it to n/m).
+
+    Ignoring rather than rejecting it lets a per-layer allocation (DAS, OWL) be combined with N:M: the
+    structured pattern wins, as in the reference code.
+    """
+    nm = parse_pattern(pattern)
+    if nm is None:
+        return unstructured_mask(metric, sparsity)
+    return nm_mask(metric, *nm)

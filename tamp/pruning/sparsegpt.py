@@ -1,0 +1,163 @@
+"""SparseGPT: prune a linear layer with the blocked Optimal Brain Surgeon update.
+
+Written from the method's definition (Frantar & Alistarh, 2023). Columns are processed left to right
+in blocks; inside a block every pruned weight's error is spread over the not-yet-processed columns of
+the block through the upper Cholesky factor of H^-1, and the block's accumulated error is applied to
+all later columns in one matmul (the "lazy batch" update).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import Tensor
+
+__all__ = ["SparseGPTError", "sparsegpt_prune"]
+
+log = logging.getLogger(__name__)
+
+_DAMP_RETRIES = 3
+_DAMP_GROWTH = 10.0
+
+
+class SparseGPTError(RuntimeError):
+    """The Hessian could not be inverted even after increasing the dampening."""
+
+
+def _prepare(weight: Tensor, hessian: Tensor) -> tuple[Tensor, Tensor]:
+    """float32 copies of W and H with dead inputs (diag H == 0) neutralised: H_ii = 1, W[:, i] = 0.
+
+    A dead input never fires, so its weights are free to prune and H stays invertible.
+    """
+    w = weight.detach().to(dtype=torch.float32, copy=True)
+    h = hessian.detach().to(device=w.device, dtype=torch.float32, copy=True)
+    dead = torch.diagonal(h) == 0
+    h[dead, dead] = 1.0
+    w[:, dead] = 0.0
+    return w, h
+
+
+def _upper_cholesky_of_inverse(h: Tensor, damp: float) -> Tensor | None:
+    """Upper U with (H + damp I)^-1 = U^T U, or None if H + damp I is not (numerically) PD."""
+    damped = h + damp * torch.eye(h.shape[0], dtype=h.dtype, device=h.device)
+    lower, info = torch.linalg.cholesky_ex(damped)
+    if info.item() != 0 or not torch.isfinite(lower).all():
+        return None
+    upper, info = torch.linalg.cholesky_ex(torch.cholesky_inverse(lower), upper=True)
+    if info.item() != 0 or not torch.isfinite(upper).all():
+        return None
+    return upper
+
+
+def _inverse_factor(h: Tensor, percdamp: float, name: str | None) -> Tensor:
+    """Dampen with ``percdamp * mean(diag H)``; on failure retry with 10x the damping, 3 times."""
+    damp = percdamp * torch.diagonal(h).mean().item()
+    for attempt in range(_DAMP_RETRIES + 1):
+        if attempt:
+            damp *= _DAMP_GROWTH
+            log.warning("SparseGPT %s: Hessian not positive definite, retrying with damping %.3g",
+                        name or "<unnamed>", damp)
+        upper = _upper_cholesky_of_inverse(h, damp)
+        if upper is not None:
+            return upper
+    raise SparseGPTError(
+        f"SparseGPT: Cholesky of the Hessian failed for layer {name or '<unnamed>'} "
+        f"(last damping tried: {damp:.3g}); check the calibration inputs for NaN/Inf"
+    )
+
+
+def _unstructured_block_mask(w_block: Tensor, hinv_diag: Tensor, sparsity: float) -> Tensor:
+    """Prune where ``w^2 / diag(Hinv)^2`` is at most the block's ``int(numel * sparsity)``-th smallest.
+
+    The threshold is taken over the whole block (all rows together) and compared with ``<=``, as the
+    original does; hence a block may prune a few more than ``numel * sparsity`` weights on ties.
+    """
+    score = w_block.square() / hinv_diag.square()[None, :]
+    flat = torch.sort(score.flatten()).values
+    k = min(int(flat.numel() * sparsity), flat.numel() - 1)
+    return score <= flat[k]
+
+
+def _nm_group_mask(w_group: Tensor, hinv_diag: Tensor, n: int) -> Tensor:
+    """In a [rows, m] slice, mark the ``n`` lowest ``w^2 / diag(Hinv)^2`` of each row."""
+    score = w_group.square() / hinv_diag.square()[None, :]
+    lowest = torch.topk(score, n, dim=1, largest=False).indices
+    return torch.zeros_like(score, dtype=torch.bool).scatter_(1, lowest, True)
+
+
+def _prune_block(
+    w1: Tensor, hinv1: Tensor, sparsity: float, prune_n: int, prune_m: int
+) -> tuple[Tensor, Tensor]:
+    """OBS over one block's columns; returns (pruned block, scaled errors for the lazy update)."""
+    count = w1.shape[1]
+    diag = torch.diagonal(hinv1)
+    if prune_n == 0:
+        mask = _unstructured_block_mask(w1, diag, sparsity)
+    else:
+        mask = torch.zeros_like(w1, dtype=torch.bool)
+    q1 = torch.zeros_like(w1)
+    err1 = torch.zeros_like(w1)
+    for i in range(count):
+        if prune_n != 0 and i % prune_m == 0:
+            mask[:, i:i + prune_m] = _nm_group_mask(w1[:, i:i + prune_m], diag[i:i + prune_m], prune_n)
+        w = w1[:, i]
+        q = torch.where(mask[:, i], torch.zeros_like(w), w)
+        q1[:, i] = q
+        err = (w - q) / hinv1[i, i]
+        # Spread this column's error over the block's remaining columns (OBS update).
+        w1[:, i:] -= err[:, None] * hinv1[i, i:][None, :]
+        err1[:, i] = err
+    return q1, err1
+
+
+def _check_args(columns: int, sparsity: float, prune_n: int, prune_m: int, blocksize: int) -> int:
+    """Validate and return the block size; N:M groups must not straddle a block boundary."""
+    if not 0.0 <= sparsity <= 1.0:
+        raise ValueError(f"sparsity must be in [0, 1], got {sparsity}")
+    if blocksize < 1:
+        raise ValueError(f"blocksize must be >= 1, got {blocksize}")
+    if prune_n or prune_m:
+        if not 0 < prune_n < prune_m:
+            raise ValueError(f"N:M pattern needs 0 < N < M, got {prune_n}:{prune_m}")
+        if columns % prune_m != 0:
+            raise ValueError(f"N:M {prune_n}:{prune_m} needs in_features divisible by {prune_m}, "
+                             f"got in_features={columns}")
+        blocksize = max(prune_m, blocksize // prune_m * prune_m)
+    return blocksize
+
+
+def sparsegpt_prune(
+    weight: Tensor,
+    hessian: Tensor,
+    sparsity: float,
+    prune_n: int = 0,
+    prune_m: int = 0,
+    blocksize: int = 128,
+    percdamp: float = 0.01,
+    name: str | None = None,
+) -> Tensor:
+    """Return the SparseGPT-pruned (and error-compensated) copy of ``weight`` [out, in].
+
+    ``hessian`` [in, in] is ``(2/n) sum X^T X`` (HessianStats.hessian()). Unstructured when
+    ``prune_n == 0`` (mask per block, by ``sparsity``), else N:M with ``sparsity`` ignored. The math
+    runs in float32; the result has the weight's dtype and device. Inputs are never modified.
+    Sparsity 0 (unstructured) returns an exact copy: the original would still prune the block's
+    single lowest weight because of its ``<=`` threshold.
+    """
+    if weight.dim() != 2 or hessian.shape != (weight.shape[1], weight.shape[1]):
+        raise ValueError(f"weight [out, in] and hessian [in, in] expected, got {tuple(weight.shape)} "
+                         f"and {tuple(hessian.shape)}")
+    columns = weight.shape[1]
+    blocksize = _check_args(columns, sparsity, prune_n, prune_m, blocksize)
+    if prune_n == 0 and sparsity == 0.0:
+        return weight.detach().clone()
+    w, h = _prepare(weight, hessian)
+    hinv = _inverse_factor(h, percdamp, name)
+    del h
+    for i1 in range(0, columns, blocksize):
+        i2 = min(i1 + blocksize, columns)
+        q1, err1 = _prune_block(w[:, i1:i2].clone(), hinv[i1:i2, i1:i2], sparsity, prune_n, prune_m)
+        w[:, i1:i2] = q1
+        w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
+    return w.to(dtype=weight.dtype)

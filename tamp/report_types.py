@@ -1,0 +1,74 @@
+"""What a pruning run reports: per-linear planned and achieved sparsity, and where the time went."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+
+@dataclass
+class LinearSparsity:
+    name: str
+    block: int
+    numel: int
+    planned_pruned: int
+    pruned: int
+
+    @property
+    def planned(self) -> float:
+        return self.planned_pruned / self.numel
+
+    @property
+    def achieved(self) -> float:
+        return self.pruned / self.numel
+
+
+@dataclass
+class PruneReport:
+    method: str
+    pruner: str
+    allocation: str
+    tokens: str
+    target: float
+    pattern: str
+    linears: list[LinearSparsity]
+    timings: dict[str, float]
+    blocks_s: list[float]
+    num_samples: int
+    num_tokens: int
+    device: str
+    masks: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+
+    @property
+    def planned(self) -> float:
+        return sum(x.planned_pruned for x in self.linears) / max(1, sum(x.numel for x in self.linears))
+
+    @property
+    def achieved(self) -> float:
+        return sum(x.pruned for x in self.linears) / max(1, sum(x.numel for x in self.linears))
+
+    def per_linear(self) -> dict[str, dict[str, float]]:
+        return {x.name: {"planned": x.planned, "achieved": x.achieved, "numel": x.numel} for x in self.linears}
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("masks")
+        out["linears"] = self.per_linear()
+        out["overall"] = {"planned": self.planned, "achieved": self.achieved}
+        return out
+
+    def summary(self) -> str:
+        """A short markdown summary a person can read in a terminal."""
+        lines = [
+            f"method {self.method} ({self.pruner} x {self.allocation} x {self.tokens}), "
+            f"target {self.target} {self.pattern}, {self.num_samples} samples / {self.num_tokens} tokens on {self.device}",
+            f"overall sparsity planned {self.planned:.4f}, achieved {self.achieved:.4f}; "
+            + ", ".join(f"{k} {v:.2f}s" for k, v in self.timings.items()),
+            "",
+            "| linear | numel | planned | achieved |",
+            "|---|---:|---:|---:|",
+        ]
+        lines += [f"| {x.name} | {x.numel} | {x.planned:.4f} | {x.achieved:.4f} |" for x in self.linears]
+        return "\n".join(lines)

@@ -1,0 +1,15 @@
+"""Uniform allocation: every targeted linear gets the target sparsity."""
+
+from __future__ import annotations
+
+from tamp.config import AllocationConfig
+from tamp.sparsity.registry import register_allocation
+
+
+@register_allocation("uniform")
+class UniformAllocation:
+    def __init__(self, cfg: AllocationConfig | None = None) -> None:
+        self.cfg = cfg
+
+    def plan(self, engine, target: float) -> dict[str, float]:
+        return {name: target for linears in engine.linears for name in linears}

@@ -1,0 +1,15 @@
+"""Every token counts (the original Wanda / SparseGPT calibration)."""
+
+from __future__ import annotations
+
+from tamp.config import TokensConfig
+from tamp.tokens.registry import register_selector
+
+
+@register_selector("all")
+class AllTokens:
+    def __init__(self, cfg: TokensConfig | None = None) -> None:
+        self.cfg = cfg
+
+    def select(self, name, x, z, ctx):
+        return None

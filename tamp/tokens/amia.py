@@ -1,0 +1,194 @@
+"""Adaptive Multimodal Input Activation (AMIA): which tokens of a sample feed a linear's statistics.
+
+Per sample and linear (DESIGN.md, "AMIA"): the last attention row `a` says how much each token matters;
+a 3-nearest-neighbour graph on the output tokens (cosine distance D = 1 - U U^T) spreads it to
+neighbours; tokens are then picked greedily by that contribution, penalising the neighbours of every
+pick, until the picked set represents the whole sample in maximum mean discrepancy:
+MMD^2(all, S) < mmd_scale * sqrt(div), with kernel K = exp(-D) and div the sample's output diversity.
+
+Cost: D is built once from one product U U^T (its upper triangle, mirrored, so K is exactly symmetric)
+and serves the graph, the kernel and the diversity. The MMD of every prefix is updated in O(T) per pick
+from K's column sums and a running sum of the picked rows, so the greedy part is O(T) per step instead of
+the O(T^2) a direct evaluation needs. On CUDA the greedy steps run in chunks without host
+synchronisation; the stop condition is read once per chunk from a device-side MMD trace (earlier picks
+never depend on later ones, so the steps run past the stop point are simply discarded).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from tamp.sparsity.das import score_tensor, similarity_terms, unit_rows
+
+VARIANTS = ("paper", "reference")
+_CPU_CHUNK = 8
+_GRAM_BLOCK = 256
+_CUDA_CHUNKS = (16, 128)  # first chunk, largest chunk (doubling in between)
+
+
+@dataclass
+class _Problem:
+    """Everything the greedy loop needs, computed once per call."""
+
+    gain: torch.Tensor  # [T] float32: a_i + neighbours' attention weighted by exp(-graph_gamma * D)
+    neighbours: torch.Tensor  # [T, k] long
+    penalty: torch.Tensor  # [T, k] float32: exp(-penalty_gamma * D_ij) for j in knn(i)
+    kernel: torch.Tensor  # [T, T] float32: exp(-D)
+    col_sums: torch.Tensor  # [T] float64: sum_i K_ij
+    threshold: torch.Tensor  # 0-d float64 on device: mmd_scale * sqrt(max(div, 0))
+
+
+def _validate(
+    outputs: torch.Tensor, attention: torch.Tensor, modality_ids: torch.Tensor, variant: str, knn: int
+) -> None:
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown AMIA variant {variant!r}; expected one of {VARIANTS}")
+    if outputs.dim() != 2:
+        raise ValueError(f"outputs must be [T, C], got shape {tuple(outputs.shape)}")
+    num_tokens = outputs.shape[0]
+    if attention.shape != (num_tokens,) or modality_ids.shape != (num_tokens,):
+        raise ValueError(
+            f"attention and modality_ids must be [T={num_tokens}], got "
+            f"{tuple(attention.shape)} and {tuple(modality_ids.shape)}"
+        )
+    if knn < 0:
+        raise ValueError(f"knn must be >= 0, got {knn}")
+
+
+def _cosine_gram(units: torch.Tensor, block: int = _GRAM_BLOCK) -> torch.Tensor:
+    """U U^T computed by row blocks over the upper triangle only and mirrored: about half the FLOPs of
+    one full product, and exactly symmetric (so the kernel's rows and columns agree bit for bit)."""
+    num_tokens = units.shape[0]
+    if num_tokens <= block:
+        gram = units @ units.T
+        return torch.triu(gram) + torch.triu(gram, 1).T
+    gram = torch.empty(num_tokens, num_tokens, dtype=units.dtype, device=units.device)
+    for start in range(0, num_tokens, block):
+        stop = min(num_tokens, start + block)
+        gram[start:stop, start:] = units[start:stop] @ units[start:].T
+        diag = gram[start:stop, start:stop]
+        diag.copy_(torch.triu(diag) + torch.triu(diag, 1).T)
+        gram[stop:, start:stop] = gram[start:stop, stop:].T
+    return gram
+
+
+def _prepare(
+    outputs: torch.Tensor,
+    attention: torch.Tensor,
+    modality_ids: torch.Tensor,
+    variant: str,
+    knn: int,
+    graph_gamma: float,
+    penalty_gamma: float,
+    mmd_scale: float,
+) -> _Problem:
+    """One product U U^T, reused for the kNN graph, the kernel and the sample's diversity."""
+    units = unit_rows(outputs)
+    similarity = _cosine_gram(units)
+    sims, defined = similarity_terms(outputs, modality_ids, variant, similarity=similarity, units=units)
+    div = score_tensor(sims, defined).nan_to_num(0.0)
+    threshold = mmd_scale * div.clamp_min(0.0).sqrt()
+
+    # The T x T buffer is reused in place: similarity -> distance -> kernel (bitwise 1 - S, exp(-D)).
+    distance = similarity.neg_().add_(1.0)
+    k = min(knn, outputs.shape[0] - 1)
+    attn = attention.detach().to(device=units.device, dtype=torch.float32)
+    # k + 1 smallest distances per row, dropping the first (normally the token itself).
+    neighbours = torch.topk(distance, k + 1, dim=1, largest=False).indices[:, 1:]
+    near = distance.gather(1, neighbours)
+    gain = attn + (torch.exp(-graph_gamma * near) * attn[neighbours]).sum(1)
+    penalty = torch.exp(-penalty_gamma * near)
+    kernel = distance.neg_().exp_()
+    return _Problem(gain, neighbours, penalty, kernel, kernel.sum(0, dtype=torch.float64), threshold)
+
+
+class _Greedy:
+    """State of the greedy selection with the O(T) incremental MMD^2(all, S)."""
+
+    def __init__(self, problem: _Problem) -> None:
+        self.p = problem
+        num_tokens = problem.gain.shape[0]
+        device = problem.gain.device
+        self.num_tokens = num_tokens
+        self.gain = problem.gain.clone()
+        self.order = torch.empty(num_tokens, dtype=torch.long, device=device)
+        self.trace = torch.empty(num_tokens, dtype=torch.float64, device=device)
+        self.row_acc = torch.zeros(num_tokens, dtype=torch.float64, device=device)  # sum_{t in S} K[t, :]
+        self.diag = problem.kernel.diagonal().double()
+        self.pair_sum = torch.zeros(1, dtype=torch.float64, device=device)  # sum_{s, t in S} K_st
+        self.cross_sum = torch.zeros(1, dtype=torch.float64, device=device)  # sum_{i, s in S} K_is
+        self.full_mean = problem.col_sums.sum() / float(num_tokens) ** 2
+
+    def step(self, t: int) -> None:
+        """Pick the t-th token (0-based) and record MMD^2 of the first t + 1 picks; no host sync."""
+        p, gain = self.p, self.gain
+        s = torch.argmax(gain, dim=0, keepdim=True)  # first index on ties
+        picked = gain.index_select(0, s).clamp_min(0.0)
+        nbrs = p.neighbours.index_select(0, s).view(-1)
+        gain.index_add_(0, nbrs, p.penalty.index_select(0, s).view(-1) * picked, alpha=-1.0)
+        gain.index_fill_(0, s, float("-inf"))  # a Python scalar: a tensor value would be read back
+        self.order[t : t + 1] = s
+
+        self.pair_sum += 2.0 * self.row_acc.index_select(0, s) + self.diag.index_select(0, s)
+        self.row_acc += p.kernel.index_select(0, s).view(-1)
+        self.cross_sum += p.col_sums.index_select(0, s)
+        count = float(t + 1)
+        mmd = self.full_mean + self.pair_sum / count**2 - 2.0 * self.cross_sum / (self.num_tokens * count)
+        self.trace[t : t + 1] = mmd.clamp_min(0.0)
+
+    def first_stop(self, start: int, stop: int) -> int | None:
+        """Index of the first step in [start, stop) whose MMD^2 is below the threshold (one host sync)."""
+        hits = torch.nonzero(self.trace[start:stop] < self.p.threshold)
+        return start + int(hits[0, 0]) if hits.numel() else None
+
+
+def _chunks(num_tokens: int, device: torch.device):
+    """Step ranges between stop checks: small on CPU (a check is free), growing on CUDA (a check syncs)."""
+    size, largest = (_CPU_CHUNK, _CPU_CHUNK) if device.type == "cpu" else _CUDA_CHUNKS
+    start = 0
+    while start < num_tokens:
+        stop = min(num_tokens, start + size)
+        yield start, stop
+        start, size = stop, min(2 * size, largest)
+
+
+def select_tokens(
+    outputs: torch.Tensor,
+    attention: torch.Tensor,
+    modality_ids: torch.Tensor,
+    variant: str = "paper",
+    knn: int = 3,
+    graph_gamma: float = 1.0,
+    penalty_gamma: float = 0.2,
+    mmd_scale: float = 0.1,
+) -> torch.LongTensor:
+    """Indices of the tokens AMIA selects for this sample's linear, in the order chosen.
+
+    `outputs` [T, C] is the linear's dense output, `attention` [T] the head-averaged last attention row,
+    `modality_ids` [T] the tokens' modality codes. div ("paper": the DAS score of this sample,
+    "reference": 1 - mean of the official code's similarity terms) sets the stop threshold; div <= 0 or
+    undefined makes the threshold 0, so every token is selected. At least one token is always selected
+    and the loop ends when all are.
+    """
+    _validate(outputs, attention, modality_ids, variant, knn)
+    num_tokens = outputs.shape[0]
+    if num_tokens == 0:
+        return torch.empty(0, dtype=torch.long, device=outputs.device)
+    problem = _prepare(outputs, attention, modality_ids, variant, knn, graph_gamma, penalty_gamma, mmd_scale)
+    greedy = _Greedy(problem)
+    for start, stop in _chunks(num_tokens, problem.gain.device):
+        for t in range(start, stop):
+            greedy.step(t)
+        hit = greedy.first_stop(start, stop)
+        if hit is not None:
+            return greedy.order[: hit + 1]
+    return greedy.order
+
+
+def selected_mask(indices: torch.Tensor, num_tokens: int) -> torch.Tensor:
+    """Bool mask [T] of the selected indices (for statistics that take a mask)."""
+    mask = torch.zeros(num_tokens, dtype=torch.bool, device=indices.device)
+    mask[indices] = True
+    return mask

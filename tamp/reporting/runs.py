@@ -1,0 +1,97 @@
+"""Small readers of one results dict: which tasks it has, its scores, how its method is labelled."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+DENSE = "dense"
+COMPLETED = "completed"
+# the paper's row order (Tables 2, 3, 5); other methods follow alphabetically
+METHOD_ORDER = ("magnitude", "sparsegpt", "wanda", "owl", "ecoflap", "tamp")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One table column: a task and the metric key of lmms-eval's results dict that the tables use."""
+
+    task: str
+    metric: str
+    label: str
+
+
+def is_dense(result: dict[str, Any]) -> bool:
+    return str(result["method"]["name"]).lower() == DENSE
+
+
+def is_completed(result: dict[str, Any]) -> bool:
+    return result.get("status") == COMPLETED
+
+
+def run_tasks(result: dict[str, Any]) -> list[str]:
+    """Tasks in the order the runner wrote them: primary_metric first, then any other scored task."""
+    tasks = list(result["primary_metric"])
+    return tasks + [task for task in result["scores"] if task not in tasks]
+
+
+def number(value: Any) -> float | None:
+    """A finite float, or None for anything else (lmms-eval dicts may hold aliases or N/A strings)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def default_metric(task_scores: dict[str, Any]) -> str | None:
+    """Without a primary_metric: the first numeric metric that is not a standard error."""
+    for key, value in task_scores.items():
+        if "stderr" not in key and number(value) is not None:
+            return key
+    return None
+
+
+def columns_of(dense: dict[str, Any]) -> list[Column]:
+    """The columns of a suite, from its dense run's primary metrics (a list of metrics gives one column each)."""
+    columns: list[Column] = []
+    for task in run_tasks(dense):
+        spec = dense["primary_metric"].get(task) or default_metric(dense["scores"].get(task, {}))
+        metrics = [spec] if isinstance(spec, str) else list(spec or [])
+        for metric in metrics:
+            label = task if len(metrics) == 1 else f"{task}:{metric.split(',')[0]}"
+            columns.append(Column(task, metric, label))
+    return columns
+
+
+def score(result: dict[str, Any], column: Column) -> float | None:
+    return number(result["scores"].get(column.task, {}).get(column.metric))
+
+
+def method_labels(results: list[dict[str, Any]]) -> list[str]:
+    """Display name per result: the method's name, plus the settings that tell apart presets sharing it.
+
+    An ablation by override (method.tokens=attention) keeps the preset's name, so two different methods
+    would otherwise merge into one row.
+    """
+    variants: dict[str, list[dict[str, Any]]] = {}
+    for result in results:
+        method = result["method"]
+        if method not in variants.setdefault(str(method["name"]), []):
+            variants[str(method["name"])].append(method)
+    labels = []
+    for result in results:
+        method, name = result["method"], str(result["method"]["name"])
+        others = variants[name]
+        differ = sorted(
+            {k for m in others for k in m if k != "name" and any(o.get(k) != m.get(k) for o in others)}
+        )
+        labels.append(f"{name} ({', '.join(f'{k}={method.get(k)}' for k in differ)})" if differ else name)
+    return labels
+
+
+def method_rank(label: str) -> tuple[int, str]:
+    base = label.split(" ")[0].lower()
+    return (METHOD_ORDER.index(base) if base in METHOD_ORDER else len(METHOD_ORDER), label.lower())
+
+
+def pattern_of(result: dict[str, Any]) -> str:
+    return str(result["sparsity"].get("pattern") or "unstructured")

@@ -1,0 +1,103 @@
+"""Read the same results from W&B: each run's summary (and config) holds the fields of results.json."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from tamp.reporting.load import ReportError, check_results
+
+FIELDS = (
+    "status",
+    "error",
+    "experiment",
+    "run_dir",
+    "model",
+    "method",
+    "sparsity",
+    "scores",
+    "primary_metric",
+    "sparsity_per_linear",
+    "allocation_scores",
+    "timings",
+    "versions",
+)
+STATES = {
+    "finished": "completed",
+    "running": "running",
+    "crashed": "failed",
+    "failed": "failed",
+    "killed": "failed",
+}
+
+
+def _plain(value: Any) -> Any:
+    """W&B's summary objects -> plain dicts and lists."""
+    if isinstance(value, Mapping) or (hasattr(value, "keys") and hasattr(value, "__getitem__")):
+        return {str(k): _plain(value[k]) for k in value.keys()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _unflatten(flat: dict[str, Any]) -> dict[str, Any]:
+    """'scores/mme/acc,none' style keys (wandb.log's separator) nested under the known fields."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        head, _, rest = key.partition("/")
+        if rest and head in FIELDS:
+            node = out.setdefault(head, {})
+            *parents, leaf = rest.split("/")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+        else:
+            out[key] = value
+    return out
+
+
+def _name_of(value: Any) -> Any:
+    """The resolved Hydra config nests an axis as {name: ..., knobs...}; results.json holds just the name."""
+    return value.get("name") if isinstance(value, dict) else value
+
+
+def results_from_wandb_run(run: Any) -> dict[str, Any]:
+    """A W&B public-API run (or anything with summary/config/state/path) -> a checked results dict.
+
+    Summary fields win over config fields; a run that never wrote a status takes it from its W&B state.
+    """
+    summary = _unflatten(_plain(getattr(run, "summary_metrics", None) or getattr(run, "summary", None) or {}))
+    config = _plain(getattr(run, "config", None) or {})
+    nested = summary.get("results") if isinstance(summary.get("results"), dict) else {}
+    data: dict[str, Any] = {}
+    for key in FIELDS:
+        for source in (nested, summary, config):
+            if source.get(key) is not None:
+                data[key] = source[key]
+                break
+    if isinstance(data.get("method"), dict):
+        data["method"] = {k: _name_of(v) for k, v in data["method"].items()}
+    data["config"] = config.get("config", config)
+    state = str(getattr(run, "state", "") or "").lower()
+    data.setdefault("status", STATES.get(state, state or "completed"))
+    path = getattr(run, "path", None)
+    where = f"wandb:{'/'.join(map(str, path))}" if path else f"wandb:{getattr(run, 'id', '?')}"
+    data.setdefault("run_dir", where)
+    return check_results(data, where)
+
+
+def fetch_wandb(path: str, group: str | None = None) -> list[dict[str, Any]]:
+    """All runs of ENTITY/PROJECT (optionally one group) through W&B's own public API client."""
+    try:
+        import wandb
+
+        runs = wandb.Api().runs(path, filters={"group": group} if group else None)
+        results = [results_from_wandb_run(run) for run in runs]
+    except ReportError:
+        raise
+    except Exception as err:  # network, auth, unknown project: one line, not a traceback
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ReportError(f"W&B {path}{f' group {group}' if group else ''}: {first}") from None
+    if not results:
+        raise ReportError(f"W&B {path}{f' group {group}' if group else ''}: no runs found")
+    return results

@@ -75,5 +75,6 @@ def prune(
         num_samples=len(samples),
         num_tokens=sum(s.num_tokens for s in samples),
         device=str(engine.device),
+        allocation_scores={k: float(v) for k, v in getattr(method.allocation, "scores", {}).items()},
         masks={k: v.cpu() for k, v in masks.items()} if cfg.keep_masks else None,
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any
 
-PRUNERS = ("magnitude", "wanda", "sparsegpt")
+PRUNERS = ("magnitude", "wanda", "sparsegpt", "none")  # none: the dense reference
 PATTERNS_HELP = "'unstructured' or 'N:M' with N < M (e.g. 2:4, 4:8)"
 
 

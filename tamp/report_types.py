@@ -39,6 +39,8 @@ class PruneReport:
     num_samples: int
     num_tokens: int
     device: str
+    #: what the allocation ranked by (DAS score per linear, OWL outlier ratio per block, ...)
+    allocation_scores: dict[str, float] = field(default_factory=dict)
     masks: dict[str, torch.Tensor] | None = field(default=None, repr=False)
 
     @property

@@ -1,108 +1,68 @@
-"""`python -m tamp.run`: compose the config with Hydra, prune, write results into the run directory.
+"""`python -m tamp.run`: compose the config with Hydra and run one sweep cell (or one run).
 
-The Hydra entry point is a thin shell around `run(cfg)`, which tests call directly with a composed
-config.
+The Hydra entry point is a thin shell around `run(cfg)`, which tests call directly with a
+composed config. A failing cell of a multirun is recorded as failed and the sweep goes on; a
+failing single run exits non-zero with a one-line error (HYDRA_FULL_ERROR=1 for the traceback).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import resource
 import sys
 from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
+
+from tamp.schema import register_schema, validate
 
 log = logging.getLogger("tamp")
+register_schema()
 
 
-def build_prune_config(cfg: DictConfig) -> dict[str, Any]:
-    """The `tamp.prune` config from the composed Hydra config (method, sparsity, runner, seed)."""
-    method = OmegaConf.to_container(cfg.method, resolve=True)
-    runner = OmegaConf.to_container(cfg.runner, resolve=True)
-    return {
-        "method": method,
-        "sparsity": OmegaConf.to_container(cfg.sparsity, resolve=True),
-        "seed": int(cfg.seed),
-        **runner,
-    }
+def run(cfg: DictConfig, run_dir: str | Path, cache_dir: str | Path | None = None) -> dict[str, Any]:
+    """Validate, start the Fabric world the runner asks for, run the cell; return its results."""
+    from tamp.runner import make_fabric, run_cell
+
+    settings = validate(cfg)  # one-line ValueError for a bad value, before any heavy work
+    fabric = make_fabric(settings)
+    results = fabric.launch(run_cell, cfg, str(run_dir), str(cache_dir) if cache_dir else None)
+    _print_summary(results, run_dir)
+    return results
 
 
-def load(cfg: DictConfig):
-    """(model, adapter, samples) for the configured model and calibration set."""
-    from tamp.models.loading import load_model
-    from tamp.models.tiny import build_tiny
-
-    name = str(cfg.model.name)
-    if name.startswith("tiny:"):
-        bundle = build_tiny(name.split(":", 1)[1], seed=int(cfg.seed))
-        model, adapter, examples = bundle.model, bundle.adapter, bundle.examples()
-    else:
-        model, _processor, adapter = load_model(name, cfg.model.get("family"), cfg.model.get("dtype", "bfloat16"))
-        examples = []
-    if cfg.calib.name != "tiny":
-        raise ValueError(f"calib.name='{cfg.calib.name}' is unknown; valid: tiny")
-    if not examples:
-        raise ValueError("calib=tiny needs a tiny model (model.name=tiny:<family>)")
-    n = int(cfg.calib.num_samples)
-    samples = [adapter.encode(e.messages, e.images, e.videos, e.audios) for e in examples]
-    samples = [samples[i % len(samples)] for i in range(n)]
-    return model, adapter, samples
-
-
-def run(cfg: DictConfig, out_dir: str | Path | None = None) -> dict[str, Any]:
-    """Prune the configured model and return the metrics; writes results.json and report.md."""
-    import tamp
-
-    model, adapter, samples = load(cfg)
-    report = tamp.prune(model, samples, build_prune_config(cfg), adapter=adapter)
-    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    metrics = {
-        "status": "completed",
-        "model": {"name": str(cfg.model.name), "family": adapter.family},
-        "method": {
-            "name": report.method,
-            "pruner": report.pruner,
-            "allocation": report.allocation,
-            "tokens": report.tokens,
-        },
-        "sparsity": {"target": report.target, "pattern": report.pattern, "achieved": report.achieved},
-        "sparsity_per_linear": report.per_linear(),
-        "timings": report.timings,
-        "peak_rss_mb": peak_rss_mb,
-        "config": OmegaConf.to_container(cfg, resolve=True),
-    }
-    if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "report.md").write_text(report.summary() + "\n")
-        _write_json_atomic(out / "results.json", metrics)
-    print(report.summary().split("\n\n")[0])
-    print(f"peak RSS {peak_rss_mb:.0f} MiB" + (f"; results in {out_dir}" if out_dir else ""))
-    return metrics
-
-
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    os.replace(tmp, path)
+def _print_summary(results: dict[str, Any], run_dir: str | Path) -> None:
+    if not results:
+        return
+    method, sparsity = results.get("method", {}), results.get("sparsity", {})
+    line = f"{method.get('name')}: sparsity {sparsity.get('achieved', 0):.4f} (target {sparsity.get('target')})"
+    for task, metric in (results.get("primary_metric") or {}).items():
+        value = results.get("scores", {}).get(task, {}).get(metric)
+        if isinstance(value, (int, float)):
+            line += f", {task} {value:.4f}"
+    print(f"{line}; results in {Path(run_dir) / 'results.json'}")
 
 
 @hydra.main(config_path="../conf", config_name="run", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
+    hc = HydraConfig.get()
+    multirun = hc.mode == RunMode.MULTIRUN
+    cache_dir = Path(hc.sweep.dir) / ".cache" if multirun else None
     try:
-        run(cfg, HydraConfig.get().runtime.output_dir)
-    except (ValueError, RuntimeError, OSError) as err:
+        run(cfg, hc.runtime.output_dir, cache_dir)
+    except Exception as err:  # noqa: BLE001 - every failure becomes a recorded, one-line error
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        print(f"tamp: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        log.error("cell %s failed: %s", hc.job.num if multirun else hc.job.name, message)
+        print(f"tamp: error: {message}", file=sys.stderr)
+        if not multirun:
+            sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -113,6 +113,19 @@ class SparseGPTPruner(Pruner):
         return pruned == 0
 
 
+class NoPruner(Pruner):
+    """The dense reference: plans and prunes nothing, so a dense run goes through the same code."""
+
+    name = "none"
+    needs_stats = False
+
+    def planned_pruned(self, linear: nn.Linear, sparsity: float, nm: NM) -> int:
+        return 0
+
+    def prune(self, linear: nn.Linear, stats: Any, sparsity: float, nm: NM, name: str) -> torch.Tensor:
+        return torch.zeros_like(linear.weight, dtype=torch.bool)
+
+
 def build_pruner(name: str, blocksize: int = 128, percdamp: float = 0.01, compat_magnitude: bool = False) -> Pruner:
     if name == "magnitude":
         return MagnitudePruner(compat_official=compat_magnitude)
@@ -122,4 +135,6 @@ def build_pruner(name: str, blocksize: int = 128, percdamp: float = 0.01, compat
         if blocksize <= 0 or not math.isfinite(percdamp) or percdamp < 0:
             raise ValueError(f"sparsegpt needs blocksize > 0 and percdamp >= 0, got {blocksize}, {percdamp}")
         return SparseGPTPruner(blocksize, percdamp)
-    raise ValueError(f"unknown pruner '{name}'; valid: magnitude, wanda, sparsegpt")
+    if name == "none":
+        return NoPruner()
+    raise ValueError(f"unknown pruner '{name}'; valid: magnitude, wanda, sparsegpt, none")

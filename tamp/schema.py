@@ -1,0 +1,163 @@
+"""The structured schema of a run's Hydra config: unknown keys fail at composition, bad values at start.
+
+`conf/run.yaml` lists `run_schema` first in its defaults, so every group file and every command-line
+override is merged onto these dataclasses: a key that does not exist stops composition with
+Hydra's message naming it, and `validate(cfg)` (OmegaConf.to_object, which runs the
+`__post_init__` checks) turns an out-of-range value into a one-line error before any model work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from tamp.config import MethodConfig, PruneConfig, SparsityConfig
+
+CALIB_SOURCES = ("tiny", "llava_json", "hf", "zoo")
+WANDB_MODES = ("offline", "online", "disabled")
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING  # a Hub id, a local directory, or tiny:<family>
+    family: str | None = None  # None: from the checkpoint's model_type
+    dtype: str = "bfloat16"
+    trust_remote_code: bool = False
+
+    def __post_init__(self) -> None:
+        valid = ("float32", "bfloat16", "float16", "auto")
+        _check(self.dtype in valid, f"model.dtype='{self.dtype}' is not valid; use one of {', '.join(valid)}")
+
+
+@dataclass
+class CalibConfig:
+    source: str = "tiny"
+    path: str | None = None  # LLaVA-style JSON / JSONL file, or an HF dataset path
+    media_dir: str | None = None
+    prefix: str | None = None  # keep records whose media path starts with this (ShareGPT4V, NLVR2)
+    name: str | None = None  # HF dataset config name
+    split: str = "train"
+    num_samples: int = 128
+    seed: int = 42
+    num_frames: int = 8
+    max_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        _check(
+            self.source in CALIB_SOURCES,
+            f"calib.source='{self.source}' is unknown; valid: {', '.join(CALIB_SOURCES)}",
+        )
+        _check(self.num_samples >= 1, f"calib.num_samples={self.num_samples} must be >= 1")
+        _check(self.num_frames >= 1, f"calib.num_frames={self.num_frames} must be >= 1")
+
+
+@dataclass
+class RunnerConfig:
+    accelerator: str = "auto"  # Lightning Fabric: auto | cpu | cuda | gpu
+    devices: Any = 1  # number of processes (data-parallel calibration) or a device list
+    strategy: str = "auto"
+    precision: str = "32-true"
+    device: str = "auto"  # where the pruning math runs in each process: auto | cpu | cuda
+    offload: bool = False
+    progress: bool = True
+    targets: list[str] = field(default_factory=lambda: [".*"])
+    ignore: list[str] = field(default_factory=list)
+    save_model: bool = False
+
+    def __post_init__(self) -> None:
+        _check(
+            isinstance(self.devices, (int, list, str)),
+            f"runner.devices={self.devices!r} must be an int, a list or 'auto'",
+        )
+        if isinstance(self.devices, int):
+            _check(self.devices >= 1, f"runner.devices={self.devices} must be >= 1")
+
+
+@dataclass
+class EvalConfig:
+    tasks: list[str] = field(default_factory=list)  # lmms-eval task names; empty: no evaluation
+    include_paths: list[str] = field(default_factory=list)  # extra task folders
+    limit: int | None = None
+    batch_size: int = 1
+    max_new_tokens: int = 32
+
+    def __post_init__(self) -> None:
+        _check(self.limit is None or self.limit >= 1, f"eval.limit={self.limit} must be >= 1 or null")
+
+
+@dataclass
+class WandbConfig:
+    enabled: bool = True
+    mode: str = "offline"
+    project: str = "tamp"
+    entity: str | None = None
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        _check(self.mode in WANDB_MODES, f"logger.wandb.mode='{self.mode}'; valid: {', '.join(WANDB_MODES)}")
+
+
+@dataclass
+class LoggerConfig:
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
+@dataclass
+class PathsConfig:
+    root_dir: str = "."
+    output_dir: str = "outputs"
+    cache_dir: str = "outputs/cache"
+    data_dir: str = "data"
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    calib: CalibConfig = field(default_factory=CalibConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    sparsity: SparsityConfig = field(default_factory=SparsityConfig)
+    runner: RunnerConfig = field(default_factory=RunnerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    experiment: str | None = None
+    resume: str | None = None
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        self.prune_config()  # sparsity range, pattern, pruner names
+
+    def prune_config(self) -> PruneConfig:
+        r = self.runner
+        return PruneConfig(
+            method=self.method,
+            sparsity=self.sparsity,
+            targets=list(r.targets),
+            ignore=list(r.ignore),
+            device=r.device,
+            offload=r.offload,
+            progress=r.progress,
+            seed=self.seed,
+        ).validate()
+
+
+def register_schema() -> None:
+    ConfigStore.instance().store(name="run_schema", node=RunConfig)
+
+
+def validate(cfg: DictConfig) -> RunConfig:
+    """The typed run config; a value out of range raises ValueError with one line naming the key."""
+    if OmegaConf.get_type(cfg) is not RunConfig:  # e.g. a plain dict, or a config unpickled in a worker
+        cfg = OmegaConf.merge(OmegaConf.structured(RunConfig), cfg)
+    obj = OmegaConf.to_object(cfg)
+    assert isinstance(obj, RunConfig)
+    return obj

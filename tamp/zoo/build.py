@@ -1,0 +1,227 @@
+"""Write the toy zoo's data to disk in the LLaVA conversation format, skipping work when it is built.
+
+Layout of OUT_DIR (the zoo owns these names; nothing else there is touched):
+  train.json, calib.json, test.json  LLaVA records, a JSON list with one record per line
+  test_<task>.json                   the test split of one task (what an lmms-eval task points at)
+  images/<id>.png                    the images of every split (PNG, compression level 1)
+  vocab.json, tasks.json             words for a word-level tokenizer; the task table
+  manifest.json                      recipe version, code hash, sizes, seed, file hashes, content hash
+Train images are PNG files like the others (about 0.1 ms each to write, so 50k take seconds), so the
+one LLaVA loader reads every split; a trainer that wants an array decodes them once.
+
+    python -m tamp.zoo.build OUT_DIR [--train N] [--calib N] [--test N] [--seed S] [--workers W]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import multiprocessing
+import os
+import re
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from tqdm import tqdm
+
+from tamp.zoo.tasks import TASK_NAMES, TASKS, make_item, task_table, vocabulary
+
+RECIPE_VERSION = "zoo-1"  # bump whenever generation changes what an item is
+GENERATOR_FILES = ("world.py", "render.py", "questions.py", "textq.py", "tasks.py")
+SPLITS: tuple[str, ...] = ("train", "calib", "test")
+DEFAULT_SIZES: dict[str, int] = {"train": 40_000, "calib": 256, "test": 1_600}
+MANIFEST = "manifest.json"
+IMAGES = "images"
+CHUNK = 2_000  # items per unit of work (and per worker task)
+_OWNED_IMAGE = re.compile(r"^(train|calib|test)-\d+\.png$")
+
+
+def code_hash() -> str:
+    """Hash of the generator's source: an edit that forgot to bump RECIPE_VERSION still rebuilds."""
+    h = hashlib.sha256()
+    for name in GENERATOR_FILES:
+        h.update((Path(__file__).parent / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _recipe(sizes: dict[str, int] | None, seed: int) -> dict:
+    return {"recipe": RECIPE_VERSION, "code": code_hash(), "seed": int(seed), "sizes": _check_sizes(sizes)}
+
+
+def split_paths(out_dir: str | os.PathLike) -> dict[str, Path]:
+    """The data files of a built zoo: one per split plus `test_<task>` for every task."""
+    out = Path(out_dir)
+    paths = {split: out / f"{split}.json" for split in SPLITS}
+    paths.update({f"test_{name}": out / f"test_{name}.json" for name in TASK_NAMES})
+    return paths
+
+
+def expected_images(split: str, n: int) -> list[str]:
+    """Image file names of a split: known without reading it, since the task is index % len(TASKS)."""
+    return [f"{split}-{i:06d}.png" for i in range(n) if TASKS[i % len(TASKS)].image]
+
+
+def png_bytes(image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def _chunk(job: tuple[str, int, int, int, str]) -> tuple[list[dict], list[bytes]]:
+    """Generate items start..stop of a split, write their images, return records and image digests."""
+    split, start, stop, seed, images_dir = job
+    records, digests = [], []
+    for i in range(start, stop):
+        item = make_item(split, i, seed)
+        if item.image is not None:
+            data = png_bytes(item.image)
+            with open(os.path.join(images_dir, f"{item.id}.png"), "wb") as f:
+                f.write(data)
+            digests.append(hashlib.sha256(data).digest())
+        records.append(item.record())
+    return records, digests
+
+
+def _generate(split: str, n: int, seed: int, images: Path, workers: int,
+              progress: bool | None) -> tuple[list[dict], str]:
+    jobs = [(split, s, min(s + CHUNK, n), seed, str(images)) for s in range(0, n, CHUNK)]
+    bar = tqdm(total=n, desc=f"zoo {split}", unit="item", disable=None if progress is None else not progress)
+    records: list[dict] = []
+    digests: list[bytes] = []
+    if workers > 1 and len(jobs) > 1:
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            results = pool.imap(_chunk, jobs)
+            for (recs, digs), job in zip(results, jobs, strict=True):
+                records += recs
+                digests += digs
+                bar.update(job[2] - job[1])
+    else:
+        for job in jobs:
+            recs, digs = _chunk(job)
+            records += recs
+            digests += digs
+            bar.update(job[2] - job[1])
+    bar.close()
+    return records, hashlib.sha256(b"".join(digests)).hexdigest()
+
+
+def _write_json(path: Path, data: object, lines: bool = False) -> str:
+    """Write atomically; `lines` puts one list element per line (readable, diff-friendly)."""
+    if lines:
+        text = "[\n" + ",\n".join(json.dumps(r) for r in data) + "\n]\n"  # type: ignore[attr-defined]
+    else:
+        text = json.dumps(data, indent=1) + "\n"
+    blob = text.encode()
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(blob)
+    os.replace(tmp, path)
+    return hashlib.sha256(blob).hexdigest()
+
+
+def _sha256(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
+def _read_manifest(out: Path) -> dict | None:
+    try:
+        return json.loads((out / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _up_to_date(out: Path, recipe: dict) -> bool:
+    """Same recipe, sizes and seed, every data file unchanged and every image present."""
+    m = _read_manifest(out)
+    if m is None or any(m.get(k) != v for k, v in recipe.items()):
+        return False
+    if any(_sha256(out / name) != digest for name, digest in m.get("files", {}).items()):
+        return False
+    present = set(os.listdir(out / IMAGES)) if (out / IMAGES).is_dir() else set()
+    return all(name in present for split in SPLITS for name in expected_images(split, recipe["sizes"][split]))
+
+
+def _check_sizes(sizes: dict[str, int] | None) -> dict[str, int]:
+    merged = {**DEFAULT_SIZES, **(sizes or {})}
+    unknown = set(merged) - set(SPLITS)
+    if unknown:
+        raise ValueError(f"unknown zoo split(s) {sorted(unknown)}; expected {list(SPLITS)}")
+    if any(not isinstance(v, int) or v < 0 for v in merged.values()):
+        raise ValueError(f"zoo split sizes must be non-negative integers, got {merged}")
+    return {split: merged[split] for split in SPLITS}
+
+
+def build_zoo(out_dir: str | os.PathLike, sizes: dict[str, int] | None = None, seed: int = 0, *,
+              workers: int = 1, force: bool = False, progress: bool | None = None) -> dict[str, Path]:
+    """Build (or find already built) the zoo's splits under `out_dir`; returns {split: json path}.
+
+    `sizes` overrides DEFAULT_SIZES per split (test is the total over tasks, balanced). A manifest,
+    written last, records the recipe (version and a hash of the generator's code), sizes, seed and
+    hashes: a matching, intact build is skipped, any other is rebuilt (an interrupted build has no
+    manifest, so it is rebuilt too). `workers` > 1 generates train in parallel, with the same bytes.
+    """
+    out = Path(out_dir)
+    recipe = _recipe(sizes, seed)
+    paths = split_paths(out)
+    if not force and _up_to_date(out, recipe):
+        return paths
+    out.mkdir(parents=True, exist_ok=True)
+    old = _read_manifest(out) or {}
+    (out / MANIFEST).unlink(missing_ok=True)
+    images = out / IMAGES
+    images.mkdir(exist_ok=True)
+
+    files: dict[str, str] = {}
+    image_hashes: dict[str, str] = {}
+    for split in SPLITS:
+        n = recipe["sizes"][split]
+        records, image_hashes[split] = _generate(split, n, seed, images, workers, progress)
+        files[paths[split].name] = _write_json(paths[split], records, lines=True)
+        if split == "test":
+            for name in TASK_NAMES:
+                files[paths[f"test_{name}"].name] = _write_json(
+                    paths[f"test_{name}"], [r for r in records if r["task"] == name], lines=True)
+    files["vocab.json"] = _write_json(out / "vocab.json", vocabulary())
+    files["tasks.json"] = _write_json(out / "tasks.json", task_table())
+
+    _remove_stale(out, old, files, recipe["sizes"])
+    content = hashlib.sha256(json.dumps({"files": files, "images": image_hashes}, sort_keys=True).encode())
+    manifest = {**recipe, "content_hash": content.hexdigest(), "files": files, "images": image_hashes}
+    _write_json(out / MANIFEST, manifest)
+    return paths
+
+
+def _remove_stale(out: Path, old: dict, files: dict[str, str], sizes: dict[str, int]) -> None:
+    """Delete what an earlier build wrote and this one did not (only names the zoo owns)."""
+    for name in old.get("files", {}):
+        if name not in files and "/" not in name:
+            (out / name).unlink(missing_ok=True)
+    keep = {name for split in SPLITS for name in expected_images(split, sizes[split])}
+    for name in os.listdir(out / IMAGES):
+        if _OWNED_IMAGE.match(name) and name not in keep:
+            (out / IMAGES / name).unlink()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m tamp.zoo.build", description=__doc__.split("\n")[0])
+    parser.add_argument("out_dir")
+    for split in SPLITS:
+        parser.add_argument(f"--{split}", type=int, default=DEFAULT_SIZES[split], help=f"{split} items")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=1, help="processes generating in parallel")
+    parser.add_argument("--force", action="store_true", help="rebuild even when up to date")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    sizes = {split: getattr(args, split) for split in SPLITS}
+    fresh = args.force or not _up_to_date(Path(args.out_dir), _recipe(sizes, args.seed))
+    paths = build_zoo(args.out_dir, sizes, args.seed, workers=args.workers, force=args.force)
+    state = "built" if fresh else "up to date"
+    print(f"zoo {state} in {time.perf_counter() - start:.1f}s: {sizes} seed {args.seed}")
+    for split in SPLITS:
+        print(f"  {split}: {paths[split]}")
+
+
+if __name__ == "__main__":
+    main()

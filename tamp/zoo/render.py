@@ -1,0 +1,65 @@
+"""Scene and chart specs -> 32 x 32 RGB images, drawn with PIL directly (aliased, no resampling).
+
+Rendering is a pure function of the spec: all randomness (jitter, tints, background) lives in the
+spec, so the same spec gives byte-identical pixels.
+"""
+
+from __future__ import annotations
+
+from PIL import Image, ImageDraw
+
+from tamp.zoo.world import COLORS, IMAGE_SIZE, MAX_BARS, Chart, Obj, Scene
+
+CELL_CENTERS = (5, 16, 26)  # pixel centres of the 3 grid rows / columns (5 px margins)
+HALF = {"small": 2, "big": 4}  # 5 px and 9 px wide; big ones are not jittered, so none touch
+SLOT = IMAGE_SIZE // MAX_BARS  # 8 px per bar slot
+BAR_WIDTH = 6
+UNIT = 3  # pixels per unit of bar height (8 units = 24 px)
+BASELINE = IMAGE_SIZE - 1  # the axis row; bars stand on it
+AXIS_COLOR = (128, 128, 128)
+
+
+def _tinted(color: str, tint: tuple[int, int, int]) -> tuple[int, int, int]:
+    return tuple(max(0, min(255, c + t)) for c, t in zip(COLORS[color], tint, strict=True))
+
+
+def _draw_object(draw: ImageDraw.ImageDraw, obj: Obj) -> None:
+    cx, cy = CELL_CENTERS[obj.col] + obj.dx, CELL_CENTERS[obj.row] + obj.dy
+    r = HALF[obj.size]
+    box = (cx - r, cy - r, cx + r, cy + r)
+    fill = _tinted(obj.color, obj.tint)
+    if obj.shape == "square":
+        draw.rectangle(box, fill=fill)
+    elif obj.shape == "circle":
+        draw.ellipse(box, fill=fill)
+    elif obj.shape == "triangle":
+        draw.polygon([(cx, cy - r), (cx + r, cy + r), (cx - r, cy + r)], fill=fill)
+    elif obj.shape == "cross":
+        t = 1 if obj.size == "big" else 0  # arm half-thickness: 3 px arms when big, 1 px when small
+        draw.rectangle((cx - r, cy - t, cx + r, cy + t), fill=fill)
+        draw.rectangle((cx - t, cy - r, cx + t, cy + r), fill=fill)
+    else:
+        raise ValueError(f"unknown shape {obj.shape!r}")
+
+
+def render_scene(scene: Scene) -> Image.Image:
+    img = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), scene.background)
+    draw = ImageDraw.Draw(img)
+    for obj in scene.objects:
+        _draw_object(draw, obj)
+    return img
+
+
+def render_chart(chart: Chart) -> Image.Image:
+    img = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), chart.background)
+    draw = ImageDraw.Draw(img)
+    draw.line((0, BASELINE, IMAGE_SIZE - 1, BASELINE), fill=AXIS_COLOR)
+    for i, bar in enumerate(chart.bars):
+        x0 = (chart.first_slot + i) * SLOT + (SLOT - BAR_WIDTH) // 2
+        top = BASELINE - bar.height * UNIT
+        draw.rectangle((x0, top, x0 + BAR_WIDTH - 1, BASELINE - 1), fill=_tinted(bar.color, bar.tint))
+    return img
+
+
+def render(spec: Scene | Chart) -> Image.Image:
+    return render_scene(spec) if isinstance(spec, Scene) else render_chart(spec)

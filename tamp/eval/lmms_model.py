@@ -1,0 +1,413 @@
+"""`TampLMM`: an lmms-eval model around an in-memory (pruned) HF model, its processor and tamp adapter.
+
+lmms-eval hands the model `Instance`s whose `args` are (context, gen_kwargs | continuation,
+doc_to_visual, doc_id, task, split); the media come from `doc_to_visual(self.task_dict[task][split]
+[doc_id])`. Every request becomes one HF chat message (media parts first, then the text) rendered
+and processed by the family adapter, so each family's own chat template and processor are used.
+Requests are processed one at a time: adapters process one conversation, and a pruned model is
+scored on the same inputs as the dense one.
+
+Multi-process: lmms-eval's evaluator, not the model, shards the documents (rank r of W takes docs
+r, r + W, ...) and gathers metrics to rank 0. It reads the ranks from the RANK / WORLD_SIZE /
+LOCAL_RANK environment variables only and overwrites `lm._rank` / `lm._world_size` from them, so
+`tamp.eval.evaluate.evaluate` sets those variables for the call (Lightning Fabric sets WORLD_SIZE
+and LOCAL_RANK but not RANK). Every request given to this class is simply run on `self.device`.
+"""
+
+from __future__ import annotations
+
+import gc
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from lmms_eval.api.instance import GenerationResult, Instance
+from lmms_eval.api.model import lmms
+from PIL import Image
+from tqdm import tqdm
+from transformers import StoppingCriteria, StoppingCriteriaList
+
+from tamp.models.base import FamilyAdapter, Message
+
+DEFAULT_MAX_NEW_TOKENS = 256
+VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".gif", ".flv", ".mpeg"})
+AUDIO_EXTENSIONS = frozenset({".wav", ".mp3", ".flac", ".ogg", ".m4a", ".opus", ".aac"})
+#: placeholders some lmms-eval prompts embed for LLaVA's original code; media parts replace them here
+_PLACEHOLDER = re.compile(r"<(image|video|audio)>\s*")
+#: processor outputs cast to the model's dtype (other float outputs such as grid timings stay float32)
+_CAST_PREFIXES = ("pixel_values", "input_features")
+
+
+@dataclass
+class Media:
+    """The media of one request, sorted by kind, in the forms HF processors take."""
+
+    images: list[Image.Image] = field(default_factory=list)
+    videos: list[Any] = field(default_factory=list)  # (T, H, W, 3) uint8 arrays or lists of PIL frames
+    audios: list[np.ndarray] = field(default_factory=list)  # 1-D float32 at the processor's rate
+
+
+class TampLMM(lmms):
+    """lmms-eval model over an in-memory model; greedy unless a task's gen_kwargs ask to sample.
+
+    `device` defaults to where the model's parameters are (an explicit other device moves the
+    model); `gen_kwargs` override every task's generation_kwargs; `max_new_tokens` applies where a
+    task sets none; rank / world_size default to torch.distributed's when a process group exists.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        processor: Any,
+        adapter: FamilyAdapter,
+        batch_size: int = 1,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+        device: str | torch.device | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
+        gen_kwargs: Mapping[str, Any] | None = None,
+        system_prompt: str | None = None,
+        max_frames: int = 8,
+    ) -> None:
+        super().__init__()
+        if int(batch_size) != 1:
+            raise ValueError(
+                "TampLMM runs one request at a time (adapters process one conversation); "
+                f"got batch_size={batch_size}"
+            )
+        self._model = model
+        self.processor = processor
+        self.adapter = adapter
+        self.tokenizer = getattr(processor, "tokenizer", processor)
+        self.batch_size_per_gpu = 1
+        self.max_new_tokens = int(max_new_tokens)
+        self.gen_kwargs_override = dict(gen_kwargs or {})
+        self.system_prompt = system_prompt
+        self.max_frames = int(max_frames)
+        param = next(model.parameters())
+        self._device = torch.device(device) if device is not None else param.device
+        if param.device != self._device:
+            model.to(self._device)
+        self._dtype = param.dtype
+        self._rank, self._world_size = _ranks(rank, world_size)
+        extractor = getattr(processor, "feature_extractor", None)
+        self.sampling_rate = int(getattr(extractor, "sampling_rate", 16000) or 16000)
+
+    # ------------------------------------------------------------------------------ lmms API
+    @property
+    def model(self) -> torch.nn.Module:
+        return self._model
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    @property
+    def batch_size(self) -> int:
+        return self.batch_size_per_gpu
+
+    def generate_until(self, requests: list[Instance]) -> list[str]:
+        out = []
+        for req in tqdm(requests, desc="generate_until", disable=self.rank != 0, leave=False):
+            context, gen_kwargs, doc_to_visual, doc_id, task, split = req.args
+            media = self.media_of(doc_to_visual, task, split, doc_id)
+            out.append(self.generate(context, media, gen_kwargs))
+        return out
+
+    def loglikelihood(self, requests: list[Instance]) -> list[LoglikelihoodResult]:
+        """(negative log-likelihood, is_greedy) per request: lmms-eval 0.7.3 scores choices by argmin.
+
+        Its `multiple_choice` tasks pick `np.argmin` of these values ("we return the actual loss"),
+        unlike the base-class docstring; the value is the summed NLL of the continuation tokens, so
+        the argmin is the lm-eval "acc" choice (highest summed log-probability). Each pair is wrapped
+        in `LoglikelihoodResult` (it unpacks like the tuple) because the evaluator passes every
+        response through `unwrap_generation_output`, which turns a plain (float, bool) into a string.
+        """
+        out = []
+        for req in tqdm(requests, desc="loglikelihood", disable=self.rank != 0, leave=False):
+            args = req.args
+            if len(args) == 2:  # acc_mutual_info's unconditional requests: ("", continuation)
+                context, continuation, media = args[0], args[1], Media()
+            else:
+                context, target, doc_to_visual, doc_id, task, split = args
+                doc = self.task_dict[task][split][doc_id]
+                continuation = target if isinstance(target, str) else str(target(doc))
+                media = self.media_of(doc_to_visual, task, split, doc_id)
+            logprob, greedy = self.continuation_logprob(context, continuation, media)
+            out.append(LoglikelihoodResult((-logprob, greedy)))
+        return out
+
+    def generate_until_multi_round(self, requests: list[Instance]) -> list[list[str]]:
+        """Rounds as lmms-eval's own wrappers run them: each round a fresh single-turn prompt.
+
+        Round 0 uses the request's context and doc_to_visual; later rounds call
+        `doc_to_text(doc, previous_output=..., round_idx=k, previous_round_info=...)`, which returns
+        (visuals, context, terminal, round_results, round_info) and stops the loop when terminal.
+        """
+        out = []
+        for req in tqdm(requests, desc="multi_round", disable=self.rank != 0, leave=False):
+            context, gen_kwargs, doc_to_visual, doc_to_text, doc_id, task, split = req.args
+            doc = self.task_dict[task][split][doc_id]
+            media = self.split_media(doc_to_visual(doc))
+            rounds: list[str] = []
+            info = None
+            for round_idx in range(1, 1000):
+                rounds.append(self.generate(context, media, gen_kwargs))
+                visuals, context, terminal, results, info = doc_to_text(
+                    doc, previous_output=list(rounds), round_idx=round_idx, previous_round_info=info
+                )
+                rounds = list(results) if results is not None else rounds
+                if terminal:
+                    break
+                media = self.split_media(visuals)
+            out.append(rounds)
+        return out
+
+    def clean(self) -> None:
+        """Keep the model: lmms-eval's default `clean` deletes every nn.Module attribute after a run."""
+        gc.collect()
+        if self._device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    # ------------------------------------------------------------------------------ the work
+    def messages(self, context: str, media: Media) -> list[Message]:
+        content: list[dict[str, Any]] = [{"type": "image"} for _ in media.images]
+        content += [{"type": "video"} for _ in media.videos]
+        content += [{"type": "audio"} for _ in media.audios]
+        content.append({"type": "text", "text": _PLACEHOLDER.sub("", context)})
+        messages: list[Message] = [{"role": "user", "content": content}]
+        if self.system_prompt:
+            messages.insert(0, {"role": "system", "content": [{"type": "text", "text": self.system_prompt}]})
+        return messages
+
+    def encode_prompt(self, context: str, media: Media) -> dict[str, torch.Tensor]:
+        """Processor outputs for the user turn plus the assistant prefix, on the model's device."""
+        text = self.adapter.render(self.messages(context, media), add_generation_prompt=True)
+        inputs = self.adapter.process(text, media.images or None, media.videos or None, media.audios or None)
+        return self._to_device(inputs)
+
+    @torch.inference_mode()
+    def generate(self, context: str, media: Media, gen_kwargs: Mapping[str, Any] | None) -> str:
+        kwargs = {**(gen_kwargs or {}), **self.gen_kwargs_override}
+        until = kwargs.get("until") or []
+        until = [until] if isinstance(until, str) else [u for u in until if u]
+        temperature = float(kwargs.get("temperature") or 0.0)
+        options: dict[str, Any] = {
+            "max_new_tokens": int(kwargs.get("max_new_tokens") or self.max_new_tokens),
+            "num_beams": int(kwargs.get("num_beams") or 1),
+            "do_sample": temperature > 0,
+            "pad_token_id": self._pad_id(),
+        }
+        if temperature > 0:
+            options["temperature"] = temperature
+            if kwargs.get("top_p") is not None:
+                options["top_p"] = float(kwargs["top_p"])
+        inputs = self.encode_prompt(context, media)
+        prompt_len = inputs["input_ids"].shape[1]
+        if until:
+            options["stopping_criteria"] = StoppingCriteriaList(
+                [_StopOnStrings(self.tokenizer, until, prompt_len)]
+            )
+        output = self.model.generate(**inputs, **options)
+        text = self.tokenizer.decode(output[0, prompt_len:], skip_special_tokens=True)
+        return truncate_at(text, until)
+
+    @torch.inference_mode()
+    def continuation_logprob(self, context: str, continuation: str, media: Media) -> tuple[float, bool]:
+        """Sum of log p(continuation tokens | prompt) and whether greedy decoding would produce them.
+
+        The continuation is tokenised on its own and appended to the processed prompt (the lm-eval
+        convention), so its tokens are exactly `tokenizer(continuation)` whatever the template.
+        """
+        inputs = self.encode_prompt(context, media)
+        cont = self.tokenizer(continuation, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        cont = cont.to(self._device)
+        n = cont.shape[1]
+        if n == 0:
+            return 0.0, True
+        inputs = append_tokens(inputs, cont)
+        length = inputs["input_ids"].shape[1]
+        logits = self.model(**inputs).logits[0, length - n - 1 : length - 1].float()
+        logprobs = torch.log_softmax(logits, dim=-1)
+        target = cont[0]
+        total = logprobs.gather(-1, target[:, None]).sum().item()
+        greedy = bool((logprobs.argmax(dim=-1) == target).all())
+        return float(total), greedy
+
+    # ------------------------------------------------------------------------------ media
+    def media_of(self, doc_to_visual: Callable | None, task: str, split: str, doc_id: int) -> Media:
+        if doc_to_visual is None or not callable(doc_to_visual):
+            return Media()
+        return self.split_media(doc_to_visual(self.task_dict[task][split][doc_id]))
+
+    def split_media(self, visuals: Any) -> Media:
+        """Sort doc_to_visual's output by kind.
+
+        PIL images and (H, W, 3) arrays are images; a nested list of PIL images or a (T, H, W, 3) array
+        is one video; a path is a video, an audio file or an image by its extension; 1-D arrays and
+        HF audio dicts ({"array", "sampling_rate"}) are audio, resampled to the processor's rate.
+        """
+        media = Media()
+        if visuals is None:
+            return media
+        items = visuals if isinstance(visuals, (list, tuple)) else [visuals]
+        for item in items:
+            self._add(media, item)
+        return media
+
+    def _add(self, media: Media, item: Any) -> None:
+        if item is None:
+            return
+        if isinstance(item, Image.Image):
+            media.images.append(item.convert("RGB"))
+        elif isinstance(item, (str, Path)):
+            suffix = Path(item).suffix.lower()
+            if suffix in VIDEO_EXTENSIONS:
+                media.videos.append(read_video(item, self.max_frames))
+            elif suffix in AUDIO_EXTENSIONS:
+                media.audios.append(read_audio(item, self.sampling_rate))
+            else:
+                media.images.append(Image.open(item).convert("RGB"))
+        elif isinstance(item, Mapping) and "array" in item:
+            rate = int(item.get("sampling_rate") or self.sampling_rate)
+            media.audios.append(
+                resample(np.asarray(item["array"], dtype=np.float32), rate, self.sampling_rate)
+            )
+        elif isinstance(item, (np.ndarray, torch.Tensor)):
+            array = item.detach().cpu().numpy() if isinstance(item, torch.Tensor) else item
+            if array.ndim == 1:
+                media.audios.append(array.astype(np.float32))
+            elif array.ndim == 3:
+                media.images.append(Image.fromarray(array.astype(np.uint8)).convert("RGB"))
+            elif array.ndim == 4:
+                media.videos.append(array)
+            else:
+                raise ValueError(f"cannot tell the modality of a media array shaped {tuple(array.shape)}")
+        elif isinstance(item, (list, tuple)) and item and all(isinstance(f, Image.Image) for f in item):
+            media.videos.append([f.convert("RGB") for f in item])
+        else:
+            raise TypeError(f"unsupported media item from doc_to_visual: {type(item).__name__}")
+
+    # ------------------------------------------------------------------------------ helpers
+    def _to_device(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        moved = {}
+        for key, value in inputs.items():
+            if isinstance(value, torch.Tensor):
+                value = value.to(self._device)
+                if value.is_floating_point() and key.startswith(_CAST_PREFIXES):
+                    value = value.to(self._dtype)
+            moved[key] = value
+        return moved
+
+    def _pad_id(self) -> int | None:
+        pad = getattr(self.tokenizer, "pad_token_id", None)
+        return pad if pad is not None else getattr(self.tokenizer, "eos_token_id", None)
+
+
+@dataclass
+class LoglikelihoodResult(GenerationResult):
+    """A (value, is_greedy) pair that lmms-eval's `unwrap_generation_output` passes through intact.
+
+    The evaluator keeps `GenerationResult.text` as the response, whatever its type; plain tuples
+    come out as their `str()`. It unpacks and indexes like the pair: `nll, greedy = result`.
+    """
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.text)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.text[index]
+
+    def __len__(self) -> int:
+        return len(self.text)
+
+
+class _StopOnStrings(StoppingCriteria):
+    """Stop as soon as the decoded new tokens contain one of lmms-eval's `until` strings."""
+
+    def __init__(self, tokenizer: Any, stops: Sequence[str], prompt_len: int) -> None:
+        self.tokenizer, self.stops, self.prompt_len = tokenizer, list(stops), prompt_len
+
+    def __call__(
+        self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any
+    ) -> torch.BoolTensor:
+        done = [
+            any(
+                s in self.tokenizer.decode(row[self.prompt_len :], skip_special_tokens=True)
+                for s in self.stops
+            )
+            for row in input_ids
+        ]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+def truncate_at(text: str, stops: Iterable[str]) -> str:
+    """The text before the earliest stop string (lmms-eval's `until` semantics)."""
+    cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=len(text))
+    return text[:cut]
+
+
+def append_tokens(inputs: Mapping[str, Any], tokens: torch.Tensor) -> dict[str, Any]:
+    """Append text tokens to processed inputs, extending the per-token masks that ride along."""
+    out = dict(inputs)
+    out["input_ids"] = torch.cat([inputs["input_ids"], tokens], dim=1)
+    if "attention_mask" in inputs:
+        mask = inputs["attention_mask"]
+        out["attention_mask"] = torch.cat([mask, torch.ones_like(tokens, dtype=mask.dtype)], dim=1)
+    for key, value in inputs.items():
+        if key.endswith("token_type_ids") and isinstance(value, torch.Tensor):
+            out[key] = torch.cat([value, torch.zeros_like(tokens, dtype=value.dtype)], dim=1)
+    return out
+
+
+def read_video(path: str | Path, max_frames: int) -> np.ndarray:
+    """(T, H, W, 3) uint8: up to `max_frames` frames sampled uniformly, decoded with PyAV."""
+    import av
+
+    with av.open(str(path)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    if not frames:
+        raise ValueError(f"no video frames in {path}")
+    keep = np.linspace(0, len(frames) - 1, min(max_frames, len(frames))).round().astype(int)
+    return np.stack([frames[i] for i in keep])
+
+
+def read_audio(path: str | Path, rate: int) -> np.ndarray:
+    """Mono float32 samples at `rate`, decoded and resampled with PyAV."""
+    import av
+
+    chunks = []
+    with av.open(str(path)) as container:
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+        for frame in container.decode(audio=0):
+            chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+        chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
+    return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, dtype=np.float32)
+
+
+def resample(samples: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """Linear-interpolation resampling (enough for evaluation prompts; no extra dependency)."""
+    if samples.ndim > 1:
+        samples = samples.mean(axis=0) if samples.shape[0] < samples.shape[-1] else samples.mean(axis=-1)
+    if rate == target or samples.size == 0:
+        return samples.astype(np.float32)
+    n = max(1, round(samples.size * target / rate))
+    positions = np.linspace(0, samples.size - 1, n)
+    return np.interp(positions, np.arange(samples.size), samples).astype(np.float32)
+
+
+def _ranks(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    """Explicit values, else torch.distributed's (a Fabric world), else a single process."""
+    dist = torch.distributed
+    initialised = dist.is_available() and dist.is_initialized()
+    if rank is None:
+        rank = dist.get_rank() if initialised else 0
+    if world_size is None:
+        world_size = dist.get_world_size() if initialised else 1
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is outside a world of size {world_size}")
+    return int(rank), int(world_size)

@@ -1,0 +1,17 @@
+"""The project's own lmms-eval task folders.
+
+Every sub-folder here (tiny/, later zoo/, ...) holds lmms-eval task YAMLs; lmms-eval's TaskManager
+walks an include path recursively, so passing this one folder registers all of them. Task names
+start with `tamp_` so they never collide with lmms-eval's built-in tasks (built-ins win on a clash).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+TASKS_DIR = Path(__file__).resolve().parent
+
+
+def task_dirs() -> list[str]:
+    """Include paths for lmms-eval's TaskManager: this folder (it is searched recursively)."""
+    return [str(TASKS_DIR)]

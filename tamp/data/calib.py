@@ -1,0 +1,290 @@
+"""Build calibration samples for a model from a LLaVA JSON/JSONL file or an HF dataset.
+
+`build_calibration(adapter, cfg)` selects records (prefix / field filters), draws `num_samples` of
+them with a seeded RNG without replacement, checks everything that can be checked before decoding
+(answers, placeholders, media files, what the processor accepts), then decodes media and encodes
+each conversation through the family adapter. Every failure is one line naming the key or file.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from tqdm import tqdm
+
+from tamp.data.conversations import MEDIA_KINDS, Record, to_messages
+from tamp.data.media import check_exists, load_audio, load_image, load_video, processor_sampling_rate
+from tamp.data.sample import TEXT, CalibSample
+from tamp.models.base import FamilyAdapter, Message
+
+SOURCES = ("llava_json", "hf")
+#: processor attribute that must exist for a media kind to be accepted
+_MEDIA_PROCESSORS = {"image": "image_processor", "video": "video_processor", "audio": "feature_extractor"}
+#: per-position [1, T] inputs cut together with the labels when `max_tokens` truncates a sample
+_SEQUENCE_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")
+
+
+@dataclass
+class CalibConfig:
+    """Where the calibration conversations come from and how many are drawn."""
+
+    name: str = ""  # preset name (conf/calib/<name>.yaml); informational
+    source: str = "llava_json"  # llava_json | hf
+    path: str = ""  # JSON/JSONL file, or dataset folder / Hub id in the cache for `hf`
+    media_dir: str | None = None  # media paths are relative to this (default: the file's folder)
+    prefix: str | None = None  # keep records whose media path (or `prefix_field`) starts with this
+    prefix_field: str | None = None
+    where: dict[str, Any] = field(default_factory=dict)  # keep records whose fields equal (one of) these
+    num_samples: int | None = 128  # None: every selected record
+    seed: int = 42
+    num_frames: int = 8  # video frames sampled evenly per video
+    max_tokens: int | None = None  # cut longer samples after their last media token
+    audio_from_video: bool = False  # a video without an audio entry gives its own sound track as audio
+    subset: str | None = None  # hf: the dataset's config name (`load_dataset(path, subset, split)`)
+    split: str = "train"
+    columns: dict[str, str] = field(default_factory=dict)  # renames: id, conversations, image, video, audio
+    progress: bool = True
+
+    def validate(self) -> CalibConfig:
+        if self.source not in SOURCES:
+            raise ValueError(f"calib.source='{self.source}' is unknown; valid: {', '.join(SOURCES)}")
+        if not self.path:
+            raise ValueError("calib.path is empty; valid: a LLaVA JSON/JSONL file or an HF dataset folder/id")
+        for key, low in (("num_samples", 1), ("num_frames", 1), ("max_tokens", 1)):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, int) or value < low):
+                raise ValueError(f"calib.{key}={value!r} is out of range; valid: an integer >= {low}")
+        unknown = sorted(set(self.columns) - {"id", "conversations", *MEDIA_KINDS})
+        if unknown:
+            raise ValueError(
+                f"calib.columns.{unknown[0]} is unknown; valid: id, conversations, {', '.join(MEDIA_KINDS)}"
+            )
+        return self
+
+
+class RecordSource(Protocol):
+    label: str
+
+    def __len__(self) -> int: ...
+    def field_values(self, field: str) -> list[Any]: ...
+    def prefix_values(self, prefix_field: str | None) -> list[str | None]: ...
+    def records(self, indices: list[int]) -> list[Record]: ...
+
+
+def as_calib_config(cfg: CalibConfig | Mapping[str, Any] | Any) -> CalibConfig:
+    """A validated `CalibConfig` from a dataclass, a dict or an OmegaConf node (unknown keys rejected)."""
+    from tamp.config import from_dict
+
+    if isinstance(cfg, CalibConfig):
+        return cfg.validate()
+    if hasattr(cfg, "items") and not isinstance(cfg, dict):  # an OmegaConf DictConfig
+        from omegaconf import OmegaConf
+
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    return from_dict(CalibConfig, dict(cfg), "calib").validate()
+
+
+def open_source(cfg: CalibConfig) -> RecordSource:
+    if cfg.source == "hf":
+        from tamp.data.hf_dataset import hf_source
+
+        return hf_source(cfg.path, cfg.subset, cfg.split, cfg.columns)
+    from tamp.data.llava_json import JsonSource
+
+    return JsonSource(cfg.path, cfg.columns)
+
+
+def _top_folders(values: Sequence[str | None], limit: int = 5) -> str:
+    seen: list[str] = []
+    for value in values:
+        head = value.removeprefix("./").partition("/") if value else None
+        head = (head[0] + head[1] if head[1] else head[0]) if head else None  # 'folder/' or the name
+        if head and head not in seen:
+            seen.append(head)
+        if len(seen) == limit:
+            break
+    return ", ".join(f"'{s}'" for s in seen) or "none (no media paths)"
+
+
+def select_indices(source: RecordSource, cfg: CalibConfig) -> list[int]:
+    """Indices of the records that pass the prefix and field filters, in file order."""
+    keep = list(range(len(source)))
+    if cfg.prefix:
+        values = source.prefix_values(cfg.prefix_field)
+        prefix = cfg.prefix.removeprefix("./") if not cfg.prefix_field else cfg.prefix
+        keep = [i for i in keep if values[i] is not None and _strip(values[i], cfg).startswith(prefix)]
+        if not keep:
+            what = f"field '{cfg.prefix_field}'" if cfg.prefix_field else "media path"
+            raise ValueError(
+                f"calib.prefix='{cfg.prefix}' matches no {what} of the {len(source)} records "
+                f"in {source.label}; "
+                f"valid: a prefix such as {_top_folders(values)}"
+            )
+    for key, wanted in cfg.where.items():
+        allowed = list(wanted) if isinstance(wanted, (list, tuple)) else [wanted]
+        values = source.field_values(key)
+        keep = [i for i in keep if values[i] in allowed]
+        if not keep:
+            seen = list(dict.fromkeys(repr(v) for v in values if v is not None))[:5]
+            raise ValueError(
+                f"calib.where.{key}={wanted!r} matches no record in {source.label}; "
+                f"valid: a value it holds such as {', '.join(seen) or 'none (the field is absent)'}"
+            )
+    return keep
+
+
+def _strip(value: str, cfg: CalibConfig) -> str:
+    return value if cfg.prefix_field else value.removeprefix("./")
+
+
+def draw(indices: Sequence[int], cfg: CalibConfig, label: str) -> list[int]:
+    """`num_samples` of `indices` without replacement; the same seed gives the same draw."""
+    if cfg.num_samples is None:
+        return list(indices)
+    if cfg.num_samples > len(indices):
+        filters = " after the prefix/where filters" if (cfg.prefix or cfg.where) else ""
+        raise ValueError(
+            f"calib.num_samples={cfg.num_samples} but {label} has {len(indices)} records{filters}; "
+            f"valid: num_samples <= {len(indices)}"
+        )
+    return random.Random(cfg.seed).sample(list(indices), cfg.num_samples)
+
+
+def _media_dir(cfg: CalibConfig) -> Path | None:
+    if cfg.media_dir:
+        return Path(cfg.media_dir)
+    path = Path(cfg.path)
+    if cfg.source == "llava_json":
+        return path.parent
+    return path if path.is_dir() else None
+
+
+@dataclass
+class _Plan:
+    """A record checked and ready to decode: its messages and its media references by kind."""
+
+    record: Record
+    messages: list[Message]
+    media: dict[str, list[Any]]
+
+
+def plan_record(record: Record, adapter: FamilyAdapter, cfg: CalibConfig, media_dir: Path | None) -> _Plan:
+    """Everything about a record that can fail without decoding media: fail before the slow part."""
+    media = {kind: list(refs) for kind, refs in record.media.items()}
+    if cfg.audio_from_video and media["video"] and not media["audio"]:
+        media["audio"] = list(media["video"])
+    in_video = bool(getattr(adapter, "use_audio_in_video", False) and media["video"] and media["audio"])
+    messages = to_messages(record, {k: len(v) for k, v in media.items()}, drop=("audio",) if in_video else ())
+    for kind, refs in media.items():
+        if refs and getattr(adapter.processor, _MEDIA_PROCESSORS[kind], None) is None:
+            raise ValueError(
+                f"record '{record.id}' has {kind} but the {adapter.family} processor takes no {kind}; "
+                f"valid: records with only the media this model reads (or another calib.prefix/where)"
+            )
+        for ref in refs:
+            check_exists(ref, media_dir, record.id)
+    return _Plan(record, messages, media)
+
+
+def encode_plan(plan: _Plan, adapter: FamilyAdapter, cfg: CalibConfig, media_dir: Path | None) -> CalibSample:
+    """Decode the plan's media and encode the conversation through the family adapter."""
+    images = [load_image(ref, media_dir) for ref in plan.media["image"]]
+    decoded = [load_video(ref, media_dir, cfg.num_frames) for ref in plan.media["video"]]
+    rate = processor_sampling_rate(adapter.processor)
+    audios = [load_audio(ref, media_dir, rate) for ref in plan.media["audio"]]
+    sample = adapter.encode(
+        plan.messages, images or None, [v.frames for v in decoded] or None, audios or None
+    )
+    sample.meta.update({"id": plan.record.id, "video_metadata": [v.metadata() for v in decoded]})
+    if cfg.max_tokens is not None:
+        sample = truncate(sample, cfg.max_tokens, plan.record.id)
+    return sample
+
+
+def truncate(sample: CalibSample, max_tokens: int, record_id: str = "") -> CalibSample:
+    """Cut a sample to `max_tokens` positions; media tokens are never cut (the model needs them all)."""
+    length = sample.num_tokens
+    if length <= max_tokens:
+        return sample
+    media = (sample.modality_ids != TEXT).nonzero()
+    needed = int(media[-1, 0]) + 1 if media.numel() else 0
+    if needed > max_tokens:
+        raise ValueError(
+            f"record '{record_id}' has media tokens up to position {needed}; "
+            f"valid: calib.max_tokens >= {needed} (or null to keep whole samples)"
+        )
+    inputs = dict(sample.inputs)
+    for key in _SEQUENCE_KEYS:
+        value = inputs.get(key)
+        if isinstance(value, torch.Tensor) and value.dim() == 2 and value.shape[-1] == length:
+            inputs[key] = value[:, :max_tokens]
+    labels = sample.labels[:, :max_tokens] if sample.labels is not None else None
+    return CalibSample(inputs, sample.modality_ids[:max_tokens], labels, dict(sample.meta))
+
+
+def build_calibration(
+    adapter: FamilyAdapter, cfg: CalibConfig | Mapping[str, Any] | Any
+) -> list[CalibSample]:
+    """Calibration samples for `adapter`'s model, drawn from the configured conversation set."""
+    cfg = as_calib_config(cfg)
+    source = open_source(cfg)
+    chosen = draw(select_indices(source, cfg), cfg, source.label)
+    media_dir = _media_dir(cfg)
+    plans = [plan_record(record, adapter, cfg, media_dir) for record in source.records(chosen)]
+    quiet = not (cfg.progress and sys.stderr.isatty())
+    samples = []
+    for plan in tqdm(plans, desc=f"calibration ({cfg.name or cfg.source})", disable=quiet, unit="sample"):
+        samples.append(encode_plan(plan, adapter, cfg, media_dir))
+    return samples
+
+
+@dataclass
+class ModalityReport:
+    """Which modalities a set of samples holds: tokens in all, and how many samples hold each."""
+
+    tokens: dict[str, int]
+    samples: dict[str, int]
+    missing: list[str]
+    min_modalities: int
+
+    @property
+    def present(self) -> list[str]:
+        return [name for name, count in self.tokens.items() if count > 0]
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing and len(self.present) >= self.min_modalities
+
+    def message(self) -> str:
+        """One line for an error or a warning, saying what is there and what was asked for."""
+        have = ", ".join(f"{n} ({self.tokens[n]} tokens in {self.samples[n]} samples)" for n in self.present)
+        want = f"at least {self.min_modalities} modalities"
+        if self.missing:
+            want += f" including {', '.join(self.missing)}"
+        return f"calibration samples hold {have or 'nothing'}; needed: {want}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def requires_modalities(
+    samples: Sequence[CalibSample], required: Iterable[str] = (), min_modalities: int = 1
+) -> ModalityReport:
+    """Report the modalities the samples contain against what a method needs; the caller decides.
+
+    Inter-modality terms (DAS) need text plus at least one media kind, i.e. `min_modalities=2`.
+    """
+    tokens: dict[str, int] = {}
+    holders: dict[str, int] = {}
+    for sample in samples:
+        for name, count in sample.modality_counts().items():
+            tokens[name] = tokens.get(name, 0) + count
+            holders[name] = holders.get(name, 0) + (count > 0)
+    missing = [name for name in required if tokens.get(name, 0) == 0]
+    return ModalityReport(tokens, holders, missing, min_modalities)

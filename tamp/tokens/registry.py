@@ -21,7 +21,13 @@ class TokenSelector(Protocol):
 
 
 SELECTORS: dict[str, Callable[[TokensConfig], TokenSelector]] = {}
-_MODULES = ("tamp.tokens.all_tokens",)
+_MODULES = (
+    "tamp.tokens.all_tokens",
+    "tamp.tokens.amia_selector",
+    "tamp.tokens.attention",
+    "tamp.tokens.random_tokens",
+    "tamp.tokens.modality",
+)
 
 
 def register_selector(name: str):

@@ -1,0 +1,44 @@
+"""AMIA as a token selector: per linear, the tokens `select_tokens` picks from that linear's own output.
+
+The attention row is the block's (one per sample and block, memoised in the sample context); the output
+Z differs per linear, so the selection does too (DESIGN.md, "AMIA").
+"""
+
+from __future__ import annotations
+
+import torch
+
+from tamp.config import TokensConfig
+from tamp.pipeline.context import SampleContext
+from tamp.tokens.amia import VARIANTS, select_tokens
+from tamp.tokens.attention_row import last_row_attention
+from tamp.tokens.registry import register_selector
+
+
+@register_selector("amia")
+class AmiaSelector:
+    """Adaptive Multimodal Input Activation (TAMP's token selection)."""
+
+    def __init__(self, cfg: TokensConfig) -> None:
+        if cfg.variant not in VARIANTS:
+            valid = ", ".join(VARIANTS)
+            raise ValueError(f"method.tokens.variant='{cfg.variant}' is unknown; valid: {valid}")
+        if cfg.knn < 1:
+            raise ValueError(f"method.tokens.knn={cfg.knn} is invalid; valid: an integer >= 1")
+        if cfg.mmd_scale < 0:
+            raise ValueError(f"method.tokens.mmd_scale={cfg.mmd_scale} is invalid; valid: >= 0")
+        self.cfg = cfg
+
+    def select(self, name: str, x: torch.Tensor, z: torch.Tensor, ctx: SampleContext) -> torch.Tensor:
+        cfg = self.cfg
+        index = select_tokens(
+            z,
+            last_row_attention(ctx),
+            ctx.modality_ids.to(z.device),
+            variant=cfg.variant,
+            knn=cfg.knn,
+            graph_gamma=cfg.graph_gamma,
+            penalty_gamma=cfg.penalty_gamma,
+            mmd_scale=cfg.mmd_scale,
+        )
+        return index.to(x.device)

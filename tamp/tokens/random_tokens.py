@@ -1,0 +1,47 @@
+"""The Random ablation (Table 4c): `num_random` tokens per sample drawn without replacement.
+
+The draw is seeded from (seed, sample index, block index) with its own torch.Generator, so it neither
+depends on nor disturbs the global RNG, and a sample gets the same tokens whichever process handles it.
+Every linear of a block sees the same tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+
+from tamp.config import TokensConfig
+from tamp.pipeline.context import SampleContext
+from tamp.tokens.registry import register_selector
+
+_CACHE_KEY = "random_tokens"
+
+
+def draw_seed(seed: int, sample: int, block: int) -> int:
+    """A 63-bit seed mixing the three numbers (stable across runs and Python versions)."""
+    digest = hashlib.blake2b(f"{seed}:{sample}:{block}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def random_tokens(num_tokens: int, count: int, seed: int) -> torch.Tensor | None:
+    """Sorted indices of `count` distinct tokens out of `num_tokens` (CPU); None when all are kept."""
+    if num_tokens <= count:
+        return None
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    return torch.randperm(num_tokens, generator=generator)[:count].sort().values
+
+
+@register_selector("random")
+class RandomSelector:
+    def __init__(self, cfg: TokensConfig) -> None:
+        if cfg.num_random < 1:
+            raise ValueError(f"method.tokens.num_random={cfg.num_random} is invalid; valid: an integer >= 1")
+        self.cfg = cfg
+
+    def select(self, name: str, x: torch.Tensor, z: torch.Tensor, ctx: SampleContext) -> torch.Tensor | None:
+        if _CACHE_KEY not in ctx.cache:
+            seed = draw_seed(self.cfg.seed, ctx.index, ctx.block_index)
+            index = random_tokens(x.shape[0], self.cfg.num_random, seed)
+            ctx.cache[_CACHE_KEY] = None if index is None else index.to(x.device)
+        return ctx.cache[_CACHE_KEY]

@@ -7,6 +7,7 @@ failing single run exits non-zero with a one-line error (HYDRA_FULL_ERROR=1 for 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -17,6 +18,7 @@ import hydra
 from omegaconf import DictConfig
 
 from tamp.schema import register_schema, validate
+from tamp.tracking.results import RESULTS_FILE
 
 log = logging.getLogger("tamp")
 register_schema()
@@ -28,7 +30,8 @@ def run(cfg: DictConfig, run_dir: str | Path, cache_dir: str | Path | None = Non
 
     settings = validate(cfg)  # one-line ValueError for a bad value, before any heavy work
     fabric = make_fabric(settings)
-    results = fabric.launch(run_cell, cfg, str(run_dir), str(cache_dir) if cache_dir else None)
+    fabric.launch(run_cell, cfg, str(run_dir), str(cache_dir) if cache_dir else None)
+    results = json.loads((Path(run_dir) / RESULTS_FILE).read_text())
     _print_summary(results, run_dir)
     return results
 
@@ -45,6 +48,27 @@ def _print_summary(results: dict[str, Any], run_dir: str | Path) -> None:
     print(f"{line}; results in {Path(run_dir) / 'results.json'}")
 
 
+def record_failure(cfg: DictConfig, run_dir: str | Path, err: BaseException) -> None:
+    """Make sure the cell's results.json says "failed" (validation errors happen before it exists)."""
+    from omegaconf import OmegaConf
+
+    from tamp.tracking.results import ResultsFile
+
+    path = Path(run_dir) / RESULTS_FILE
+    if path.exists() and json.loads(path.read_text()).get("status") == "failed":
+        return
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    method, sparsity = raw.get("method", {}), raw.get("sparsity", {})
+    base = {
+        "experiment": raw.get("experiment"),
+        "model": {"name": raw.get("model", {}).get("name"), "family": raw.get("model", {}).get("family")},
+        "method": {k: method.get(k) for k in ("name", "pruner")},
+        "sparsity": {"target": sparsity.get("target"), "pattern": sparsity.get("pattern")},
+        "config": raw,
+    }
+    ResultsFile(run_dir, base).fail(err)
+
+
 @hydra.main(config_path="../conf", config_name="run", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
@@ -59,6 +83,7 @@ def main(cfg: DictConfig) -> None:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        record_failure(cfg, hc.runtime.output_dir, err)
         log.error("cell %s failed: %s", hc.job.num if multirun else hc.job.name, message)
         print(f"tamp: error: {message}", file=sys.stderr)
         if not multirun:

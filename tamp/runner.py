@@ -172,10 +172,9 @@ def run_cell(fabric, cfg: DictConfig, run_dir: str | Path, cache_dir: str | Path
         metrics["primary_metric"] = scores.get("primary_metric", {})
         failed = False
         if is_main:
-            data = results.complete(metrics)
-            tracker.log_results(data)
-            return data
-        return metrics
+            tracker.log_results(results.complete(metrics))
+        # spawned workers hand their return value through a pipe: keep it small, the file has the rest
+        return {"status": "completed", "results": str(results.path)}
     except BaseException as err:
         if is_main:
             data = results.fail(err)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -14,6 +16,7 @@ from tamp.data.sample import CalibSample
 from tamp.method import ComposedMethod
 from tamp.models.base import FamilyAdapter
 from tamp.models.registry import get_adapter
+from tamp.pipeline.checkpoint import PruneCheckpoint
 from tamp.pipeline.engine import LayerwiseEngine, Reducer, resolve_device
 from tamp.report_types import LinearSparsity, PruneReport
 
@@ -24,12 +27,15 @@ def prune(
     config: PruneConfig | dict[str, Any] | None = None,
     adapter: FamilyAdapter | None = None,
     reducer: Reducer | None = None,
+    checkpoint_writer: bool = True,
 ) -> PruneReport:
     """Prune `model` in place with the method of `config`, calibrated on `samples`.
 
     `config` is a PruneConfig, a plain dict with the same keys, or an OmegaConf node; `adapter` is
     found from the model's config when not given; `reducer` all-reduces statistics across
-    processes (data-parallel calibration), None on one process.
+    processes (data-parallel calibration), None on one process. With `config.checkpoint_dir`, every
+    completed block is checkpointed there (by the process with `checkpoint_writer`) and a rerun with
+    the same config continues after the last completed block.
     """
     cfg = as_prune_config(config)
     adapter = adapter or get_adapter(model)
@@ -47,7 +53,11 @@ def prune(
         progress=cfg.progress,
         reducer=reducer,
     )
-    plan, masks = engine.prune(method)
+    checkpoint = None
+    if cfg.checkpoint_dir:
+        digest = fingerprint(model, samples, cfg, reducer)
+        checkpoint = PruneCheckpoint(cfg.checkpoint_dir, digest, checkpoint_writer)
+    plan, masks = engine.prune(method, checkpoint)
     total = time.perf_counter() - start
     linears = []
     for block, named in enumerate(engine.linears):
@@ -78,3 +88,29 @@ def prune(
         allocation_scores={k: float(v) for k, v in getattr(method.allocation, "scores", {}).items()},
         masks={k: v.cpu() for k, v in masks.items()} if cfg.keep_masks else None,
     )
+
+
+def fingerprint(
+    model: nn.Module, samples: Sequence[CalibSample], cfg: PruneConfig, reducer: Reducer | None = None
+) -> str:
+    """What the masks depend on: the method, sparsity, targets, seed, the model's config and the samples.
+
+    Devices, offload, progress and the number of processes are left out: they do not change masks.
+    The samples enter as a sum of per-sample hashes (wrapping int64), summed across processes, so
+    every process of a data-parallel run computes the same fingerprint.
+    """
+    h = hashlib.sha256()
+    keys = cfg.to_dict()
+    for volatile in ("device", "offload", "progress", "keep_masks", "checkpoint_dir"):
+        keys.pop(volatile, None)
+    h.update(json.dumps(keys, sort_keys=True, default=str).encode())
+    h.update(model.config.to_json_string(use_diff=False).encode() if hasattr(model, "config") else b"")
+    total = torch.zeros(2, dtype=torch.int64)
+    for sample in samples:
+        digest = hashlib.sha256(sample.inputs["input_ids"].cpu().numpy().tobytes()).digest()
+        total[0] += int.from_bytes(digest[:7], "little")
+        total[1] += 1
+    if reducer is not None:
+        reducer([total])
+    h.update(total.numpy().tobytes())
+    return h.hexdigest()[:24]

@@ -79,6 +79,8 @@ class PruneConfig:
     keep_masks: bool = False
     progress: bool = True
     seed: int = 42
+    #: per-block checkpoints for resuming an interrupted run (None: no checkpoints)
+    checkpoint_dir: str | None = None
 
     def validate(self) -> PruneConfig:
         from tamp.pruning.masks import parse_pattern

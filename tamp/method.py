@@ -15,6 +15,14 @@ from tamp.sparsity.registry import Allocation, build_allocation
 from tamp.tokens.registry import TokenSelector, build_selector
 
 
+def _check_finite(name: str, tensors: list[torch.Tensor]) -> None:
+    from tamp.pipeline.engine import NonFiniteError
+
+    for tensor in tensors:
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise NonFiniteError(f"non-finite calibration statistics (NaN/inf) for {name}; masks would be meaningless")
+
+
 class ComposedMethod:
     """The LayerwiseMethod the engine runs: statistics from selected tokens, masks by the pruner."""
 
@@ -44,6 +52,13 @@ class ComposedMethod:
     def plan(self, engine) -> dict[str, float]:
         if self.nm:  # N:M fixes the sparsity of every linear; a layer-wise allocation cannot apply
             n, m = self.nm
+            for linears in engine.linears:
+                for name, linear in linears.items():
+                    if linear.in_features % m:
+                        raise ValueError(
+                            f"sparsity.pattern={n}:{m} needs in_features divisible by {m}, but {name} has "
+                            f"{linear.in_features}; use a pattern whose M divides it or exclude it (runner.ignore)"
+                        )
             return {name: n / m for linears in engine.linears for name in linears}
         return self.allocation.plan(engine, self.target)
 
@@ -65,6 +80,7 @@ class ComposedMethod:
             stats = self.stats.get(name)
             if stats is not None:
                 engine.reduce_(stats.tensors())
+                _check_finite(name, stats.tensors())
             masks[name] = self.pruner.prune(linear, stats, plan[name], self.nm, name)
         self.stats = {}
         return masks

@@ -77,13 +77,14 @@ def main(cfg: DictConfig) -> None:
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
     cache_dir = Path(hc.sweep.dir) / ".cache" if multirun else None
+    run_dir = cfg.get("resume") or hc.runtime.output_dir  # resume=PATH continues the run in PATH
     try:
-        run(cfg, hc.runtime.output_dir, cache_dir)
+        run(cfg, run_dir, cache_dir)
     except Exception as err:  # noqa: BLE001 - every failure becomes a recorded, one-line error
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        record_failure(cfg, hc.runtime.output_dir, err)
+        record_failure(cfg, run_dir, err)
         log.error("cell %s failed: %s", hc.job.num if multirun else hc.job.name, message)
         print(f"tamp: error: {message}", file=sys.stderr)
         if not multirun:

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from tamp.pipeline.checkpoint import PruneCheckpoint
 from tamp.schema import RunConfig, validate
 from tamp.tracking.results import ResultsFile, block_index, projection_kind, write_json_atomic
 
@@ -62,7 +63,9 @@ def build_samples(settings: RunConfig, adapter, bundle) -> list:
         return [encoded[i % len(encoded)] for i in range(calib.num_samples)]
     from tamp.data.calib import build_calibration
 
-    return build_calibration(adapter, OmegaConf.to_container(OmegaConf.structured(calib), resolve=True))
+    fields = OmegaConf.to_container(OmegaConf.structured(calib), resolve=True)
+    fields["progress"] = fields["progress"] and settings.runner.progress
+    return build_calibration(adapter, fields)
 
 
 def linear_table(report) -> dict[str, dict[str, Any]]:
@@ -143,15 +146,22 @@ def run_cell(fabric, cfg: DictConfig, run_dir: str | Path, cache_dir: str | Path
     failed = True
     try:
         start = time.perf_counter()
+        if settings.eval.tasks:  # an unknown task fails now, not after an hour of pruning
+            from tamp.eval.evaluate import resolve_tasks
+
+            resolve_tasks(list(settings.eval.tasks), list(settings.eval.include_paths))
         model, processor, adapter, bundle = load_model_and_processor(settings)
         results.data["model"]["family"] = adapter.family
         prune_cfg = settings.prune_config()
         if prune_cfg.device == "auto":
             prune_cfg.device = str(fabric.device)
+        prune_cfg.checkpoint_dir = str(run_dir / "checkpoint")
         metrics: dict[str, Any] = {"timings": {}}
         if settings.method.pruner != "none":
             samples = shard(build_samples(settings, adapter, bundle), fabric.global_rank, fabric.world_size)
-            report = tamp.prune(model, samples, prune_cfg, adapter=adapter, reducer=fabric_reducer(fabric))
+            report = tamp.prune(
+                model, samples, prune_cfg, adapter=adapter, reducer=fabric_reducer(fabric), checkpoint_writer=is_main
+            )
             metrics["sparsity"] = {**base["sparsity"], "achieved": report.achieved, "planned": report.planned}
             metrics["sparsity_per_linear"] = linear_table(report)
             metrics["allocation_scores"] = report.allocation_scores
@@ -173,6 +183,7 @@ def run_cell(fabric, cfg: DictConfig, run_dir: str | Path, cache_dir: str | Path
         failed = False
         if is_main:
             tracker.log_results(results.complete(metrics))
+            PruneCheckpoint(run_dir / "checkpoint", "", writer=True).clear()  # finished: weights are final
         # spawned workers hand their return value through a pipe: keep it small, the file has the rest
         return {"status": "completed", "results": str(results.path)}
     except BaseException as err:

@@ -15,8 +15,9 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from tamp.config import MethodConfig, PruneConfig, SparsityConfig
+from tamp.data.calib import CalibConfig as DataCalibConfig
 
-CALIB_SOURCES = ("tiny", "llava_json", "hf", "zoo")
+CALIB_SOURCES = ("tiny", "llava_json", "hf")
 WANDB_MODES = ("offline", "online", "disabled")
 
 
@@ -38,24 +39,19 @@ class ModelConfig:
 
 
 @dataclass
-class CalibConfig:
+class CalibConfig(DataCalibConfig):
+    """tamp.data.calib's config, plus the `tiny` source (a tiny model's own example conversations)."""
+
     source: str = "tiny"
-    path: str | None = None  # LLaVA-style JSON / JSONL file, or an HF dataset path
-    media_dir: str | None = None
-    prefix: str | None = None  # keep records whose media path starts with this (ShareGPT4V, NLVR2)
-    name: str | None = None  # HF dataset config name
-    split: str = "train"
-    num_samples: int = 128
-    seed: int = 42
-    num_frames: int = 8
-    max_tokens: int | None = None
 
     def __post_init__(self) -> None:
         _check(
             self.source in CALIB_SOURCES,
             f"calib.source='{self.source}' is unknown; valid: {', '.join(CALIB_SOURCES)}",
         )
-        _check(self.num_samples >= 1, f"calib.num_samples={self.num_samples} must be >= 1")
+        _check(
+            self.num_samples is None or self.num_samples >= 1, f"calib.num_samples={self.num_samples} must be >= 1"
+        )
         _check(self.num_frames >= 1, f"calib.num_frames={self.num_frames} must be >= 1")
 
 

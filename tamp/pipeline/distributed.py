@@ -34,8 +34,10 @@ def fabric_reducer(fabric: Any) -> Reducer | None:
 
     def reduce(tensors: list[torch.Tensor]) -> None:
         for tensor in tensors:
-            reduced = fabric.all_reduce(tensor, reduce_op="sum")
+            # NCCL reduces device tensors only; statistics kept on CPU (offload) travel there and back
+            on_device = tensor.to(fabric.device)
+            reduced = fabric.all_reduce(on_device, reduce_op="sum")
             if reduced is not tensor:
-                tensor.copy_(reduced)
+                tensor.copy_(reduced.to(tensor.device))
 
     return reduce

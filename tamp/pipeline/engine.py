@@ -7,6 +7,7 @@ turns its statistics into masks at the end of each block.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -20,11 +21,16 @@ from tqdm.auto import tqdm
 from tamp.data.sample import CalibSample
 from tamp.models.base import DEFAULT_TARGETS, FamilyAdapter
 from tamp.pipeline.capture import capture_block_inputs, run_block
+from tamp.pipeline.checkpoint import PruneCheckpoint
 from tamp.pipeline.context import LinearObserver, SampleContext
 from tamp.pipeline.hooks import LinearTap
 from tamp.pipeline.store import ActivationStore
 
 Reducer = Callable[[list[torch.Tensor]], None]
+
+
+class NonFiniteError(RuntimeError):
+    """NaN or inf in activations or statistics: the masks computed from them would be meaningless."""
 
 
 class BlockObserver(LinearObserver, Protocol):
@@ -132,6 +138,7 @@ class LayerwiseEngine:
         """Forward every sample through block `index`; optionally tap its linears; advance the store."""
         block = self.blocks[index]
         tap = LinearTap(self.linears[index], observer) if observer is not None else None
+        finite = torch.ones((), dtype=torch.bool, device=self.device)  # checked once per block: no per-sample sync
         with self.on_device(block):
             for i, sample in enumerate(self.samples):
                 hidden, kwargs = store.get(i)
@@ -150,8 +157,14 @@ class LayerwiseEngine:
                         out = run_block(block, hidden, kwargs)
                 else:
                     out = run_block(block, hidden, kwargs)
+                finite &= torch.isfinite(out).all()
                 if update:
                     store.replace_hidden(i, out)
+        if not bool(finite):
+            raise NonFiniteError(
+                f"non-finite activations (NaN/inf) leaving decoder block {index}; "
+                "check the model dtype (float16 overflows; use bfloat16 or float32) and the inputs"
+            )
 
     @torch.no_grad()
     def scoring_pass(self, observer: BlockObserver, desc: str = "scoring") -> None:
@@ -169,28 +182,63 @@ class LayerwiseEngine:
             self.reducer(tensors)
 
     @torch.no_grad()
-    def prune(self, method: LayerwiseMethod) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
-        """Plan, then prune block by block; return (planned sparsity, masks) per linear name."""
+    def prune(
+        self, method: LayerwiseMethod, checkpoint: PruneCheckpoint | None = None
+    ) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+        """Plan, then prune block by block; return (planned sparsity, masks) per linear name.
+
+        With a checkpoint, a run that was interrupted continues after its last completed block:
+        the plan is read back (not recomputed), completed blocks get their pruned weights back and
+        the inputs of the next block are recomputed through them.
+        """
         store = self.captured()
+        masks: dict[str, torch.Tensor] = {}
+        progress = checkpoint.load() if checkpoint is not None else None
         start = time.perf_counter()
-        plan = method.plan(self)
+        if progress is not None:
+            plan = {k: float(v) for k, v in progress["plan"].items()}
+            first = int(progress["completed_blocks"])
+        else:
+            plan = method.plan(self)
+            first = 0
+            if checkpoint is not None:
+                checkpoint.start(plan)
         self.timings.plan_s = time.perf_counter() - start
         start = time.perf_counter()
-        masks: dict[str, torch.Tensor] = {}
+        for index in range(first):  # resume: restore and replay the completed blocks
+            with self.on_device(self.blocks[index]):
+                masks.update(checkpoint.load_block(index, self.linears[index]))
+            self.forward_block(index, store)
+        if progress is not None:
+            PruneCheckpoint.restore_rng(progress)
         with self._bar(len(self.blocks), "pruning") as bar:
-            for index, linears in enumerate(self.linears):
+            bar.update(first)
+            for index in range(first, len(self.blocks)):
+                linears = self.linears[index]
                 block_start = time.perf_counter()
                 method.begin_block(index, linears)
                 if method.needs_block_forward and linears:
                     self.forward_block(index, store, method, update=False)
                 with self.on_device(self.blocks[index]):
-                    masks.update(method.end_block(index, linears, plan, self))
+                    block_masks = method.end_block(index, linears, plan, self)
+                    if checkpoint is not None:
+                        checkpoint.save_block(index, linears, block_masks, plan)
+                        _fault_injection_delay()
+                masks.update(block_masks)
                 if index + 1 < len(self.blocks):
                     self.forward_block(index, store)  # the next block sees the pruned outputs
                 self.timings.blocks_s.append(time.perf_counter() - block_start)
                 bar.update(1)
         self.timings.prune_s = time.perf_counter() - start
         return plan, masks
+
+
+def _fault_injection_delay() -> None:
+    """Tests only: TAMP_TEST_BLOCK_DELAY_S seconds of sleep after each checkpointed block, so a test
+    can kill the process between two blocks deterministically."""
+    delay = float(os.environ.get("TAMP_TEST_BLOCK_DELAY_S", "0") or 0)
+    if delay > 0:
+        time.sleep(delay)
 
 
 def _to_device_except(root: nn.Module, skip: nn.Module, device: torch.device) -> None:

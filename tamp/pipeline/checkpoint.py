@@ -1,0 +1,107 @@
+"""Per-block checkpoints so a pre-empted pruning run continues where it stopped.
+
+After the plan and after every block, the run directory gets (each file written under a temporary
+name and renamed): the plan, the block's pruned linear weights with their packed masks, and the
+progress marker with the RNG state. The next block's inputs are not stored: on resume they are
+recomputed by forwarding the captured block-0 inputs through the already-pruned blocks, which is
+exact and costs a fraction of the pruning. A checkpoint made with another configuration is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+PROGRESS = "progress.json"
+
+
+class CheckpointMismatchError(ValueError):
+    """The directory holds a checkpoint of a different run configuration."""
+
+
+def _atomic(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def _pack(mask: torch.Tensor) -> torch.Tensor:
+    return torch.from_numpy(np.packbits(mask.detach().cpu().numpy().reshape(-1)))
+
+
+def _unpack(packed: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    bits = np.unpackbits(packed.numpy())[: like.numel()]
+    return torch.from_numpy(bits.astype(bool)).reshape(like.shape)
+
+
+class PruneCheckpoint:
+    """The checkpoint directory of one pruning run; only the writer process writes."""
+
+    def __init__(self, directory: str | Path, fingerprint: str, writer: bool = True) -> None:
+        self.dir = Path(directory)
+        self.fingerprint = fingerprint
+        self.writer = writer
+
+    def _block_path(self, index: int) -> Path:
+        return self.dir / f"block_{index:04d}.safetensors"
+
+    def load(self) -> dict[str, Any] | None:
+        """The saved progress, or None for a fresh run; refuses a checkpoint of another config."""
+        path = self.dir / PROGRESS
+        if not path.exists():
+            return None
+        progress = json.loads(path.read_text())
+        if progress.get("fingerprint") != self.fingerprint:
+            raise CheckpointMismatchError(
+                f"{self.dir} holds a checkpoint of a different configuration; "
+                "resume with the same config, or use a new run directory"
+            )
+        return progress
+
+    def _write_progress(self, plan: dict[str, float], completed: int) -> None:
+        state = torch.get_rng_state().tolist()
+        data = {"fingerprint": self.fingerprint, "plan": plan, "completed_blocks": completed, "rng": state}
+        _atomic(self.dir / PROGRESS, lambda p: p.write_text(json.dumps(data)))
+
+    def start(self, plan: dict[str, float]) -> None:
+        if self.writer:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._write_progress(plan, 0)
+
+    def save_block(
+        self, index: int, linears: dict[str, nn.Linear], masks: dict[str, torch.Tensor], plan: dict[str, float]
+    ) -> None:
+        """The block's pruned weights and masks, then the marker that says the block is done."""
+        if not self.writer:
+            return
+        tensors = {}
+        for name, linear in linears.items():
+            tensors[f"{name}.weight"] = linear.weight.detach().cpu().contiguous()
+            tensors[f"{name}.mask"] = _pack(masks[name])
+        _atomic(self._block_path(index), lambda p: save_file(tensors, str(p)))
+        self._write_progress(plan, index + 1)
+
+    def load_block(self, index: int, linears: dict[str, nn.Linear]) -> dict[str, torch.Tensor]:
+        """Restore a completed block's pruned weights in place and return its masks."""
+        tensors = load_file(str(self._block_path(index)))
+        masks = {}
+        for name, linear in linears.items():
+            linear.weight.data.copy_(tensors[f"{name}.weight"].to(linear.weight.device))
+            masks[name] = _unpack(tensors[f"{name}.mask"], linear.weight)
+        return masks
+
+    @staticmethod
+    def restore_rng(progress: dict[str, Any]) -> None:
+        torch.set_rng_state(torch.tensor(progress["rng"], dtype=torch.uint8))
+
+    def clear(self) -> None:
+        if self.writer and self.dir.exists():
+            shutil.rmtree(self.dir)

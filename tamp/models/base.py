@@ -54,6 +54,25 @@ class FamilyAdapter:
                 found[path] = module
         return found
 
+    def decoder(self) -> nn.Module:
+        """The module that owns the decoder's `layers` (and, in HF models, the final `norm`)."""
+        parent, _, _ = self.blocks_path.rpartition(".")
+        return _get_path(self.model, parent) if parent else self.model
+
+    def final_norm(self) -> nn.Module:
+        """The norm applied after the last block (needed to compute the loss from block outputs)."""
+        norm = getattr(self.decoder(), "norm", None)
+        if norm is None:
+            raise AttributeError(f"{self.family}: no final `norm` next to '{self.blocks_path}'; override final_norm")
+        return norm
+
+    def lm_head(self) -> nn.Module:
+        """The output projection to the vocabulary (HF's `get_output_embeddings()`)."""
+        head = self.model.get_output_embeddings()
+        if head is None:
+            raise AttributeError(f"{self.family}: the model has no output embeddings; override lm_head")
+        return head
+
     def attention_module(self, block: nn.Module) -> nn.Module:
         """The self-attention module of a decoder block (used by attention-based token selection)."""
         return block.self_attn

@@ -16,7 +16,12 @@ class Allocation(Protocol):
 
 
 ALLOCATIONS: dict[str, Callable[[AllocationConfig], Allocation]] = {}
-_MODULES = ("tamp.sparsity.uniform",)
+_MODULES = (
+    "tamp.sparsity.uniform",
+    "tamp.sparsity.das_allocation",
+    "tamp.sparsity.owl_allocation",
+    "tamp.sparsity.ecoflap",
+)
 
 
 def register_allocation(name: str):

@@ -1,0 +1,81 @@
+"""OWL allocation: per-block outlier ratio of the dense Wanda metric -> per-block sparsity.
+
+A dense scoring pass gathers Wanda's all-token squared input norms per linear; at the end of each
+block they are summed over processes, the block's Wanda metrics are concatenated and its outlier
+ratio (entries > M * mean, percent) computed, so only one block's metrics are alive at a time.
+`owl_sparsity` maps the ratios to block sparsities; every linear of a block gets its block's.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from tamp.config import AllocationConfig
+from tamp.pipeline.context import SampleContext
+from tamp.pruning.stats import SquaredNormStats
+from tamp.pruning.wanda import wanda_metric
+from tamp.sparsity.groups import block_groups, block_name, expand, snap
+from tamp.sparsity.owl import outlier_ratio, owl_sparsity
+from tamp.sparsity.registry import register_allocation
+
+if TYPE_CHECKING:
+    from tamp.pipeline.engine import LayerwiseEngine
+
+
+class OutlierObserver:
+    """Wanda squared norms per linear; the block's outlier ratio once its samples are through."""
+
+    def __init__(self, engine: LayerwiseEngine, m: float) -> None:
+        self.m = m
+        self.device = engine.device
+        self.stats: dict[str, SquaredNormStats] = {}
+        self.ratios: dict[str, float] = {}
+
+    def observe(self, name: str, x: torch.Tensor, z: torch.Tensor, ctx: SampleContext) -> None:
+        stats = self.stats.get(name)
+        if stats is None:
+            stats = self.stats[name] = SquaredNormStats(x.shape[-1], self.device)
+        stats.add(x)
+
+    def end_block(self, index: int, linears: dict[str, nn.Linear], engine: LayerwiseEngine) -> None:
+        if not linears:
+            return
+        stats = {
+            name: self.stats.pop(name, None) or SquaredNormStats(lin.in_features, self.device)
+            for name, lin in linears.items()
+        }
+        engine.reduce_([t for s in stats.values() for t in s.tensors()])
+        with engine.on_device(engine.blocks[index]):
+            metrics = [
+                wanda_metric(lin.weight, stats[name].scaler_row("samples")) for name, lin in linears.items()
+            ]
+            self.ratios[block_name(engine, index)] = outlier_ratio(metrics, self.m)
+
+
+@register_allocation("owl")
+class OwlAllocation:
+    """Blocks with more outlier Wanda scores are pruned less (OWL); `owl_compat` for the TAMP port."""
+
+    def __init__(self, cfg: AllocationConfig | None = None) -> None:
+        self.cfg = cfg or AllocationConfig(name="owl")
+        self.scores: dict[str, float] = {}
+        self.block_sparsity: dict[str, float] = {}
+
+    def plan(self, engine: LayerwiseEngine, target: float) -> dict[str, float]:
+        observer = OutlierObserver(engine, self.cfg.owl_m)
+        engine.scoring_pass(observer, desc="owl scoring")
+        groups = block_groups(engine)
+        self.scores = {g.name: observer.ratios[g.name] for g in groups}
+        ratios = [self.scores[g.name] for g in groups]
+        sparsities = owl_sparsity(ratios, target, self.cfg.owl_lambda, compat=self.cfg.owl_compat)
+        for g, p in zip(groups, sparsities, strict=True):
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(
+                    f"OWL gives block {g.name} sparsity {p:.4f}, outside [0, 1]; lower owl_lambda"
+                )
+        self.block_sparsity = {g.name: p for g, p in zip(groups, sparsities, strict=True)}
+        # on the row grid; the cap is the largest OWL sparsity, so rounding never exceeds OWL's range
+        return expand(snap(self.block_sparsity, groups, max(sparsities)), groups)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+# tiny tensors: one thread per process is faster than two fighting over CI's two cores (subprocesses inherit)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -94,15 +94,24 @@ def similarity_terms(
             f"expected outputs [T, C] and modality_ids [T], got {tuple(outputs.shape)} "
             f"and {tuple(modality_ids.shape)}"
         )
-    units = unit_rows(outputs) if units is None else units
-    ids = modality_ids.to(units.device).long()
+    ids = modality_ids.to(outputs.device).long()
     # One-hot by comparison (F.one_hot may synchronise on CUDA); codes outside [0, M) are ignored.
-    onehot = (ids[:, None] == torch.arange(num_modalities, device=units.device)).to(units.dtype)
-    # Per-modality sums in float32 (one thin product), their Gram matrix in float64.
-    sums = (onehot.T @ units).double()  # [M, C]
+    onehot = (ids[:, None] == torch.arange(num_modalities, device=outputs.device)).float()
+    if units is None and variant == "paper":
+        # Fused: fold 1/|z_i| into the one-hot instead of materialising the unit rows (T x C).
+        z = outputs.float()
+        norms = torch.linalg.vector_norm(z, dim=1)
+        nonzero = (norms > 0).float()
+        inv = nonzero / norms.clamp_min(torch.finfo(torch.float32).tiny)
+        sums = ((onehot * inv[:, None]).T @ z).double()  # [M, C]
+        self_sq = (onehot.T @ nonzero).double()  # sum of |u_i|^2: 1 per non-zero row
+    else:
+        units = unit_rows(outputs) if units is None else units
+        onehot = onehot.to(units.dtype)
+        sums = (onehot.T @ units).double()  # [M, C] per-modality sums in float32, Gram in float64
+        self_sq = (onehot.T @ (units * units).sum(1)).double()  # n_m unless zero rows
     gram = sums @ sums.T  # [M, M]
     n = onehot.sum(0).double()
-    self_sq = (onehot.T @ (units * units).sum(1)).double()  # sum of |u_i|^2 (n_m unless zero rows)
 
     intra_defined = n >= 2
     if variant == "paper":
@@ -111,7 +120,7 @@ def similarity_terms(
         pos_sum, pos_count = _reference_intra(units, ids, onehot, similarity)
         intra = pos_sum / pos_count.clamp_min(1.0)
 
-    a, b = _pair_index(num_modalities, units.device)
+    a, b = _pair_index(num_modalities, outputs.device)
     inter = gram[a, b] / (n[a] * n[b]).clamp_min(1.0)
     inter_defined = (n[a] >= 1) & (n[b] >= 1)
     values = torch.cat([intra, inter])

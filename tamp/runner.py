@@ -38,7 +38,7 @@ def make_fabric(settings: RunConfig):
 
 
 def load_model_and_processor(settings: RunConfig):
-    """(model, processor, adapter, tiny bundle or None) for model.name (a Hub id, a directory, tiny:...)."""
+    """(model, processor, adapter, tiny bundle or None) for model.name (a Hub id, a directory, tiny:..., zoo)."""
     from tamp.models.loading import load_model
     from tamp.models.tiny import build_tiny
 
@@ -46,6 +46,12 @@ def load_model_and_processor(settings: RunConfig):
     if name.startswith("tiny:"):
         bundle = build_tiny(name.split(":", 1)[1], seed=settings.seed)
         return bundle.model, bundle.processor, bundle.adapter, bundle
+    if name == "zoo" or name.startswith("zoo:"):  # the toy zoo's model, built on first use
+        from tamp.zoo.cache import load_zoo
+
+        model, processor, adapter = load_zoo(name, settings.paths.cache_dir, settings.model.dtype,
+                                             progress=settings.runner.progress)
+        return model, processor, adapter, None
     model, processor, adapter = load_model(
         name, settings.model.family, settings.model.dtype, trust_remote_code=settings.model.trust_remote_code
     )

@@ -28,7 +28,7 @@ def _check(ok: bool, message: str) -> None:
 
 @dataclass
 class ModelConfig:
-    name: str = MISSING  # a Hub id, a local directory, or tiny:<family>
+    name: str = MISSING  # a Hub id, a local directory, tiny:<family>, or zoo[:<recipe>] (tamp/zoo)
     family: str | None = None  # None: from the checkpoint's model_type
     dtype: str = "bfloat16"
     trust_remote_code: bool = False
@@ -148,6 +148,15 @@ class RunConfig:
 
 def register_schema() -> None:
     ConfigStore.instance().store(name="run_schema", node=RunConfig)
+    if not OmegaConf.has_resolver("zoo_data"):
+        OmegaConf.register_new_resolver("zoo_data", _zoo_data)
+
+
+def _zoo_data(model_name: str, cache_dir: str) -> str:
+    """`${zoo_data:MODEL,CACHE}`: the data folder of the zoo model's build (a path; builds nothing)."""
+    from tamp.zoo.cache import data_dir
+
+    return str(data_dir(model_name if model_name.startswith("zoo") else None, cache_dir))
 
 
 def validate(cfg: DictConfig) -> RunConfig:

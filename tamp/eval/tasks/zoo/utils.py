@@ -1,0 +1,93 @@
+"""Document functions of the zoo tasks (lmms-eval loads this file by path, as `utils`).
+
+The zoo's test split is not shipped with the package: it is built into the cache with its model
+(`outputs/cache/zoo/<recipe-hash>/data`). So every task's YAML points `data_files` at a one-line
+stub in this folder and `process_docs` swaps in the real documents, read from the zoo data folder
+named by $TAMP_ZOO_DIR (tamp's runner sets it to the build it loaded), else from the default
+recipe's build under ./outputs/cache. Build it with `python -m tamp.zoo build`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+
+def zoo_docs(task: str) -> Any:
+    """The test documents of one zoo task: question, answer, choices, answer index, image path."""
+    import datasets
+
+    from tamp.zoo.cache import ZOO_DIR_ENV, resolve_data_dir
+
+    root = resolve_data_dir()
+    path = root / f"test_{task}.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"zoo test split {path} is missing; build it with `python -m tamp.zoo build` "
+            f"(or set ${ZOO_DIR_ENV} to a built zoo data folder)"
+        )
+    docs = []
+    for rec in json.loads(path.read_text()):
+        question = rec["conversations"][0]["value"].replace("<image>", "").strip()
+        docs.append({
+            "id": rec["id"],
+            "task": rec["task"],
+            "question": question,
+            "answer": rec["answer"],
+            "choices": list(rec["choices"]),
+            "answer_index": rec["choices"].index(rec["answer"]),
+            "image": str(root / rec["image"]) if rec.get("image") else "",
+        })
+    return datasets.Dataset.from_list(docs)
+
+
+def doc_to_visual(doc: dict[str, Any]) -> list[Image.Image]:
+    if not doc["image"]:
+        return []
+    with Image.open(Path(doc["image"])) as img:
+        return [img.convert("RGB")]
+
+
+def doc_to_text(doc: dict[str, Any], lmms_eval_specific_kwargs: dict[str, str] | None = None) -> str:
+    kwargs = lmms_eval_specific_kwargs or {}
+    return f"{kwargs.get('pre_prompt', '')}{doc['question']}{kwargs.get('post_prompt', '')}"
+
+
+def doc_to_choice(doc: dict[str, Any]) -> list[str]:
+    return list(doc["choices"])
+
+
+# one loader per task: lmms-eval passes process_docs only the (stub) dataset
+def color_docs(_: Any) -> Any:
+    return zoo_docs("color")
+
+
+def shape_docs(_: Any) -> Any:
+    return zoo_docs("shape")
+
+
+def count_docs(_: Any) -> Any:
+    return zoo_docs("count")
+
+
+def position_docs(_: Any) -> Any:
+    return zoo_docs("position")
+
+
+def compose_docs(_: Any) -> Any:
+    return zoo_docs("compose")
+
+
+def chart_docs(_: Any) -> Any:
+    return zoo_docs("chart")
+
+
+def arith_docs(_: Any) -> Any:
+    return zoo_docs("arith")
+
+
+def facts_docs(_: Any) -> Any:
+    return zoo_docs("facts")

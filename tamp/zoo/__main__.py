@@ -1,0 +1,43 @@
+"""`python -m tamp.zoo build|path|info [--recipe NAME] [--cache-dir DIR] [--force]`: the toy zoo's model.
+
+build: make the recipe's data and trained model (or find them) and print where they are;
+path: print the build directory without building; info: print the build's record (build.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from tamp.zoo.cache import DEFAULT_CACHE, build_dir, ensure_zoo
+from tamp.zoo.recipe import RECIPES
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tamp.zoo", description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=("build", "path", "info"))
+    parser.add_argument("--recipe", default="default", choices=sorted(RECIPES))
+    parser.add_argument("--cache-dir", default=str(DEFAULT_CACHE), help="cache root (default: %(default)s)")
+    parser.add_argument("--force", action="store_true", help="rebuild even when a build exists")
+    args = parser.parse_args(argv)
+    if args.command == "path":
+        print(build_dir(args.recipe, args.cache_dir))
+        return 0
+    if args.command == "info":
+        path = build_dir(args.recipe, args.cache_dir) / "build.json"
+        if not path.is_file():
+            print(f"tamp.zoo: no build at {path.parent}; run `python -m tamp.zoo build`", file=sys.stderr)
+            return 1
+        print(path.read_text(), end="")
+        return 0
+    build = ensure_zoo(args.recipe, args.cache_dir, force=args.force)
+    accuracy = build.info.get("test_answer_accuracy", {})
+    print(f"zoo '{args.recipe}' model: {build.model_dir}")
+    print(f"  built in {build.info.get('build_s', 0):.0f}s; test accuracy: {json.dumps(accuracy)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

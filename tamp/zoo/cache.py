@@ -1,0 +1,162 @@
+"""Build a zoo (data + trained model) once per recipe and find it again: `outputs/cache/zoo/<hash>/`.
+
+Layout of a build directory:
+  data/        the zoo's splits (tamp.zoo.build), incl. calib.json and test_<task>.json
+  model/       a LLaVA checkpoint: config, safetensors, tokenizer, processor, chat template
+  build.json   written last: recipe, hash, timings, per-task answer accuracy (its presence = done)
+A build is locked (fcntl) so parallel sweep cells wait for one builder instead of racing, and the
+model is written to a temporary folder first, so an interrupted build is simply redone.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tamp.zoo.recipe import ZooRecipe, get_recipe, recipe_hash
+
+ZOO_DIR_ENV = "TAMP_ZOO_DIR"  # the data folder of the zoo being evaluated (read by the lmms-eval tasks)
+DEFAULT_CACHE = Path("outputs") / "cache"
+BUILD_FILE = "build.json"
+
+
+@dataclass(frozen=True)
+class ZooBuild:
+    root: Path
+    recipe: ZooRecipe
+    info: dict[str, Any]
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.root / "model"
+
+
+def recipe_of(name: str | ZooRecipe | None) -> ZooRecipe:
+    """`zoo`, `zoo:<recipe>`, a recipe name, a ZooRecipe, or None (the default recipe)."""
+    if isinstance(name, str) and (name == "zoo" or name.startswith("zoo:")):
+        name = name.partition(":")[2] or None
+    return get_recipe(name)
+
+
+def build_dir(name: str | ZooRecipe | None = None, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where a recipe's build lives (whether or not it is built): pure, for config resolvers."""
+    return Path(cache_dir or DEFAULT_CACHE) / "zoo" / recipe_hash(recipe_of(name))
+
+
+def data_dir(name: str | ZooRecipe | None = None, cache_dir: str | os.PathLike | None = None) -> Path:
+    return build_dir(name, cache_dir) / "data"
+
+
+def resolve_data_dir() -> Path:
+    """The zoo data to evaluate on: $TAMP_ZOO_DIR, else the default recipe under ./outputs/cache."""
+    env = os.environ.get(ZOO_DIR_ENV)
+    return Path(env) if env else data_dir(None, None)
+
+
+def _read_info(root: Path) -> dict[str, Any] | None:
+    try:
+        info = json.loads((root / BUILD_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return info if (root / "model" / "config.json").is_file() else None
+
+
+@contextmanager
+def _locked(root: Path):
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with open(root.parent / f"{root.name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ensure_zoo(name: str | ZooRecipe | None = None, cache_dir: str | os.PathLike | None = None, *,
+               force: bool = False, progress: bool | None = None, workers: int | None = None) -> ZooBuild:
+    """The recipe's build, made first if it is missing or `force` (minutes for the default recipe)."""
+    recipe = recipe_of(name)
+    root = build_dir(recipe, cache_dir)
+    info = None if force else _read_info(root)
+    if info is None:
+        with _locked(root):
+            info = None if force else _read_info(root)  # another process may have built it meanwhile
+            if info is None:
+                info = _build(recipe, root, progress, workers)
+    return ZooBuild(root, recipe, info)
+
+
+def _say(message: str) -> None:
+    print(f"tamp.zoo: {message}", file=sys.stderr, flush=True)
+
+
+def _build(recipe: ZooRecipe, root: Path, progress: bool | None, workers: int | None) -> dict[str, Any]:
+    import torch
+
+    from tamp.zoo.build import build_zoo
+    from tamp.zoo.encode import encode_file
+    from tamp.zoo.model import build_model, image_tokens
+    from tamp.zoo.train import answer_accuracy, total_steps, train
+
+    start = time.perf_counter()
+    (root / BUILD_FILE).unlink(missing_ok=True)
+    _say(f"building the '{recipe.name}' toy model in {root} (once per recipe; later runs reuse it)")
+    paths = build_zoo(root / "data", recipe.data.sizes(), recipe.data.seed,
+                      workers=workers or min(4, os.cpu_count() or 1), progress=progress)
+    data_s = time.perf_counter() - start
+    model, processor = build_model(recipe.model, seed=recipe.train.seed)
+    tokenizer = processor.tokenizer
+    n_image = image_tokens(recipe.model)
+    train_set = encode_file(paths["train"], tokenizer, n_image)
+    test_set = encode_file(paths["test"], tokenizer, n_image)
+    steps = total_steps(len(train_set), recipe.train)
+    params = sum(p.numel() for p in model.parameters())
+    _say(f"data ready in {data_s:.0f}s; training {params / 1e6:.2f}M parameters for {steps} steps "
+         f"of {recipe.train.batch_size} on {torch.get_num_threads()} threads")
+    log = train(model, train_set, recipe.train, tokenizer.pad_token_id, progress, log_every=max(1, steps // 10))
+    accuracy = answer_accuracy(model, test_set, tokenizer.pad_token_id)
+    tmp = root / "model.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    processor.save_pretrained(tmp)
+    shutil.rmtree(root / "model", ignore_errors=True)
+    os.replace(tmp, root / "model")
+    info = {
+        "recipe": recipe.as_dict(),
+        "hash": root.name,
+        "parameters": params,
+        "data_s": data_s,
+        "train": log,
+        "build_s": time.perf_counter() - start,
+        "test_answer_accuracy": accuracy,
+        "threads": torch.get_num_threads(),
+    }
+    (root / BUILD_FILE).write_text(json.dumps(info, indent=1) + "\n")
+    summary = ", ".join(f"{task} {acc:.1%}" for task, acc in accuracy.items())
+    _say(f"built in {info['build_s']:.0f}s; test accuracy (first answer token): {summary}")
+    return info
+
+
+def load_zoo(name: str, cache_dir: str | os.PathLike | None = None, dtype: str = "float32",
+             progress: bool = True):
+    """(model, processor, adapter) of a zoo build, made if needed; points the zoo tasks at its data.
+
+    `progress` allows the build's bars (shown on a terminal only).
+    """
+    from tamp.models.loading import load_model
+
+    build = ensure_zoo(name, cache_dir, progress=None if progress else False)
+    os.environ[ZOO_DIR_ENV] = str(build.data_dir.resolve())
+    return load_model(str(build.model_dir), "llava", dtype)

@@ -1,0 +1,137 @@
+"""The toy zoo's model end to end on the micro recipe: build, cache, encode, load, prune, evaluate."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from tamp.data.conversations import record_from_dict, to_messages
+from tamp.models.llava import LlavaAdapter
+from tamp.models.loading import load_model
+from tamp.run import run
+from tamp.schema import register_schema
+from tamp.zoo import cache as zoo_cache
+from tamp.zoo.encode import IGNORE, encode_records
+from tamp.zoo.recipe import DEFAULT, MICRO, TrainRecipe, recipe_hash, replace
+from tamp.zoo.tasks import TASK_NAMES, vocabulary
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def micro(cache_dir: Path) -> zoo_cache.ZooBuild:
+    return zoo_cache.ensure_zoo("micro", cache_dir, progress=False)
+
+
+def test_recipe_hash_is_stable_and_follows_the_recipe() -> None:
+    assert recipe_hash(MICRO) == recipe_hash(replace(MICRO))
+    assert recipe_hash(replace(MICRO, name="renamed")) == recipe_hash(MICRO), "the name is not the recipe"
+    changed = [
+        replace(MICRO, train=replace(MICRO.train, lr=1e-3)),
+        replace(MICRO, data=replace(MICRO.data, train=481)),
+        replace(MICRO, model=replace(MICRO.model, layers=3)),
+        replace(MICRO, train=TrainRecipe()),
+        DEFAULT,
+    ]
+    hashes = {recipe_hash(r) for r in changed}
+    assert len(hashes) == len(changed) and recipe_hash(MICRO) not in hashes
+    code = "from tamp.zoo.recipe import MICRO, recipe_hash; print(recipe_hash(MICRO))"
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert other.stdout.strip() == recipe_hash(MICRO), "the hash must not depend on the process"
+
+
+def test_build_layout_and_cache_reuse(micro: zoo_cache.ZooBuild, cache_dir: Path, monkeypatch) -> None:
+    assert micro.root == cache_dir / "zoo" / recipe_hash(MICRO)
+    assert (micro.data_dir / "calib.json").is_file() and (micro.model_dir / "model.safetensors").is_file()
+    assert all((micro.data_dir / f"test_{t}.json").is_file() for t in TASK_NAMES)
+    info = json.loads((micro.root / "build.json").read_text())
+    assert info["hash"] == micro.root.name and set(info["test_answer_accuracy"]) == set(TASK_NAMES)
+    assert info["train"]["final_loss"] < info["train"]["loss_curve"][0], "training lowered the loss"
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a cached build was rebuilt")
+
+    monkeypatch.setattr(zoo_cache, "_build", no_training)
+    again = zoo_cache.ensure_zoo("zoo:micro", cache_dir)
+    assert again.root == micro.root and again.info == micro.info
+
+
+def test_model_loads_like_any_llava_with_a_word_level_tokenizer(micro: zoo_cache.ZooBuild) -> None:
+    model, processor, adapter = load_model(str(micro.model_dir), dtype="float32")
+    assert isinstance(adapter, LlavaAdapter) and adapter.family == "llava"
+    tokenizer = processor.tokenizer
+    assert len(tokenizer) == len(vocabulary()) + 8  # 5 specials + USER, ASSISTANT, ':'
+    words = "what color is the big circle ?".split()
+    assert tokenizer.convert_ids_to_tokens(tokenizer("what color is the big circle?")["input_ids"]) == words
+    for linear in (m for m in adapter.decoder_blocks().modules() if isinstance(m, torch.nn.Linear)):
+        assert linear.in_features % 8 == 0, "2:4 and 4:8 need in_features divisible by 8"
+
+
+def test_bulk_encoding_equals_the_adapter(micro: zoo_cache.ZooBuild) -> None:
+    """Training sees exactly what calibration and evaluation see: ids, answer labels, pixels."""
+    model, processor, adapter = load_model(str(micro.model_dir), dtype="float32")
+    records = json.loads((micro.data_dir / "train.json").read_text())[:16]
+    assert any("image" in r for r in records) and any("image" not in r for r in records)
+    bulk = encode_records(records, micro.data_dir, processor.tokenizer, model.config.image_seq_length)
+    from PIL import Image
+
+    for i, raw in enumerate(records):
+        images = [Image.open(micro.data_dir / raw["image"]).convert("RGB")] if "image" in raw else None
+        sample = adapter.encode(to_messages(record_from_dict(raw, i)), images)
+        batch = bulk.batch(torch.tensor([i]), processor.tokenizer.pad_token_id)
+        assert torch.equal(batch["input_ids"], sample.inputs["input_ids"]), raw["id"]
+        assert torch.equal(batch["labels"], sample.labels), raw["id"]
+        assert (batch["labels"] != IGNORE).sum() == 2, "the answer word and </s>"
+        if images:
+            assert torch.allclose(batch["pixel_values"], sample.inputs["pixel_values"], atol=1e-6)
+
+
+def _compose(overrides: list[str]):
+    register_schema()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose("run", overrides=overrides)
+
+
+@pytest.mark.parametrize("method", ["wanda", "tamp"])
+def test_micro_zoo_prunes_and_evaluates_end_to_end(micro, cache_dir: Path, tmp_path: Path, method: str) -> None:
+    cfg = _compose([
+        "+experiment=toy_demo", f"+cell={method}_50", "model.name=zoo:micro", f"paths.cache_dir={cache_dir}",
+        "calib.num_samples=8", "eval.limit=2", "logger=none", "runner.progress=false",
+    ])
+    assert cfg.calib.path == str(micro.data_dir / "calib.json")
+    out = run(cfg, tmp_path)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert out["status"] == saved["status"] == "completed"
+    assert set(saved["scores"]) == {f"tamp_zoo_{t}" for t in TASK_NAMES}
+    assert all(saved["primary_metric"][t] == "exact_match,none" for t in saved["scores"])
+    assert abs(saved["sparsity"]["achieved"] - 0.5) < 0.02
+    assert os.environ[zoo_cache.ZOO_DIR_ENV] == str(micro.data_dir.resolve())
+
+
+@pytest.mark.slow
+def test_demo_sweep_on_the_micro_zoo_gives_a_report(micro, cache_dir: Path, tmp_path: Path) -> None:
+    """The demo's 9-cell sweep as `make demo` runs it, on the micro recipe and 2 documents per task."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    cmd = [sys.executable, "-m", "tamp.run", "-m", "+experiment=toy_demo", f"hydra.sweep.dir={tmp_path}",
+           "model.name=zoo:micro", f"paths.cache_dir={cache_dir}", "calib.num_samples=8", "eval.limit=2",
+           "runner.progress=false"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = [json.loads(p.read_text()) for p in sorted(tmp_path.rglob("results.json"))]
+    assert len(results) == 9 and all(r["status"] == "completed" for r in results), [r.get("error") for r in results]
+    from tamp.report import main as report_main
+
+    assert report_main([str(tmp_path)]) == 0
+    assert (tmp_path / "report.md").is_file() and (tmp_path / "sparsity_vs_rel.png").is_file()

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
+
+from tamp.registry import Registry
 
 if TYPE_CHECKING:
     from tamp.config import AllocationConfig
@@ -15,26 +15,17 @@ class Allocation(Protocol):
     def plan(self, engine: LayerwiseEngine, target: float) -> dict[str, float]: ...
 
 
-ALLOCATIONS: dict[str, Callable[[AllocationConfig], Allocation]] = {}
-_MODULES = (
-    "tamp.sparsity.uniform",
-    "tamp.sparsity.das_allocation",
-    "tamp.sparsity.owl_allocation",
-    "tamp.sparsity.ecoflap",
+ALLOCATIONS: Registry[Allocation] = Registry(
+    "method.allocation.name",
+    (
+        "tamp.sparsity.uniform",
+        "tamp.sparsity.das_allocation",
+        "tamp.sparsity.owl_allocation",
+        "tamp.sparsity.ecoflap",
+    ),
 )
-
-
-def register_allocation(name: str):
-    def wrap(factory):
-        ALLOCATIONS[name] = factory
-        return factory
-
-    return wrap
+register_allocation = ALLOCATIONS.register
 
 
 def build_allocation(cfg: AllocationConfig) -> Allocation:
-    for module in _MODULES:
-        importlib.import_module(module)
-    if cfg.name not in ALLOCATIONS:
-        raise ValueError(f"method.allocation.name='{cfg.name}' is unknown; valid: {', '.join(sorted(ALLOCATIONS))}")
-    return ALLOCATIONS[cfg.name](cfg)
+    return ALLOCATIONS.build(cfg)

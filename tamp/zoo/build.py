@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from tamp.zoo.tasks import TASK_NAMES, TASKS, make_item, task_table, vocabulary
 
-RECIPE_VERSION = "zoo-2"  # bump whenever generation changes what an item is
+RECIPE_VERSION = "zoo-3"  # bump whenever generation changes what an item is
 GENERATOR_FILES = ("world.py", "render.py", "questions.py", "textq.py", "tasks.py")
 SPLITS: tuple[str, ...] = ("train", "calib", "test")
 DEFAULT_SIZES: dict[str, int] = {"train": 40_000, "calib": 256, "test": 1_600}

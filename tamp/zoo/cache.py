@@ -108,6 +108,7 @@ def _build(recipe: ZooRecipe, root: Path, progress: bool | None, workers: int | 
     from tamp.zoo.build import build_zoo
     from tamp.zoo.encode import encode_file
     from tamp.zoo.model import build_model, image_tokens
+    from tamp.zoo.pretrain import pretrain_vision
     from tamp.zoo.train import answer_accuracy, total_steps, train
 
     start = time.perf_counter()
@@ -125,7 +126,13 @@ def _build(recipe: ZooRecipe, root: Path, progress: bool | None, workers: int | 
     params = sum(p.numel() for p in model.parameters())
     _say(f"data ready in {data_s:.0f}s; training {params / 1e6:.2f}M parameters for {steps} steps "
          f"of {recipe.train.batch_size} on {torch.get_num_threads()} threads")
-    log = train(model, train_set, recipe.train, tokenizer.pad_token_id, progress, log_every=max(1, steps // 10))
+    r = recipe.train
+    pre_start = time.perf_counter()
+    pre_loss = pretrain_vision(model.model.vision_tower, train_set.images, recipe.model.patch_size,
+                               r.vision_pretrain_steps, r.vision_pretrain_lr, r.batch_size, r.seed,
+                               train_set.layouts)
+    pretrain = {"steps": r.vision_pretrain_steps, "final_loss": pre_loss, "seconds": time.perf_counter() - pre_start}
+    log = train(model, train_set, r, tokenizer.pad_token_id, progress, log_every=max(1, steps // 10))
     accuracy = answer_accuracy(model, test_set, tokenizer.pad_token_id)
     tmp = root / "model.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -138,12 +145,15 @@ def _build(recipe: ZooRecipe, root: Path, progress: bool | None, workers: int | 
         "hash": root.name,
         "parameters": params,
         "data_s": data_s,
+        "vision_pretrain": pretrain,
         "train": log,
         "build_s": time.perf_counter() - start,
         "test_answer_accuracy": accuracy,
         "threads": torch.get_num_threads(),
     }
-    (root / BUILD_FILE).write_text(json.dumps(info, indent=1) + "\n")
+    text = json.dumps(info, indent=1) + "\n"
+    (root / BUILD_FILE).write_text(text)
+    info = json.loads(text)  # as a later run reads it back (tuples become lists)
     summary = ", ".join(f"{task} {acc:.1%}" for task, acc in accuracy.items())
     _say(f"built in {info['build_s']:.0f}s; test accuracy (first answer token): {summary}")
     return info

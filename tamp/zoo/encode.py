@@ -37,6 +37,8 @@ class EncodedSplit:
     images: torch.Tensor  # (M, H, W, 3) uint8
     tasks: list[str]
     answers: list[str]
+    layouts: list[dict] | None = None  # per row of `images`: its objects or bars (Item.layout)
+    templates: list[str] | None = None  # per item: the question template (the curriculum selects by it)
 
     def __len__(self) -> int:
         return len(self.tasks)
@@ -97,15 +99,17 @@ def encode_records(records: list[dict], root: Path, tokenizer, image_seq_length:
         labels[i, len(prompt) : len(full)] = torch.tensor(full[len(prompt) :])
         lengths[i] = len(full)
     image_index = torch.full((n,), -1, dtype=torch.long)
-    pixels = []
+    pixels, layouts = [], []
     for i, raw in enumerate(records):
         if raw.get("image"):
             image_index[i] = len(pixels)
+            layouts.append({k: raw[k] for k in ("objects", "bars") if k in raw})
             with Image.open(root / raw["image"]) as img:
                 pixels.append(np.asarray(img.convert("RGB")))
     images = torch.from_numpy(np.stack(pixels)) if pixels else torch.zeros((0, 1, 1, 3), dtype=torch.uint8)
     return EncodedSplit(input_ids, labels, lengths, image_index, images,
-                        [r["task"] for r in records], [r["answer"] for r in records])
+                        [r["task"] for r in records], [r["answer"] for r in records], layouts,
+                        [r.get("template", r["task"]) for r in records])
 
 
 def encode_file(path: Path, tokenizer, image_seq_length: int) -> EncodedSplit:

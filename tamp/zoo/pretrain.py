@@ -2,46 +2,105 @@
 
 LLaVA starts from a pretrained CLIP tower; the zoo's tower starts from random weights, and through
 the language loss alone it learns colour at once but shape and size only slowly. So before the
-LLaVA stage the tower learns, from every patch token, that patch's foreground silhouette (an 8 x 8
-mask of the pixels that differ from the image's background, read off the pixels themselves: no
-labels): a self-supervised task whose solution encodes shape, size and position in the patch.
+LLaVA stage the tower learns, from every patch token: the patch's foreground silhouette (an 8 x 8
+mask of the pixels that differ from the background, read off the pixels), the silhouette's mean
+colour, and, where the build recorded the image's layout, the named shape, colour and size of what
+the patch holds (the scene spec the image was rendered from, as CLIP learns names from captions),
+and its own grid position (which a token must carry for "which column is ...?").
+The decoder then learns to route and answer instead of to see.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from tamp.zoo.encode import normalise
+from tamp.zoo.render import BASELINE, SLOT, UNIT
+from tamp.zoo.world import COLOR_NAMES, SHAPES, SIZES
+
+#: per-patch classes; index 0 is "nothing here"
+PATCH_SHAPES: tuple[str, ...] = ("none", *SHAPES, "bar")
+PATCH_COLORS: tuple[str, ...] = ("none", *COLOR_NAMES)
+PATCH_SIZES: tuple[str, ...] = ("none", *SIZES)
 
 FOREGROUND = 24  # summed |RGB - background| above this is foreground (tints are at most 3 x 16)
+COLOUR_WEIGHT = 5.0  # the colour term's weight next to the mask's (keeps colour in the features)
 
 
-def silhouettes(images: torch.Tensor, patch: int) -> torch.Tensor:
-    """(M, H, W, 3) uint8 -> (M, patches, patch * patch) float masks; pixel (0, 0) is background."""
-    m, h, w, _ = images.shape
+def _patches(x: torch.Tensor, patch: int) -> torch.Tensor:
+    """(M, H, W, C) -> (M, patches, patch * patch, C) in the tower's row-major patch order."""
+    m, h, w, c = x.shape
+    grid = x.reshape(m, h // patch, patch, w // patch, patch, c).permute(0, 1, 3, 2, 4, 5)
+    return grid.reshape(m, (h // patch) * (w // patch), patch * patch, c)
+
+
+def targets(images: torch.Tensor, patch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per patch: the foreground mask (M, P, patch^2) and the foreground's mean colour in [0, 1] (M, P, 3).
+
+    Pixel (0, 0) is background in every zoo image (grid cells and bars keep a margin).
+    """
     background = images[:, :1, :1, :].int()
-    fg = ((images.int() - background).abs().sum(-1) > FOREGROUND).float()
-    grid = fg.reshape(m, h // patch, patch, w // patch, patch).permute(0, 1, 3, 2, 4)
-    return grid.reshape(m, (h // patch) * (w // patch), patch * patch)
+    fg = ((images.int() - background).abs().sum(-1, keepdim=True) > FOREGROUND).float()
+    mask, rgb = _patches(fg, patch), _patches(images.float() / 255, patch)
+    colour = (mask * rgb).sum(2) / mask.sum(2).clamp(min=1)
+    return mask.squeeze(-1), colour
+
+
+def patch_labels(layouts: list[dict], image_size: int, patch: int) -> torch.Tensor:
+    """(M, patches, 3) long: shape, colour and size class of what each patch holds (0: nothing).
+
+    Scene objects sit one per grid cell, each inside the patch of the same row and column (see
+    tamp.zoo.render); a bar covers the patches of its slot's column from its top down to the axis.
+    """
+    side = image_size // patch
+    out = torch.zeros(len(layouts), side * side, 3, dtype=torch.long)
+    for m, layout in enumerate(layouts):
+        for o in layout.get("objects", ()):
+            out[m, o["row"] * side + o["col"]] = torch.tensor(
+                [PATCH_SHAPES.index(o["shape"]), PATCH_COLORS.index(o["color"]), PATCH_SIZES.index(o["size"])])
+        for b in layout.get("bars", ()):
+            top, col = BASELINE - b["height"] * UNIT, (b["slot"] * SLOT) // patch
+            for row in range(top // patch, (BASELINE - 1) // patch + 1):
+                out[m, row * side + col] = torch.tensor([PATCH_SHAPES.index("bar"), PATCH_COLORS.index(b["color"]), 0])
+    return out
 
 
 def pretrain_vision(tower: torch.nn.Module, images: torch.Tensor, patch: int, steps: int, lr: float,
-                    batch_size: int = 64, seed: int = 0) -> float:
-    """Train `tower` (a CLIP vision model) to predict each patch's silhouette; returns the last loss."""
+                    batch_size: int = 64, seed: int = 0, layouts: list[dict] | None = None) -> float:
+    """Train `tower` (a CLIP vision model) on the per-patch targets; returns the last loss.
+
+    With `layouts` the patches' shape / colour / size classes are learned too (named classes make
+    the features the decoder reads nearly one-hot, so it learns to route instead of to see).
+    """
     if steps <= 0 or len(images) == 0:
         return float("nan")
-    targets = silhouettes(images, patch)
+    masks, colours = targets(images, patch)
+    side = images.shape[1]
+    labels = patch_labels(layouts, side, patch) if layouts is not None else None
+    n_cls = (len(PATCH_SHAPES), len(PATCH_COLORS), len(PATCH_SIZES)) if labels is not None else (0, 0, 0)
+    patches = masks.shape[1]
+    where = torch.arange(patches).repeat(batch_size)  # each token's own patch index: keeps position in the features
     order = torch.Generator().manual_seed(seed)
     loss = torch.zeros(())
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        head = torch.nn.Linear(tower.config.hidden_size, patch * patch)
+        head = torch.nn.Linear(tower.config.hidden_size, patch * patch + 3 + patches + sum(n_cls))
         optimizer = torch.optim.AdamW([*tower.parameters(), *head.parameters()], lr=lr)
         tower.train()
         for _ in range(steps):
             rows = torch.randint(0, len(images), (batch_size,), generator=order)
             tokens = tower(normalise(images[rows]), output_hidden_states=True).hidden_states[-1][:, 1:]
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(head(tokens), targets[rows])
+            out = head(tokens)
+            area = patch * patch
+            loss = F.binary_cross_entropy_with_logits(out[..., :area], masks[rows]) + COLOUR_WEIGHT * F.mse_loss(
+                out[..., area : area + 3], colours[rows])
+            position = out[..., area + 3 : area + 3 + patches]
+            loss = loss + F.cross_entropy(position.reshape(-1, patches), where)
+            if labels is not None:
+                logits = out[..., area + 3 + patches :].split(n_cls, dim=-1)
+                for k, part in enumerate(logits):
+                    loss = loss + F.cross_entropy(part.reshape(-1, part.shape[-1]), labels[rows, :, k].reshape(-1))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

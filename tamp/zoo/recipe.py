@@ -65,8 +65,20 @@ class TrainRecipe:
     warmup_steps: int = 200
     min_lr_ratio: float = 0.05  # cosine decay down to lr x this
     grad_clip: float = 1.0
-    vision_lr_mult: float = 0.3  # tower + projector learn at lr x this (see tamp.zoo.train.param_groups)
-    vision_pretrain_steps: int = 0  # silhouette pretraining of the tower before the LLaVA stage (pretrain.py)
+    vision_lr_mult: float = 1.0  # tower (unless frozen) + projector learn at lr x this (see tamp.zoo.train.param_groups)
+    freeze_vision: bool = True  # after stage 0 the tower is frozen, as LLaVA keeps its CLIP tower frozen
+    vision_pretrain_steps: int = 1000  # stage 0: the tower learns what each patch holds (pretrain.py)
+    vision_pretrain_lr: float = 1e-3
+    #: (steps, task or template names): the first steps sample only these items, then everything.
+    #: A 1M-parameter decoder fed the whole 32-template mixture from the start stayed at chance on
+    #: every question that reads a shape for 3000 steps; on four core templates alone it learns
+    #: them in ~600 steps, and those skills then carry over to the rest.
+    curriculum: tuple[tuple[int, tuple[str, ...]], ...] = (
+        (600, ("color_at", "color_of_shape", "shape_at", "shape_of_color")),
+    )
+    #: (task or template name, weight) for sampling after the curriculum (others weigh 1); empty:
+    #: plain epochs over the training split
+    task_weights: tuple[tuple[str, float], ...] = ()
     seed: int = 0
 
 
@@ -87,7 +99,8 @@ MICRO = ZooRecipe(
     data=DataRecipe(train=480, calib=32, test=64, seed=0),
     model=ModelRecipe(vision_hidden=32, vision_layers=1, vision_heads=2, vision_intermediate=64,
                       hidden=64, layers=2, heads=4, kv_heads=2, intermediate=128),
-    train=TrainRecipe(epochs=2.0, batch_size=32, lr=2e-3, warmup_steps=4),
+    train=TrainRecipe(epochs=2.0, batch_size=32, lr=2e-3, warmup_steps=4, vision_pretrain_steps=10,
+                      curriculum=((4, ("color", "shape")),), freeze_vision=False),
 )
 RECIPES: dict[str, ZooRecipe] = {r.name: r for r in (DEFAULT, MICRO)}
 

@@ -31,7 +31,9 @@ from tamp.zoo.world import (
     RELATIONS,
     ROWS,
     SIZES,
+    Chart,
     Dice,
+    Scene,
 )
 
 IMAGE_TOKEN = "<image>"
@@ -117,6 +119,21 @@ class Item:
     template: str
     choices: tuple[str, ...]
     image: Image.Image | None
+    visual: Scene | Chart | None = None  # the spec the image was rendered from
+
+    def layout(self) -> dict:
+        """The image's ground truth as JSON: objects (grid cell, shape, color, size) or bars (slot, color, height).
+
+        Not read by the model or the eval; the zoo's vision pretraining labels patches from it (the
+        stand-in for the captions a CLIP tower learns from).
+        """
+        if isinstance(self.visual, Scene):
+            return {"objects": [{"row": o.row, "col": o.col, "shape": o.shape, "color": o.color, "size": o.size}
+                                for o in self.visual.objects]}
+        if isinstance(self.visual, Chart):
+            return {"bars": [{"slot": self.visual.first_slot + i, "color": b.color, "height": b.height}
+                             for i, b in enumerate(self.visual.bars)]}
+        return {}
 
     def record(self) -> dict:
         """The LLaVA conversation record (image path relative to the JSON file's folder)."""
@@ -126,7 +143,7 @@ class Item:
             rec["image"] = f"images/{self.id}.png"
         rec["conversations"] = [{"from": "human", "value": human}, {"from": "gpt", "value": self.answer}]
         rec.update(answer=self.answer, choices=list(self.choices), answer_type=self.answer_type,
-                   template=self.template)
+                   template=self.template, **self.layout())
         return rec
 
 
@@ -175,6 +192,7 @@ def make_item(split: str, index: int, seed: int = 0) -> Item:
         template=draft.template,
         choices=tuple(d.shuffled([draft.answer, *distractors])),
         image=image,
+        visual=draft.visual,
     )
 
 

@@ -14,14 +14,30 @@ from collections.abc import Sequence
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from tamp.models.tiny.llava import USER_ASSISTANT_TEMPLATE
 from tamp.zoo.tasks import IMAGE_TOKEN, vocabulary
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<s>", "</s>"
 SPECIALS: tuple[str, ...] = (PAD, UNK, BOS, EOS, IMAGE_TOKEN)
-#: the words of the chat template ("USER: <image>\nq ASSISTANT: a</s>") besides the specials
+#: the words of the chat template besides the specials
 TEMPLATE_WORDS: tuple[str, ...] = ("USER", "ASSISTANT", ":")
-CHAT_TEMPLATE = USER_ASSISTANT_TEMPLATE
+# A turn's text parts first, then its media: "USER: q\n<image> ASSISTANT: a</s>" (LLaVA-1.5's words,
+# the question before the image). Causal attention then lets every image token see the question,
+# so "is this the object asked about?" is decided in the image tokens themselves; with the image
+# first, a 1M-parameter model learned questions that bind attributes (the colour of the square)
+# several times more slowly. Training, calibration and lmms-eval all render through this template.
+_PARTS = (
+    "{% if m['content'] is string %}{{ m['content'] }}{% else %}"
+    "{% for p in m['content'] %}{% if p['type'] == 'text' %}{{ p['text'] }}{% endif %}{% endfor %}"
+    "{% for p in m['content'] %}{% if p['type'] == 'image' %}{{ '\\n' }}" + IMAGE_TOKEN + "{% endif %}{% endfor %}"
+    "{% endif %}"
+)
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}"
+    "{% if m['role'] == 'system' %}" + _PARTS + " "
+    "{% elif m['role'] == 'user' %}USER: " + _PARTS + " "
+    "{% else %}ASSISTANT: " + _PARTS + "{{ eos_token }} {% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
 _SPLIT = r"\w+|[^\w\s]"  # tamp.zoo.tasks.tokenize, applied after a whitespace split
 
 

@@ -38,10 +38,48 @@ def param_groups(model: torch.nn.Module, r: TrainRecipe) -> list[dict[str, Any]]
     """
     groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = defaultdict(list)
     for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
         vision = "vision_tower" in name or "multi_modal_projector" in name
         groups[(vision, p.dim() >= 2 and "embed" not in name)].append(p)
     return [{"params": params, "weight_decay": r.weight_decay if decay else 0.0,
              "lr_mult": r.vision_lr_mult if vision else 1.0} for (vision, decay), params in sorted(groups.items())]
+
+
+class CurriculumSampler:
+    """Batches of row indices: epochs of a seeded permutation over the rows the current stage allows."""
+
+    def __init__(self, data: EncodedSplit, r: TrainRecipe, generator: torch.Generator) -> None:
+        self.generator, self.batch_size = generator, r.batch_size
+        self.stages: list[tuple[int, torch.Tensor]] = []
+        end = 0
+        for steps, names in r.curriculum:
+            wanted = set(names)
+            rows = [i for i, (task, tpl) in enumerate(zip(data.tasks, data.templates or data.tasks, strict=True))
+                    if task in wanted or tpl in wanted]
+            if not rows:
+                raise ValueError(f"zoo curriculum stage {names}: no training item has these task or template names")
+            end += steps
+            self.stages.append((end, torch.tensor(rows)))
+        self.everything = torch.arange(len(data))
+        weight = dict(r.task_weights)
+        self.weights = None
+        if weight:
+            self.weights = torch.tensor([weight.get(tpl, weight.get(task, 1.0)) for task, tpl in
+                                         zip(data.tasks, data.templates or data.tasks, strict=True)], dtype=torch.double)
+        self.pool: torch.Tensor | None = None
+        self.perm, self.cursor = torch.empty(0, dtype=torch.long), 0
+
+    def rows(self, step: int) -> torch.Tensor:
+        pool = next((rows for end, rows in self.stages if step < end), self.everything)
+        if pool is self.everything and self.weights is not None:
+            return torch.multinomial(self.weights, self.batch_size, replacement=True, generator=self.generator)
+        if pool is not self.pool or self.cursor + self.batch_size > len(self.perm):
+            self.pool, self.cursor = pool, 0
+            self.perm = pool[torch.randperm(len(pool), generator=self.generator)]
+        out = self.perm[self.cursor : self.cursor + self.batch_size]
+        self.cursor += self.batch_size
+        return out
 
 
 def total_steps(n: int, r: TrainRecipe) -> int:
@@ -54,6 +92,8 @@ def train(model: torch.nn.Module, data: EncodedSplit, r: TrainRecipe, pad_id: in
     from lightning.fabric import Fabric
 
     fabric = Fabric(accelerator="cpu", devices=1, precision="32-true")
+    if r.freeze_vision:
+        model.model.vision_tower.requires_grad_(False)
     order = torch.Generator().manual_seed(r.seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(r.seed)
@@ -63,12 +103,9 @@ def train(model: torch.nn.Module, data: EncodedSplit, r: TrainRecipe, pad_id: in
         steps = total_steps(len(data), r)
         quiet = not (progress if progress is not None else sys.stderr.isatty())
         bar = tqdm(total=steps, desc="zoo training", unit="step", disable=quiet)
-        perm, cursor, losses, start = torch.randperm(len(data), generator=order), 0, [], time.perf_counter()
+        sampler, losses, start = CurriculumSampler(data, r, order), [], time.perf_counter()
         for step in range(steps):
-            if cursor + r.batch_size > len(perm):
-                perm, cursor = torch.randperm(len(data), generator=order), 0
-            rows = perm[cursor : cursor + r.batch_size]
-            cursor += r.batch_size
+            rows = sampler.rows(step)
             for group in optimizer.param_groups:
                 group["lr"] = r.lr * group["lr_mult"] * lr_factor(step, steps, r)
             loss = model(**data.batch(rows, pad_id)).loss

@@ -15,7 +15,7 @@ from PIL import Image
 
 from tamp.zoo import build as zoo_build
 from tamp.zoo.build import build_zoo
-from tamp.zoo.questions import FAMILIES, _holds
+from tamp.zoo.questions import FAMILIES, RELATIONAL, _holds
 from tamp.zoo.render import CELL_CENTERS, HALF
 from tamp.zoo.tasks import TASK_NAMES, TASKS, holdout_key, is_heldout, make_item, tokenize, vocabulary
 from tamp.zoo.textq import TEXT_FAMILIES
@@ -270,9 +270,9 @@ def _text_answer(q: str) -> str:
     return c.home
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES) + sorted(TEXT_FAMILIES))
+@pytest.mark.parametrize("family", sorted(FAMILIES) + sorted(TEXT_FAMILIES) + [f"relational_{f}" for f in RELATIONAL])
 def test_labels_match_an_independent_oracle(family):
-    templates = FAMILIES.get(family) or TEXT_FAMILIES[family]
+    templates = FAMILIES.get(family) or TEXT_FAMILIES.get(family) or RELATIONAL[family.removeprefix("relational_")]
     for template in templates:
         for i in range(150):
             draft = template(Dice(np.random.default_rng([99, i])), i % 2 == 0)
@@ -290,7 +290,8 @@ def test_answer_balance_of_yes_no_and_counts():
     """Answers chosen first keep priors weak: yes/no near 50/50, counts spread over their range."""
     items = [make_item("train", i) for i in range(4, 2400, len(TASKS))]  # the compose task
     assert {it.task for it in items} == {"compose"}
-    yes = Counter(it.answer for it in items if it.answer_type == "yesno")
+    drafts = [t(Dice(np.random.default_rng([5, i])), False) for t in RELATIONAL["compose"] for i in range(300)]
+    yes = Counter(d.answer for d in drafts if d.answer_type == "yesno")
     assert abs(yes["yes"] - yes["no"]) < 0.25 * sum(yes.values())
     counts = Counter(it.answer for it in items if it.answer_type == "count")
     assert set(counts) == {"0", "1", "2", "3", "4"}

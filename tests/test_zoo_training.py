@@ -54,7 +54,7 @@ def _split(tasks: list[str], templates: list[str]) -> EncodedSplit:
 def test_curriculum_samples_only_its_templates_then_everything() -> None:
     tasks = ["color", "color", "shape", "arith"] * 25
     templates = ["color_at", "color_of_shape", "shape_at", "plus"] * 25
-    r = TrainRecipe(batch_size=8, curriculum=((5, ("color_at", "shape")),))
+    r = TrainRecipe(batch_size=8, curriculum=((5, ("color_at", "shape")),), task_weights=())
     sampler = CurriculumSampler(_split(tasks, templates), r, torch.Generator().manual_seed(0))
     early = torch.cat([sampler.rows(s) for s in range(5)])
     assert {templates[i] for i in early.tolist()} == {"color_at", "shape_at"}

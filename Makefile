@@ -8,7 +8,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: help install demo toy-demo run test test-slow test-all lint bench clean
+.PHONY: help install demo toy-demo quick test test-slow test-all lint bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -27,15 +27,15 @@ ifndef DEMO_DIR  # fixed once per make call: the sweep and its report use the sa
 DEMO_DIR := outputs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
 endif
 
-demo: install  ## the default job: an offline pruning run (wanda, 50%) on a tiny random LLaVA-NeXT
-	$(PY) -m tamp.run
-
-toy-demo: install  ## the toy zoo demo (in progress): build the toy model once, prune it 9 ways, score, Rel.% table
+demo: install  ## the default job: build the toy zoo model once, prune it 9 ways, score with lmms-eval, Rel.% table
 	$(PY) -m tamp.zoo build
-	$(PY) -m tamp.run -m +experiment=toy_demo hydra.sweep.dir=$(DEMO_DIR)
+	WANDB_SILENT=true $(PY) -m tamp.run -m +experiment=toy_demo hydra.sweep.dir=$(DEMO_DIR)  # the offline W&B runs stay in each cell folder
 	$(PY) -m tamp.report $(DEMO_DIR)
 
-run: demo
+toy-demo: demo
+
+quick: install  ## one pruning run (wanda, 50%) on a tiny random LLaVA-NeXT, in seconds
+	$(PY) -m tamp.run
 
 test: install  ## the default test run (CPU, fast; slow tests excluded)
 	$(PY) -m pytest -q

@@ -1,5 +1,8 @@
 """Train a zoo model with Lightning Fabric on CPU: AdamW, warmup + cosine, loss on answer tokens only.
 
+Batches come from `CurriculumSampler`: the recipe's curriculum stages first (a few core templates
+only), then the whole split, by task weight when the recipe gives weights.
+
 Deterministic for a given recipe and thread count: the initial weights and the batch order come
 from the recipe's seed (the caller's RNG state is left alone). `answer_accuracy` is the quick
 check the build prints per task: the greedy first answer token, teacher-forced, in batches (every
@@ -31,10 +34,10 @@ def lr_factor(step: int, total: int, r: TrainRecipe) -> float:
 
 
 def param_groups(model: torch.nn.Module, r: TrainRecipe) -> list[dict[str, Any]]:
-    """Weight decay on matrices only; the vision tower and projector at `vision_lr_mult` x lr.
+    """Weight decay on matrices only; the projector (and the tower, unless frozen) at `vision_lr_mult` x lr.
 
-    The tower learns shape features through the language loss only slowly, and faster at a
-    lower rate than the decoder's (a 3 x 64 tower at 5e-4 stayed near chance on shape questions).
+    Frozen parameters are left out. An unfrozen tower lost its pretrained colour features at
+    decoder learning rates of 1e-3 and above (colour questions fell to chance), hence the multiplier.
     """
     groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = defaultdict(list)
     for name, p in model.named_parameters():

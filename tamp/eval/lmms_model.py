@@ -31,6 +31,7 @@ from PIL import Image
 from tqdm import tqdm
 from transformers import StoppingCriteria, StoppingCriteriaList
 
+from tamp.data.media import load_audio, load_video, processor_sampling_rate
 from tamp.models.base import FamilyAdapter, Message
 
 DEFAULT_MAX_NEW_TOKENS = 256
@@ -94,8 +95,7 @@ class TampLMM(lmms):
             model.to(self._device)
         self._dtype = param.dtype
         self._rank, self._world_size = _ranks(rank, world_size)
-        extractor = getattr(processor, "feature_extractor", None)
-        self.sampling_rate = int(getattr(extractor, "sampling_rate", 16000) or 16000)
+        self.sampling_rate = processor_sampling_rate(processor)
 
     # ------------------------------------------------------------------------------ lmms API
     @property
@@ -267,16 +267,13 @@ class TampLMM(lmms):
         elif isinstance(item, (str, Path)):
             suffix = Path(item).suffix.lower()
             if suffix in VIDEO_EXTENSIONS:
-                media.videos.append(read_video(item, self.max_frames))
+                media.videos.append(load_video(item, num_frames=self.max_frames).frames)
             elif suffix in AUDIO_EXTENSIONS:
-                media.audios.append(read_audio(item, self.sampling_rate))
+                media.audios.append(load_audio(item, sampling_rate=self.sampling_rate))
             else:
                 media.images.append(Image.open(item).convert("RGB"))
-        elif isinstance(item, Mapping) and "array" in item:
-            rate = int(item.get("sampling_rate") or self.sampling_rate)
-            media.audios.append(
-                resample(np.asarray(item["array"], dtype=np.float32), rate, self.sampling_rate)
-            )
+        elif isinstance(item, Mapping) and "array" in item:  # an HF Audio feature, resampled
+            media.audios.append(load_audio(item, sampling_rate=self.sampling_rate))
         elif isinstance(item, (np.ndarray, torch.Tensor)):
             array = item.detach().cpu().numpy() if isinstance(item, torch.Tensor) else item
             if array.ndim == 1:
@@ -362,42 +359,6 @@ def append_tokens(inputs: Mapping[str, Any], tokens: torch.Tensor) -> dict[str, 
         if key.endswith("token_type_ids") and isinstance(value, torch.Tensor):
             out[key] = torch.cat([value, torch.zeros_like(tokens, dtype=value.dtype)], dim=1)
     return out
-
-
-def read_video(path: str | Path, max_frames: int) -> np.ndarray:
-    """(T, H, W, 3) uint8: up to `max_frames` frames sampled uniformly, decoded with PyAV."""
-    import av
-
-    with av.open(str(path)) as container:
-        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-    if not frames:
-        raise ValueError(f"no video frames in {path}")
-    keep = np.linspace(0, len(frames) - 1, min(max_frames, len(frames))).round().astype(int)
-    return np.stack([frames[i] for i in keep])
-
-
-def read_audio(path: str | Path, rate: int) -> np.ndarray:
-    """Mono float32 samples at `rate`, decoded and resampled with PyAV."""
-    import av
-
-    chunks = []
-    with av.open(str(path)) as container:
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
-        for frame in container.decode(audio=0):
-            chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
-        chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
-    return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, dtype=np.float32)
-
-
-def resample(samples: np.ndarray, rate: int, target: int) -> np.ndarray:
-    """Linear-interpolation resampling (enough for evaluation prompts; no extra dependency)."""
-    if samples.ndim > 1:
-        samples = samples.mean(axis=0) if samples.shape[0] < samples.shape[-1] else samples.mean(axis=-1)
-    if rate == target or samples.size == 0:
-        return samples.astype(np.float32)
-    n = max(1, round(samples.size * target / rate))
-    positions = np.linspace(0, samples.size - 1, n)
-    return np.interp(positions, np.arange(samples.size), samples).astype(np.float32)
 
 
 def _ranks(rank: int | None, world_size: int | None) -> tuple[int, int]:

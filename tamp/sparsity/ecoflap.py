@@ -128,19 +128,22 @@ class EcoFlapAllocation:
         self.scores: dict[str, float] = {}
         self.group_sparsity: dict[str, float] = {}
 
-    def _units(self, engine: LayerwiseEngine) -> list[list[Group]]:
-        """Per block, the units perturbed together."""
+    def groups(self, engine: LayerwiseEngine) -> list[Group]:
+        """The units perturbed together and allocated: linears ("layer") or blocks ("block")."""
+        return layer_groups(engine) if self.cfg.granularity == "layer" else block_groups(engine)
+
+    def _units(self, engine: LayerwiseEngine, groups: list[Group]) -> list[list[Group]]:
+        """`groups` by the block that owns them."""
         per_block: list[list[Group]] = [[] for _ in engine.blocks]
-        groups = layer_groups(engine) if self.cfg.granularity == "layer" else block_groups(engine)
         owner = {name: i for i, linears in enumerate(engine.linears) for name in linears}
         for g in groups:
             per_block[owner[next(iter(g.linears))]].append(g)
         return per_block
 
     @torch.no_grad()
-    def importance(self, engine: LayerwiseEngine) -> dict[str, float]:
+    def importance(self, engine: LayerwiseEngine, groups: list[Group] | None = None) -> dict[str, float]:
         """{unit name: sum over samples of |projected gradient|}, summed over processes."""
-        units = self._units(engine)
+        units = self._units(engine, self.groups(engine) if groups is None else groups)
         flat = [g for block in units for g in block]
         totals = torch.zeros(len(flat), dtype=torch.float64, device=engine.device)
         count = (
@@ -177,7 +180,7 @@ class EcoFlapAllocation:
         return {g.name: float(v) for g, v in zip(flat, totals.tolist(), strict=True)}
 
     def plan(self, engine: LayerwiseEngine, target: float) -> dict[str, float]:
-        groups = layer_groups(engine) if self.cfg.granularity == "layer" else block_groups(engine)
-        self.scores = self.importance(engine)
+        groups = self.groups(engine)
+        self.scores = self.importance(engine, groups)
         plan, self.group_sparsity = allocate_groups(groups, self.scores, target, self.cfg)
         return plan

@@ -39,12 +39,17 @@ CHUNK = 2_000  # items per unit of work (and per worker task)
 _OWNED_IMAGE = re.compile(r"^(train|calib|test)-\d+\.png$")
 
 
-def code_hash() -> str:
-    """Hash of the generator's source: an edit that forgot to bump RECIPE_VERSION still rebuilds."""
+def source_hash(names: Sequence[str]) -> str:
+    """Hash of the sources of files of this package (a cache key part: an edit rebuilds)."""
     h = hashlib.sha256()
-    for name in GENERATOR_FILES:
+    for name in names:
         h.update((Path(__file__).parent / name).read_bytes())
     return h.hexdigest()[:16]
+
+
+def code_hash() -> str:
+    """Hash of the generator's source: an edit that forgot to bump RECIPE_VERSION still rebuilds."""
+    return source_hash(GENERATOR_FILES)
 
 
 def _recipe(sizes: dict[str, int] | None, seed: int) -> dict:

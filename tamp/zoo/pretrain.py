@@ -54,15 +54,23 @@ def patch_labels(layouts: list[dict], image_size: int, patch: int) -> torch.Tens
     tamp.zoo.render); a bar covers the patches of its slot's column from its top down to the axis.
     """
     side = image_size // patch
-    out = torch.zeros(len(layouts), side * side, 3, dtype=torch.long)
+    rows: list[int] = []
+    cells: list[int] = []
+    values: list[tuple[int, int, int]] = []
     for m, layout in enumerate(layouts):
         for o in layout.get("objects", ()):
-            out[m, o["row"] * side + o["col"]] = torch.tensor(
-                [PATCH_SHAPES.index(o["shape"]), PATCH_COLORS.index(o["color"]), PATCH_SIZES.index(o["size"])])
+            rows.append(m)
+            cells.append(o["row"] * side + o["col"])
+            values.append((PATCH_SHAPES.index(o["shape"]), PATCH_COLORS.index(o["color"]), PATCH_SIZES.index(o["size"])))
         for b in layout.get("bars", ()):
             top, col = BASELINE - b["height"] * UNIT, (b["slot"] * SLOT) // patch
             for row in range(top // patch, (BASELINE - 1) // patch + 1):
-                out[m, row * side + col] = torch.tensor([PATCH_SHAPES.index("bar"), PATCH_COLORS.index(b["color"]), 0])
+                rows.append(m)
+                cells.append(row * side + col)
+                values.append((PATCH_SHAPES.index("bar"), PATCH_COLORS.index(b["color"]), 0))
+    out = torch.zeros(len(layouts), side * side, 3, dtype=torch.long)
+    if values:  # one indexed write instead of a small tensor per object
+        out[torch.tensor(rows), torch.tensor(cells)] = torch.tensor(values)
     return out
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 
+from tamp.zoo.build import DEFAULT_SIZES, source_hash
 from tamp.zoo.build import RECIPE_VERSION as DATA_VERSION
 from tamp.zoo.build import code_hash as data_code_hash
 
@@ -23,9 +23,9 @@ RECIPE_FORMAT = "zoo-model-1"  # bump when the cache layout changes
 
 @dataclass(frozen=True)
 class DataRecipe:
-    train: int = 40_000
-    calib: int = 256
-    test: int = 1_600
+    train: int = DEFAULT_SIZES["train"]
+    calib: int = DEFAULT_SIZES["calib"]
+    test: int = DEFAULT_SIZES["test"]
     seed: int = 0
 
     def sizes(self) -> dict[str, int]:
@@ -119,10 +119,7 @@ def get_recipe(name: str | ZooRecipe | None = None) -> ZooRecipe:
 
 def code_hash() -> str:
     """The model side's source (the data generator's hash is added in `recipe_hash`)."""
-    h = hashlib.sha256()
-    for name in MODEL_FILES:
-        h.update((Path(__file__).parent / name).read_bytes())
-    return h.hexdigest()[:16]
+    return source_hash(MODEL_FILES)
 
 
 def recipe_hash(recipe: ZooRecipe) -> str:

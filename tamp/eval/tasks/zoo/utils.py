@@ -10,10 +10,13 @@ recipe's build under ./outputs/cache. Build it with `python -m tamp.zoo build`.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
+
+from tamp.eval.tasks import prompted
 
 
 def zoo_docs(task: str) -> Any:
@@ -52,42 +55,29 @@ def doc_to_visual(doc: dict[str, Any]) -> list[Image.Image]:
 
 
 def doc_to_text(doc: dict[str, Any], lmms_eval_specific_kwargs: dict[str, str] | None = None) -> str:
-    kwargs = lmms_eval_specific_kwargs or {}
-    return f"{kwargs.get('pre_prompt', '')}{doc['question']}{kwargs.get('post_prompt', '')}"
+    return prompted(doc["question"], lmms_eval_specific_kwargs)
 
 
 def doc_to_choice(doc: dict[str, Any]) -> list[str]:
     return list(doc["choices"])
 
 
-# one loader per task: lmms-eval passes process_docs only the (stub) dataset
-def color_docs(_: Any) -> Any:
-    return zoo_docs("color")
+def _loader(task: str) -> Callable[[Any], Any]:
+    """process_docs of one task: lmms-eval passes it only the (stub) dataset, so the task is bound here."""
+
+    def docs(_: Any) -> Any:
+        return zoo_docs(task)
+
+    docs.__name__ = f"{task}_docs"
+    return docs
 
 
-def shape_docs(_: Any) -> Any:
-    return zoo_docs("shape")
-
-
-def count_docs(_: Any) -> Any:
-    return zoo_docs("count")
-
-
-def position_docs(_: Any) -> Any:
-    return zoo_docs("position")
-
-
-def compose_docs(_: Any) -> Any:
-    return zoo_docs("compose")
-
-
-def chart_docs(_: Any) -> Any:
-    return zoo_docs("chart")
-
-
-def arith_docs(_: Any) -> Any:
-    return zoo_docs("arith")
-
-
-def facts_docs(_: Any) -> Any:
-    return zoo_docs("facts")
+# one loader per task, by the names the task YAMLs use (`process_docs: !function utils.<task>_docs`)
+color_docs = _loader("color")
+shape_docs = _loader("shape")
+count_docs = _loader("count")
+position_docs = _loader("position")
+compose_docs = _loader("compose")
+chart_docs = _loader("chart")
+arith_docs = _loader("arith")
+facts_docs = _loader("facts")

@@ -8,20 +8,36 @@ export TRANSFORMERS_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: help install demo toy-demo quick test test-slow test-all lint bench clean
+comma := ,
+
+.PHONY: help install lock demo toy-demo quick test test-slow test-all lint bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: pyproject.toml constraints.txt
-	python3 -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	# torch and torchvision together from PyPI (never the machine's local CPU-only torch wheel)
-	$(PIP) install -q -c constraints.txt torch torchvision
-	$(PIP) install -q -c constraints.txt -e '.[dev]'
+LOCK := requirements.lock
+UV := $(VENV)/bin/uv
+# uv installs and regenerates the lock; its own version is the one the lock holds
+UV_VERSION := $(shell sed -n 's/^uv==\([^ ;]*\).*/\1/p' $(LOCK))
+
+$(UV): $(LOCK)
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q uv==$(UV_VERSION)
 	touch $@
 
-install: $(VENV)/.installed  ## create .venv and install tamp with its dev tools
+# exactly the lock (uv pip sync removes anything else), then tamp itself, editable, without deps
+$(VENV)/.installed: $(LOCK) pyproject.toml | $(UV)
+	$(UV) pip sync -q --python $(PY) $(LOCK)
+	$(UV) pip install -q --python $(PY) --no-deps --no-build-isolation -e .
+	touch $@
+
+install: $(VENV)/.installed  ## create .venv and install exactly requirements.lock, then tamp (editable)
+
+# regenerate the lock from pyproject.toml; versions already locked stay unless UPGRADE=pkg[,pkg] (or UPGRADE=all)
+lock: | $(UV)  ## re-lock with uv (UPGRADE=transformers to move one package, UPGRADE=all for everything)
+	$(UV) pip compile -q pyproject.toml --extra dev --universal --python-version 3.11 --generate-hashes \
+	  --custom-compile-command "make lock" -o $(LOCK) \
+	  $(if $(filter all,$(UPGRADE)),--upgrade,$(foreach p,$(subst $(comma), ,$(UPGRADE)),--upgrade-package $(p)))
 
 ifndef DEMO_DIR  # fixed once per make call: the sweep and its report use the same folder
 DEMO_DIR := outputs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)

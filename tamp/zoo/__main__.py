@@ -1,7 +1,9 @@
-"""`python -m tamp.zoo build|path|info [--recipe NAME] [--cache-dir DIR] [--force]`: the toy zoo's model.
+"""`python -m tamp.zoo build|path|info|ship [--recipe NAME] [--cache-dir DIR] [--force]`: the toy zoo's model.
 
-build: make the recipe's data and trained model (or find them) and print where they are;
-path: print the build directory without building; info: print the build's record (build.json).
+build: make the recipe's data and trained model (or find them; the shipped model when its recipe
+hash matches the code, unless --force) and print where they are; path: print the build directory
+without building; info: print the build's record (build.json); ship: copy a trained build into the
+package (tamp/zoo/shipped/<recipe>/) so fresh clones skip the training.
 """
 
 from __future__ import annotations
@@ -12,12 +14,13 @@ import sys
 from collections.abc import Sequence
 
 from tamp.zoo.cache import DEFAULT_CACHE, build_dir, ensure_zoo
-from tamp.zoo.recipe import RECIPES
+from tamp.zoo.recipe import RECIPES, get_recipe
+from tamp.zoo.shipped import ship
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tamp.zoo", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=("build", "path", "info"))
+    parser.add_argument("command", choices=("build", "path", "info", "ship"))
     parser.add_argument("--recipe", default="default", choices=sorted(RECIPES))
     parser.add_argument("--cache-dir", default=str(DEFAULT_CACHE), help="cache root (default: %(default)s)")
     parser.add_argument("--force", action="store_true", help="rebuild even when a build exists")
@@ -32,10 +35,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         print(path.read_text(), end="")
         return 0
+    if args.command == "ship":
+        try:
+            dest = ship(build_dir(args.recipe, args.cache_dir), get_recipe(args.recipe))
+        except (OSError, ValueError) as err:
+            print(f"tamp.zoo: cannot ship: {err}", file=sys.stderr)
+            return 1
+        print(f"shipped to {dest}")
+        return 0
     build = ensure_zoo(args.recipe, args.cache_dir, force=args.force)
     accuracy = build.info.get("test_answer_accuracy", {})
     print(f"zoo '{args.recipe}' model: {build.model_dir}")
-    print(f"  built in {build.info.get('build_s', 0):.0f}s; test accuracy: {json.dumps(accuracy)}")
+    origin = "shipped model" if build.info.get("source") == "shipped" else "trained here"
+    print(f"  {origin}, built in {build.info.get('build_s', 0):.0f}s; test accuracy: {json.dumps(accuracy)}")
     return 0
 
 

@@ -4,6 +4,8 @@ Layout of a build directory:
   data/        the zoo's splits (tamp.zoo.build), incl. calib.json and test_<task>.json
   model/       a LLaVA checkpoint: config, safetensors, tokenizer, processor, chat template
   build.json   written last: recipe, hash, timings, per-task answer accuracy (its presence = done)
+When the package ships a model trained from the same recipe hash (tamp/zoo/shipped.py), a build
+regenerates only the data (seconds) and copies the shipped weights; `force` always trains.
 A build is locked (fcntl) so parallel sweep cells wait for one builder instead of racing, and the
 model is written to a temporary folder first, so an interrupted build is simply redone.
 """
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from tamp.zoo.recipe import ZooRecipe, get_recipe, recipe_hash
+from tamp.zoo.shipped import copy_model, usable
 
 ZOO_DIR_ENV = "TAMP_ZOO_DIR"  # the data folder of the zoo being evaluated (read by the lmms-eval tasks)
 DEFAULT_CACHE = Path("outputs") / "cache"
@@ -94,7 +97,11 @@ def ensure_zoo(name: str | ZooRecipe | None = None, cache_dir: str | os.PathLike
         with _locked(root):
             info = None if force else _read_info(root)  # another process may have built it meanwhile
             if info is None:
-                info = _build(recipe, root, progress, workers)
+                shipped = None if force else usable(recipe)
+                if shipped is not None:
+                    info = _install_shipped(recipe, root, shipped, progress, workers)
+                else:
+                    info = _build(recipe, root, progress, workers)
     return ZooBuild(root, recipe, info)
 
 
@@ -102,10 +109,35 @@ def _say(message: str) -> None:
     print(f"tamp.zoo: {message}", file=sys.stderr, flush=True)
 
 
+def _build_data(recipe: ZooRecipe, root: Path, progress: bool | None, workers: int | None) -> dict[str, Path]:
+    from tamp.zoo.build import build_zoo
+
+    return build_zoo(root / "data", recipe.data.sizes(), recipe.data.seed,
+                     workers=workers or min(4, os.cpu_count() or 1), progress=progress)
+
+
+def _write_info(root: Path, info: dict[str, Any]) -> dict[str, Any]:
+    """Write build.json last (its presence marks the build done); return it as a later run reads it."""
+    text = json.dumps(info, indent=1) + "\n"
+    (root / BUILD_FILE).write_text(text)
+    return json.loads(text)  # tuples become lists
+
+
+def _install_shipped(recipe: ZooRecipe, root: Path, shipped: dict[str, Any], progress: bool | None,
+                     workers: int | None) -> dict[str, Any]:
+    start = time.perf_counter()
+    (root / BUILD_FILE).unlink(missing_ok=True)
+    _say(f"using the shipped '{recipe.name}' model (recipe hash {shipped['hash']}); making its data in {root}")
+    _build_data(recipe, root, progress, workers)
+    copy_model(recipe, root / "model")
+    info = _write_info(root, {**shipped, "source": "shipped", "install_s": time.perf_counter() - start})
+    _say(f"ready in {info['install_s']:.0f}s (`python -m tamp.zoo build --force` trains it from scratch)")
+    return info
+
+
 def _build(recipe: ZooRecipe, root: Path, progress: bool | None, workers: int | None) -> dict[str, Any]:
     import torch
 
-    from tamp.zoo.build import build_zoo
     from tamp.zoo.encode import encode_file
     from tamp.zoo.model import build_model, image_tokens
     from tamp.zoo.pretrain import pretrain_vision
@@ -114,8 +146,7 @@ def _build(recipe: ZooRecipe, root: Path, progress: bool | None, workers: int | 
     start = time.perf_counter()
     (root / BUILD_FILE).unlink(missing_ok=True)
     _say(f"building the '{recipe.name}' toy model in {root} (once per recipe; later runs reuse it)")
-    paths = build_zoo(root / "data", recipe.data.sizes(), recipe.data.seed,
-                      workers=workers or min(4, os.cpu_count() or 1), progress=progress)
+    paths = _build_data(recipe, root, progress, workers)
     data_s = time.perf_counter() - start
     model, processor = build_model(recipe.model, seed=recipe.train.seed)
     tokenizer = processor.tokenizer
@@ -151,9 +182,7 @@ def _build(recipe: ZooRecipe, root: Path, progress: bool | None, workers: int | 
         "test_answer_accuracy": accuracy,
         "threads": torch.get_num_threads(),
     }
-    text = json.dumps(info, indent=1) + "\n"
-    (root / BUILD_FILE).write_text(text)
-    info = json.loads(text)  # as a later run reads it back (tuples become lists)
+    info = _write_info(root, info)
     summary = ", ".join(f"{task} {acc:.1%}" for task, acc in accuracy.items())
     _say(f"built in {info['build_s']:.0f}s; test accuracy (first answer token): {summary}")
     return info

@@ -93,11 +93,14 @@ def prune(
 def fingerprint(
     model: nn.Module, samples: Sequence[CalibSample], cfg: PruneConfig, reducer: Reducer | None = None
 ) -> str:
-    """What the masks depend on: the method, sparsity, targets, seed, the model's config and the samples.
+    """What the masks depend on: the method, sparsity, targets, seed, the model and the samples.
 
-    Devices, offload, progress and the number of processes are left out: they do not change masks.
-    The samples enter as a sum of per-sample hashes (wrapping int64), summed across processes, so
-    every process of a data-parallel run computes the same fingerprint.
+    The model enters by its config and a digest of its weights (every tensor's name, shape, dtype
+    and a strided sample of its values: another checkpoint of the same architecture differs).
+    A sample enters by every tensor of its inputs (token ids, pixels, audio features, grids), so a
+    calibration file with the same text and other images is another calibration set. Devices,
+    offload, progress and the number of processes are left out: they do not change masks. Sample
+    digests are summed (wrapping int64) across processes, so every process computes the same value.
     """
     h = hashlib.sha256()
     keys = cfg.to_dict()
@@ -105,12 +108,43 @@ def fingerprint(
         keys.pop(volatile, None)
     h.update(json.dumps(keys, sort_keys=True, default=str).encode())
     h.update(model.config.to_json_string(use_diff=False).encode() if hasattr(model, "config") else b"")
+    h.update(weights_digest(model))
     total = torch.zeros(2, dtype=torch.int64)
     for sample in samples:
-        digest = hashlib.sha256(sample.inputs["input_ids"].cpu().numpy().tobytes()).digest()
+        digest = sample_digest(sample)
         total[0] += int.from_bytes(digest[:7], "little")
         total[1] += 1
     if reducer is not None:
         reducer([total])
     h.update(total.numpy().tobytes())
     return h.hexdigest()[:24]
+
+
+def _tensor_bytes(tensor: torch.Tensor, limit: int | None = None) -> bytes:
+    flat = tensor.detach().reshape(-1)
+    if limit is not None and flat.numel() > limit:
+        flat = flat[:: flat.numel() // limit][:limit]
+    if flat.dtype == torch.bfloat16:
+        flat = flat.view(torch.int16)  # numpy has no bfloat16; the bits are what matters
+    return flat.cpu().contiguous().numpy().tobytes()
+
+
+def weights_digest(model: nn.Module, per_tensor: int = 4096) -> bytes:
+    """A digest of the model's weights from `per_tensor` evenly strided values of each (fast at 8B)."""
+    h = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        h.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        h.update(_tensor_bytes(tensor, per_tensor))
+    return h.digest()
+
+
+def sample_digest(sample: CalibSample) -> bytes:
+    """Every input tensor of a calibration sample, by key (media included), and its modality ids."""
+    h = hashlib.sha256()
+    for key in sorted(sample.inputs):
+        value = sample.inputs[key]
+        if isinstance(value, torch.Tensor):
+            h.update(f"{key}:{tuple(value.shape)}:{value.dtype}".encode())
+            h.update(_tensor_bytes(value))
+    h.update(_tensor_bytes(sample.modality_ids))
+    return h.digest()

@@ -89,9 +89,15 @@ class PruneConfig:
         if not 0.0 <= target < 1.0:
             raise ValueError(f"sparsity.target={target} is out of range; valid: 0 <= target < 1")
         try:
-            parse_pattern(self.sparsity.pattern)
+            nm = parse_pattern(self.sparsity.pattern)
         except ValueError as err:
             raise ValueError(f"sparsity.pattern: {err}") from None
+        if nm is not None and self.method.pruner != "none" and abs(target - nm[0] / nm[1]) > 1e-9:
+            exact = f"{nm[0] / nm[1]:g}"
+            raise ValueError(
+                f"sparsity.target={target} contradicts sparsity.pattern={self.sparsity.pattern}, which prunes "
+                f"exactly {nm[0]}/{nm[1]} = {exact}; set sparsity.target={exact} or sparsity.pattern=unstructured"
+            )
         if self.method.pruner not in PRUNERS:
             raise ValueError(f"method.pruner='{self.method.pruner}' is unknown; valid: {', '.join(PRUNERS)}")
         if not self.method.name:

@@ -45,6 +45,15 @@ class ComposedMethod:
             cfg.sparsity.pattern,
         )
 
+    def plan_state(self) -> dict[str, Any]:
+        """What a checkpoint keeps beside the plan: the allocation's scores (restored on resume)."""
+        return {"allocation_scores": {k: float(v) for k, v in getattr(self.allocation, "scores", {}).items()}}
+
+    def restore_plan_state(self, state: dict[str, Any]) -> None:
+        scores = state.get("allocation_scores")
+        if scores is not None and hasattr(self.allocation, "scores"):
+            self.allocation.scores = dict(scores)
+
     @property
     def needs_block_forward(self) -> bool:
         return self.pruner.needs_stats

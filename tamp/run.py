@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,8 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from tamp.schema import register_schema, validate
+from tamp.rundir import RunDirRefused
+from tamp.schema import register_schema
 from tamp.tracking.results import RESULTS_FILE
 
 log = logging.getLogger("tamp")
@@ -26,9 +28,16 @@ register_schema()
 
 def run(cfg: DictConfig, run_dir: str | Path, cache_dir: str | Path | None = None) -> dict[str, Any]:
     """Validate, start the Fabric world the runner asks for, run the cell; return its results."""
+    from tamp.checks import check_run_config
+    from tamp.rundir import check_run_dir
     from tamp.runner import make_fabric, run_cell
 
-    settings = validate(cfg)  # one-line ValueError for a bad value, before any heavy work
+    check_run_dir(run_dir, cfg, resume=bool(cfg.get("resume")))  # refusals leave the directory untouched
+    try:
+        settings = check_run_config(cfg)  # one-line error for a bad value or file, before any heavy work
+    except (ValueError, OSError) as err:
+        record_failure(cfg, run_dir, err)
+        raise
     fabric = make_fabric(settings)
     fabric.launch(run_cell, cfg, str(run_dir), str(cache_dir) if cache_dir else None)
     results = json.loads((Path(run_dir) / RESULTS_FILE).read_text())
@@ -55,7 +64,7 @@ def record_failure(cfg: DictConfig, run_dir: str | Path, err: BaseException) -> 
     from tamp.tracking.results import ResultsFile
 
     path = Path(run_dir) / RESULTS_FILE
-    if path.exists() and json.loads(path.read_text()).get("status") == "failed":
+    if path.exists() and json.loads(path.read_text()).get("status") in ("failed", "interrupted"):
         return
     raw = OmegaConf.to_container(cfg, resolve=False)
     method, sparsity = raw.get("method", {}), raw.get("sparsity", {})
@@ -84,12 +93,31 @@ def main(cfg: DictConfig) -> None:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        record_failure(cfg, run_dir, err)
+        if not isinstance(err, RunDirRefused):  # another run's directory: never write into it
+            record_failure(cfg, run_dir, err)
         log.error("cell %s failed: %s", hc.job.num if multirun else hc.job.name, message)
         print(f"tamp: error: {message}", file=sys.stderr)
         if not multirun:
             sys.exit(2)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """`python -m tamp.run` / `tamp-run`: check the whole command (every cell) first, then Hydra runs it."""
+    from tamp.preflight import PreflightError, check_command, enabled
+
+    if enabled():
+        try:
+            check_command(sys.argv[1:])
+        except PreflightError as err:
+            print(f"tamp: error: {err}", file=sys.stderr)
+            sys.exit(2)
+    signal.signal(signal.SIGTERM, _interrupt)  # SLURM pre-emption: record "interrupted", keep the checkpoint
     main()
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
+if __name__ == "__main__":
+    cli()

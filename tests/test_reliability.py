@@ -121,7 +121,7 @@ def test_bad_calibration_input_is_one_line(case: str, overrides: list[str], frag
 @pytest.mark.parametrize(
     ("overrides", "fragment"),
     [
-        (["sparsity.pattern=3:5"], "in_features divisible by 5"),
+        (["sparsity.pattern=3:5", "sparsity.target=0.6"], "in_features divisible by 5"),  # target = N/M
         (["eval.tasks=[no_such_task_xyz]"], "no_such_task_xyz"),
         (["runner=gpu"] if not torch.cuda.is_available() else ["runner.devices=99", "runner=gpu"], "CUDA"),
         (["model.name=nobody/no-such-model-xyz"], "not in the local Hugging Face cache"),

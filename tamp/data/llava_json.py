@@ -25,6 +25,8 @@ def _bad_json(path: Path, line: int, column: int, why: str) -> ValueError:
 def read_raw_records(path: str | Path) -> list[Any]:
     """The raw record objects of a `.json` list or a `.jsonl` file, whichever the content is."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"calibration file {path} is a directory; valid: a .json or .jsonl file")
     if not path.is_file():
         raise FileNotFoundError(
             f"calibration file {path} does not exist; valid: an existing .json or .jsonl file"

@@ -27,6 +27,29 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype | str:
     return DTYPES[dtype]
 
 
+def looks_like_path(name: str) -> bool:
+    """A Hub id is `org/name` (one slash, no leading dot or slash); anything else with a slash is a path."""
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
+
+
+def check_model_name(name: str) -> None:
+    """Before anything loads: a path-like name must be an existing directory (never sent to the Hub)."""
+    path = Path(name).expanduser()
+    if looks_like_path(name) and not path.is_dir():
+        what = "is a file, not a model directory" if path.exists() else "does not exist"
+        raise FileNotFoundError(f"model.name='{name}' {what}; valid: a local model directory or a Hub id (org/name)")
+
+
+def check_cached(name: str) -> None:
+    """Offline, a Hub id must be in the local cache: said now, not after the calibration set is built."""
+    if Path(name).expanduser().is_dir() or os.environ.get("HF_HUB_OFFLINE", "0") in ("0", "", "false"):
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    if not isinstance(try_to_load_from_cache(name, "config.json"), str):
+        raise WeightsNotAvailableError(_missing_message(name, False))
+
+
 def load_model(
     name_or_path: str,
     family: str | None = None,
@@ -38,6 +61,7 @@ def load_model(
 
     With HF_HUB_OFFLINE=1 (the default on these machines) only the local cache is consulted.
     """
+    check_model_name(name_or_path)
     is_dir = Path(name_or_path).is_dir()
     if not is_dir and "/" not in name_or_path:
         raise WeightsNotAvailableError(f"model '{name_or_path}' is neither a local directory nor a Hub id")

@@ -49,6 +49,7 @@ class PruneCheckpoint:
         self.dir = Path(directory)
         self.fingerprint = fingerprint
         self.writer = writer
+        self.plan_state: dict[str, Any] = {}  # what the plan was made from (allocation scores), kept with it
 
     def _block_path(self, index: int) -> Path:
         return self.dir / f"block_{index:04d}.safetensors"
@@ -64,14 +65,17 @@ class PruneCheckpoint:
                 f"{self.dir} holds a checkpoint of a different configuration; "
                 "resume with the same config, or use a new run directory"
             )
+        self.plan_state = progress.get("plan_state") or {}
         return progress
 
     def _write_progress(self, plan: dict[str, float], completed: int) -> None:
         state = torch.get_rng_state().tolist()
-        data = {"fingerprint": self.fingerprint, "plan": plan, "completed_blocks": completed, "rng": state}
+        data = {"fingerprint": self.fingerprint, "plan": plan, "plan_state": self.plan_state,
+                "completed_blocks": completed, "rng": state}
         _atomic(self.dir / PROGRESS, lambda p: p.write_text(json.dumps(data)))
 
-    def start(self, plan: dict[str, float]) -> None:
+    def start(self, plan: dict[str, float], plan_state: dict[str, Any] | None = None) -> None:
+        self.plan_state = plan_state or {}
         if self.writer:
             self.dir.mkdir(parents=True, exist_ok=True)
             self._write_progress(plan, 0)

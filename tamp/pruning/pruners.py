@@ -133,8 +133,9 @@ def build_pruner(name: str, blocksize: int = 128, percdamp: float = 0.01, compat
         return WandaPruner()
     if name == "sparsegpt":
         if blocksize <= 0 or not math.isfinite(percdamp) or percdamp < 0:
-            raise ValueError(f"sparsegpt needs blocksize > 0 and percdamp >= 0, got {blocksize}, {percdamp}")
+            bad = f"method.blocksize={blocksize}" if blocksize <= 0 else f"method.percdamp={percdamp}"
+            raise ValueError(f"{bad} is out of range; valid: method.blocksize >= 1, method.percdamp >= 0")
         return SparseGPTPruner(blocksize, percdamp)
     if name == "none":
         return NoPruner()
-    raise ValueError(f"unknown pruner '{name}'; valid: magnitude, wanda, sparsegpt, none")
+    raise ValueError(f"method.pruner='{name}' is unknown; valid: magnitude, wanda, sparsegpt, none")

@@ -24,13 +24,21 @@ from torch import nn
 from tamp.config import AllocationConfig
 from tamp.pipeline.context import SampleContext
 from tamp.sparsity.das import DiversityAccumulator
-from tamp.sparsity.groups import allocate_groups, block_groups, layer_groups
+from tamp.sparsity.groups import allocate_groups, block_groups, check_allocator_settings, layer_groups
 from tamp.sparsity.registry import register_allocation
 
 if TYPE_CHECKING:
     from tamp.pipeline.engine import LayerwiseEngine
 
 log = logging.getLogger(__name__)
+
+
+def check_das_settings(cfg: AllocationConfig) -> None:
+    from tamp.sparsity.das import VARIANTS
+
+    if cfg.variant not in VARIANTS:
+        raise ValueError(f"method.allocation.variant='{cfg.variant}' is unknown; valid: {', '.join(VARIANTS)}")
+    check_allocator_settings(cfg)
 
 
 class DiversityObserver:
@@ -76,6 +84,7 @@ class DasAllocation:
 
     def __init__(self, cfg: AllocationConfig | None = None) -> None:
         self.cfg = cfg or AllocationConfig(name="das")
+        check_das_settings(self.cfg)
         self.scores: dict[str, float] = {}
 
     def plan(self, engine: LayerwiseEngine, target: float) -> dict[str, float]:
@@ -97,6 +106,7 @@ class DasBlockAllocation:
 
     def __init__(self, cfg: AllocationConfig | None = None) -> None:
         self.cfg = cfg or AllocationConfig(name="das_block")
+        check_das_settings(self.cfg)
         self.scores: dict[str, float] = {}
         self.layer_scores: dict[str, float] = {}
         self.block_sparsity: dict[str, float] = {}

@@ -106,6 +106,18 @@ def expand(sparsity: dict[str, float], groups: list[Group]) -> dict[str, float]:
     return {name: sparsity[g.name] for g in groups for name in g.linears}
 
 
+def check_allocator_settings(cfg: AllocationConfig) -> None:
+    """The allocator's knobs, named as typed, checked when the allocation is built (before any model work)."""
+    from tamp.sparsity.allocate import AGGREGATIONS
+
+    delta = cfg.max_sparsity_delta
+    if not (isinstance(delta, (int, float)) and math.isfinite(delta) and 0 <= delta <= 1):
+        raise ValueError(f"method.allocation.max_sparsity_delta={delta} is out of range; valid: 0 <= delta <= 1")
+    if cfg.aggregation not in AGGREGATIONS:
+        raise ValueError(f"method.allocation.aggregation='{cfg.aggregation}' is unknown; "
+                         f"valid: {', '.join(AGGREGATIONS)}")
+
+
 def allocate_groups(
     groups: list[Group], scores: dict[str, float], target: float, cfg: AllocationConfig
 ) -> tuple[dict[str, float], dict[str, float]]:

@@ -8,6 +8,7 @@ ratio (entries > M * mean, percent) computed, so only one block's metrics are al
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import torch
@@ -18,7 +19,7 @@ from tamp.pipeline.context import SampleContext
 from tamp.pruning.stats import SquaredNormStats
 from tamp.pruning.wanda import wanda_metric
 from tamp.sparsity.groups import block_groups, block_name, expand, snap
-from tamp.sparsity.owl import outlier_ratio, owl_sparsity
+from tamp.sparsity.owl import COMPATS, outlier_ratio, owl_sparsity
 from tamp.sparsity.registry import register_allocation
 
 if TYPE_CHECKING:
@@ -61,6 +62,13 @@ class OwlAllocation:
 
     def __init__(self, cfg: AllocationConfig | None = None) -> None:
         self.cfg = cfg or AllocationConfig(name="owl")
+        c = self.cfg
+        if not (math.isfinite(c.owl_m) and c.owl_m > 0):
+            raise ValueError(f"method.allocation.owl_m={c.owl_m} is out of range; valid: > 0")
+        if not (math.isfinite(c.owl_lambda) and 0 <= c.owl_lambda < 1):
+            raise ValueError(f"method.allocation.owl_lambda={c.owl_lambda} is out of range; valid: 0 <= lambda < 1")
+        if c.owl_compat not in COMPATS:
+            raise ValueError(f"method.allocation.owl_compat='{c.owl_compat}' is unknown; valid: {', '.join(COMPATS)}")
         self.scores: dict[str, float] = {}
         self.block_sparsity: dict[str, float] = {}
 

@@ -65,8 +65,9 @@ class ResultsFile:
         return self.data
 
     def fail(self, error: BaseException | str) -> dict[str, Any]:
+        """"failed" with the error's first line; "interrupted" (resumable) for Ctrl-C, SIGTERM, a lost worker."""
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        self.data["status"] = "failed"
+        self.data["status"] = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
         self.data["error"] = f"{type(error).__name__}: {message}" if isinstance(error, BaseException) else message
         write_json_atomic(self.path, self.data)
         return self.data

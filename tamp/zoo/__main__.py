@@ -46,8 +46,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     build = ensure_zoo(args.recipe, args.cache_dir, force=args.force)
     accuracy = build.info.get("test_answer_accuracy", {})
     print(f"zoo '{args.recipe}' model: {build.model_dir}")
-    origin = "shipped model" if build.info.get("source") == "shipped" else "trained here"
-    print(f"  {origin}, built in {build.info.get('build_s', 0):.0f}s; test accuracy: {json.dumps(accuracy)}")
+    if build.info.get("source") == "shipped":
+        origin = f"the shipped model (trained in {build.info.get('build_s', 0):.0f}s when it was shipped)"
+    else:
+        origin = f"trained here in {build.info.get('build_s', 0):.0f}s"
+    print(f"  {origin}; test accuracy: {json.dumps(accuracy)}")
     return 0
 
 

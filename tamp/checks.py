@@ -1,0 +1,163 @@
+"""Everything about a run that can be checked from its config alone, before any model is loaded.
+
+`check_run_config` is the one validation path of a run: the CLI's preflight calls it for every cell
+of a command before Hydra starts anything, and `tamp.run.run` calls it again (for callers that
+compose their own config). What is left for later needs the model: which linears `runner.targets`
+matches, N:M divisibility, the calibration media against the processor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from tamp.schema import RunConfig, validate
+
+SEED_RANGE = (0, 2**32 - 1)  # what numpy's and torch's seeding accept on every platform
+
+
+def unknown_keys(cfg: DictConfig) -> list[str]:
+    """Keys of `cfg` that the schema does not have (e.g. added with `+key=value`), as full names."""
+    found: list[str] = []
+
+    def walk(node: Any, schema: type, prefix: str) -> None:
+        fields = {f.name: f for f in dataclasses.fields(schema)}
+        for key in node.keys() if isinstance(node, DictConfig) else ():
+            if key == "hydra":
+                continue
+            full = f"{prefix}{key}"
+            if key not in fields:
+                found.append(full)
+                continue
+            sub = _dataclass_of(fields[key])
+            if sub is not None:
+                walk(node[key], sub, f"{full}.")
+
+    walk(cfg, RunConfig, "")
+    return found
+
+
+def _dataclass_of(field: dataclasses.Field) -> type | None:
+    factory = field.default_factory
+    if factory is dataclasses.MISSING:
+        return None
+    value = factory()
+    return type(value) if dataclasses.is_dataclass(value) else None
+
+
+def valid_keys(path: str) -> list[str]:
+    """The schema's keys under a dotted path ('' for the top): what an unknown key could have been."""
+    schema: type | None = RunConfig
+    for part in [p for p in path.split(".") if p]:
+        field = {f.name: f for f in dataclasses.fields(schema)}.get(part) if schema else None
+        schema = _dataclass_of(field) if field else None
+    return sorted(f.name for f in dataclasses.fields(schema)) if schema else []
+
+
+def _check_unknown(cfg: DictConfig) -> None:
+    extra = unknown_keys(cfg)
+    if extra:
+        parent = extra[0].rpartition(".")[0]
+        raise ValueError(f"unknown config key '{extra[0]}'; valid{' under ' + parent if parent else ''}: "
+                         f"{', '.join(valid_keys(parent))}")
+
+
+def _check_runner(settings: RunConfig, local: bool) -> None:
+    r = settings.runner
+    if isinstance(r.devices, str) and r.devices != "auto" and not r.devices.isdigit():
+        raise ValueError(f"runner.devices='{r.devices}' is not valid; valid: a count >= 1, a list of device ids, or auto")
+    cuda = torch.cuda.is_available() or not local  # local=False: a config for another machine
+    if r.accelerator in ("cuda", "gpu") and not cuda:
+        raise ValueError(f"runner.accelerator={r.accelerator} but no CUDA device is present; use runner=cpu")
+    if (local and r.accelerator in ("cuda", "gpu") and isinstance(r.devices, int)
+            and r.devices > torch.cuda.device_count()):
+        raise ValueError(f"runner.devices={r.devices} but only {torch.cuda.device_count()} CUDA devices are present")
+    if r.device not in ("auto", "cpu") and not r.device.startswith("cuda"):
+        raise ValueError(f"runner.device='{r.device}' is not valid; valid: auto, cpu, cuda, cuda:N")
+    if r.device.startswith("cuda") and not cuda:
+        raise ValueError(f"runner.device={r.device} but no CUDA device is present; valid here: auto, cpu")
+    for key in ("targets", "ignore"):
+        for pattern in getattr(r, key):
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                raise ValueError(f"runner.{key} entry '{pattern}' is not a valid regex: {err}") from None
+
+
+def _check_scalars(settings: RunConfig) -> None:
+    low, high = SEED_RANGE
+    if not low <= settings.seed <= high:
+        raise ValueError(f"seed={settings.seed} is out of range; valid: an integer in [{low}, {high}]")
+    if settings.eval.max_new_tokens < 1:
+        raise ValueError(f"eval.max_new_tokens={settings.eval.max_new_tokens} is out of range; valid: >= 1")
+    if settings.eval.batch_size < 1:
+        raise ValueError(f"eval.batch_size={settings.eval.batch_size} is out of range; valid: >= 1")
+
+
+def _check_model(settings: RunConfig) -> None:
+    from tamp.models.loading import check_cached, check_model_name, resolve_dtype
+
+    name = settings.model.name
+    resolve_dtype(settings.model.dtype)
+    if name.startswith("tiny:"):
+        from tamp.models.tiny import tiny_names
+
+        if name.split(":", 1)[1] not in tiny_names():
+            raise ValueError(f"model.name='{name}' is unknown; valid tiny models: "
+                             f"{', '.join('tiny:' + f for f in tiny_names())}")
+    elif name == "zoo" or name.startswith("zoo:"):
+        from tamp.zoo.cache import recipe_of
+
+        recipe_of(name)
+    else:
+        check_model_name(name)
+        check_cached(name)
+    if settings.model.family is not None:
+        from tamp.models.registry import adapter_class
+
+        adapter_class(settings.model.family)  # one line naming the valid families
+
+
+def _check_calibration(settings: RunConfig) -> None:
+    """The calibration file's structure and the draw (seconds at most): before the model loads."""
+    calib = settings.calib
+    if settings.method.pruner == "none":
+        return  # the dense reference uses no calibration data
+    if calib.source == "tiny":
+        if not settings.model.name.startswith("tiny:"):
+            raise ValueError("calib.source=tiny needs a tiny model (model.name=tiny:<family>); "
+                             "valid otherwise: llava_json, hf")
+        return
+    if settings.model.name.startswith("zoo"):
+        return  # the zoo's calibration split is written by the zoo build, on first use of the model
+    from tamp.data.calib import as_calib_config, draw, open_source, select_indices
+
+    fields = OmegaConf.to_container(OmegaConf.structured(calib), resolve=True)
+    cfg = as_calib_config(fields)
+    if cfg.source != "llava_json":
+        return  # an HF dataset is opened with the model's processor; its errors come then
+    source = open_source(cfg)
+    draw(select_indices(source, cfg), cfg, source.label)
+
+
+def check_run_config(cfg: DictConfig, local: bool = True) -> RunConfig:
+    """The typed run config, or a one-line ValueError / OSError naming the bad key or file.
+
+    `local=False` checks a config meant for another machine (a GPU node with the weights and data):
+    what depends on this machine (CUDA, model directories, calibration files) is skipped.
+    """
+    from tamp.method import ComposedMethod
+
+    _check_unknown(cfg)
+    settings = validate(cfg)
+    _check_scalars(settings)
+    _check_runner(settings, local)
+    ComposedMethod.from_config(settings.prune_config())  # pruner, allocation and token selector ranges
+    if local:
+        _check_model(settings)
+        _check_calibration(settings)
+    return settings

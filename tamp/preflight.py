@@ -1,0 +1,172 @@
+"""Check a `tamp.run` command line before Hydra starts anything: one line and exit 2 for bad input.
+
+Hydra reports a bad override or an unknown group option after composition with several lines and
+a hint about HYDRA_FULL_ERROR, and values are otherwise checked only once a cell runs. Here the
+command's overrides are composed with Hydra's own compose API, for a multirun once per cell of the
+basic sweeper's grid (`hydra.sweeper.params` of an experiment included), and every cell goes
+through `tamp.checks.check_run_config`: a sweep with one bad cell fails in the first seconds,
+before any model loads and before anything is written.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra._internal.utils import get_args_parser
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException, MissingConfigException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from tamp.checks import check_run_config, valid_keys
+from tamp.rundir import check_run_dir
+from tamp.schema import register_schema
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+CONFIG_NAME = "run"
+#: Hydra flags that do not run a job (help, config printing, completion): left to Hydra as they are
+_PASS_THROUGH = ("help", "hydra_help", "cfg", "shell_completion", "info", "experimental_rerun",
+                 "config_path", "config_dir", "config_name")
+
+
+class PreflightError(ValueError):
+    """A bad command line, already phrased as the one line the user sees."""
+
+
+def check_command(argv: Sequence[str], local: bool = True) -> int:
+    """Compose and check every cell `argv` describes; the number of cells checked (0: left to Hydra).
+
+    `local=False` checks a command meant for another machine (a GPU node with the weights and data).
+    """
+    args = get_args_parser().parse_args(list(argv))
+    if any(getattr(args, flag, None) for flag in _PASS_THROUGH):
+        return 0
+    overrides = list(args.overrides)
+    parsed = _parse(overrides)
+    sweeps = [o.input_line for o in parsed if o.is_sweep_override()]
+    if sweeps and not args.multirun:
+        raise PreflightError(f"'{sweeps[0]}' is a sweep; add -m (--multirun) to run one cell per value, "
+                             "or quote the value ('a,b') to pass it as a string")
+    register_schema()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        base = _compose([o for o in overrides if o not in sweeps], hydra=True)
+        cells = _cells(base, overrides) if args.multirun else [overrides]
+        for cell in cells:
+            cfg = _compose(cell, hydra=False)
+            try:
+                settings = check_run_config(cfg, local)
+                if settings.resume:
+                    check_run_dir(settings.resume, cfg, resume=True)
+            except (ValueError, OSError) as err:
+                where = f" (cell {' '.join(cell)})" if args.multirun and len(cells) > 1 else ""
+                raise PreflightError(f"{first_line(err)}{where}") from None
+    target = _check_output_dir(base, args.multirun)
+    if not args.multirun and target is not None and target.is_dir():  # hydra.run.dir=DIR of an earlier run
+        try:
+            check_run_dir(target, cfg, resume=False)
+        except ValueError as err:
+            raise PreflightError(first_line(err)) from None
+    return len(cells)
+
+
+def _parse(overrides: list[str]):
+    parser = OverridesParser.create()
+    for line in overrides:  # one at a time, so the error names the override
+        try:
+            parser.parse_overrides([line])
+        except HydraException as err:
+            raise PreflightError(f"cannot parse the override '{line}': {first_line(err)}; quote values "
+                                 "with special characters, e.g. key='(a|b)'") from None
+    return parser.parse_overrides(overrides)
+
+
+def _cells(base: DictConfig, overrides: list[str]) -> list[list[str]]:
+    """The basic sweeper's cells: the experiment's sweeper params, then the command line's overrides."""
+    sweeper = OmegaConf.select(base, "hydra.sweeper", default=None)
+    if sweeper is None or not str(sweeper.get("_target_", "")).endswith("BasicSweeper"):
+        return [[o for o in overrides if not _parse([o])[0].is_sweep_override()]]  # another sweeper's grid
+    params = sweeper.get("params") or {}
+    lines = [f"{key}={value}" for key, value in params.items()] + overrides
+    batches = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(lines), None)
+    return [list(cell) for batch in batches for cell in batch]
+
+
+def _compose(overrides: list[str], hydra: bool) -> DictConfig:
+    try:
+        return compose(config_name=CONFIG_NAME, overrides=overrides, return_hydra_config=hydra)
+    except MissingConfigException as err:
+        raise PreflightError(_missing_option(err, overrides)) from None
+    except (HydraException, OmegaConfBaseException) as err:
+        raise PreflightError(_composition_error(err, overrides)) from None
+
+
+def _missing_option(err: MissingConfigException, overrides: list[str]) -> str:
+    text = str(err)
+    found = re.search(r"Could not find '([^']+)/([^'/]+)'", text)
+    if found is None:
+        return first_line(err)
+    group, option = found.group(1), found.group(2)
+    options = re.findall(r"^\t(\S+)$", text, flags=re.M)
+    given = next((o for o in overrides if o.lstrip("+~").split("=")[0] == group), f"{group}={option}")
+    valid = ", ".join(options) if options else f"a file in conf/{group}/"
+    return f"{given}: '{option}' is not an option of the '{group}' group; valid: {valid}"
+
+
+def _composition_error(err: Exception, overrides: list[str]) -> str:
+    cause = err.__cause__ if err.__cause__ is not None else err
+    text = str(cause)
+    full_key = re.search(r"full_key: (\S+)", text)
+    key = full_key.group(1) if full_key else None
+    given = next((o for o in overrides if key and o.lstrip("+~").split("=")[0] == key), None)
+    missing = re.search(r"Key '([^']+)' (?:not in|is not in)", text)
+    if missing and key:
+        parent = key.rpartition(".")[0]
+        valid = ", ".join(valid_keys(parent)) or "none (a leaf value)"
+        return f"unknown config key '{key}'{f' (given {given})' if given else ''}; valid{' under ' + parent if parent else ''}: {valid}"
+    converted = re.search(r"Value '(.*)' of type '\w+' could not be converted to (\w+)", text)
+    if converted and key:
+        return f"{key}='{converted.group(1)}' is not valid; valid: a value of type {converted.group(2).lower()}"
+    return first_line(err)
+
+
+def _check_output_dir(base: DictConfig, multirun: bool) -> Path | None:
+    """The run or sweep directory can be made: no file in its path, its first existing folder writable.
+
+    Returns the directory when it resolves here (None when only Hydra's runtime can resolve it).
+    """
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    resolved: Path | None
+    try:
+        resolved = target = Path(str(OmegaConf.select(base, key, throw_on_resolution_failure=True)))
+    except Exception:  # noqa: BLE001 - an interpolation only Hydra's runtime resolves: check paths.output_dir
+        resolved, target = None, Path(str(OmegaConf.select(base, "paths.output_dir", default="outputs")))
+    probe = target
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise PreflightError(f"output directory {target} cannot be made: {probe} is a file; "
+                             f"valid: a writable folder ({key}=... or paths.output_dir=...)")
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as err:
+        raise PreflightError(f"output directory {target} cannot be made: {probe} is not writable "
+                             f"({err.strerror}); valid: a writable folder ({key}=... or paths.output_dir=...)") from None
+    return resolved
+
+
+def first_line(err: BaseException) -> str:
+    """The first non-empty line of an error's message, or its type when it has none."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def enabled() -> bool:
+    """TAMP_PREFLIGHT=0 skips the check (it composes every cell once more, about a second)."""
+    return os.environ.get("TAMP_PREFLIGHT", "1") not in ("0", "false", "no")

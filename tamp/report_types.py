@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from tamp.method_names import display_name
+
 
 @dataclass
 class LinearSparsity:
@@ -61,10 +63,15 @@ class PruneReport:
         out["overall"] = {"planned": self.planned, "achieved": self.achieved}
         return out
 
+    @property
+    def method_name(self) -> str:
+        """The method's name; a composition named only by its pruner's default gets its preset's name (tamp)."""
+        return display_name(self.method, self.pruner, self.allocation, self.tokens)
+
     def summary(self) -> str:
         """A short markdown summary a person can read in a terminal."""
         lines = [
-            f"method {self.method} ({self.pruner} x {self.allocation} x {self.tokens}), "
+            f"method {self.method_name} ({self.pruner} x {self.allocation} x {self.tokens}), "
             f"target {self.target} {self.pattern}, {self.num_samples} samples / {self.num_tokens} tokens on {self.device}",
             f"overall sparsity planned {self.planned:.4f}, achieved {self.achieved:.4f}; "
             + ", ".join(f"{k} {v:.2f}s" for k, v in self.timings.items()),

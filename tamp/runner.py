@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from tamp.pipeline.checkpoint import PruneCheckpoint
@@ -24,16 +23,10 @@ log = logging.getLogger("tamp")
 
 
 def make_fabric(settings: RunConfig):
-    """The Fabric world the runner config asks for (devices absent here: a one-line error)."""
+    """The Fabric world the runner config asks for (devices were checked by tamp.checks)."""
     from lightning.fabric import Fabric
 
     r = settings.runner
-    if r.accelerator in ("cuda", "gpu") and not torch.cuda.is_available():
-        raise ValueError(f"runner.accelerator={r.accelerator} but no CUDA device is present; use runner=cpu")
-    if r.accelerator in ("cuda", "gpu") and isinstance(r.devices, int) and r.devices > torch.cuda.device_count():
-        raise ValueError(
-            f"runner.devices={r.devices} but only {torch.cuda.device_count()} CUDA devices are present"
-        )
     return Fabric(accelerator=r.accelerator, devices=r.devices, strategy=r.strategy, precision=r.precision)
 
 
@@ -44,7 +37,12 @@ def load_model_and_processor(settings: RunConfig):
 
     name = settings.model.name
     if name.startswith("tiny:"):
+        from tamp.models.loading import resolve_dtype
+
         bundle = build_tiny(name.split(":", 1)[1], seed=settings.seed)
+        dtype = resolve_dtype(settings.model.dtype)
+        if dtype != "auto":  # built in float32; cast like from_pretrained(dtype=...) would load it
+            bundle.model.to(dtype)
         return bundle.model, bundle.processor, bundle.adapter, bundle
     if name == "zoo" or name.startswith("zoo:"):  # the toy zoo's model, built on first use
         from tamp.zoo.cache import load_zoo
@@ -92,13 +90,28 @@ def _dense_cache_key(settings: RunConfig) -> str:
     return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _is_dense(settings: RunConfig) -> bool:
+    return settings.method.pruner == "none"
+
+
+def _dense_cache(settings: RunConfig, cache_dir: Path) -> Path:
+    return cache_dir / f"dense_{_dense_cache_key(settings)}.json"
+
+
+def dense_reference(settings: RunConfig, cache_dir: str | Path | None, metrics: dict) -> dict | None:
+    """The Rel.% reference known now: this cell's own scores if it is dense, else the sweep's dense scores."""
+    if _is_dense(settings):  # unless it is a saved pruned checkpoint evaluated as is
+        return metrics if (metrics.get("sparsity") or {}).get("achieved", 0.0) < 0.01 else None
+    cached = _dense_cache(settings, Path(cache_dir)) if cache_dir else None
+    return json.loads(cached.read_text()) if cached is not None and cached.exists() else None
+
+
 def evaluate_model(settings: RunConfig, model, processor, adapter, fabric, cache_dir: Path | None) -> dict:
     """lmms-eval scores (rank 0 gets them); a dense model's scores are reused within a sweep."""
     e = settings.eval
     if not e.tasks:
         return {}
-    dense = settings.method.pruner == "none"
-    cached = cache_dir / f"dense_{_dense_cache_key(settings)}.json" if (dense and cache_dir) else None
+    cached = _dense_cache(settings, cache_dir) if (_is_dense(settings) and cache_dir) else None
     if cached is not None and cached.exists():
         log.info("dense scores reused from %s", cached)
         return json.loads(cached.read_text())
@@ -125,6 +138,7 @@ def run_cell(fabric, cfg: DictConfig, run_dir: str | Path, cache_dir: str | Path
     """The whole cell inside the Fabric world; returns the results dict (rank 0's is authoritative)."""
     import tamp
     from tamp.pipeline.distributed import fabric_reducer, shard
+    from tamp.tracking.wandb_keys import group_name, run_name
     from tamp.tracking.wandb_logger import WandbRun
 
     settings = validate(cfg)
@@ -147,8 +161,10 @@ def run_cell(fabric, cfg: DictConfig, run_dir: str | Path, cache_dir: str | Path
     if is_main:
         results.start()
         tags = [settings.method.name, f"sparsity={settings.sparsity.target}", settings.model.name]
-        name = f"{settings.method.name}_{settings.sparsity.target}"
-        tracker = WandbRun(settings.logger.wandb, name, base["config"], run_dir, tags)
+        s_ = settings.sparsity
+        name = run_name(settings.model.name, settings.method.name, s_.target, s_.pattern, dense=_is_dense(settings))
+        group = group_name(settings.logger.wandb.group, Path(cache_dir).parent if cache_dir else None)
+        tracker = WandbRun(settings.logger.wandb, name, base["config"], run_dir, tags, group)
     failed = True
     try:
         start = time.perf_counter()
@@ -162,6 +178,8 @@ def run_cell(fabric, cfg: DictConfig, run_dir: str | Path, cache_dir: str | Path
         if prune_cfg.device == "auto":
             prune_cfg.device = str(fabric.device)
         prune_cfg.checkpoint_dir = str(run_dir / "checkpoint")
+        prune_cfg.keep_masks = settings.runner.save_masks
+        report = None
         metrics: dict[str, Any] = {"timings": {}}
         if settings.method.pruner != "none":
             samples = shard(build_samples(settings, adapter, bundle), fabric.global_rank, fabric.world_size)
@@ -174,12 +192,17 @@ def run_cell(fabric, cfg: DictConfig, run_dir: str | Path, cache_dir: str | Path
             metrics["timings"].update(report.timings)
             if is_main:
                 (run_dir / "prune_report.md").write_text(report.summary() + "\n")
-        else:
-            metrics["sparsity"] = {**base["sparsity"], "target": 0.0, "achieved": 0.0}
-        if settings.runner.save_model and is_main:
-            from tamp.models.saving import save_pruned
+        else:  # nothing pruned here, but a saved pruned checkpoint is sparse: measure what is evaluated
+            from tamp.models.measure import unpruned_run_sparsity
 
-            save_pruned(model, processor, run_dir / "model", metrics.get("sparsity_per_linear", {}))
+            r = settings.runner
+            metrics["sparsity"], metrics["sparsity_per_linear"] = unpruned_run_sparsity(
+                adapter, settings.model.name, base["sparsity"], r.targets, r.ignore
+            )
+        if is_main:
+            from tamp.models.save_run import save_run_model
+
+            save_run_model(settings, model, processor, adapter, run_dir, metrics, report)
         eval_start = time.perf_counter()
         scores = evaluate_model(settings, model, processor, adapter, fabric, Path(cache_dir) if cache_dir else None)
         metrics["timings"]["eval_s"] = time.perf_counter() - eval_start
@@ -188,7 +211,7 @@ def run_cell(fabric, cfg: DictConfig, run_dir: str | Path, cache_dir: str | Path
         metrics["primary_metric"] = scores.get("primary_metric", {})
         failed = False
         if is_main:
-            tracker.log_results(results.complete(metrics))
+            tracker.log_results(results.complete(metrics), dense_reference(settings, cache_dir, metrics))
             PruneCheckpoint(run_dir / "checkpoint", "", writer=True).clear()  # finished: weights are final
         # spawned workers hand their return value through a pipe: keep it small, the file has the rest
         return {"status": "completed", "results": str(results.path)}

@@ -67,6 +67,8 @@ class RunnerConfig:
     targets: list[str] = field(default_factory=lambda: [".*"])
     ignore: list[str] = field(default_factory=list)
     save_model: bool = False
+    save_dir: str | None = None  # where the saved model goes (implies save_model); null: RUN_DIR/model
+    save_masks: bool = False  # also the masks, bit-packed, beside the saved model (implies save_model)
 
     def __post_init__(self) -> None:
         _check(

@@ -9,19 +9,18 @@ each conversation through the family adapter. Every failure is one line naming t
 from __future__ import annotations
 
 import random
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from tqdm import tqdm
 
 from tamp.data.conversations import MEDIA_KINDS, Record, to_messages
 from tamp.data.media import check_exists, load_audio, load_image, load_video, processor_sampling_rate
 from tamp.data.sample import TEXT, CalibSample
 from tamp.models.base import FamilyAdapter, Message
+from tamp.progress import track
 
 SOURCES = ("llava_json", "hf")
 #: processor attribute that must exist for a media kind to be accepted
@@ -237,9 +236,9 @@ def build_calibration(
     chosen = draw(select_indices(source, cfg), cfg, source.label)
     media_dir = _media_dir(cfg)
     plans = [plan_record(record, adapter, cfg, media_dir) for record in source.records(chosen)]
-    quiet = not (cfg.progress and sys.stderr.isatty())
     samples = []
-    for plan in tqdm(plans, desc=f"calibration ({cfg.name or cfg.source})", disable=quiet, unit="sample"):
+    # a bar on a terminal; elsewhere (a cluster job's log) a line every 30 s and at the end
+    for plan in track(plans, f"calibration ({cfg.name or cfg.source})", enabled=cfg.progress, unit="sample"):
         samples.append(encode_plan(plan, adapter, cfg, media_dir))
     return samples
 

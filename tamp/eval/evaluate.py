@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from tamp.eval.quiet import quiet_bars
 from tamp.eval.tasks import task_dirs
 
 #: families whose saved directories lmms-eval's llava_hf wrapper can load (its `model_map`)
@@ -207,7 +208,7 @@ def _run(
             f"torch.distributed has {dist.get_world_size()} ranks but evaluation was asked for "
             f"world_size={world_size}: every rank must call it (lmms-eval synchronises them)"
         )
-    with _rank_environment(rank, world_size), _preserved_rng():
+    with _rank_environment(rank, world_size), _preserved_rng(), quiet_bars():
         raw = simple_evaluate(
             model=lm,
             tasks=names,

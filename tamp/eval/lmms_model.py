@@ -28,11 +28,11 @@ import torch
 from lmms_eval.api.instance import GenerationResult, Instance
 from lmms_eval.api.model import lmms
 from PIL import Image
-from tqdm import tqdm
-from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 from tamp.data.media import load_audio, load_video, processor_sampling_rate
 from tamp.models.base import FamilyAdapter, Message
+from tamp.progress import track
 
 DEFAULT_MAX_NEW_TOKENS = 256
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".gif", ".flv", ".mpeg"})
@@ -112,7 +112,7 @@ class TampLMM(lmms):
 
     def generate_until(self, requests: list[Instance]) -> list[str]:
         out = []
-        for req in tqdm(requests, desc="generate_until", disable=self.rank != 0, leave=False):
+        for req in track(requests, "generate_until", enabled=self.rank == 0, unit="request"):
             context, gen_kwargs, doc_to_visual, doc_id, task, split = req.args
             media = self.media_of(doc_to_visual, task, split, doc_id)
             out.append(self.generate(context, media, gen_kwargs))
@@ -128,7 +128,7 @@ class TampLMM(lmms):
         response through `unwrap_generation_output`, which turns a plain (float, bool) into a string.
         """
         out = []
-        for req in tqdm(requests, desc="loglikelihood", disable=self.rank != 0, leave=False):
+        for req in track(requests, "loglikelihood", enabled=self.rank == 0, unit="request"):
             args = req.args
             if len(args) == 2:  # acc_mutual_info's unconditional requests: ("", continuation)
                 context, continuation, media = args[0], args[1], Media()
@@ -149,7 +149,7 @@ class TampLMM(lmms):
         (visuals, context, terminal, round_results, round_info) and stops the loop when terminal.
         """
         out = []
-        for req in tqdm(requests, desc="multi_round", disable=self.rank != 0, leave=False):
+        for req in track(requests, "multi_round", enabled=self.rank == 0, unit="request"):
             context, gen_kwargs, doc_to_visual, doc_to_text, doc_id, task, split = req.args
             doc = self.task_dict[task][split][doc_id]
             media = self.split_media(doc_to_visual(doc))
@@ -201,6 +201,7 @@ class TampLMM(lmms):
             "num_beams": int(kwargs.get("num_beams") or 1),
             "do_sample": temperature > 0,
             "pad_token_id": self._pad_id(),
+            "logits_processor": LogitsProcessorList([_FiniteLogits()]),
         }
         if temperature > 0:
             options["temperature"] = temperature
@@ -232,6 +233,7 @@ class TampLMM(lmms):
         inputs = append_tokens(inputs, cont)
         length = inputs["input_ids"].shape[1]
         logits = self.model(**inputs).logits[0, length - n - 1 : length - 1].float()
+        check_finite_logits(logits)
         logprobs = torch.log_softmax(logits, dim=-1)
         target = cont[0]
         total = logprobs.gather(-1, target[:, None]).sum().item()
@@ -321,6 +323,29 @@ class LoglikelihoodResult(GenerationResult):
 
     def __len__(self) -> int:
         return len(self.text)
+
+
+class NonFiniteLogitsError(RuntimeError):
+    """The evaluated model produced NaN/inf logits: any score from them would be meaningless."""
+
+
+def check_finite_logits(logits: torch.Tensor) -> None:
+    """NaN or +inf anywhere, or a row without one finite value, fails the evaluation (-inf alone is a
+    legitimately suppressed token)."""
+    bad = torch.isnan(logits).any() or torch.isposinf(logits).any() or (~torch.isfinite(logits)).all(-1).any()
+    if bool(bad):
+        raise NonFiniteLogitsError(
+            "non-finite logits (NaN/inf) during evaluation; the scores would be meaningless "
+            "(a float16 overflow? try model.dtype=bfloat16 or float32)"
+        )
+
+
+class _FiniteLogits(LogitsProcessor):
+    """Checks every generation step's scores (generate() would otherwise decode NaN into tokens)."""
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        check_finite_logits(scores)
+        return scores
 
 
 class _StopOnStrings(StoppingCriteria):

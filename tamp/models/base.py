@@ -153,12 +153,18 @@ class FamilyAdapter:
     ) -> CalibSample:
         """Format a chat-style conversation into model inputs, modality ids and answer labels.
 
+        `messages` are transformers chat messages: `{"role": "user" | "assistant" | "system",
+        "content": [{"type": "image"}, {"type": "text", "text": "..."}]}`; each `{"type": "image"}`
+        (or "video", "audio") entry is a placeholder for the next item of `images` (`videos`,
+        `audios`), in order. `None` items are dropped, so `images=[None]` is a text-only sample.
         Labels are the assistant turns' tokens; everything else is -100. Answer spans are found by
         rendering each prefix of the conversation with the same media, so they are correct after the
         processor expands media placeholders into many tokens.
         """
         if self.processor is None:
             raise ValueError(f"{self.family}: a processor is needed to encode conversations")
+        images, videos, audios = (present_media(messages, kind, items) for kind, items in
+                                  (("image", images), ("video", videos), ("audio", audios)))
         inputs = self.process(self.render(messages, False), images, videos, audios)
         input_ids = inputs["input_ids"]
         labels = torch.full_like(input_ids, -100)
@@ -170,6 +176,30 @@ class FamilyAdapter:
             lo, hi = start["input_ids"].shape[1], end["input_ids"].shape[1]
             labels[:, lo:hi] = input_ids[:, lo:hi]
         return CalibSample(inputs=inputs, modality_ids=self.modality_ids(input_ids), labels=labels)
+
+
+def present_media(messages: Sequence[Message], kind: str, items: Sequence[Any] | None) -> list[Any] | None:
+    """The non-None media of one kind; None when there are none (a text-only sample).
+
+    Processors fail deep inside transformers on a `None` image or on a placeholder with no media
+    behind it, so both are settled here (the second with one line naming the shortfall). More
+    media than list-content placeholders is left to the processor: string contents may spell
+    placeholders as text and Omni's video sound track has none.
+    """
+    present = [item for item in (items or ()) if item is not None]
+    slots = sum(
+        1
+        for message in messages
+        if isinstance(message.get("content"), list)
+        for part in message["content"]
+        if isinstance(part, dict) and part.get("type") == kind
+    )
+    if slots > len(present):
+        raise ValueError(
+            f"the messages hold {slots} {{'type': '{kind}'}} placeholder(s) but {len(present)} {kind}(s) "
+            f"were given; give one {kind} per placeholder (None entries are dropped)"
+        )
+    return present or None
 
 
 def _get_path(root: nn.Module, path: str, missing_ok: bool = False) -> Any:

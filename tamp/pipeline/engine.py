@@ -16,7 +16,6 @@ from typing import Protocol
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from tamp.data.sample import CalibSample
 from tamp.models.base import DEFAULT_TARGETS, FamilyAdapter
@@ -25,6 +24,7 @@ from tamp.pipeline.checkpoint import PruneCheckpoint
 from tamp.pipeline.context import LinearObserver, SampleContext
 from tamp.pipeline.hooks import LinearTap
 from tamp.pipeline.store import ActivationStore
+from tamp.progress import Progress, progress_bar
 
 Reducer = Callable[[list[torch.Tensor]], None]
 
@@ -115,8 +115,8 @@ class LayerwiseEngine:
                 block.to("cpu")
 
     # ------------------------------------------------------------------ passes
-    def _bar(self, total: int, desc: str) -> tqdm:
-        return tqdm(total=total, desc=desc, disable=None if self.progress else True, leave=False)
+    def _bar(self, total: int, desc: str, unit: str = "block", every_s: float = 0.0) -> Progress:
+        return progress_bar(total, desc, enabled=self.progress, unit=unit, every_s=every_s)
 
     @torch.no_grad()
     def captured(self) -> ActivationStore:
@@ -125,7 +125,7 @@ class LayerwiseEngine:
             start = time.perf_counter()
             self._place_model()
             store = ActivationStore(self.device, self.offload)
-            with self._bar(len(self.samples), "capture") as bar:
+            with self._bar(len(self.samples), "capture", unit="sample", every_s=30.0) as bar:
                 capture_block_inputs(self.model, self.blocks[0], self.samples, store, bar)
             self._captured = store
             self.timings.capture_s = time.perf_counter() - start
@@ -198,11 +198,13 @@ class LayerwiseEngine:
         if progress is not None:
             plan = {k: float(v) for k, v in progress["plan"].items()}
             first = int(progress["completed_blocks"])
+            if hasattr(method, "restore_plan_state"):
+                method.restore_plan_state(checkpoint.plan_state)
         else:
             plan = method.plan(self)
             first = 0
             if checkpoint is not None:
-                checkpoint.start(plan)
+                checkpoint.start(plan, method.plan_state() if hasattr(method, "plan_state") else None)
         self.timings.plan_s = time.perf_counter() - start
         start = time.perf_counter()
         for index in range(first):  # resume: restore and replay the completed blocks

@@ -38,36 +38,61 @@ def _finish(fig: Figure, ax: Any, path: Path, has_data: bool, target: float | No
 
 
 def series_name(report: Report, table: Table, row: Row) -> str:
-    """Method (and pattern if N:M); prefixed by the model when the report holds several tables."""
+    """Method (and pattern if N:M); prefixed by the table's title when the report holds several tables."""
     name = row.method if row.pattern == "unstructured" else f"{row.method} {row.pattern}"
     name += "" if row.completed else f" ({row.status})"
     if len(report.tables) == 1:
         return name
-    model = table.model.rstrip("/").split("/")[-1]
-    same_model = sum(t.model == table.model for t in report.tables) > 1
-    return f"{model}{f' ({len(table.columns)} tasks)' if same_model else ''}: {name}"
+    short = table.model.rstrip("/").split("/")[-1]
+    return f"{short}{(table.title or table.model)[len(table.model) :]}: {name}"
 
 
-def plot_rel(report: Report, path: Path) -> None:
-    """Figure 5/6: Avg Rel.% against target sparsity, one line per method, dense as the 100% line."""
+def seeds_note(ns: list[int]) -> str:
+    """` (mean ± std, n=3)` for a series that averages seeds, nothing otherwise."""
+    if max(ns, default=1) < 2:
+        return ""
+    low, high = min(ns), max(ns)
+    return f" (mean ± std, n={low if low == high else f'{low}-{high}'})"
+
+
+def runs_note(row: Row) -> str:
+    """` (mean of 3 runs)` when the per-linear figures average several runs of a row."""
+    count = sum(1 for r in row.runs if r.get("sparsity_per_linear"))
+    return f" (mean of {count} runs)" if count > 1 else ""
+
+
+def plot_rel(report: Report, path: Path) -> Figure:
+    """Figure 5/6: Avg Rel.% against target sparsity, one line per method (error bars: std over seeds)."""
     fig = _figure()
     ax = fig.add_subplot()
-    series: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    series: dict[str, list[tuple[float, float, float, int]]] = defaultdict(list)
     for table in report.tables:
         for row in table.rows:
             if not row.dense and row.avg_rel is not None:
-                series[series_name(report, table, row)].append((row.target * 100, row.avg_rel))
+                point = (row.target * 100, row.avg_rel, row.avg_rel_std or 0.0, row.n)
+                series[series_name(report, table, row)].append(point)
     for name, points in series.items():
-        xs, ys = zip(*sorted(points), strict=True)
-        ax.plot(xs, ys, marker="o", label=name)
+        xs, ys, errs, ns = zip(*sorted(points), strict=True)
+        label = name + seeds_note(list(ns))
+        if any(errs):
+            ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, label=label)
+        else:
+            ax.plot(xs, ys, marker="o", label=label)
     ax.axhline(100.0, color="gray", linestyle="--", label="dense")
     ax.set(xlabel="target sparsity (%)", ylabel="Avg Rel. (%)", title="Average relative performance")
     _finish(fig, ax, path, has_data=True)
+    return fig
 
 
 def per_linear(row: Row) -> dict[str, dict[str, Any]]:
-    """Per-linear sparsity of the row's first run that recorded it (a run may fail in eval after pruning)."""
-    return next((r["sparsity_per_linear"] for r in row.runs if r.get("sparsity_per_linear")), {})
+    """Per-linear sparsity averaged over the row's runs that recorded it (a run may fail in eval after pruning)."""
+    recorded = [r["sparsity_per_linear"] for r in row.runs if r.get("sparsity_per_linear")]
+    merged: dict[str, dict[str, Any]] = {}
+    for name in recorded[0] if recorded else {}:
+        achieved = [number(t.get(name, {}).get("achieved")) for t in recorded]
+        present = [a for a in achieved if a is not None]
+        merged[name] = {**recorded[0][name], "achieved": sum(present) / len(present) if present else None}
+    return merged
 
 
 def kind_of(name: str, entry: dict[str, Any]) -> str:
@@ -95,8 +120,9 @@ def choose_sparsity(report: Report, requested: float | None) -> float | None:
 
 
 def rows_at(report: Report, target: float | None) -> list[tuple[str, dict[str, dict[str, Any]]]]:
+    """(series name, per-linear sparsity averaged over the row's runs) of the pruned rows at the target."""
     return [
-        (series_name(report, table, row), per_linear(row))
+        (series_name(report, table, row) + runs_note(row), per_linear(row))
         for table in report.tables
         for row in table.rows
         if target is not None and not row.dense and row.target == target and per_linear(row)

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 DENSE = "dense"
+#: a dense model has next to no exact zeros; more than this and it is a pruned checkpoint
+DENSE_MAX_SPARSITY = 0.01
 COMPLETED = "completed"
 # the paper's row order (Tables 2, 3, 5); other methods follow alphabetically
 METHOD_ORDER = ("magnitude", "sparsegpt", "wanda", "owl", "ecoflap", "tamp")
@@ -22,7 +24,14 @@ class Column:
 
 
 def is_dense(result: dict[str, Any]) -> bool:
-    return str(result["method"]["name"]).lower() == DENSE
+    """The unpruned reference: the dense preset, or any method whose pruner is `none`.
+
+    Not a saved pruned checkpoint evaluated with `method=dense`: its measured sparsity says it is sparse.
+    """
+    method = result["method"]
+    unpruned = str(method["name"]).lower() == DENSE or method.get("pruner") == "none"
+    measured = number(result.get("sparsity", {}).get("achieved"))
+    return unpruned and (measured is None or measured < DENSE_MAX_SPARSITY)
 
 
 def is_completed(result: dict[str, Any]) -> bool:
@@ -50,11 +59,11 @@ def default_metric(task_scores: dict[str, Any]) -> str | None:
     return None
 
 
-def columns_of(dense: dict[str, Any]) -> list[Column]:
-    """The columns of a suite, from its dense run's primary metrics (a list of metrics gives one column each)."""
+def columns_of(run: dict[str, Any]) -> list[Column]:
+    """The columns of a run's tasks, from its primary metrics (a list of metrics gives one column each)."""
     columns: list[Column] = []
-    for task in run_tasks(dense):
-        spec = dense["primary_metric"].get(task) or default_metric(dense["scores"].get(task, {}))
+    for task in run_tasks(run):
+        spec = run["primary_metric"].get(task) or default_metric(run["scores"].get(task, {}))
         metrics = [spec] if isinstance(spec, str) else list(spec or [])
         for metric in metrics:
             label = task if len(metrics) == 1 else f"{task}:{metric.split(',')[0]}"
@@ -64,28 +73,6 @@ def columns_of(dense: dict[str, Any]) -> list[Column]:
 
 def score(result: dict[str, Any], column: Column) -> float | None:
     return number(result["scores"].get(column.task, {}).get(column.metric))
-
-
-def method_labels(results: list[dict[str, Any]]) -> list[str]:
-    """Display name per result: the method's name, plus the settings that tell apart presets sharing it.
-
-    An ablation by override (method.tokens=attention) keeps the preset's name, so two different methods
-    would otherwise merge into one row.
-    """
-    variants: dict[str, list[dict[str, Any]]] = {}
-    for result in results:
-        method = result["method"]
-        if method not in variants.setdefault(str(method["name"]), []):
-            variants[str(method["name"])].append(method)
-    labels = []
-    for result in results:
-        method, name = result["method"], str(result["method"]["name"])
-        others = variants[name]
-        differ = sorted(
-            {k for m in others for k in m if k != "name" and any(o.get(k) != m.get(k) for o in others)}
-        )
-        labels.append(f"{name} ({', '.join(f'{k}={method.get(k)}' for k in differ)})" if differ else name)
-    return labels
 
 
 def method_rank(label: str) -> tuple[int, str]:

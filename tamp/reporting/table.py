@@ -1,18 +1,24 @@
-"""Rel.% tables as in the paper: a row per (method, sparsity, pattern), raw scores per task, Avg Rel.%.
+"""Rel.% tables as in the paper: a row per experiment, raw scores per task, Avg Rel.%.
 
-Rel.% of a task = pruned / dense x 100 on the task's primary metric, against the dense run of the same
-model and task suite; a row's Avg Rel.% is the mean over the tasks (Tables 2, 3, 5 of the paper).
+A table holds the runs of one model scored with the same evaluation settings (tasks, limit, ...),
+and its dense reference run scored the same way. A row holds the runs of one experiment (method and
+its resolved settings, calibration set, sparsity): runs that differ only in `seed` are repeats, shown
+as mean +- std over seeds; anything else that differs makes another row, labelled by what differs.
+Rel.% of a task = pruned / dense x 100 on the task's primary metric; a row's Avg Rel.% is the mean
+over the tasks whose dense score is usable (Tables 2, 3, 5 of the paper). Without a completed dense
+run the table still shows the raw scores and says how to add one.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 from statistics import mean
 from typing import Any
 
 import pandas as pd
 
+from tamp.reporting.group import group_by, row_labels, table_titles
+from tamp.reporting.keys import Items, RunKey, run_key, seed_of
 from tamp.reporting.load import ReportError
 from tamp.reporting.rank import rank_marks
 from tamp.reporting.runs import (
@@ -22,43 +28,74 @@ from tamp.reporting.runs import (
     columns_of,
     is_completed,
     is_dense,
-    method_labels,
     method_rank,
     pattern_of,
-    run_tasks,
     score,
+)
+from tamp.reporting.stats import by_seed, seed_mean, stat
+
+Pair = tuple[RunKey, dict[str, Any]]
+NOT_EVALUATED = (
+    "No task was scored: these runs were not evaluated (`eval.tasks` is empty, the default `eval=none`); "
+    "add an eval suite, e.g. `eval=tiny` or `eval=zoo`, and a dense cell (`method=dense`) for Rel.%."
 )
 
 
 @dataclass
 class Row:
-    """One table row; several runs with the same key (repeats) are averaged over the completed ones."""
+    """One experiment: its runs, and the mean (and std over seeds) of the completed ones."""
 
-    method: str
+    method: str  # the label: the method's name and, where needed, the settings that tell it apart
     target: float
     pattern: str
     dense: bool
     status: str
     runs: list[dict[str, Any]]
     scores: dict[str, float | None]
+    scores_std: dict[str, float | None] = field(default_factory=dict)
     rel: dict[str, float | None] = field(default_factory=dict)
+    rel_std: dict[str, float | None] = field(default_factory=dict)
     avg_rel: float | None = None
+    avg_rel_std: float | None = None
     achieved: float | None = None
     error: str | None = None
+    key: Items = field(default_factory=dict)
+    #: the completed runs of each seed
+    seeds: list[list[dict[str, Any]]] = field(default_factory=list)
 
     @property
     def completed(self) -> bool:
         return self.status == COMPLETED
 
+    @property
+    def n(self) -> int:
+        """Seeds with a completed run."""
+        return len(self.seeds)
+
+    @property
+    def failed_runs(self) -> list[dict[str, Any]]:
+        return [r for r in self.runs if not is_completed(r)]
+
 
 @dataclass
 class Table:
-    """The rows of one model on one task suite; marks[(row index, column label or AVG)] = best | second."""
+    """One model x eval settings; marks[(row index, column label or AVG)] = best | second."""
 
     model: str
     columns: list[Column]
     rows: list[Row]
     marks: dict[tuple[int, str], str] = field(default_factory=dict)
+    title: str = ""
+    key: Items = field(default_factory=dict)
+    #: columns left out of Avg Rel.%, with the reason (their dense score is 0 or missing)
+    excluded: dict[str, str] = field(default_factory=dict)
+    #: why the table has no Rel.% (no completed dense run), None when it has
+    no_rel: str | None = None
+
+    @property
+    def repeats(self) -> bool:
+        """Whether some row averages more than one seed (the tables then show n and +- std)."""
+        return any(row.n > 1 for row in self.rows)
 
 
 @dataclass
@@ -75,7 +112,9 @@ def _record(table: Table, row: Row) -> dict[str, Any]:
     method = row.runs[0]["method"]
     record: dict[str, Any] = {
         "model": table.model,
+        "table": table.title,
         "method": row.method,
+        "method_name": method.get("name"),
         "pruner": method.get("pruner"),
         "allocation": method.get("allocation"),
         "tokens": method.get("tokens"),
@@ -84,11 +123,21 @@ def _record(table: Table, row: Row) -> dict[str, Any]:
         "achieved_sparsity": row.achieved,
         "status": row.status,
         "runs": len(row.runs),
+        "n": row.n,
+        "seeds": " ".join(
+            str(seed) for seed in map(seed_of, (runs[0] for runs in row.seeds)) if seed is not None
+        ),
         "error": row.error,
     }
-    record |= {f"score:{c.label}": row.scores.get(c.label) for c in table.columns}
-    record |= {f"rel:{c.label}": _round(row.rel.get(c.label)) for c in table.columns}
+    for c in table.columns:
+        record[f"score:{c.label}"] = row.scores.get(c.label)
+        record[f"score_std:{c.label}"] = row.scores_std.get(c.label)
+    for c in table.columns:
+        record[f"rel:{c.label}"] = _round(row.rel.get(c.label))
+        record[f"rel_std:{c.label}"] = _round(row.rel_std.get(c.label))
     record["avg_rel"] = _round(row.avg_rel)
+    record["avg_rel_std"] = _round(row.avg_rel_std)
+    record["avg_rel_excludes"] = " ".join(table.excluded)
     return record
 
 
@@ -97,13 +146,8 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 6)
 
 
-def _mean(values: list[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return mean(present) if present else None
-
-
-def make_row(key: tuple[str, float, str], runs: list[dict[str, Any]], columns: list[Column]) -> Row:
-    """Average the completed runs of a key; a key with none completed is shown with its status."""
+def make_row(key: Items, runs: list[dict[str, Any]], columns: list[Column]) -> Row:
+    """Mean and std over the seeds of the completed runs; a row with none completed shows its status."""
     done = [r for r in runs if is_completed(r)]
     failed = [r for r in runs if not is_completed(r)]
     status = (
@@ -111,84 +155,136 @@ def make_row(key: tuple[str, float, str], runs: list[dict[str, Any]], columns: l
         if done
         else next((r["status"] for r in failed if r["status"] == "failed"), failed[0]["status"])
     )
-    return Row(
-        method=key[0],
-        target=key[1],
-        pattern=key[2],
-        dense=key[0] == DENSE,
+    seeds = by_seed(done, seed_of)
+    row = Row(
+        method=DENSE if is_dense(runs[0]) else str(runs[0]["method"]["name"]),
+        target=0.0 if is_dense(runs[0]) else float(runs[0]["sparsity"]["target"]),
+        pattern="unstructured" if is_dense(runs[0]) else pattern_of(runs[0]),
+        dense=is_dense(runs[0]),
         status=str(status),
         runs=runs,
-        scores={c.label: _mean([score(r, c) for r in done]) for c in columns},
-        achieved=_mean([r["sparsity"].get("achieved") for r in done]),
+        scores={},
         error=next((r.get("error") for r in failed if r.get("error")), None),
+        key=key,
+        seeds=seeds,
     )
+    for c in columns:
+        s = stat([seed_mean(group, lambda r, c=c: score(r, c)) for group in seeds])
+        row.scores[c.label] = s.mean if s else None
+        row.scores_std[c.label] = s.std if s else None
+    achieved = stat([seed_mean(group, lambda r: r["sparsity"].get("achieved")) for group in seeds])
+    row.achieved = achieved.mean if achieved else None
+    return row
 
 
-def fill_rel(row: Row, dense: Row, columns: list[Column]) -> None:
-    """Per-task Rel.% and their mean; a column whose dense score is 0 or absent has no Rel.% for anyone."""
-    usable = [c.label for c in columns if dense.scores.get(c.label)]
-    for label in usable:
-        value = row.scores.get(label)
-        row.rel[label] = None if value is None else value / dense.scores[label] * 100.0  # type: ignore[operator]
-    rels = [row.rel.get(label) for label in usable]
+def usable_columns(dense: Row, columns: list[Column]) -> tuple[list[Column], dict[str, str]]:
+    """Columns with a dense score to divide by, and the others with why they are left out of Rel.%."""
+    usable, excluded = [], {}
+    for c in columns:
+        value = dense.scores.get(c.label)
+        if value is None:
+            excluded[c.label] = "no dense score"
+        elif value == 0:
+            excluded[c.label] = "dense score is 0"
+        else:
+            usable.append(c)
+    return usable, excluded
+
+
+def fill_rel(row: Row, dense: Row, usable: list[Column]) -> None:
+    """Per-task Rel.% of each seed against the dense mean; the row's mean and std over its seeds."""
+    per_seed: list[dict[str, float | None]] = []
+    for group in row.seeds:
+        values: dict[str, float | None] = {}
+        for c in usable:
+            value = seed_mean(group, lambda r, c=c: score(r, c))
+            values[c.label] = None if value is None else value / dense.scores[c.label] * 100.0  # type: ignore[operator]
+        per_seed.append(values)
+    for c in usable:
+        s = stat([values[c.label] for values in per_seed])
+        row.rel[c.label] = s.mean if s else None
+        row.rel_std[c.label] = s.std if s else None
+    rels = [row.rel.get(c.label) for c in usable]
     row.avg_rel = mean(rels) if rels and all(r is not None for r in rels) else None  # type: ignore[arg-type]
+    avgs = stat([_mean_all(values) for values in per_seed])
+    row.avg_rel_std = avgs.std if avgs and row.avg_rel is not None else None
+
+
+def _mean_all(values: dict[str, float | None]) -> float | None:
+    """The mean of all values, None if any is missing (an Avg Rel.% over part of the tasks misleads)."""
+    present = [v for v in values.values() if v is not None]
+    return mean(present) if present and len(present) == len(values) else None
 
 
 def _sort_key(row: Row) -> tuple[Any, ...]:
     return (not row.dense, row.pattern != "unstructured", row.pattern, row.target, method_rank(row.method))
 
 
-def make_table(model: str, dense: dict[str, Any], runs: list[tuple[str, dict[str, Any]]]) -> Table:
-    """One model x suite: group runs by (label, target, pattern), compute Rel.% against the dense row."""
-    columns = columns_of(dense)
-    groups: dict[tuple[str, float, str], list[dict[str, Any]]] = defaultdict(list)
-    for label, run in runs:
-        key = (
-            (DENSE, 0.0, "unstructured")
-            if is_dense(run)
-            else (label, float(run["sparsity"]["target"]), pattern_of(run))
-        )
-        groups[key].append(run)
-    rows = sorted((make_row(key, group, columns) for key, group in groups.items()), key=_sort_key)
-    for row in rows:
-        fill_rel(row, rows[0], columns)
-    return Table(model=model, columns=columns, rows=rows, marks=rank_marks(rows, columns))
+def table_columns(runs: list[dict[str, Any]]) -> list[Column]:
+    """The columns of the completed runs (dense first, then in run order), each label once."""
+    ordered = sorted((r for r in runs if is_completed(r)), key=lambda r: not is_dense(r))
+    columns: dict[str, Column] = {}
+    for run in ordered:
+        for column in columns_of(run):
+            columns.setdefault(column.label, column)
+    return list(columns.values())
 
 
-def _suite_for(
-    run: dict[str, Any], suites: dict[tuple[str, ...], dict[str, Any]], model: str
-) -> tuple[str, ...]:
-    """The smallest dense suite holding all of the run's tasks (a failed run without scores fits any)."""
-    tasks = set(run_tasks(run))
-    fitting = [suite for suite in suites if tasks <= set(suite)]
-    if not fitting:
-        raise ReportError(
-            f"no dense reference run of model '{model}' covers tasks {sorted(tasks)} of {run['run_dir']}"
-        )
-    return min(fitting, key=len)
+def no_rel_reason(model: str, rows: list[Row]) -> str:
+    """Why a table has no Rel.%, and how to get it."""
+    dense = next((row for row in rows if row.dense), None)
+    add = (
+        "put the dense cell in the sweep (`method=dense`, e.g. `-m method=dense,wanda ...`; it is scored once "
+        "per sweep and reused), or run `python -m tamp.run method=dense` with the same model and eval "
+        "overrides and pass its directory: `python -m tamp.report DIR --dense DENSE_DIR`"
+    )
+    if dense is not None:
+        failed = f" ({dense.error})" if dense.error else ""
+        return f"Rel.% needs a completed dense run; the dense run of this table {dense.status}{failed}: rerun it, or {add}."
+    return (
+        f"Rel.% needs a completed dense run of {model} scored with the same eval settings, and none was "
+        f"found: {add}."
+    )
 
 
-def model_tables(model: str, runs: list[tuple[str, dict[str, Any]]]) -> list[Table]:
-    """Tables of one model, one per task suite of its completed dense runs."""
-    suites: dict[tuple[str, ...], dict[str, Any]] = {}
-    for _, run in runs:
-        if is_dense(run) and is_completed(run):
-            suites.setdefault(tuple(run_tasks(run)), run)
-    if not suites:
-        failed = any(is_dense(run) for _, run in runs)
-        hint = "its dense run did not complete" if failed else "add the directory of a method=dense run"
-        raise ReportError(f"no dense reference run for model '{model}' ({hint})")
-    members: dict[tuple[str, ...], list[tuple[str, dict[str, Any]]]] = defaultdict(list)
-    for label, run in runs:
-        members[_suite_for(run, suites, model)].append((label, run))
-    return [make_table(model, suites[suite], members[suite]) for suite in suites]
+def make_table(table_key: Items, pairs: list[Pair]) -> Table:
+    """One model x eval settings: rows of equal experiment items, Rel.% against the dense row."""
+    model = str(pairs[0][1]["model"]["name"])
+    columns = table_columns([run for _, run in pairs])
+    groups = group_by(
+        pairs,
+        key_of=lambda pair: pair[0].row,
+        may_join=lambda members: not any(is_completed(r) or is_dense(r) for _, r in members),
+    )
+    rows = [make_row(key, [run for _, run in members], columns) for key, members in groups]
+    pruned = [row for row in rows if not row.dense]
+    for row, label in zip(
+        pruned, row_labels([row.method for row in pruned], [row.key for row in pruned]), strict=True
+    ):
+        row.method = label
+    rows.sort(key=_sort_key)
+    table = Table(model=model, columns=columns, rows=rows, key=table_key)
+    dense = next((row for row in rows if row.dense and row.completed), None)
+    if not columns:
+        table.no_rel = NOT_EVALUATED
+    elif dense is None:
+        table.no_rel = no_rel_reason(model, rows)
+    else:
+        usable, table.excluded = usable_columns(dense, columns)
+        for row in rows:
+            fill_rel(row, dense, usable)
+    table.marks = rank_marks(rows, columns)
+    return table
 
 
 def build_report(results: list[dict[str, Any]]) -> Report:
-    """Results dicts (from results.json or W&B) -> one Rel.% table per model and task suite."""
+    """Results dicts (from results.json or W&B) -> one table per model and eval settings."""
     if not results:
         raise ReportError("no runs to report")
-    by_model: dict[str, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
-    for label, result in zip(method_labels(results), results, strict=True):
-        by_model[str(result["model"]["name"])].append((label, result))
-    return Report(tables=[table for model, runs in by_model.items() for table in model_tables(model, runs)])
+    pairs = [(run_key(result), result) for result in results]
+    groups = group_by(pairs, key_of=lambda pair: pair[0].table, may_join=lambda members: True)
+    tables = [make_table(key, members) for key, members in groups]
+    titles = table_titles([t.model for t in tables], [t.key for t in tables])
+    for table, title in zip(tables, titles, strict=True):
+        table.title = title
+    return Report(tables=tables)

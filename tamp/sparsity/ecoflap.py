@@ -26,14 +26,14 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from tamp.config import AllocationConfig
 from tamp.data.sample import CalibSample
 from tamp.pipeline.capture import run_block
 from tamp.pipeline.store import ActivationStore
 from tamp.pipeline.tail import IGNORE_INDEX, tail_loss
-from tamp.sparsity.groups import Group, allocate_groups, block_groups, layer_groups
+from tamp.progress import progress_bar
+from tamp.sparsity.groups import Group, allocate_groups, block_groups, check_allocator_settings, layer_groups
 from tamp.sparsity.registry import register_allocation
 
 if TYPE_CHECKING:
@@ -120,6 +120,7 @@ class EcoFlapAllocation:
             raise ValueError(
                 f"method.allocation.granularity='{self.cfg.granularity}'; valid: {', '.join(GRANULARITIES)}"
             )
+        check_allocator_settings(self.cfg)
         if not self.cfg.eps > 0:
             raise ValueError(f"method.allocation.eps={self.cfg.eps} must be > 0")
         if self.cfg.num_samples is not None and self.cfg.num_samples < 1:
@@ -157,9 +158,7 @@ class EcoFlapAllocation:
         store = engine.captured().copy()
         unit_index = 0
         total = sum(len(b) for b in units) * count
-        with tqdm(
-            total=total, desc="ecoflap scoring", disable=None if engine.progress else True, leave=False
-        ) as bar:
+        with progress_bar(total, "ecoflap scoring", enabled=engine.progress, unit="step", every_s=30.0) as bar:
             for b, block_units in enumerate(units):
                 for group in block_units:
                     weights = [lin.weight for lin in group.linears.values()]

@@ -1,4 +1,9 @@
-"""One W&B run per sweep cell through W&B's own client; offline unless configured otherwise."""
+"""One W&B run per sweep cell through W&B's own client; offline unless configured otherwise.
+
+W&B's console output (a banner, then run history and summary tables: 28-32 lines a cell) is off
+unless asked for with WANDB_SILENT=false or WANDB_QUIET=false (any WANDB_SILENT / WANDB_QUIET in the
+environment is left to W&B itself); one log line says where the run is and how to upload it.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,15 @@ import os
 from pathlib import Path
 from typing import Any
 
+from tamp.tracking.wandb_keys import summary_metrics
+
 log = logging.getLogger(__name__)
+
+#: the results.json fields a W&B run keeps verbatim (under summary["results"]) for tamp.report
+RAW_FIELDS = (
+    "status", "error", "experiment", "run_dir", "model", "method", "sparsity", "scores", "primary_metric",
+    "sparsity_per_linear", "allocation_scores", "timings",
+)
 
 
 def _has_credentials() -> bool:
@@ -21,6 +34,15 @@ def _has_credentials() -> bool:
         return False
 
 
+def console_settings() -> Any:
+    """wandb.Settings that silence W&B's console output, or None when the environment decides."""
+    if any(os.environ.get(var, "") != "" for var in ("WANDB_SILENT", "WANDB_QUIET")):
+        return None
+    import wandb
+
+    return wandb.Settings(silent=True)
+
+
 def resolve_mode(mode: str) -> str:
     """online without credentials falls back to offline (with a warning) instead of prompting."""
     if mode == "online" and not _has_credentials():
@@ -32,40 +54,56 @@ def resolve_mode(mode: str) -> str:
 class WandbRun:
     """A thin owner of one wandb run: always finished, with exit code 1 when the cell failed."""
 
-    def __init__(self, cfg: Any, name: str, config: dict[str, Any], run_dir: str | Path, tags: list[str]) -> None:
+    def __init__(
+        self,
+        cfg: Any,
+        name: str,
+        config: dict[str, Any],
+        run_dir: str | Path,
+        tags: list[str],
+        group: str | None = None,
+    ) -> None:
+        """`group` overrides cfg.group (the runner passes the experiment or the sweep)."""
         import wandb
 
         self._wandb = wandb
         self.run = None
+        self._where = ""
         if not cfg.enabled:
             return
         self.run = wandb.init(
             project=cfg.project,
             entity=cfg.entity,
-            group=cfg.group,
+            group=group or cfg.group,
             name=name,
             tags=[*cfg.tags, *tags],
             config=config,
             dir=str(run_dir),
             mode=resolve_mode(cfg.mode),
             reinit="finish_previous",
+            settings=console_settings(),
         )
+        self._where = self._describe()
 
-    def log_results(self, results: dict[str, Any]) -> None:
+    def _describe(self) -> str:
+        """`W&B run <url>` online; the offline run's folder and the command that uploads it; "" disabled."""
+        run = self.run
+        if run is None or getattr(run, "disabled", False):
+            return ""
+        if not run.offline:
+            return f"W&B run {run.url}"
+        folder = Path(run.dir).parent
+        return f"W&B offline run {folder} (upload: wandb sync {folder})"
+
+    def log_results(self, results: dict[str, Any], dense: dict[str, Any] | None = None) -> None:
+        """Flat comma-free keys (with Rel.% when the dense results are given) plus the raw results.
+
+        The raw fields go under one summary key, `results`, which `tamp.report` reads back.
+        """
         if self.run is None:
             return
-        summary: dict[str, Any] = {"status": results.get("status")}
-        for task, scores in (results.get("scores") or {}).items():
-            for metric, value in scores.items():
-                if isinstance(value, (int, float)):
-                    summary[f"scores/{task}/{metric}"] = value
-        sparsity = results.get("sparsity") or {}
-        summary.update({f"sparsity/{k}": v for k, v in sparsity.items() if isinstance(v, (int, float))})
-        summary.update({f"timings/{k}": v for k, v in (results.get("timings") or {}).items()})
-        self.run.log(summary)
-        for key in ("model", "method", "sparsity", "primary_metric", "scores", "allocation_scores"):
-            if key in results:
-                self.run.summary[key] = results[key]
+        self.run.log(summary_metrics(results, dense))
+        self.run.summary["results"] = {k: results[k] for k in RAW_FIELDS if k in results}
         rows = [
             [name, v.get("block"), v.get("kind"), v.get("planned"), v.get("achieved"), v.get("numel")]
             for name, v in (results.get("sparsity_per_linear") or {}).items()
@@ -78,3 +116,5 @@ class WandbRun:
         if self.run is not None:
             self.run.finish(exit_code=1 if failed else 0)
             self.run = None
+            if self._where:
+                log.info(self._where)

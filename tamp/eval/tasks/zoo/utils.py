@@ -4,12 +4,14 @@ The zoo's test split is not shipped with the package: it is built into the cache
 (`outputs/cache/zoo/<recipe-hash>/data`). So every task's YAML points `data_files` at a one-line
 stub in this folder and `process_docs` swaps in the real documents, read from the zoo data folder
 named by $TAMP_ZOO_DIR (tamp's runner sets it to the build it loaded), else from the default
-recipe's build under ./outputs/cache. Build it with `python -m tamp.zoo build`.
+recipe's build under ./outputs/cache, else under the checkout's outputs/cache (so lmms-eval's own
+CLI finds it from any folder). Build it with `python -m tamp.zoo build`.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,14 +20,17 @@ from PIL import Image
 
 from tamp.eval.tasks import prompted
 
+#: the folder holding the tamp package (the repository in a checkout)
+CHECKOUT = Path(__file__).resolve().parents[4]
+
 
 def zoo_docs(task: str) -> Any:
     """The test documents of one zoo task: question, answer, choices, answer index, image path."""
     import datasets
 
-    from tamp.zoo.cache import ZOO_DIR_ENV, resolve_data_dir
+    from tamp.zoo.cache import ZOO_DIR_ENV
 
-    root = resolve_data_dir()
+    root = zoo_data_root()
     path = root / f"test_{task}.json"
     if not path.is_file():
         raise FileNotFoundError(
@@ -45,6 +50,19 @@ def zoo_docs(task: str) -> Any:
             "image": str(root / rec["image"]) if rec.get("image") else "",
         })
     return datasets.Dataset.from_list(docs)
+
+
+def zoo_data_root() -> Path:
+    """$TAMP_ZOO_DIR; else the default build under ./outputs/cache when there, else the checkout's."""
+    from tamp.zoo.cache import ZOO_DIR_ENV, data_dir, resolve_data_dir
+
+    if os.environ.get(ZOO_DIR_ENV):
+        return resolve_data_dir()
+    here = data_dir(None, None)
+    if here.is_dir():
+        return here
+    checkout = data_dir(None, CHECKOUT / "outputs" / "cache")
+    return checkout if checkout.is_dir() else here
 
 
 def doc_to_visual(doc: dict[str, Any]) -> list[Image.Image]:

@@ -1,0 +1,39 @@
+"""A run's `runner.save_model` / `save_dir` / `save_masks`: what the runner saves once a cell is pruned.
+
+The masks come from the pruning report when the run pruned; a run that pruned nothing (a saved
+checkpoint evaluated again) saves the zeros it has, so its masks and manifest still describe it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tamp.schema import RunConfig
+
+log = logging.getLogger("tamp")
+
+
+def save_run_model(
+    settings: RunConfig, model: Any, processor: Any, adapter: Any, run_dir: Path, metrics: dict, report: Any
+) -> None:
+    """runner.save_model / save_dir / save_masks: the weights, the manifest and optionally the packed masks."""
+    r = settings.runner
+    if not (r.save_model or r.save_dir or r.save_masks):
+        return
+    from tamp.models.measure import measure_sparsity
+    from tamp.models.saving import save_pruned
+
+    masks = None
+    if r.save_masks:
+        masks = report.masks if report is not None and report.masks is not None else {
+            name: linear.weight == 0 for block in adapter.target_linears(r.targets, r.ignore)
+            for name, linear in block.items()
+        }
+    per_linear = metrics.get("sparsity_per_linear") or measure_sparsity(adapter, r.targets, r.ignore)
+    info = {"method": settings.method.name, "target": settings.sparsity.target, "pattern": settings.sparsity.pattern}
+    directory = Path(r.save_dir) if r.save_dir else run_dir / "model"
+    where = save_pruned(model, processor, directory, per_linear, masks, info)
+    log.info("model saved to %s", where)

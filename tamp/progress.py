@@ -1,0 +1,149 @@
+"""Progress of long loops: a tqdm bar on a terminal, log lines with elapsed time and ETA elsewhere.
+
+With output redirected (SLURM, nohup, CI) tqdm disables itself (`disable=None`) or, when forced on,
+writes one endless line of carriage returns. A cluster job needs the opposite: a few plain lines in
+stderr and in the run's log (`run.log`, through Hydra's job logging) that say which phase is at
+which step and when it will end, e.g. `pruning: block 3/32, elapsed 1m02s, ETA 9m50s`.
+
+`progress_bar(total, desc, enabled, unit, every_s)` returns an object with tqdm's `update(n)`,
+`close()` and context-manager interface; `track(iterable, ...)` wraps an iterable like `tqdm(it)`.
+Log lines come from rank 0 only (data-parallel runs would repeat them); `every_s` throttles loops with
+many fast steps (samples) to one line per that many seconds plus the last step; 0 logs every step
+(blocks).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any, Protocol, TypeVar
+
+from tqdm.auto import tqdm
+
+log = logging.getLogger("tamp.progress")
+T = TypeVar("T")
+
+
+class Progress(Protocol):
+    def update(self, n: int = 1) -> Any: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Progress: ...
+
+    def __exit__(self, *exc: object) -> Any: ...
+
+
+def is_terminal() -> bool:
+    """Whether stderr is a terminal a bar can redraw (TAMP_PROGRESS=log forces log lines, =bar forces bars)."""
+    forced = os.environ.get("TAMP_PROGRESS", "").lower()
+    if forced in ("log", "bar"):
+        return forced == "bar"
+    return bool(getattr(sys.stderr, "isatty", lambda: False)())
+
+
+def is_rank_zero() -> bool:
+    """Rank 0 of a multi-process world (or the only process)."""
+    for var in ("RANK", "LOCAL_RANK"):
+        if os.environ.get(var, "0") not in ("", "0"):
+            return False
+    try:
+        import torch.distributed as dist
+
+        return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return True
+
+
+def duration(seconds: float) -> str:
+    """`42s`, `3m05s`, `2h07m`: short enough for a log line, precise enough for an ETA."""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+class LogProgress:
+    """tqdm's update/close interface, writing `desc: unit i/N, elapsed E, ETA R` log lines."""
+
+    def __init__(
+        self,
+        total: int,
+        desc: str,
+        unit: str = "",
+        every_s: float = 0.0,
+        logger: logging.Logger = log,
+        clock: Any = time.monotonic,
+    ) -> None:
+        self.total, self.desc, self.unit, self.every_s = total, desc, unit, every_s
+        self.n = 0
+        self._log, self._clock = logger, clock
+        self._start = clock()
+        self._last: float | None = None
+        self._resumed = 0  # steps done before this process started (a resumed run): not in the rate
+
+    def line(self) -> str:
+        elapsed = self._clock() - self._start
+        step = f"{self.unit} {self.n}/{self.total}" if self.unit else f"{self.n}/{self.total}"
+        text = f"{self.desc}: {step}, elapsed {duration(elapsed)}"
+        done = self.n - self._resumed
+        if self._resumed and done == 0:
+            text += f" (resumed after {self._resumed})"
+        elif 0 < self.n < self.total:
+            text += f", ETA {duration(elapsed / done * (self.total - self.n))}"
+        return text
+
+    def update(self, n: int = 1) -> None:
+        if n <= 0:
+            return
+        now = self._clock()
+        if self.n == 0 and n > 1 and now - self._start < 1.0:  # a resumed run skipping its completed steps
+            self._resumed = n
+        self.n += n
+        if self.n >= self.total or self._last is None or now - self._last >= self.every_s:
+            self._log.info(self.line())
+            self._last = now
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> LogProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def progress_bar(
+    total: int, desc: str, enabled: bool = True, unit: str = "", every_s: float = 0.0, leave: bool = False
+) -> Progress:
+    """A bar on a terminal, log lines otherwise, nothing when disabled or off rank 0."""
+    if not enabled or not is_rank_zero():
+        return tqdm(total=total, desc=desc, disable=True)
+    if is_terminal():
+        return tqdm(total=total, desc=desc, unit=unit or "it", leave=leave)
+    return LogProgress(total, desc, unit, every_s)
+
+
+def track(
+    iterable: Iterable[T],
+    desc: str,
+    total: int | None = None,
+    enabled: bool = True,
+    unit: str = "",
+    every_s: float = 30.0,
+) -> Iterator[T]:
+    """`for x in track(xs, "calibration", unit="sample")`: progress over an iterable."""
+    if total is None:
+        total = len(iterable)  # type: ignore[arg-type]
+    with progress_bar(total, desc, enabled, unit, every_s) as bar:
+        for item in iterable:
+            yield item
+            bar.update(1)

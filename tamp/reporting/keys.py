@@ -1,0 +1,133 @@
+"""What defines a run's experiment, as flat `dotted.key -> value text` items read from its resolved config.
+
+Two runs land in one report row only when these items are equal; runs that differ only in `seed` are
+repeats (mean +- std over seeds). The items split in two: the table key (model and evaluation
+settings: Rel.% compares only runs scored the same way, against a dense run scored the same way) and
+the row key (calibration set, method and its resolved settings, sparsity, which linears are pruned).
+Everything in the config that is not listed below as not defining the experiment is part of a key,
+so a new knob splits rows rather than being averaged over silently.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from tamp.reporting.runs import is_dense, pattern_of, run_tasks
+
+SEED = "seed"
+#: settings that do not change what is measured: bookkeeping, where things run, how progress is shown
+NOT_DEFINING = (
+    "seed",
+    "experiment",
+    "resume",
+    "logger",
+    "paths",
+    "hydra",
+    "model.family",
+    "model.trust_remote_code",
+    "calib.name",
+    "calib.progress",
+    "runner.accelerator",
+    "runner.devices",
+    "runner.strategy",
+    "runner.device",
+    "runner.offload",
+    "runner.progress",
+    "runner.save_model",
+)
+#: the settings a table shares with its dense reference run
+TABLE_PREFIXES = ("model.", "eval.", "runner.precision")
+Items = dict[str, str]
+
+
+@dataclass(frozen=True)
+class RunKey:
+    """A run's experiment items; an item its results.json could not tell is absent (a wildcard)."""
+
+    table: Items
+    row: Items
+    seed: Any = None
+
+
+def text(value: Any) -> str:
+    """A value as a comparable, printable text: JSON for lists and dicts, plain otherwise."""
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts -> {dotted.key: leaf}; lists stay leaves (their order is part of the setting)."""
+    if not isinstance(node, dict) or (prefix and not node):
+        return {prefix.rstrip("."): node}
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        out |= flatten(value, f"{prefix}{key}.")
+    return out
+
+
+def _defining(key: str) -> bool:
+    return not any(key == skip or key.startswith(f"{skip}.") for skip in NOT_DEFINING)
+
+
+def _unresolved(value: Any) -> bool:
+    """A failure recorded before the config was resolved keeps `${...}` interpolations: not comparable."""
+    return isinstance(value, str) and "${" in value
+
+
+def _fallback(result: dict[str, Any]) -> dict[str, Any]:
+    """Items from results.json's own summary fields, for sections its config lacks (hand-made or old files)."""
+    method = result["method"]
+    items: dict[str, Any] = {
+        "model.name": result["model"]["name"],
+        "method.name": method["name"],
+        "method.pruner": method.get("pruner"),
+        "method.allocation.name": method.get("allocation"),
+        "method.tokens.name": method.get("tokens"),
+        "sparsity.target": result["sparsity"]["target"],
+        "sparsity.pattern": pattern_of(result),
+    }
+    if result.get("scores"):
+        items["eval.tasks"] = sorted(run_tasks(result))
+    return {k: v for k, v in items.items() if v is not None}  # None here means "not recorded"
+
+
+def experiment_items(result: dict[str, Any]) -> dict[str, Any]:
+    """All defining items of a run that it recorded (unresolved ones left out)."""
+    config = result.get("config") if isinstance(result.get("config"), dict) else {}
+    items = {k: v for k, v in flatten(config).items() if k and _defining(k)}
+    sections = {k.split(".", 1)[0] for k in items}
+    for key, value in _fallback(result).items():
+        if key.split(".", 1)[0] not in sections:
+            items[key] = value
+    # the summary fields are authoritative for what the tables show
+    items["model.name"] = result["model"]["name"]
+    items["method.name"] = result["method"]["name"]
+    items["sparsity.target"] = result["sparsity"]["target"]
+    items["sparsity.pattern"] = pattern_of(result)
+    return {k: v for k, v in items.items() if not _unresolved(v)}
+
+
+def run_key(result: dict[str, Any]) -> RunKey:
+    """Split a run's items into its table key and row key (a dense run's row key is empty)."""
+    items = experiment_items(result)
+    table = {k: text(v) for k, v in items.items() if k.startswith(TABLE_PREFIXES)}
+    row = {} if is_dense(result) else {k: text(v) for k, v in items.items() if k not in table}
+    return RunKey(table=table, row=row, seed=seed_of(result))
+
+
+def seed_of(result: dict[str, Any]) -> Any:
+    """The run's top-level `seed` (the repeat axis), None when its config did not record one."""
+    config = result.get("config")
+    return config.get(SEED) if isinstance(config, dict) else None
+
+
+def differing(keys: list[Items], skip: tuple[str, ...] = ()) -> list[str]:
+    """The item names whose values differ among the given keys (missing items do not count), sorted."""
+    names = {k for key in keys for k in key if k not in skip}
+    return sorted(k for k in names if len({key[k] for key in keys if k in key}) > 1)
+
+
+def describe(items: Items, names: list[str]) -> str:
+    """`k=v, k=v` for the given names present in items (the label that tells a row or table apart)."""
+    return ", ".join(f"{k}={items[k]}" for k in names if k in items)

@@ -1,0 +1,114 @@
+"""One summary line at the end of every multirun, and a non-zero exit when a cell failed.
+
+A failing cell is recorded in its results.json and the sweep goes on (tamp.run), so without this the
+sweep ended with status 0 and scripts, SLURM dependencies and CI could not tell. A Hydra callback,
+registered in conf/run.yaml:
+
+    hydra:
+      callbacks:
+        sweep_summary:
+          _target_: tamp.sweep_summary.SweepSummary
+
+After the last cell it reads the results.json of every cell this multirun wrote under the sweep
+directory (any launcher: the cells' files are the common ground) and prints
+`7/9 cells completed; failed: 3_owl_0.5 (reason), ...` on stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from tamp.tracking.results import RESULTS_FILE
+
+EXIT_FAILED = 1
+REASON_CHARS = 160
+#: a cell's job directory holds Hydra's record of the job (hydra.output_subdir, `.hydra` by default)
+JOB_MARKER = "overrides.yaml"
+
+
+@dataclass(frozen=True)
+class Cell:
+    name: str  # the job directory relative to the sweep directory, e.g. 3_owl_0.5
+    completed: bool
+    reason: str = ""
+
+
+def _short(text: str) -> str:
+    line = (text.strip().splitlines() or [""])[0]
+    return line if len(line) <= REASON_CHARS else line[: REASON_CHARS - 3] + "..."
+
+
+def read_cell(sweep_dir: Path, job_dir: Path, since: float) -> Cell:
+    """A cell's outcome from its results.json; a missing, stale or unreadable file is a failure with why."""
+    name = str(job_dir.relative_to(sweep_dir))
+    path = job_dir / RESULTS_FILE
+    if not path.exists() or path.stat().st_mtime < since:
+        return Cell(name, False, "no results.json written")
+    try:
+        data: Any = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        return Cell(name, False, f"unreadable results.json ({type(err).__name__})")
+    status = data.get("status") if isinstance(data, dict) else None
+    if status == "completed":
+        return Cell(name, True)
+    if status == "failed":
+        return Cell(name, False, _short(str(data.get("error") or "failed")))
+    return Cell(name, False, f"status {status!r}: the cell did not finish")
+
+
+def find_cells(sweep_dir: Path, since: float) -> list[Cell]:
+    """The cells this multirun ran: job directories (or results.json files) written since it started."""
+    jobs: set[Path] = set()
+    for marker in sweep_dir.rglob(JOB_MARKER):
+        if marker.parent.name.startswith(".") and marker.stat().st_mtime >= since:
+            jobs.add(marker.parent.parent)
+    for results in sweep_dir.rglob(RESULTS_FILE):
+        if results.stat().st_mtime >= since:
+            jobs.add(results.parent)
+    jobs.discard(sweep_dir)
+    return [read_cell(sweep_dir, job, since) for job in sorted(jobs, key=_natural)]
+
+
+def _natural(path: Path) -> list[Any]:
+    """0, 1, ..., 10 in number order (Hydra names cells by job number first)."""
+    import re
+
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
+
+
+def summary_line(cells: list[Cell]) -> str:
+    """`7/9 cells completed; failed: 3_owl_0.5 (reason), ...`."""
+    done = sum(cell.completed for cell in cells)
+    line = f"{done}/{len(cells)} cells completed"
+    failed = [f"{cell.name} ({cell.reason})" for cell in cells if not cell.completed]
+    return line + (f"; failed: {', '.join(failed)}" if failed else "")
+
+
+class SweepSummary(Callback):
+    """Hydra callback: summary line after the multirun; exit status 1 when any cell failed or none ran."""
+
+    def __init__(self) -> None:
+        self.started = time.time()
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.started = time.time() - 1.0  # file times may be rounded down to the second
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        cells = find_cells(sweep_dir, self.started) if sweep_dir.is_dir() else []
+        if not cells:
+            print(f"tamp: no cells of this multirun found under {sweep_dir}", file=sys.stderr, flush=True)
+            raise SystemExit(EXIT_FAILED)
+        print(summary_line(cells), file=sys.stderr, flush=True)
+        if not all(cell.completed for cell in cells):
+            raise SystemExit(
+                EXIT_FAILED
+            )  # SystemExit passes Hydra's callback guard, which only catches Exception

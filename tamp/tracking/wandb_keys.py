@@ -1,0 +1,82 @@
+"""What a W&B run of a cell is called and which keys it logs, so a sweep's project reads like the paper.
+
+lmms-eval's metric keys are `metric,filter` (`exact_match,none`): a comma is awkward in W&B's
+panels and filters, so logged keys are `metric` (filter `none`) or `metric_filter`. Runs are named
+by model, method and sparsity (names no longer collide across models or sweeps) and grouped by the
+experiment or, in an ad-hoc multirun, by the sweep. Rel.% needs the dense scores of the same
+model and eval settings; the runner hands them in when the sweep already scored its dense cell.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+
+def clean_metric(key: str) -> str:
+    """'exact_match,none' -> 'exact_match'; 'acc,flexible-extract' -> 'acc_flexible-extract'."""
+    metric, _, filter_name = key.partition(",")
+    return metric if filter_name in ("", "none") else f"{metric}_{filter_name}"
+
+
+def model_label(name: str) -> str:
+    """A short model name: the Hub id's or directory's last part ('tiny:llava' stays as it is)."""
+    if name.startswith(("tiny:", "zoo")):
+        return name
+    return Path(name.rstrip("/")).name or name
+
+
+def run_name(model: str, method: str, target: float, pattern: str = "unstructured", dense: bool = False) -> str:
+    """'llama3-llava-next-8b-hf/tamp/50%' ('.../dense' for the reference, '.../50%-2:4' for N:M)."""
+    if dense:
+        return f"{model_label(model)}/{method}"
+    sparsity = f"{round(100 * float(target), 2):g}%" + ("" if pattern == "unstructured" else f"-{pattern}")
+    return f"{model_label(model)}/{method}/{sparsity}"
+
+
+def group_name(configured: str | None, sweep_dir: str | Path | None) -> str | None:
+    """The configured group (the experiment by default), else the multirun's sweep folder, else none."""
+    if configured:
+        return configured
+    if sweep_dir is None:
+        return None
+    parts = Path(sweep_dir).resolve().parts
+    return "/".join(parts[-2:])  # outputs/multirun/<date>/<time> -> '<date>/<time>'
+
+
+def primary_scores(results: dict[str, Any]) -> dict[str, float]:
+    """{task: score of its primary metric} (first numeric metric when none is named)."""
+    out: dict[str, float] = {}
+    for task, scores in (results.get("scores") or {}).items():
+        key = (results.get("primary_metric") or {}).get(task)
+        keys = [key] if isinstance(key, str) else [k for k in scores if "stderr" not in k]
+        value = scores.get(keys[0]) if keys else None
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            out[task] = float(value)
+    return out
+
+
+def rel_metrics(results: dict[str, Any], dense: dict[str, Any]) -> dict[str, float]:
+    """{'rel/<task>': 100 * score / dense score, 'rel/avg': their mean} over tasks both runs scored."""
+    mine, ref = primary_scores(results), primary_scores(dense)
+    rel = {f"rel/{task}": 100.0 * mine[task] / ref[task] for task in mine if ref.get(task)}
+    if rel:
+        rel["rel/avg"] = sum(rel.values()) / len(rel)
+    return rel
+
+
+def summary_metrics(results: dict[str, Any], dense: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The flat, comma-free keys a cell logs: scores, primary score per task, Rel.%, sparsity, timings."""
+    out: dict[str, Any] = {"status": results.get("status")}
+    for task, scores in (results.get("scores") or {}).items():
+        for metric, value in scores.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                out[f"scores/{task}/{clean_metric(metric)}"] = value
+    out.update({f"score/{task}": value for task, value in primary_scores(results).items()})
+    if dense is not None:
+        out.update(rel_metrics(results, dense))
+    sparsity = results.get("sparsity") or {}
+    out.update({f"sparsity/{k}": v for k, v in sparsity.items() if isinstance(v, (int, float))})
+    out.update({f"timings/{k}": v for k, v in (results.get("timings") or {}).items()})
+    return out

@@ -1,0 +1,50 @@
+"""report.summary() names a method composed in Python by its preset (issue 14.7: TAMP printed `wanda (...)`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+import tamp
+from tamp.method_names import PRESET_NAMES, display_name, preset_name
+from tamp.models.tiny import build_tiny
+from tamp.schema import register_schema, validate
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def _composition(preset: str) -> tuple[str, str, str]:
+    register_schema()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("run", overrides=[f"method={preset}", "logger=none"])
+    m = validate(cfg).method
+    return m.pruner, m.allocation.name, m.tokens.name
+
+
+@pytest.mark.parametrize("name", sorted(set(PRESET_NAMES.values())))
+def test_table_matches_the_presets_of_conf_method(name: str) -> None:
+    assert (CONF / "method" / f"{name}.yaml").exists()
+    assert preset_name(*_composition(name)) == name
+
+
+def test_summary_of_tamp_composed_in_python_says_tamp() -> None:
+    bundle = build_tiny("llava_next", seed=0)
+    config = {
+        "method": {"pruner": "wanda", "allocation": {"name": "das"}, "tokens": {"name": "amia"}},
+        "sparsity": {"target": 0.5},
+        "device": "cpu",
+        "progress": False,
+    }
+    report = tamp.prune(bundle.model, [bundle.example_sample(0)], config, adapter=bundle.adapter)
+    assert report.summary().splitlines()[0].startswith("method tamp (wanda x das x amia), target 0.5")
+    assert report.method_name == "tamp"
+
+
+def test_chosen_names_are_kept() -> None:
+    assert display_name("wanda", "wanda", "uniform", "all") == "wanda"
+    assert display_name("my_tamp", "wanda", "das", "amia") == "my_tamp"  # a user's name stays
+    assert display_name("tamp_reference", "wanda", "das", "amia") == "tamp_reference"
+    assert display_name("wanda", "wanda", "uniform", "modality") == "wanda"  # several presets: no guess
+    assert display_name("sparsegpt", "sparsegpt", "das", "amia") == "tamp_sparsegpt"

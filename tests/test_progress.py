@@ -1,0 +1,125 @@
+"""Progress a cluster job can read (issue 14.5): log lines with elapsed time and ETA when stderr is no terminal."""
+
+from __future__ import annotations
+
+import io
+import logging
+import sys
+
+import pytest
+import tqdm as tqdm_package
+
+from tamp.eval.quiet import QuietTqdm, quiet_bars
+from tamp.progress import LogProgress, duration, progress_bar, track
+from tamp.tracking.wandb_logger import console_settings
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def messages(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "tamp.progress"]
+
+
+def test_one_line_per_block_with_elapsed_and_eta(caplog):
+    caplog.set_level(logging.INFO, logger="tamp.progress")
+    clock = Clock()
+    with LogProgress(4, "pruning", unit="block", clock=clock) as bar:
+        for _ in range(4):
+            clock.now += 10.0
+            bar.update(1)
+    assert messages(caplog) == [
+        "pruning: block 1/4, elapsed 10s, ETA 30s",
+        "pruning: block 2/4, elapsed 20s, ETA 20s",
+        "pruning: block 3/4, elapsed 30s, ETA 10s",
+        "pruning: block 4/4, elapsed 40s",
+    ]
+
+
+def test_fast_steps_are_throttled_but_the_last_is_logged(caplog):
+    caplog.set_level(logging.INFO, logger="tamp.progress")
+    clock = Clock()
+    bar = LogProgress(100, "capture", unit="sample", every_s=30.0, clock=clock)
+    for _ in range(100):
+        clock.now += 1.0
+        bar.update(1)
+    lines = messages(caplog)
+    assert [line.split(",")[0] for line in lines] == [
+        f"capture: sample {n}/100" for n in (1, 31, 61, 91, 100)
+    ]
+    assert lines[1] == "capture: sample 31/100, elapsed 31s, ETA 1m09s"
+
+
+def test_a_resumed_run_counts_only_its_own_blocks_in_the_eta(caplog):
+    caplog.set_level(logging.INFO, logger="tamp.progress")
+    clock = Clock()
+    bar = LogProgress(10, "pruning", unit="block", clock=clock)
+    bar.update(6)  # the engine skips the checkpointed blocks at once
+    clock.now = 5.0
+    bar.update(1)
+    assert messages(caplog) == [
+        "pruning: block 6/10, elapsed 0s (resumed after 6)",
+        "pruning: block 7/10, elapsed 5s, ETA 15s",
+    ]
+
+
+def test_duration():
+    assert [duration(s) for s in (0.4, 59, 61, 3600 * 2 + 7 * 60 + 5)] == ["0s", "59s", "1m01s", "2h07m"]
+
+
+def test_progress_bar_is_a_log_off_a_terminal_and_a_bar_on_one(monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="tamp.progress")
+    monkeypatch.delenv("TAMP_PROGRESS", raising=False)
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # not a terminal
+    assert isinstance(progress_bar(2, "pruning", unit="block"), LogProgress)
+    assert list(track([1, 2, 3], "calibration", unit="sample")) == [1, 2, 3]
+    assert messages(caplog)[-1] == "calibration: sample 3/3, elapsed 0s"
+    assert isinstance(progress_bar(2, "x", enabled=False), tqdm_package.tqdm)  # disabled: no lines at all
+    monkeypatch.setenv("RANK", "1")
+    assert not isinstance(progress_bar(2, "x"), LogProgress)  # other ranks stay quiet
+    monkeypatch.delenv("RANK")
+    monkeypatch.setenv("TAMP_PROGRESS", "bar")
+    bar = progress_bar(2, "pruning", unit="block")
+    assert isinstance(bar, tqdm_package.tqdm) and not bar.disable
+    bar.close()
+
+
+def test_lmms_eval_bars_are_off_while_evaluating_off_a_terminal():
+    import datasets
+    import lmms_eval.api.task as task_module
+    import lmms_eval.evaluator as evaluator_module
+
+    original = tqdm_package.tqdm
+    out = io.StringIO()
+    with quiet_bars(enabled=True):
+        assert task_module.tqdm is QuietTqdm and evaluator_module.tqdm is QuietTqdm
+        from tqdm import tqdm  # a function-local import, as lmms-eval's bootstrap does
+
+        assert list(tqdm(range(3), file=out, disable=False)) == [0, 1, 2]
+        assert not datasets.is_progress_bar_enabled()
+    assert out.getvalue() == ""
+    assert (
+        tqdm_package.tqdm is original and task_module.tqdm is original and evaluator_module.tqdm is original
+    )
+    assert datasets.is_progress_bar_enabled()
+    with quiet_bars(enabled=False):
+        assert task_module.tqdm is original
+
+
+@pytest.mark.parametrize(
+    ("env", "silent"), [({}, True), ({"WANDB_SILENT": "false"}, None), ({"WANDB_QUIET": "true"}, None)]
+)
+def test_wandb_is_silent_unless_the_environment_asks(monkeypatch, env, silent):
+    for var in ("WANDB_SILENT", "WANDB_QUIET"):
+        monkeypatch.delenv(var, raising=False)
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    settings = console_settings()
+    assert (settings.silent if settings is not None else None) is silent

@@ -1,0 +1,134 @@
+"""Every command in the README's bash blocks is run (or, where it needs a paper model's weights,
+composed and checked as the CLI does before it runs); a command no rule covers fails the test.
+
+Outputs go to a temporary folder (`paths.output_dir=`); the commands are otherwise as printed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tamp.preflight import check_command
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+RUN_PREFIX = ".venv/bin/python -m tamp.run"
+
+
+def readme_commands() -> list[str]:
+    text = (REPO / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+    lines = [line.split("  #")[0].strip() for block in blocks for line in block.splitlines()]
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def _args(command: str) -> list[str]:
+    return shlex.split(command)[len(shlex.split(RUN_PREFIX)):]
+
+
+def _kind(command: str) -> str:
+    """How a README command is proven: which test runs it."""
+    if command.startswith(RUN_PREFIX):
+        args = _args(command)
+        if "-m" not in args:
+            return "run"
+        return "sweep_needs_weights" if any(a.startswith("+experiment=table") for a in args) else "sweep"
+    if command.startswith(".venv/bin/python -m tamp.report"):
+        return "report"
+    if command.startswith(".venv/bin/python -m lmms_eval"):
+        return "lmms_eval"
+    if command in ("make demo", "make test", "make install && make test"):
+        return "ci"  # .ci/run runs `make test` from a clean clone; test_make_demo runs the demo
+    if command == "make help":
+        return "make_help"
+    if command.startswith("make lock"):
+        return "make_lock"
+    return "uncovered"
+
+
+def test_every_readme_command_is_covered() -> None:
+    commands = readme_commands()
+    assert commands, "no bash block in the README?"
+    uncovered = [c for c in commands if _kind(c) == "uncovered"]
+    assert not uncovered, f"README commands no test runs: {uncovered}"
+
+
+@pytest.mark.parametrize("command", [c for c in readme_commands() if c.startswith(RUN_PREFIX)])
+def test_readme_run_commands_compose_and_check(command: str) -> None:
+    """Those that need the paper's weights run on a GPU node: checked here without this machine's devices."""
+    assert check_command(_args(command), local=_kind(command) != "sweep_needs_weights") >= 1
+
+
+@pytest.mark.parametrize("command", [c for c in readme_commands() if _kind(c) == "run"])
+def test_readme_single_runs_complete(command: str, tmp_path: Path) -> None:
+    args = [*_args(command), f"paths.output_dir={tmp_path}"]
+    proc = subprocess.run([sys.executable, "-m", "tamp.run", *args], cwd=REPO, env=ENV, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "results in" in proc.stdout
+
+
+def test_make_help_lists_the_targets() -> None:
+    proc = subprocess.run(["make", "help"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "make demo" in proc.stdout and "make lock" in proc.stdout
+
+
+@pytest.mark.slow
+def test_readme_sweep_then_report(tmp_path: Path) -> None:
+    sweep = next(c for c in readme_commands() if _kind(c) == "sweep")
+    sweep_dir = tmp_path / "sweep"
+    proc = subprocess.run([sys.executable, "-m", "tamp.run", *_args(sweep), f"hydra.sweep.dir={sweep_dir}"],
+                          cwd=REPO, env=ENV, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    reports = [c for c in readme_commands() if _kind(c) == "report"]
+    assert len(reports) >= 3  # from results.json, from the offline W&B runs, and logged to W&B
+    for report in reports:
+        (sweep_dir / "report.md").unlink(missing_ok=True)
+        argv = shlex.split(report.replace("outputs/multirun/<time>", str(sweep_dir)))
+        proc = subprocess.run([sys.executable, *argv[1:]], cwd=REPO, env=ENV, capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 0, f"{report}: {proc.stderr[-2000:]}"
+        assert (sweep_dir / "report.md").is_file() and (sweep_dir / "report.csv").is_file(), report
+
+
+@pytest.mark.slow
+def test_readme_lmms_eval_command_scores_a_saved_model(tmp_path: Path) -> None:
+    from tamp.models.tiny import build_tiny, save_tiny
+
+    save_tiny(build_tiny("llava_next"), tmp_path / "run" / "model")
+    command = next(c for c in readme_commands() if _kind(c) == "lmms_eval")
+    command = command.replace("RUN/model", str(tmp_path / "run" / "model"))
+    command = command.replace("outputs/lmms_eval", str(tmp_path / "out"))
+    proc = subprocess.run([sys.executable, *shlex.split(command)[1:], "--limit", "2"], cwd=REPO, env=ENV,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert list((tmp_path / "out").rglob("*results*.json")), "lmms-eval exits 0 on failure: no results written"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", [c for c in readme_commands() if _kind(c) == "make_lock"])
+def test_readme_lock_commands(command: str, tmp_path: Path) -> None:
+    """`make lock` reproduces the committed lock exactly; the UPGRADE forms resolve (into a copy)."""
+    copy = tmp_path / "requirements.lock"
+    shutil.copy(REPO / "requirements.lock", copy)
+    proc = subprocess.run([*shlex.split(command), f"LOCK={copy}"], cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    if command == "make lock":
+        assert copy.read_text() == (REPO / "requirements.lock").read_text(), "the lock is not what `make lock` makes"
+
+
+@pytest.mark.slow
+def test_make_demo(tmp_path: Path) -> None:
+    proc = subprocess.run(["make", "demo", f"DEMO_DIR={tmp_path / 'demo'}"], cwd=REPO, capture_output=True,
+                          text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Avg Rel.%" in (tmp_path / "demo" / "report.md").read_text()

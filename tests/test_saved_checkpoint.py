@@ -1,0 +1,131 @@
+"""Saved pruned checkpoints round-trip: tamp re-evaluates them with their real sparsity, lmms-eval's CLI loads them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from tamp.models.loading import load_model
+from tamp.models.mask_file import MASKS_FILE, load_masks, save_masks
+from tamp.models.saving import MANIFEST
+from tamp.run import run
+from tamp.schema import register_schema
+
+REPO = Path(__file__).resolve().parents[1]
+QUIET = ["runner.progress=false", "logger=none", "calib.num_samples=2"]
+
+
+def _compose(overrides: list[str]):
+    register_schema()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose("run", overrides=overrides)
+
+
+@pytest.fixture(scope="module")
+def pruned(tmp_path_factory) -> Path:
+    """A tiny LLaVA pruned by wanda to 50% and saved with its masks through runner.save_dir."""
+    root = tmp_path_factory.mktemp("pruned")
+    save_dir = root / "ckpt"
+    cfg = _compose(["model=tiny_llava", "eval=none", *QUIET, f"runner.save_dir={save_dir}", "runner.save_masks=true"])
+    run(cfg, root / "run")
+    return save_dir
+
+
+def test_save_dir_holds_model_manifest_and_packed_masks(pruned: Path) -> None:
+    manifest = json.loads((pruned / MANIFEST).read_text())
+    assert manifest["overall_sparsity"] == pytest.approx(0.5)
+    assert (manifest["method"], manifest["target"], manifest["masks"]) == ("wanda", 0.5, MASKS_FILE)
+    model, _, adapter = load_model(str(pruned), dtype="float32")
+    masks = load_masks(pruned / MASKS_FILE)
+    linears = {name: lin for block in adapter.target_linears() for name, lin in block.items()}
+    assert set(masks) == set(linears)
+    for name, linear in linears.items():
+        assert torch.equal(masks[name], linear.weight == 0), name
+    # packed: one bit per weight (plus padding to a byte), not one byte
+    numel = sum(m.numel() for m in masks.values())
+    assert (pruned / MASKS_FILE).stat().st_size < numel // 4
+
+
+def test_masks_round_trip_with_odd_sizes(tmp_path: Path) -> None:
+    masks = {"a": torch.rand(3, 5) > 0.5, "b.c": torch.zeros(7, dtype=torch.bool)}
+    back = load_masks(save_masks(masks, tmp_path / MASKS_FILE))
+    assert all(torch.equal(back[k], masks[k]) for k in masks)
+
+
+def test_saved_pruned_model_evaluated_again_records_its_real_sparsity(pruned: Path, tmp_path: Path) -> None:
+    cfg = _compose([f"model.name={pruned}", "model.dtype=float32", "method=dense", "eval=none", *QUIET])
+    run(cfg, tmp_path)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["sparsity"]["achieved"] == pytest.approx(0.5)  # not the 0.0 of a run that pruned nothing
+    assert saved["sparsity"]["manifest"]["overall_sparsity"] == pytest.approx(0.5)
+    manifest = json.loads((pruned / MANIFEST).read_text())["linears"]
+    measured = saved["sparsity_per_linear"]
+    assert set(measured) == set(manifest)
+    assert all(measured[k]["achieved"] == pytest.approx(manifest[k]["achieved"]) for k in manifest)
+
+
+def test_a_dense_model_measures_zero(tmp_path: Path) -> None:
+    run(_compose(["model=tiny_llava", "method=dense", "eval=none", *QUIET]), tmp_path)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["sparsity"]["achieved"] == 0.0 and "manifest" not in saved["sparsity"]
+    assert saved["sparsity_per_linear"]
+
+
+def _has_decord() -> bool:
+    try:
+        import decord  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_decord(), reason="lmms-eval 0.7.3's llava_hf imports `decord` at module level")
+def test_lmms_evals_own_cli_evaluates_the_saved_model(pruned: Path, tmp_path: Path) -> None:
+    """The README's command, run from another folder: lmms-eval exits 0 even when it fails, so read its output."""
+    out = tmp_path / "lmms"
+    cmd = [
+        sys.executable, "-m", "lmms_eval", "--model", "llava_hf",
+        "--model_args", f"pretrained={pruned},device_map=cpu,dtype=float32", "--device", "cpu",
+        "--tasks", "tamp_tiny_colour", "--include_path", str(REPO / "tamp" / "eval" / "tasks"),
+        "--limit", "2", "--batch_size", "1", "--output_path", str(out),
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    found = sorted(out.rglob("*_results.json"))
+    assert proc.returncode == 0 and found, proc.stderr[-3000:]
+    results = json.loads(found[-1].read_text())["results"]["tamp_tiny_colour"]
+    assert isinstance(results["exact_match,none"], float)
+
+
+def test_zoo_tasks_find_the_checkouts_build_from_another_folder(tmp_path: Path, monkeypatch) -> None:
+    from tamp.eval.tasks.zoo import utils
+    from tamp.zoo.cache import ZOO_DIR_ENV, data_dir
+
+    checkout = tmp_path / "checkout"
+    data = data_dir(None, checkout / "outputs" / "cache")
+    data.mkdir(parents=True)
+    record = {"id": "c0", "task": "color", "conversations": [{"value": "<image>\nWhat colour?"}],
+              "answer": "red", "choices": ["red", "blue"], "image": ""}
+    (data / "test_color.json").write_text(json.dumps([record]))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.delenv(ZOO_DIR_ENV, raising=False)
+    monkeypatch.setattr(utils, "CHECKOUT", checkout)
+    docs = utils.zoo_docs("color")
+    assert docs[0]["question"] == "What colour?" and docs[0]["answer_index"] == 0
+
+
+def test_a_sparse_checkpoint_evaluated_as_dense_is_not_the_rel_reference() -> None:
+    from tamp.reporting.runs import is_dense
+
+    method = {"name": "dense", "pruner": "none"}
+    assert is_dense({"method": method, "sparsity": {"target": 0.0, "achieved": 0.0}})
+    assert not is_dense({"method": method, "sparsity": {"target": 0.0, "achieved": 0.5}})

@@ -1,0 +1,116 @@
+"""A multirun ends with one summary line and a non-zero exit when a cell failed (issue 14.3)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from tamp.schema import register_schema
+from tamp.sweep_summary import Cell, SweepSummary, find_cells, summary_line
+
+REPO = Path(__file__).resolve().parents[1]
+TARGET = "tamp.sweep_summary.SweepSummary"
+# the preflight rejects sparsity.target=1.5 before Hydra starts; off, the cell fails at run time as
+# any cell can (a missing file, an OOM) and records it in its results.json
+ENV = {
+    **os.environ,
+    "HF_HUB_OFFLINE": "1",
+    "WANDB_MODE": "offline",
+    "WANDB_SILENT": "true",
+    "TAMP_PREFLIGHT": "0",
+}
+
+
+def _registered() -> bool:
+    register_schema()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("run", return_hydra_config=True)
+    return any(cb.get("_target_") == TARGET for cb in (cfg.hydra.get("callbacks") or {}).values())
+
+
+def test_run_yaml_registers_the_callback():
+    assert _registered(), f"conf/run.yaml: add hydra.callbacks.sweep_summary._target_: {TARGET}"
+
+
+def _cell(root: Path, name: str, results: dict | None, hydra_marker: bool = True) -> None:
+    job = root / name
+    if hydra_marker:
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "overrides.yaml").write_text("[]\n")
+    job.mkdir(parents=True, exist_ok=True)
+    if results is not None:
+        (job / "results.json").write_text(json.dumps(results))
+
+
+def test_cells_are_read_from_their_results(tmp_path: Path):
+    old = tmp_path / "9_old"  # a cell of an earlier multirun into the same directory
+    _cell(tmp_path, "9_old", {"status": "failed", "error": "old"})
+    past = time.time() - 3600
+    for path in [old / "results.json", old / ".hydra" / "overrides.yaml"]:
+        os.utime(path, (past, past))
+    since = time.time() - 1
+    _cell(tmp_path, "0_dense_0.0", {"status": "completed"})
+    _cell(tmp_path, "1_owl_0.5", {"status": "failed", "error": "RuntimeError: CUDA out of memory\nmore"})
+    _cell(tmp_path, "2_tamp_0.5", {"status": "running"})
+    _cell(tmp_path, "10_wanda_0.5", None)  # killed before it wrote anything
+    _cell(tmp_path, "3_ecoflap_0.5", {"status": "completed"}, hydra_marker=False)
+    cells = find_cells(tmp_path, since)
+    assert [c.name for c in cells] == [
+        "0_dense_0.0",
+        "1_owl_0.5",
+        "2_tamp_0.5",
+        "3_ecoflap_0.5",
+        "10_wanda_0.5",
+    ]
+    assert summary_line(cells) == (
+        "2/5 cells completed; failed: 1_owl_0.5 (RuntimeError: CUDA out of memory), "
+        "2_tamp_0.5 (status 'running': the cell did not finish), 10_wanda_0.5 (no results.json written)"
+    )
+    assert summary_line([Cell("0", True)]) == "1/1 cells completed"
+
+
+def test_callback_exits_non_zero_only_when_a_cell_failed(tmp_path: Path, capsys):
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
+    callback = SweepSummary()
+    callback.on_multirun_start(config)
+    _cell(tmp_path, "0_wanda_0.5", {"status": "completed"})
+    callback.on_multirun_end(config)
+    assert capsys.readouterr().err == "1/1 cells completed\n"
+    _cell(tmp_path, "1_wanda_0.6", {"status": "failed", "error": "ValueError: bad"})
+    with pytest.raises(SystemExit) as exit_:
+        callback.on_multirun_end(config)
+    assert exit_.value.code == 1
+    assert capsys.readouterr().err == "1/2 cells completed; failed: 1_wanda_0.6 (ValueError: bad)\n"
+
+
+def test_sweep_with_a_failing_cell_prints_the_summary_and_exits_1(tmp_path: Path):
+    extra = [] if _registered() else [f"+hydra.callbacks.sweep_summary._target_={TARGET}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tamp.run",
+        "-m",
+        f"hydra.sweep.dir={tmp_path}",
+        "sparsity.target=0.5,1.5",
+        "calib.num_samples=2",
+        "logger=none",
+        "runner.progress=false",
+        *extra,
+    ]
+    proc = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last == (
+        "1/2 cells completed; failed: 1_wanda_1.5 (ValueError: sparsity.target=1.5 is out of range; "
+        "valid: 0 <= target < 1)"
+    )
+    assert json.loads((tmp_path / "0_wanda_0.5" / "results.json").read_text())["status"] == "completed"

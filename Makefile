@@ -25,10 +25,12 @@ $(UV): $(LOCK)
 	$(PIP) install -q uv==$(UV_VERSION)
 	touch $@
 
-# exactly the lock (uv pip sync removes anything else), then tamp itself, editable, without deps
+# exactly the lock (uv pip sync removes anything else), then tamp itself, editable, without deps;
+# bytecode compiled at install: with PYTHONDONTWRITEBYTECODE set (as on these machines) nothing is
+# cached at import, and every process would compile lmms-eval, transformers and torch anew (~14 s)
 $(VENV)/.installed: $(LOCK) pyproject.toml | $(UV)
-	$(UV) pip sync -q --python $(PY) $(LOCK)
-	$(UV) pip install -q --python $(PY) --no-deps --no-build-isolation -e .
+	$(UV) pip sync -q --compile-bytecode --python $(PY) $(LOCK)
+	$(UV) pip install -q --compile-bytecode --python $(PY) --no-deps --no-build-isolation -e .
 	touch $@
 
 install: $(VENV)/.installed  ## create .venv and install exactly requirements.lock, then tamp (editable)

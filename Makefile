@@ -47,7 +47,9 @@ endif
 
 demo: install  ## the default job: build the toy zoo model once, prune it 9 ways, score with lmms-eval, Rel.% table
 	$(PY) -m tamp.zoo build
-	WANDB_SILENT=true $(PY) -m tamp.run -m +experiment=toy_demo hydra.sweep.dir=$(DEMO_DIR)  # the offline W&B runs stay in each cell folder
+	# one thread: the zoo model's matrices are 128 wide, where a second OpenMP thread only adds
+	# synchronisation (12x slower linears measured with another process on the other core)
+	OMP_NUM_THREADS=1 WANDB_SILENT=true $(PY) -m tamp.run -m +experiment=toy_demo hydra.sweep.dir=$(DEMO_DIR)
 	$(PY) -m tamp.report $(DEMO_DIR)
 
 toy-demo: demo

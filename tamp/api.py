@@ -11,7 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from tamp.config import PruneConfig, as_prune_config
+from tamp.components import as_prune_config
+from tamp.config import PruneConfig
 from tamp.data.sample import CalibSample
 from tamp.method import ComposedMethod
 from tamp.models.base import FamilyAdapter

@@ -33,12 +33,18 @@ def unknown_keys(cfg: DictConfig) -> list[str]:
             if key not in fields:
                 found.append(full)
                 continue
-            sub = _dataclass_of(fields[key])
+            sub = _node_type(node[key]) or _dataclass_of(fields[key])
             if sub is not None:
                 walk(node[key], sub, f"{full}.")
 
     walk(cfg, RunConfig, "")
     return found
+
+
+def _node_type(node: Any) -> type | None:
+    """The settings dataclass a node was composed as (a component's own, e.g. DAS's), if any."""
+    kind = OmegaConf.get_type(node) if isinstance(node, DictConfig) else None
+    return kind if kind is not None and dataclasses.is_dataclass(kind) else None
 
 
 def _dataclass_of(field: dataclasses.Field) -> type | None:
@@ -62,8 +68,11 @@ def _check_unknown(cfg: DictConfig) -> None:
     extra = unknown_keys(cfg)
     if extra:
         parent = extra[0].rpartition(".")[0]
+        node = OmegaConf.select(cfg, parent) if parent else None
+        kind = _node_type(node)
+        valid = sorted(f.name for f in dataclasses.fields(kind)) if kind else valid_keys(parent)
         raise ValueError(f"unknown config key '{extra[0]}'; valid{' under ' + parent if parent else ''}: "
-                         f"{', '.join(valid_keys(parent))}")
+                         f"{', '.join(valid)}")
 
 
 def _check_runner(settings: RunConfig, local: bool) -> None:

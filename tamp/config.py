@@ -1,63 +1,74 @@
-"""Typed configuration of one pruning job, shared by the Python API and the Hydra configs.
+"""The typed configuration of one pruning job: the frame every component's own settings plug into.
 
-A method is a composition: pruner x allocation x tokens. Every knob of every axis lives here with
-its default, so an unknown key is an error and a value out of range is caught by `validate()`.
+A method is a composition: pruner x allocation x tokens. This module holds only what every method
+shares (names, the sparsity target and pattern, the job's switches); each pruner, allocation and token
+selector declares its own settings as a subclass of `MethodConfig`, `AllocationConfig` or
+`TokensConfig` beside its code, with its defaults and range checks, and registers it with the
+component (tamp.registry). `tamp.components` resolves a dict or a Hydra node into those types. This
+module imports nothing from tamp, so every layer can build on it.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any
 
-PRUNERS = ("magnitude", "wanda", "sparsegpt", "none")  # none: the dense reference
 PATTERNS_HELP = "'unstructured' or 'N:M' with N < M (e.g. 2:4, 4:8)"
+_NM_RE = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
+
+
+def parse_pattern(pattern: str) -> tuple[int, int] | None:
+    """``"unstructured"`` -> None, ``"2:4"`` -> (2, 4); anything else is a ValueError."""
+    if not isinstance(pattern, str):
+        raise ValueError(
+            f"sparsity pattern must be a string, got {pattern!r}; valid: 'unstructured' or 'N:M'"
+        )
+    if pattern.strip().lower() == "unstructured":
+        return None
+    match = _NM_RE.match(pattern)
+    if match is None:
+        raise ValueError(
+            f"bad sparsity pattern {pattern!r}; valid: 'unstructured' or 'N:M' with integers "
+            "0 < N < M (e.g. '2:4')"
+        )
+    n, m = int(match.group(1)), int(match.group(2))
+    if not 0 < n < m:
+        raise ValueError(f"bad sparsity pattern {pattern!r}: N:M needs 0 < N < M (e.g. '2:4', '4:8')")
+    return n, m
 
 
 @dataclass
 class AllocationConfig:
-    """How the target sparsity is spread over the linears (uniform, das, owl, ecoflap, ...)."""
+    """How the target sparsity is spread over the linears; subclasses add an allocation's own knobs."""
 
     name: str = "uniform"
-    variant: str = "paper"  # das: paper | reference
-    max_sparsity_delta: float = 0.1  # the allocator's cap is target + delta
-    aggregation: str = "sum"  # sum | avg
-    official_overshoot: bool = False  # reproduce the official allocator's over-shoot branch
-    owl_m: float = 5.0
-    owl_lambda: float = 0.08
-    owl_compat: str = "owl"  # owl | tamp_repository
-    eps: float = 1e-3  # ecoflap perturbation size
-    num_samples: int | None = None  # ecoflap: calibration samples used for the estimate (None: all)
-    granularity: str = "layer"  # ecoflap: layer | block
+
+    def check(self) -> None:
+        """Raise ValueError, one line naming the key, for a value out of range (subclasses extend)."""
 
 
 @dataclass
 class TokensConfig:
-    """Which input tokens of a sample feed a linear's statistics (all, amia, attention, ...)."""
+    """Which input tokens of a sample feed a linear's statistics; subclasses add a selector's knobs."""
 
     name: str = "all"
-    variant: str = "paper"  # amia: paper | reference
-    knn: int = 3
-    graph_gamma: float = 1.0
-    penalty_gamma: float = 0.2
-    mmd_scale: float = 0.1
-    num_random: int = 100
-    modalities: list[str] = field(default_factory=lambda: ["text", "image", "video", "audio"])
-    # modality ablation (Table 1): blocks < multimodal_blocks use `modalities`, the rest text only
-    multimodal_blocks: int | None = None
-    seed: int = 0
+
+    def check(self) -> None:
+        """Raise ValueError, one line naming the key, for a value out of range (subclasses extend)."""
 
 
 @dataclass
 class MethodConfig:
-    """A pruning method as a composition of its three axes plus the pruner's own knobs."""
+    """A pruning method: pruner x allocation x tokens. A pruner with settings subclasses this."""
 
     name: str = ""  # display name of the preset; defaults to the pruner's name
     pruner: str = "wanda"
     allocation: AllocationConfig = field(default_factory=AllocationConfig)
     tokens: TokensConfig = field(default_factory=TokensConfig)
-    blocksize: int = 128  # sparsegpt
-    percdamp: float = 0.01  # sparsegpt
-    compat_magnitude: bool = False  # official code's signed-weight magnitude that prunes 1 - p
+
+    def check(self) -> None:
+        """The pruner's own range checks (subclasses extend)."""
 
 
 @dataclass
@@ -65,10 +76,26 @@ class SparsityConfig:
     target: float = 0.5
     pattern: str = "unstructured"
 
+    def check(self, pruner: str) -> None:
+        """Target in range, pattern parsable, and an N:M pattern's fixed ratio equal to the target."""
+        target = self.target
+        if not 0.0 <= target < 1.0:
+            raise ValueError(f"sparsity.target={target} is out of range; valid: 0 <= target < 1")
+        try:
+            nm = parse_pattern(self.pattern)
+        except ValueError as err:
+            raise ValueError(f"sparsity.pattern: {err}") from None
+        if nm is not None and pruner != "none" and abs(target - nm[0] / nm[1]) > 1e-9:
+            exact = f"{nm[0] / nm[1]:g}"
+            raise ValueError(
+                f"sparsity.target={target} contradicts sparsity.pattern={self.pattern}, which prunes "
+                f"exactly {nm[0]}/{nm[1]} = {exact}; set sparsity.target={exact} or sparsity.pattern=unstructured"
+            )
+
 
 @dataclass
 class PruneConfig:
-    """Everything `tamp.prune` needs besides the model and the samples."""
+    """Everything `tamp.prune` needs besides the model and the samples (see tamp.components.as_prune_config)."""
 
     method: MethodConfig = field(default_factory=MethodConfig)
     sparsity: SparsityConfig = field(default_factory=SparsityConfig)
@@ -81,28 +108,6 @@ class PruneConfig:
     seed: int = 42
     #: per-block checkpoints for resuming an interrupted run (None: no checkpoints)
     checkpoint_dir: str | None = None
-
-    def validate(self) -> PruneConfig:
-        from tamp.pruning.masks import parse_pattern
-
-        target = self.sparsity.target
-        if not 0.0 <= target < 1.0:
-            raise ValueError(f"sparsity.target={target} is out of range; valid: 0 <= target < 1")
-        try:
-            nm = parse_pattern(self.sparsity.pattern)
-        except ValueError as err:
-            raise ValueError(f"sparsity.pattern: {err}") from None
-        if nm is not None and self.method.pruner != "none" and abs(target - nm[0] / nm[1]) > 1e-9:
-            exact = f"{nm[0] / nm[1]:g}"
-            raise ValueError(
-                f"sparsity.target={target} contradicts sparsity.pattern={self.sparsity.pattern}, which prunes "
-                f"exactly {nm[0]}/{nm[1]} = {exact}; set sparsity.target={exact} or sparsity.pattern=unstructured"
-            )
-        if self.method.pruner not in PRUNERS:
-            raise ValueError(f"method.pruner='{self.method.pruner}' is unknown; valid: {', '.join(PRUNERS)}")
-        if not self.method.name:
-            self.method.name = self.method.pruner
-        return self
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -125,15 +130,3 @@ def from_dict(cls: type, data: dict[str, Any] | None, path: str = "") -> Any:
         else:
             kwargs[name] = value
     return cls(**kwargs)
-
-
-def as_prune_config(config: PruneConfig | dict[str, Any] | None) -> PruneConfig:
-    if config is None:
-        return PruneConfig().validate()
-    if isinstance(config, PruneConfig):
-        return config.validate()
-    if hasattr(config, "items") and not isinstance(config, dict):  # an OmegaConf DictConfig
-        from omegaconf import OmegaConf
-
-        config = OmegaConf.to_container(config, resolve=True)  # type: ignore[assignment]
-    return from_dict(PruneConfig, config).validate()

@@ -7,9 +7,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from tamp.config import PruneConfig
+from tamp.config import PruneConfig, parse_pattern
 from tamp.pipeline.context import SampleContext
-from tamp.pruning.masks import parse_pattern
 from tamp.pruning.pruners import Pruner, build_pruner
 from tamp.sparsity.registry import Allocation, build_allocation
 from tamp.tokens.registry import TokenSelector, build_selector
@@ -36,9 +35,11 @@ class ComposedMethod:
 
     @classmethod
     def from_config(cls, cfg: PruneConfig) -> ComposedMethod:
-        m = cfg.method
+        from tamp.components import resolve_method
+
+        m = resolve_method(cfg.method)
         return cls(
-            build_pruner(m.pruner, m.blocksize, m.percdamp, m.compat_magnitude),
+            build_pruner(m),
             build_allocation(m.allocation),
             build_selector(m.tokens),
             cfg.sparsity.target,

@@ -1,36 +1,127 @@
-"""A name -> factory registry whose entries live in modules imported on first use.
+"""The one registry mechanism: components register by decorator where they are defined.
 
-Allocations and token selectors register themselves by name in their own files; the registry
-imports those files lazily so `import tamp` stays cheap, and an unknown name is a one-line error
-naming the config key and the valid names.
+Families, tiny builders, pruners, allocations, token selectors and calibration sources each have a
+`Registry`. An entry is a factory plus, optionally, the dataclass of its own settings (defaults and
+range checks beside the component). Nothing lists the modules by hand: on the first lookup the
+registry imports every module of its packages (a package walk), so a new component is one new file.
+An unknown name is a one-line error naming the config key and the valid names.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Sequence
+import pkgutil
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields, is_dataclass
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    """One registered component: how to build it and the dataclass of its settings (or None)."""
+
+    name: str
+    factory: Callable[..., T]
+    config: type | None = None
+
+
+def walk_modules(package: str) -> list[str]:
+    """Every module below `package` (the package itself first), in a stable order."""
+    pkg = importlib.import_module(package)
+    names = [package]
+    if hasattr(pkg, "__path__"):
+        for info in sorted(pkgutil.walk_packages(pkg.__path__, prefix=f"{package}."), key=lambda i: i.name):
+            if not info.name.rsplit(".", 1)[-1].startswith("_"):  # __main__ and private helpers
+                names.append(info.name)
+    return names
 
 
 class Registry(Generic[T]):
-    def __init__(self, key: str, modules: Sequence[str]) -> None:
-        self.key = key  # the config key that names an entry, for error messages
-        self.modules = tuple(modules)
-        self.factories: dict[str, Callable[[Any], T]] = {}
+    """Name -> Entry. `key` is the config key that names an entry, for error messages."""
 
-    def register(self, name: str) -> Callable[[Callable[[Any], T]], Callable[[Any], T]]:
-        def wrap(factory: Callable[[Any], T]) -> Callable[[Any], T]:
-            self.factories[name] = factory
+    def __init__(self, kind: str, key: str, packages: Sequence[str]) -> None:
+        self.kind = kind
+        self.key = key
+        self.packages = tuple(packages)
+        self.entries: dict[str, Entry[T]] = {}
+        self._discovered = False
+
+    def register(self, name: str, config: type | None = None) -> Callable[[F], F]:
+        """Decorator: `@REGISTRY.register("name", config=SettingsDataclass)` on a class or function."""
+
+        def wrap(factory: F) -> F:
+            self.entries[name] = Entry(name, factory, config)
             return factory
 
         return wrap
 
-    def build(self, cfg: Any) -> T:
-        for module in self.modules:
-            importlib.import_module(module)
-        if cfg.name not in self.factories:
-            valid = ", ".join(sorted(self.factories))
-            raise ValueError(f"{self.key}='{cfg.name}' is unknown; valid: {valid}")
-        return self.factories[cfg.name](cfg)
+    def discover(self) -> Registry[T]:
+        """Import every module of the registry's packages once, so their decorators have run."""
+        if not self._discovered:
+            self._discovered = True
+            for package in self.packages:
+                for module in walk_modules(package):
+                    importlib.import_module(module)
+        return self
+
+    def names(self) -> list[str]:
+        return sorted(self.discover().entries)
+
+    def get(self, name: str) -> Entry[T]:
+        self.discover()
+        if name not in self.entries:
+            raise ValueError(f"{self.key}='{name}' is unknown; valid: {', '.join(self.names())}")
+        return self.entries[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.discover().entries
+
+    def settings(self, value: Any, base: type, path: str, name_key: str = "name") -> Any:
+        """`value` (a settings dataclass or a mapping) as the checked settings of the component it names.
+
+        A node typed for one component whose name was changed to another's (an override such as
+        `method.allocation.name=ecoflap` on a preset built for DAS) keeps only the values that differ
+        from the old type's defaults: the new component's defaults are its own, whatever preset it
+        is composed into, and a changed key the new one does not have is an error.
+        """
+        data, given = as_fields(value)
+        name = data.get(name_key, getattr(base(), name_key))
+        cls = self.get(name).config or base
+        if given is not None and given is not cls:
+            defaults, _ = as_fields(given())
+            data = {k: v for k, v in data.items() if k == name_key or k not in defaults or v != defaults[k]}
+        data[name_key] = name
+        settings = settings_from_mapping(cls, data, path)
+        settings.check()
+        return settings
+
+    def build(self, settings: Any, name_key: str = "name") -> T:
+        """The component for checked settings (see `settings`)."""
+        return self.get(getattr(settings, name_key)).factory(settings)
+
+
+def as_fields(value: Any) -> tuple[dict[str, Any], type | None]:
+    """(field -> value, the dataclass type or None) of a settings dataclass, a mapping or an OmegaConf node."""
+    if hasattr(value, "items") and not isinstance(value, dict):  # an OmegaConf DictConfig
+        from omegaconf import OmegaConf
+
+        typed = is_dataclass(OmegaConf.get_type(value))
+        value = OmegaConf.to_object(value) if typed else OmegaConf.to_container(value, resolve=True)
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name) for f in fields(value)}, type(value)
+    if not isinstance(value, Mapping):
+        raise ValueError(f"expected a mapping of settings, got {value!r}")
+    return dict(value), None
+
+
+def settings_from_mapping(cls: type, data: Mapping[str, Any], path: str) -> Any:
+    """An instance of the settings dataclass `cls` from `data`; an unknown key names itself and the valid ones."""
+    assert is_dataclass(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown config key '{path}.{unknown[0]}'; valid: {', '.join(sorted(known))}")
+    return cls(**dict(data))

@@ -42,8 +42,14 @@ def identity(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def first_difference(old: dict[str, Any], new: dict[str, Any]) -> tuple[str, Any, Any] | None:
+    """The first differing key, a value changed on both sides before a key only one side has.
+
+    Components own their settings, so another pruner or allocation brings other keys (SparseGPT's
+    blocksize); the change a person made (`method.name`) says more than the keys it brought along.
+    """
     a, b = identity(old), identity(new)
-    for key in sorted(set(a) | set(b)):
+    keys = sorted(set(a) | set(b), key=lambda k: (k not in a or k not in b, k))
+    for key in keys:
         if a.get(key) != b.get(key):
             return key, a.get(key), b.get(key)
     return None

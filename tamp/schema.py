@@ -14,7 +14,8 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from tamp.config import MethodConfig, PruneConfig, SparsityConfig
+from tamp.components import as_prune_config, resolve_method
+from tamp.config import AllocationConfig, MethodConfig, PruneConfig, SparsityConfig, TokensConfig
 from tamp.data.calib import CalibConfig as DataCalibConfig
 
 CALIB_SOURCES = ("tiny", "llava_json", "hf")
@@ -132,11 +133,12 @@ class RunConfig:
     seed: int = 42
 
     def __post_init__(self) -> None:
-        self.prune_config()  # sparsity range, pattern, pruner names
+        self.method = resolve_method(self.method)  # each component's own settings type and checks
+        self.prune_config()  # sparsity range and pattern against the pruner
 
     def prune_config(self) -> PruneConfig:
         r = self.runner
-        return PruneConfig(
+        return as_prune_config(PruneConfig(
             method=self.method,
             sparsity=self.sparsity,
             targets=list(r.targets),
@@ -145,11 +147,29 @@ class RunConfig:
             offload=r.offload,
             progress=r.progress,
             seed=self.seed,
-        ).validate()
+        ))
 
 
 def register_schema() -> None:
-    ConfigStore.instance().store(name="run_schema", node=RunConfig)
+    """The run schema, and every registered component's settings as a Hydra group option.
+
+    `method/allocation=<name>` and `method/tokens=<name>` pick an allocation's or selector's own
+    settings node (a preset's defaults list does the same); `/pruner/<name>@_here_` first in a
+    preset's defaults gives the method node a pruner's own keys (e.g. SparseGPT's blocksize).
+    """
+    from tamp.pruning.registry import PRUNERS
+    from tamp.sparsity.registry import ALLOCATIONS
+    from tamp.tokens.registry import SELECTORS
+
+    store = ConfigStore.instance()
+    store.store(name="run_schema", node=RunConfig)
+    for group, registry, base, key in (
+        ("method/allocation", ALLOCATIONS, AllocationConfig, "name"),
+        ("method/tokens", SELECTORS, TokensConfig, "name"),
+        ("pruner", PRUNERS, MethodConfig, "pruner"),
+    ):
+        for name in registry.names():
+            store.store(group=group, name=name, node=(registry.get(name).config or base)(**{key: name}))
     if not OmegaConf.has_resolver("zoo_data"):
         OmegaConf.register_new_resolver("zoo_data", _zoo_data)
 

@@ -23,3 +23,22 @@ CONF_DIR = REPO / "conf"
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO
+
+
+@pytest.fixture(scope="session")
+def compose_cfg():
+    """`compose_cfg(overrides, hydra=False)`: conf/run.yaml composed by Hydra's own compose API.
+
+    The one way tests build a run config (as lightning-hydra-template's `cfg_train`): the schema and
+    every component's settings are registered first, exactly as `python -m tamp.run` does.
+    """
+    from hydra import compose, initialize_config_dir
+
+    from tamp.schema import register_schema
+
+    def _compose(overrides: list[str] | tuple[str, ...] = (), hydra: bool = False):
+        register_schema()
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose("run", overrides=list(overrides), return_hydra_config=hydra)
+
+    return _compose

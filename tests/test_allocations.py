@@ -16,7 +16,6 @@ import pytest
 import torch
 from torch import nn
 
-from tamp.config import AllocationConfig, TokensConfig
 from tamp.data.sample import CalibSample
 from tamp.method import ComposedMethod
 from tamp.models.tiny import TinyBundle, build_tiny
@@ -26,20 +25,20 @@ from tamp.pruning.pruners import build_pruner
 from tamp.pruning.wanda import wanda_metric
 from tamp.sparsity.das import diversity
 from tamp.sparsity.owl import outlier_ratio, owl_sparsity
-from tamp.sparsity.registry import build_allocation
+from tamp.sparsity.registry import allocation_settings, build_allocation
 from tamp.tokens.registry import build_selector
 
 TARGET = 0.5
 CASES = {
-    "das": AllocationConfig(name="das"),
-    "das_reference": AllocationConfig(name="das", variant="reference"),
-    "das_avg": AllocationConfig(name="das", aggregation="avg"),
-    "das_all_token": AllocationConfig(name="das_all_token"),
-    "das_block": AllocationConfig(name="das_block"),
-    "owl": AllocationConfig(name="owl"),
-    "owl_tamp_repository": AllocationConfig(name="owl", owl_compat="tamp_repository"),
-    "ecoflap_block": AllocationConfig(name="ecoflap", granularity="block"),
-    "ecoflap_layer": AllocationConfig(name="ecoflap", granularity="layer", num_samples=1),
+    "das": allocation_settings({"name": "das"}),
+    "das_reference": allocation_settings({"name": "das", "variant": "reference"}),
+    "das_avg": allocation_settings({"name": "das", "aggregation": "avg"}),
+    "das_all_token": allocation_settings({"name": "das_all_token"}),
+    "das_block": allocation_settings({"name": "das_block"}),
+    "owl": allocation_settings({"name": "owl"}),
+    "owl_tamp_repository": allocation_settings({"name": "owl", "owl_compat": "tamp_repository"}),
+    "ecoflap_block": allocation_settings({"name": "ecoflap", "granularity": "block"}),
+    "ecoflap_layer": allocation_settings({"name": "ecoflap", "granularity": "layer", "num_samples": 1}),
 }
 
 
@@ -66,13 +65,13 @@ def _engine(bundle: TinyBundle, samples: list[CalibSample], reducer=None) -> Lay
     return LayerwiseEngine(bundle.model, bundle.adapter, samples, progress=False, reducer=reducer)
 
 
-def _prune(family: str, cfg: AllocationConfig, target: float = TARGET):
+def _prune(family: str, cfg, target: float = TARGET):
     """(engine, allocation, plan) after planning and pruning with Wanda through the engine."""
     bundle, samples = _setup(family)
     torch.manual_seed(42)
     allocation = build_allocation(cfg)
     method = ComposedMethod(
-        build_pruner("wanda"), allocation, build_selector(TokensConfig()), target, "unstructured"
+        build_pruner("wanda"), allocation, build_selector({"name": "all"}), target, "unstructured"
     )
     engine = _engine(bundle, samples)
     plan, _ = engine.prune(method)
@@ -129,7 +128,7 @@ def test_das_scores_equal_an_independent_recomputation(family: str) -> None:
     blocks = bundle.adapter.blocks_path
     names = [f"{blocks}.1.mlp.down_proj", f"{blocks}.0.self_attn.k_proj"]
     seen = _outputs_and_inputs(bundle, samples, names)
-    allocation = build_allocation(AllocationConfig(name="das"))
+    allocation = build_allocation({"name": "das"})
     allocation.plan(_engine(bundle, samples), TARGET)
     for name in names:
         per_term: dict = defaultdict(list)
@@ -144,7 +143,7 @@ def test_das_scores_equal_an_independent_recomputation(family: str) -> None:
 
 
 def test_das_block_is_uniform_inside_each_block() -> None:
-    engine, allocation, plan = _prune("llava_next", AllocationConfig(name="das_block"))
+    engine, allocation, plan = _prune("llava_next", {"name": "das_block"})
     for index, linears in enumerate(engine.linears):
         block = f"{engine.adapter.blocks_path}.{index}"
         assert {plan[name] for name in linears} == {allocation.block_sparsity[block]}
@@ -166,7 +165,7 @@ def test_owl_block_sparsity_equals_independent_ratios(compat: str) -> None:
         ratios.append(outlier_ratio(metrics, 5.0))
     expected = owl_sparsity(ratios, TARGET, 0.08, compat=compat)
 
-    allocation = build_allocation(AllocationConfig(name="owl", owl_compat=compat))
+    allocation = build_allocation({"name": "owl", "owl_compat": compat})
     plan = allocation.plan(_engine(bundle, samples), TARGET)
     assert list(allocation.scores.values()) == pytest.approx(ratios, abs=1e-9)
     assert list(allocation.block_sparsity.values()) == pytest.approx(expected, abs=1e-12)
@@ -180,7 +179,7 @@ def test_owl_block_sparsity_equals_independent_ratios(compat: str) -> None:
 def test_ecoflap_scoring_restores_the_weights_bit_exactly(granularity: str) -> None:
     bundle, samples = _setup("llava_next")
     before = {k: v.clone() for k, v in bundle.model.state_dict().items()}
-    allocation = build_allocation(AllocationConfig(name="ecoflap", granularity=granularity))
+    allocation = build_allocation({"name": "ecoflap", "granularity": granularity})
     allocation.plan(_engine(bundle, samples), TARGET)
     after = bundle.model.state_dict()
     assert before.keys() == after.keys()
@@ -228,7 +227,7 @@ class _TwoProcessReducer:
 @pytest.mark.parametrize("name", ["das", "owl", "ecoflap"])
 def test_plans_do_not_depend_on_the_number_of_processes(name: str) -> None:
     cfg = (
-        AllocationConfig(name=name, granularity="layer") if name == "ecoflap" else AllocationConfig(name=name)
+        {"name": name, "granularity": "layer"} if name == "ecoflap" else {"name": name}
     )
     bundle, samples = _setup("qwen2_5_omni")
     torch.manual_seed(42)
@@ -243,7 +242,7 @@ def test_plans_do_not_depend_on_the_number_of_processes(name: str) -> None:
 
 
 def test_das_on_three_modalities_hits_the_target() -> None:
-    engine, allocation, plan = _prune("qwen2_5_omni", AllocationConfig(name="das"))
+    engine, allocation, plan = _prune("qwen2_5_omni", {"name": "das"})
     linears = _named(engine)
     pruned = sum(int((lin.weight == 0).sum()) for lin in linears.values())
     assert abs(pruned / sum(lin.weight.numel() for lin in linears.values()) - TARGET) <= 0.005
@@ -252,7 +251,7 @@ def test_das_on_three_modalities_hits_the_target() -> None:
 
 def test_das_on_text_only_calibration_warns_and_works(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="tamp.sparsity.das_allocation"):
-        engine, allocation, plan = _prune("llama", AllocationConfig(name="das"))
+        engine, allocation, plan = _prune("llama", {"name": "das"})
     assert any("no non-text tokens" in r.getMessage() for r in caplog.records)
     linears = _named(engine)
     pruned = sum(int((lin.weight == 0).sum()) for lin in linears.values())
@@ -267,7 +266,7 @@ def test_ecoflap_score_equals_full_model_finite_difference() -> None:
     bundle, samples = _setup("llava_next")
     sample = samples[0]
     torch.manual_seed(42)
-    cfg = AllocationConfig(name="ecoflap", granularity="layer")
+    cfg = allocation_settings({"name": "ecoflap", "granularity": "layer"})
     allocation = build_allocation(cfg)
     engine = _engine(bundle, samples)
     allocation.plan(engine, TARGET)

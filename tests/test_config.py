@@ -5,34 +5,27 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from tamp.schema import register_schema, validate
+from tamp.schema import validate
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted(p.stem for p in (REPO / "experiments").glob("*.yaml"))
 PRESETS = sorted(p.stem for p in (REPO / "conf" / "method").glob("*.yaml"))
 
 
-def _compose(overrides: list[str]):
-    register_schema()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose("run", overrides=overrides, return_hydra_config=False)
 
 
-def test_default_config_composes_and_validates() -> None:
-    settings = validate(_compose([]))
+def test_default_config_composes_and_validates(compose_cfg) -> None:
+    settings = validate(compose_cfg([]))
     assert settings.model.name == "tiny:llava_next"
     assert settings.method.pruner == "wanda" and settings.sparsity.target == 0.5
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
-def test_every_experiment_composes(name: str) -> None:
-    register_schema()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("run", overrides=[f"+experiment={name}"], return_hydra_config=True)
+def test_every_experiment_composes(compose_cfg, name: str) -> None:
+    cfg = compose_cfg([f"+experiment={name}"], hydra=True)
     assert cfg.experiment == name
     grid = cfg.hydra.sweeper.params
     assert grid, f"{name} has no sweep grid"
@@ -46,8 +39,8 @@ def test_every_experiment_composes(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", PRESETS)
-def test_every_method_preset_composes(name: str) -> None:
-    settings = validate(_compose([f"method={name}"]))
+def test_every_method_preset_composes(compose_cfg, name: str) -> None:
+    settings = validate(compose_cfg([f"method={name}"]))
     assert settings.method.name == name
 
 
@@ -67,23 +60,23 @@ def test_every_method_preset_composes(name: str) -> None:
         ("eval.limit=0", "eval.limit=0"),
     ],
 )
-def test_bad_values_give_one_line_naming_the_key(override: str, fragment: str) -> None:
+def test_bad_values_give_one_line_naming_the_key(compose_cfg, override: str, fragment: str) -> None:
     with pytest.raises(ValueError) as err:
-        validate(_compose([override]))
+        validate(compose_cfg([override]))
     message = str(err.value)
     assert fragment in message
     assert "\n" not in message
 
 
 @pytest.mark.parametrize("override", ["method.foo=1", "sparsity.amount=0.5", "runner.gpus=2", "nonsense=1"])
-def test_unknown_keys_stop_composition_naming_the_key(override: str) -> None:
+def test_unknown_keys_stop_composition_naming_the_key(compose_cfg, override: str) -> None:
     key = override.split("=")[0].split(".")[-1]
     with pytest.raises(ConfigCompositionException) as err:
-        _compose([override])
+        compose_cfg([override])
     assert key in str(err.value) or key in str(err.value.__cause__)
 
 
-def test_unknown_group_option_lists_the_valid_ones() -> None:
+def test_unknown_group_option_lists_the_valid_ones(compose_cfg) -> None:
     with pytest.raises(ConfigCompositionException) as err:
-        _compose(["method=tampp"])
+        compose_cfg(["method=tampp"])
     assert "tampp" in str(err.value) and "tamp" in str(err.value)

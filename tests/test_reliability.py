@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from safetensors.torch import load_file
 
 import tamp
@@ -20,7 +19,6 @@ from tamp.models.tiny import build_tiny, save_tiny
 from tamp.pipeline.checkpoint import CheckpointMismatchError
 from tamp.pipeline.engine import NonFiniteError
 from tamp.run import run
-from tamp.schema import register_schema
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
@@ -28,10 +26,7 @@ RUN = [sys.executable, "-m", "tamp.run", "logger=none", "method=sparsegpt", "run
        "calib.num_samples=6", "runner.progress=false"]
 
 
-def _compose(overrides: list[str]):
-    register_schema()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose("run", overrides=["logger=none", "runner.progress=false", *overrides])
+QUIET = ["logger=none", "runner.progress=false"]
 
 
 def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -109,9 +104,9 @@ CALIB_CASES = [
 
 
 @pytest.mark.parametrize(("case", "overrides", "fragment"), CALIB_CASES, ids=[c[0] for c in CALIB_CASES])
-def test_bad_calibration_input_is_one_line(case: str, overrides: list[str], fragment: str, tmp_path: Path) -> None:
+def test_bad_calibration_input_is_one_line(compose_cfg, case: str, overrides: list[str], fragment: str, tmp_path: Path) -> None:
     _calib_files(tmp_path)
-    cfg = _compose(["calib.source=llava_json", "calib.num_samples=1", *[o.format(dir=tmp_path) for o in overrides]])
+    cfg = compose_cfg([*QUIET, "calib.source=llava_json", "calib.num_samples=1", *[o.format(dir=tmp_path) for o in overrides]])
     with pytest.raises((ValueError, FileNotFoundError)) as err:
         run(cfg, tmp_path / "run")
     assert fragment in str(err.value) and "\n" not in str(err.value)
@@ -128,25 +123,25 @@ def test_bad_calibration_input_is_one_line(case: str, overrides: list[str], frag
         (["model.name=/definitely/not/here"], "/definitely/not/here"),
     ],
 )
-def test_bad_run_input_is_one_line(overrides: list[str], fragment: str, tmp_path: Path) -> None:
+def test_bad_run_input_is_one_line(compose_cfg, overrides: list[str], fragment: str, tmp_path: Path) -> None:
     with pytest.raises((ValueError, RuntimeError, OSError)) as err:
-        run(_compose(overrides), tmp_path)
+        run(compose_cfg([*QUIET] + overrides), tmp_path)
     message = str(err.value)
     assert fragment in message, message
     assert "\n" not in message
 
 
-def test_unknown_family_of_a_local_model_is_one_line(tmp_path: Path) -> None:
+def test_unknown_family_of_a_local_model_is_one_line(compose_cfg, tmp_path: Path) -> None:
     save_tiny(build_tiny("llava"), tmp_path / "model")
     with pytest.raises(ValueError, match="unknown model family 'foo'; valid: "):
-        run(_compose([f"model.name={tmp_path / 'model'}", "model.family=foo"]), tmp_path / "run")
+        run(compose_cfg([*QUIET, f"model.name={tmp_path / 'model'}", "model.family=foo"]), tmp_path / "run")
 
 
-def test_online_wandb_without_credentials_falls_back_to_offline(tmp_path: Path, monkeypatch, caplog) -> None:
+def test_online_wandb_without_credentials_falls_back_to_offline(compose_cfg, tmp_path: Path, monkeypatch, caplog) -> None:
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
     monkeypatch.setenv("WANDB_MODE", "")
-    cfg = _compose(["logger=wandb", "logger.wandb.mode=online", "calib.num_samples=1"])
+    cfg = compose_cfg([*QUIET, "logger=wandb", "logger.wandb.mode=online", "calib.num_samples=1"])
     with caplog.at_level("WARNING"):
         results = run(cfg, tmp_path / "run")
     assert results["status"] == "completed"

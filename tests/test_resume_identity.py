@@ -12,28 +12,23 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 import tamp
 from tamp.api import fingerprint
-from tamp.config import as_prune_config
+from tamp.components import as_prune_config
 from tamp.eval.evaluate import evaluate
 from tamp.eval.lmms_model import NonFiniteLogitsError
 from tamp.models.tiny import build_tiny
 from tamp.pipeline.engine import LayerwiseEngine
 from tamp.run import run
 from tamp.rundir import RunDirRefused, check_run_dir
-from tamp.schema import register_schema
 from tamp.tracking.results import ResultsFile
 
 REPO = Path(__file__).resolve().parents[1]
 CFG = as_prune_config({"device": "cpu", "progress": False})
 
 
-def _compose(overrides: list[str]):
-    register_schema()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose("run", overrides=["logger=none", "runner.progress=false", *overrides])
+QUIET = ["logger=none", "runner.progress=false"]
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +68,8 @@ def test_resumed_plan_keeps_its_allocation_scores(tmp_path: Path) -> None:
     assert resumed.allocation_scores == full.allocation_scores
 
 
-def test_resume_refusals_leave_the_directory_untouched(tmp_path: Path) -> None:
-    cfg = _compose(["calib.num_samples=1"])
+def test_resume_refusals_leave_the_directory_untouched(compose_cfg, tmp_path: Path) -> None:
+    cfg = compose_cfg([*QUIET, "calib.num_samples=1"])
     with pytest.raises(RunDirRefused, match="does not exist"):
         check_run_dir(tmp_path / "nope", cfg, resume=True)
     (tmp_path / "empty").mkdir()
@@ -86,11 +81,11 @@ def test_resume_refusals_leave_the_directory_untouched(tmp_path: Path) -> None:
     before = (done / "results.json").read_text()
     with pytest.raises(RunDirRefused, match="completed run"):
         check_run_dir(done, cfg, resume=True)
-    other = _compose(["calib.num_samples=1", "method=sparsegpt"])
+    other = compose_cfg([*QUIET, "calib.num_samples=1", "method=sparsegpt"])
     with pytest.raises(RunDirRefused, match=r"another configuration \(method\.name"):
         run(other, done)
     assert (done / "results.json").read_text() == before
-    run(_compose(["calib.num_samples=1", "runner.progress=true"]), done)  # a volatile setting may differ
+    run(compose_cfg([*QUIET, "calib.num_samples=1", "runner.progress=true"]), done)  # a volatile setting may differ
 
 
 def test_an_interrupted_run_says_so(tmp_path: Path) -> None:
@@ -99,11 +94,11 @@ def test_an_interrupted_run_says_so(tmp_path: Path) -> None:
     assert ResultsFile(tmp_path, {}).fail(ValueError("bad"))["status"] == "failed"
 
 
-def test_float16_is_applied_to_tiny_models(tmp_path: Path) -> None:
+def test_float16_is_applied_to_tiny_models(compose_cfg, tmp_path: Path) -> None:
     from tamp.runner import load_model_and_processor
     from tamp.schema import validate
 
-    model, *_ = load_model_and_processor(validate(_compose(["model.dtype=float16"])))
+    model, *_ = load_model_and_processor(validate(compose_cfg([*QUIET, "model.dtype=float16"])))
     assert {p.dtype for p in model.parameters()} == {torch.float16}
 
 

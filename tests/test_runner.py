@@ -10,22 +10,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 import tamp
 from tamp.models.tiny import build_tiny
 from tamp.pipeline.distributed import fabric_reducer, shard
 from tamp.run import run
-from tamp.schema import register_schema
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
 
 
-def _compose(overrides: list[str]):
-    register_schema()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose("run", overrides=overrides)
 
 
 def _sweep(tmp_path: Path, *overrides: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -37,8 +31,8 @@ def _results(root: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(root.rglob("results.json"))]
 
 
-def test_one_run_prunes_evaluates_and_records(tmp_path: Path) -> None:
-    cfg = _compose(["eval=tiny", "eval.limit=4", "calib.num_samples=2", "runner.progress=false"])
+def test_one_run_prunes_evaluates_and_records(compose_cfg, tmp_path: Path) -> None:
+    cfg = compose_cfg(["eval=tiny", "eval.limit=4", "calib.num_samples=2", "runner.progress=false"])
     out = run(cfg, tmp_path)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["status"] == "completed" and out["status"] == "completed"

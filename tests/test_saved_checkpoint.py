@@ -10,30 +10,24 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from tamp.models.loading import load_model
 from tamp.models.mask_file import MASKS_FILE, load_masks, save_masks
 from tamp.models.saving import MANIFEST
 from tamp.run import run
-from tamp.schema import register_schema
 
 REPO = Path(__file__).resolve().parents[1]
 QUIET = ["runner.progress=false", "logger=none", "calib.num_samples=2"]
 
 
-def _compose(overrides: list[str]):
-    register_schema()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose("run", overrides=overrides)
 
 
 @pytest.fixture(scope="module")
-def pruned(tmp_path_factory) -> Path:
+def pruned(compose_cfg, tmp_path_factory) -> Path:
     """A tiny LLaVA pruned by wanda to 50% and saved with its masks through runner.save_dir."""
     root = tmp_path_factory.mktemp("pruned")
     save_dir = root / "ckpt"
-    cfg = _compose(["model=tiny_llava", "eval=none", *QUIET, f"runner.save_dir={save_dir}", "runner.save_masks=true"])
+    cfg = compose_cfg(["model=tiny_llava", "eval=none", *QUIET, f"runner.save_dir={save_dir}", "runner.save_masks=true"])
     run(cfg, root / "run")
     return save_dir
 
@@ -59,8 +53,8 @@ def test_masks_round_trip_with_odd_sizes(tmp_path: Path) -> None:
     assert all(torch.equal(back[k], masks[k]) for k in masks)
 
 
-def test_saved_pruned_model_evaluated_again_records_its_real_sparsity(pruned: Path, tmp_path: Path) -> None:
-    cfg = _compose([f"model.name={pruned}", "model.dtype=float32", "method=dense", "eval=none", *QUIET])
+def test_saved_pruned_model_evaluated_again_records_its_real_sparsity(compose_cfg, pruned: Path, tmp_path: Path) -> None:
+    cfg = compose_cfg([f"model.name={pruned}", "model.dtype=float32", "method=dense", "eval=none", *QUIET])
     run(cfg, tmp_path)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["sparsity"]["achieved"] == pytest.approx(0.5)  # not the 0.0 of a run that pruned nothing
@@ -71,8 +65,8 @@ def test_saved_pruned_model_evaluated_again_records_its_real_sparsity(pruned: Pa
     assert all(measured[k]["achieved"] == pytest.approx(manifest[k]["achieved"]) for k in manifest)
 
 
-def test_a_dense_model_measures_zero(tmp_path: Path) -> None:
-    run(_compose(["model=tiny_llava", "method=dense", "eval=none", *QUIET]), tmp_path)
+def test_a_dense_model_measures_zero(compose_cfg, tmp_path: Path) -> None:
+    run(compose_cfg(["model=tiny_llava", "method=dense", "eval=none", *QUIET]), tmp_path)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["sparsity"]["achieved"] == 0.0 and "manifest" not in saved["sparsity"]
     assert saved["sparsity_per_linear"]

@@ -9,7 +9,6 @@ import torch
 from omegaconf import OmegaConf
 
 import tamp
-from tamp.config import TokensConfig
 from tamp.data.sample import TEXT
 from tamp.method import ComposedMethod
 from tamp.models.tiny import build_tiny
@@ -172,13 +171,9 @@ def test_amia_with_sparsegpt(llava_next_samples) -> None:
     assert not _same_masks(report, dense)
 
 
-def test_tamp_sparsegpt_preset(llava_next_samples, repo_root) -> None:
-    """conf/method/tamp_sparsegpt.yaml (SparseGPT + DAS + AMIA) as composed from its preset files."""
-    presets = [
-        OmegaConf.load(repo_root / "conf" / "method" / f"{n}.yaml") for n in ("tamp", "tamp_sparsegpt")
-    ]
-    method = OmegaConf.to_container(OmegaConf.merge(*presets))
-    method.pop("defaults", None)
+def test_tamp_sparsegpt_preset(llava_next_samples, compose_cfg) -> None:
+    """conf/method/tamp_sparsegpt.yaml (SparseGPT + DAS + AMIA) as Hydra composes it from its preset files."""
+    method = OmegaConf.to_container(compose_cfg(["method=tamp_sparsegpt"]).method)
     assert method["pruner"] == "sparsegpt" and method["tokens"]["name"] == "amia"
     bundle = build_tiny("llava_next", seed=0)
     config = {"method": method, "sparsity": {"target": 0.5}, "device": "cpu", "progress": False}
@@ -201,5 +196,5 @@ def test_tamp_sparsegpt_preset(llava_next_samples, repo_root) -> None:
 )
 def test_invalid_token_config_names_the_key(tokens: dict, key: str) -> None:
     with pytest.raises(ValueError, match=re.escape(key)) as err:
-        build_selector(TokensConfig(**tokens))
+        build_selector(tokens)
     assert "\n" not in str(err.value)

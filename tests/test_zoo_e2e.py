@@ -10,13 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from tamp.data.conversations import record_from_dict, to_messages
 from tamp.models.llava import LlavaAdapter
 from tamp.models.loading import load_model
 from tamp.run import run
-from tamp.schema import register_schema
 from tamp.zoo import cache as zoo_cache
 from tamp.zoo.encode import IGNORE, encode_records
 from tamp.zoo.recipe import DEFAULT, MICRO, TrainRecipe, recipe_hash, replace
@@ -98,15 +96,11 @@ def test_bulk_encoding_equals_the_adapter(micro: zoo_cache.ZooBuild) -> None:
             assert torch.allclose(batch["pixel_values"], sample.inputs["pixel_values"], atol=1e-6)
 
 
-def _compose(overrides: list[str]):
-    register_schema()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose("run", overrides=overrides)
 
 
 @pytest.mark.parametrize("method", ["wanda", "tamp"])
-def test_micro_zoo_prunes_and_evaluates_end_to_end(micro, cache_dir: Path, tmp_path: Path, method: str) -> None:
-    cfg = _compose([
+def test_micro_zoo_prunes_and_evaluates_end_to_end(compose_cfg, micro, cache_dir: Path, tmp_path: Path, method: str) -> None:
+    cfg = compose_cfg([
         "+experiment=toy_demo", f"+cell={method}_50", "model.name=zoo:micro", f"paths.cache_dir={cache_dir}",
         "calib.num_samples=8", "eval.limit=2", "logger=none", "runner.progress=false",
     ])

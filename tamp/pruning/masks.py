@@ -7,14 +7,12 @@ columns of one row (N:M). Ties are broken by a stable sort so that masks are rep
 
 from __future__ import annotations
 
-import re
-
 import torch
 from torch import Tensor
 
-__all__ = ["make_mask", "nm_mask", "parse_pattern", "unstructured_mask"]
+from tamp.config import parse_pattern
 
-_NM_RE = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
+__all__ = ["make_mask", "nm_mask", "parse_pattern", "unstructured_mask"]
 
 
 def _check_metric(metric: Tensor) -> None:
@@ -54,26 +52,6 @@ def nm_mask(metric: Tensor, n: int, m: int) -> Tensor:
     lowest = torch.sort(groups, dim=-1, stable=True).indices[..., :n]
     mask = torch.zeros(groups.shape, dtype=torch.bool, device=metric.device)
     return mask.scatter_(-1, lowest, True).reshape(rows, cols)
-
-
-def parse_pattern(pattern: str) -> tuple[int, int] | None:
-    """``"unstructured"`` -> None, ``"2:4"`` -> (2, 4); anything else is a ValueError."""
-    if not isinstance(pattern, str):
-        raise ValueError(
-            f"sparsity pattern must be a string, got {pattern!r}; valid: 'unstructured' or 'N:M'"
-        )
-    if pattern.strip().lower() == "unstructured":
-        return None
-    match = _NM_RE.match(pattern)
-    if match is None:
-        raise ValueError(
-            f"bad sparsity pattern {pattern!r}; valid: 'unstructured' or 'N:M' with integers "
-            "0 < N < M (e.g. '2:4')"
-        )
-    n, m = int(match.group(1)), int(match.group(2))
-    if not 0 < n < m:
-        raise ValueError(f"bad sparsity pattern {pattern!r}: N:M needs 0 < N < M (e.g. '2:4', '4:8')")
-    return n, m
 
 
 def make_mask(metric: Tensor, sparsity: float, pattern: str = "unstructured") -> Tensor:

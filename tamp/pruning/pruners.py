@@ -7,13 +7,16 @@ nn.Linear, apply the result in place and say how many weights the rule prunes (t
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from tamp.config import MethodConfig
 from tamp.pruning.magnitude import magnitude_metric, official_magnitude_sparsity
 from tamp.pruning.masks import nm_mask, unstructured_mask
+from tamp.pruning.registry import register_pruner
 from tamp.pruning.sparsegpt import sparsegpt_prune
 from tamp.pruning.stats import HessianStats, SquaredNormStats
 from tamp.pruning.wanda import wanda_metric
@@ -50,13 +53,38 @@ class Pruner:
         raise NotImplementedError
 
 
+@dataclass
+class MagnitudeMethodConfig(MethodConfig):
+    """A method with the magnitude pruner: `compat_magnitude` for the official code's variant."""
+
+    pruner: str = "magnitude"
+    compat_magnitude: bool = False  # official code's signed-weight magnitude that prunes 1 - p
+
+
+@dataclass
+class SparseGPTMethodConfig(MethodConfig):
+    """A method with the SparseGPT pruner: its column block size and Hessian dampening."""
+
+    pruner: str = "sparsegpt"
+    blocksize: int = 128
+    percdamp: float = 0.01
+
+    def check(self) -> None:
+        if self.blocksize <= 0 or not math.isfinite(self.percdamp) or self.percdamp < 0:
+            bad = f"method.blocksize={self.blocksize}" if self.blocksize <= 0 else f"method.percdamp={self.percdamp}"
+            raise ValueError(f"{bad} is out of range; valid: method.blocksize >= 1, method.percdamp >= 0")
+
+
+@register_pruner("magnitude", config=MagnitudeMethodConfig)
 class MagnitudePruner(Pruner):
     """|W| per row; `compat_official` reproduces the official code's signed ranking and 1 - p."""
 
     name = "magnitude"
     needs_stats = False
 
-    def __init__(self, compat_official: bool = False) -> None:
+    def __init__(self, compat_official: bool | MagnitudeMethodConfig = False) -> None:
+        if isinstance(compat_official, MagnitudeMethodConfig):
+            compat_official = compat_official.compat_magnitude
         self.compat_official = compat_official
 
     def _sparsity(self, sparsity: float) -> float:
@@ -72,10 +100,14 @@ class MagnitudePruner(Pruner):
         return magnitude_metric(linear.weight, compat_official=self.compat_official)
 
 
+@register_pruner("wanda")
 class WandaPruner(Pruner):
     """|W_ij| * ||X_j||: needs the per-column squared norms of the (selected) inputs."""
 
     name = "wanda"
+
+    def __init__(self, cfg: MethodConfig | None = None) -> None:
+        pass
 
     def new_stats(self, linear: nn.Linear) -> SquaredNormStats:
         return SquaredNormStats(linear.in_features, linear.weight.device)
@@ -84,12 +116,15 @@ class WandaPruner(Pruner):
         return wanda_metric(linear.weight, stats.scaler_row("samples"))
 
 
+@register_pruner("sparsegpt", config=SparseGPTMethodConfig)
 class SparseGPTPruner(Pruner):
     """OBS reconstruction from the input Hessian; the mask is read off the zeros it leaves."""
 
     name = "sparsegpt"
 
-    def __init__(self, blocksize: int = 128, percdamp: float = 0.01) -> None:
+    def __init__(self, blocksize: int | SparseGPTMethodConfig = 128, percdamp: float = 0.01) -> None:
+        if isinstance(blocksize, SparseGPTMethodConfig):
+            blocksize, percdamp = blocksize.blocksize, blocksize.percdamp
         self.blocksize = blocksize
         self.percdamp = percdamp
 
@@ -113,11 +148,15 @@ class SparseGPTPruner(Pruner):
         return pruned == 0
 
 
+@register_pruner("none")
 class NoPruner(Pruner):
     """The dense reference: plans and prunes nothing, so a dense run goes through the same code."""
 
     name = "none"
     needs_stats = False
+
+    def __init__(self, cfg: MethodConfig | None = None) -> None:
+        pass
 
     def planned_pruned(self, linear: nn.Linear, sparsity: float, nm: NM) -> int:
         return 0
@@ -126,16 +165,9 @@ class NoPruner(Pruner):
         return torch.zeros_like(linear.weight, dtype=torch.bool)
 
 
-def build_pruner(name: str, blocksize: int = 128, percdamp: float = 0.01, compat_magnitude: bool = False) -> Pruner:
-    if name == "magnitude":
-        return MagnitudePruner(compat_official=compat_magnitude)
-    if name == "wanda":
-        return WandaPruner()
-    if name == "sparsegpt":
-        if blocksize <= 0 or not math.isfinite(percdamp) or percdamp < 0:
-            bad = f"method.blocksize={blocksize}" if blocksize <= 0 else f"method.percdamp={percdamp}"
-            raise ValueError(f"{bad} is out of range; valid: method.blocksize >= 1, method.percdamp >= 0")
-        return SparseGPTPruner(blocksize, percdamp)
-    if name == "none":
-        return NoPruner()
-    raise ValueError(f"method.pruner='{name}' is unknown; valid: magnitude, wanda, sparsegpt, none")
+def build_pruner(method: MethodConfig | str) -> Pruner:
+    """The pruner of a method's settings (or of a bare pruner name, with that pruner's defaults)."""
+    from tamp.pruning.registry import PRUNERS, pruner_settings
+
+    settings = pruner_settings({"pruner": method}) if isinstance(method, str) else method
+    return PRUNERS.build(settings, name_key="pruner")

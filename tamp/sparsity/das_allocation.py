@@ -16,15 +16,15 @@ row chunks.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from tamp.config import AllocationConfig
 from tamp.pipeline.context import SampleContext
-from tamp.sparsity.das import DiversityAccumulator
-from tamp.sparsity.groups import allocate_groups, block_groups, check_allocator_settings, layer_groups
+from tamp.sparsity.das import VARIANTS, DiversityAccumulator
+from tamp.sparsity.groups import GroupAllocationConfig, allocate_groups, block_groups, layer_groups
 from tamp.sparsity.registry import register_allocation
 
 if TYPE_CHECKING:
@@ -33,12 +33,17 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def check_das_settings(cfg: AllocationConfig) -> None:
-    from tamp.sparsity.das import VARIANTS
+@dataclass
+class DasConfig(GroupAllocationConfig):
+    """DAS and its Table 4b variants (das_all_token, das_block): the score variant plus the allocator's knobs."""
 
-    if cfg.variant not in VARIANTS:
-        raise ValueError(f"method.allocation.variant='{cfg.variant}' is unknown; valid: {', '.join(VARIANTS)}")
-    check_allocator_settings(cfg)
+    name: str = "das"
+    variant: str = "paper"  # paper | reference
+
+    def check(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ValueError(f"method.allocation.variant='{self.variant}' is unknown; valid: {', '.join(VARIANTS)}")
+        super().check()
 
 
 class DiversityObserver:
@@ -76,15 +81,14 @@ def layer_diversity(engine: LayerwiseEngine, variant: str, all_token: bool) -> d
     return {name: acc.score for name, acc in accumulators.items()}
 
 
-@register_allocation("das")
+@register_allocation("das", config=DasConfig)
 class DasAllocation:
     """Per-linear DAS scores -> allocator over linears (TAMP's allocation)."""
 
     all_token = False
 
-    def __init__(self, cfg: AllocationConfig | None = None) -> None:
-        self.cfg = cfg or AllocationConfig(name="das")
-        check_das_settings(self.cfg)
+    def __init__(self, cfg: DasConfig | None = None) -> None:
+        self.cfg = cfg or DasConfig()
         self.scores: dict[str, float] = {}
 
     def plan(self, engine: LayerwiseEngine, target: float) -> dict[str, float]:
@@ -93,20 +97,19 @@ class DasAllocation:
         return plan
 
 
-@register_allocation("das_all_token")
+@register_allocation("das_all_token", config=DasConfig)
 class DasAllTokenAllocation(DasAllocation):
     """Table 4b's All-token DAS: one diversity term over every token of the sample."""
 
     all_token = True
 
 
-@register_allocation("das_block")
+@register_allocation("das_block", config=DasConfig)
 class DasBlockAllocation:
     """Table 4b's Block-wise DAS: block score = mean layer score; uniform inside a block."""
 
-    def __init__(self, cfg: AllocationConfig | None = None) -> None:
-        self.cfg = cfg or AllocationConfig(name="das_block")
-        check_das_settings(self.cfg)
+    def __init__(self, cfg: DasConfig | None = None) -> None:
+        self.cfg = cfg or DasConfig(name="das_block")
         self.scores: dict[str, float] = {}
         self.layer_scores: dict[str, float] = {}
         self.block_sparsity: dict[str, float] = {}

@@ -22,18 +22,18 @@ from __future__ import annotations
 
 import logging
 import zlib
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from tamp.config import AllocationConfig
 from tamp.data.sample import CalibSample
 from tamp.pipeline.capture import run_block
 from tamp.pipeline.store import ActivationStore
 from tamp.pipeline.tail import IGNORE_INDEX, tail_loss
 from tamp.progress import progress_bar
-from tamp.sparsity.groups import Group, allocate_groups, block_groups, check_allocator_settings, layer_groups
+from tamp.sparsity.groups import Group, GroupAllocationConfig, allocate_groups, block_groups, layer_groups
 from tamp.sparsity.registry import register_allocation
 
 if TYPE_CHECKING:
@@ -110,21 +110,33 @@ def _advance(engine: LayerwiseEngine, index: int, store: ActivationStore, count:
             store.replace_hidden(i, run_block(block, hidden, kwargs))
 
 
-@register_allocation("ecoflap")
+@dataclass
+class EcoflapConfig(GroupAllocationConfig):
+    """ECoFLaP's zeroth-order estimate: perturbation size, samples used, and what is scored as one unit."""
+
+    name: str = "ecoflap"
+    eps: float = 1e-3  # perturbation size
+    num_samples: int | None = None  # calibration samples used for the estimate (None: all)
+    granularity: str = "block"  # block (ECoFLaP's allocation) | layer (one group per linear)
+
+    def check(self) -> None:
+        if self.granularity not in GRANULARITIES:
+            raise ValueError(
+                f"method.allocation.granularity='{self.granularity}'; valid: {', '.join(GRANULARITIES)}"
+            )
+        super().check()
+        if not self.eps > 0:
+            raise ValueError(f"method.allocation.eps={self.eps} must be > 0")
+        if self.num_samples is not None and self.num_samples < 1:
+            raise ValueError(f"method.allocation.num_samples={self.num_samples} must be >= 1 or null")
+
+
+@register_allocation("ecoflap", config=EcoflapConfig)
 class EcoFlapAllocation:
     """Zeroth-order layer or block importance -> the ECoFLaP allocator."""
 
-    def __init__(self, cfg: AllocationConfig | None = None) -> None:
-        self.cfg = cfg or AllocationConfig(name="ecoflap", granularity="block")
-        if self.cfg.granularity not in GRANULARITIES:
-            raise ValueError(
-                f"method.allocation.granularity='{self.cfg.granularity}'; valid: {', '.join(GRANULARITIES)}"
-            )
-        check_allocator_settings(self.cfg)
-        if not self.cfg.eps > 0:
-            raise ValueError(f"method.allocation.eps={self.cfg.eps} must be > 0")
-        if self.cfg.num_samples is not None and self.cfg.num_samples < 1:
-            raise ValueError(f"method.allocation.num_samples={self.cfg.num_samples} must be >= 1 or null")
+    def __init__(self, cfg: EcoflapConfig | None = None) -> None:
+        self.cfg = cfg or EcoflapConfig()
         self.seed = torch.initial_seed()  # tamp.prune seeds torch with the run's seed just before
         self.scores: dict[str, float] = {}
         self.group_sparsity: dict[str, float] = {}

@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
-from tamp.sparsity.allocate import allocate
+from tamp.config import AllocationConfig
+from tamp.sparsity.allocate import AGGREGATIONS, allocate
 
 if TYPE_CHECKING:
-    from tamp.config import AllocationConfig
     from tamp.pipeline.engine import LayerwiseEngine
 
 log = logging.getLogger(__name__)
@@ -106,20 +106,25 @@ def expand(sparsity: dict[str, float], groups: list[Group]) -> dict[str, float]:
     return {name: sparsity[g.name] for g in groups for name in g.linears}
 
 
-def check_allocator_settings(cfg: AllocationConfig) -> None:
-    """The allocator's knobs, named as typed, checked when the allocation is built (before any model work)."""
-    from tamp.sparsity.allocate import AGGREGATIONS
+@dataclass
+class GroupAllocationConfig(AllocationConfig):
+    """The ECoFLaP allocator's knobs, shared by every allocation that scores groups of linears."""
 
-    delta = cfg.max_sparsity_delta
-    if not (isinstance(delta, (int, float)) and math.isfinite(delta) and 0 <= delta <= 1):
-        raise ValueError(f"method.allocation.max_sparsity_delta={delta} is out of range; valid: 0 <= delta <= 1")
-    if cfg.aggregation not in AGGREGATIONS:
-        raise ValueError(f"method.allocation.aggregation='{cfg.aggregation}' is unknown; "
-                         f"valid: {', '.join(AGGREGATIONS)}")
+    max_sparsity_delta: float = 0.1  # the allocator's cap is target + delta
+    aggregation: str = "sum"  # sum | avg
+    official_overshoot: bool = False  # reproduce the official allocator's over-shoot branch
+
+    def check(self) -> None:
+        delta = self.max_sparsity_delta
+        if not (isinstance(delta, (int, float)) and math.isfinite(delta) and 0 <= delta <= 1):
+            raise ValueError(f"method.allocation.max_sparsity_delta={delta} is out of range; valid: 0 <= delta <= 1")
+        if self.aggregation not in AGGREGATIONS:
+            raise ValueError(f"method.allocation.aggregation='{self.aggregation}' is unknown; "
+                             f"valid: {', '.join(AGGREGATIONS)}")
 
 
 def allocate_groups(
-    groups: list[Group], scores: dict[str, float], target: float, cfg: AllocationConfig
+    groups: list[Group], scores: dict[str, float], target: float, cfg: GroupAllocationConfig
 ) -> tuple[dict[str, float], dict[str, float]]:
     """(per-linear plan, per-group sparsity) from the ECoFLaP allocator with cap target + delta."""
     cap = min(1.0, target + cfg.max_sparsity_delta)

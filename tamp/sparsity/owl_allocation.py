@@ -9,6 +9,7 @@ ratio (entries > M * mean, percent) computed, so only one block's metrics are al
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -56,19 +57,34 @@ class OutlierObserver:
             self.ratios[block_name(engine, index)] = outlier_ratio(metrics, self.m)
 
 
-@register_allocation("owl")
+@dataclass
+class OwlConfig(AllocationConfig):
+    """OWL's outlier threshold M, spread lambda, and which implementation's formula to follow."""
+
+    name: str = "owl"
+    owl_m: float = 5.0
+    owl_lambda: float = 0.08
+    owl_compat: str = "owl"  # owl | tamp_repository
+
+    def check(self) -> None:
+        if not (math.isfinite(self.owl_m) and self.owl_m > 0):
+            raise ValueError(f"method.allocation.owl_m={self.owl_m} is out of range; valid: > 0")
+        if not (math.isfinite(self.owl_lambda) and 0 <= self.owl_lambda < 1):
+            raise ValueError(
+                f"method.allocation.owl_lambda={self.owl_lambda} is out of range; valid: 0 <= lambda < 1"
+            )
+        if self.owl_compat not in COMPATS:
+            raise ValueError(
+                f"method.allocation.owl_compat='{self.owl_compat}' is unknown; valid: {', '.join(COMPATS)}"
+            )
+
+
+@register_allocation("owl", config=OwlConfig)
 class OwlAllocation:
     """Blocks with more outlier Wanda scores are pruned less (OWL); `owl_compat` for the TAMP port."""
 
-    def __init__(self, cfg: AllocationConfig | None = None) -> None:
-        self.cfg = cfg or AllocationConfig(name="owl")
-        c = self.cfg
-        if not (math.isfinite(c.owl_m) and c.owl_m > 0):
-            raise ValueError(f"method.allocation.owl_m={c.owl_m} is out of range; valid: > 0")
-        if not (math.isfinite(c.owl_lambda) and 0 <= c.owl_lambda < 1):
-            raise ValueError(f"method.allocation.owl_lambda={c.owl_lambda} is out of range; valid: 0 <= lambda < 1")
-        if c.owl_compat not in COMPATS:
-            raise ValueError(f"method.allocation.owl_compat='{c.owl_compat}' is unknown; valid: {', '.join(COMPATS)}")
+    def __init__(self, cfg: OwlConfig | None = None) -> None:
+        self.cfg = cfg or OwlConfig()
         self.scores: dict[str, float] = {}
         self.block_sparsity: dict[str, float] = {}
 

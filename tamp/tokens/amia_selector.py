@@ -6,6 +6,8 @@ Z differs per linear, so the selection does too (DESIGN.md, "AMIA").
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from tamp.config import TokensConfig
@@ -15,18 +17,32 @@ from tamp.tokens.attention_row import last_row_attention
 from tamp.tokens.registry import register_selector
 
 
-@register_selector("amia")
+@dataclass
+class AmiaConfig(TokensConfig):
+    """AMIA's graph and penalty settings (the paper's defaults)."""
+
+    name: str = "amia"
+    variant: str = "paper"  # paper | reference
+    knn: int = 3
+    graph_gamma: float = 1.0
+    penalty_gamma: float = 0.2
+    mmd_scale: float = 0.1
+
+    def check(self) -> None:
+        if self.variant not in VARIANTS:
+            valid = ", ".join(VARIANTS)
+            raise ValueError(f"method.tokens.variant='{self.variant}' is unknown; valid: {valid}")
+        if self.knn < 1:
+            raise ValueError(f"method.tokens.knn={self.knn} is invalid; valid: an integer >= 1")
+        if self.mmd_scale < 0:
+            raise ValueError(f"method.tokens.mmd_scale={self.mmd_scale} is invalid; valid: >= 0")
+
+
+@register_selector("amia", config=AmiaConfig)
 class AmiaSelector:
     """Adaptive Multimodal Input Activation (TAMP's token selection)."""
 
-    def __init__(self, cfg: TokensConfig) -> None:
-        if cfg.variant not in VARIANTS:
-            valid = ", ".join(VARIANTS)
-            raise ValueError(f"method.tokens.variant='{cfg.variant}' is unknown; valid: {valid}")
-        if cfg.knn < 1:
-            raise ValueError(f"method.tokens.knn={cfg.knn} is invalid; valid: an integer >= 1")
-        if cfg.mmd_scale < 0:
-            raise ValueError(f"method.tokens.mmd_scale={cfg.mmd_scale} is invalid; valid: >= 0")
+    def __init__(self, cfg: AmiaConfig) -> None:
         self.cfg = cfg
 
     def select(self, name: str, x: torch.Tensor, z: torch.Tensor, ctx: SampleContext) -> torch.Tensor:

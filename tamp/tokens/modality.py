@@ -8,6 +8,8 @@ text-only sample): the statistics then count it as a sample with no tokens.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 
 from tamp.config import TokensConfig
@@ -18,19 +20,31 @@ from tamp.tokens.registry import register_selector
 _CACHE_KEY = "modality_tokens"
 
 
-@register_selector("modality")
-class ModalitySelector:
-    def __init__(self, cfg: TokensConfig) -> None:
-        names = list(cfg.modalities)
+@dataclass
+class ModalityConfig(TokensConfig):
+    """The modality ablation (Table 1): blocks < multimodal_blocks count `modalities`, the rest text only."""
+
+    name: str = "modality"
+    modalities: list[str] = field(default_factory=lambda: ["text", "image", "video", "audio"])
+    multimodal_blocks: int | None = None
+
+    def check(self) -> None:
+        names = list(self.modalities)
         unknown = [n for n in names if n not in MODALITY_CODES]
         valid = ", ".join(MODALITY_CODES)
         if unknown:
             raise ValueError(f"method.tokens.modalities has unknown '{unknown[0]}'; valid: {valid}")
         if not names:
             raise ValueError(f"method.tokens.modalities is empty; valid: a subset of {valid}")
-        if cfg.multimodal_blocks is not None and cfg.multimodal_blocks < 0:
-            value = cfg.multimodal_blocks
+        if self.multimodal_blocks is not None and self.multimodal_blocks < 0:
+            value = self.multimodal_blocks
             raise ValueError(f"method.tokens.multimodal_blocks={value} is invalid; valid: >= 0 or null")
+
+
+@register_selector("modality", config=ModalityConfig)
+class ModalitySelector:
+    def __init__(self, cfg: ModalityConfig) -> None:
+        names = list(cfg.modalities)
         self.codes = sorted({MODALITY_CODES[n] for n in names})
         self.multimodal_blocks = cfg.multimodal_blocks
 

@@ -8,6 +8,7 @@ Every linear of a block sees the same tokens.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 import torch
 
@@ -32,11 +33,22 @@ def random_tokens(num_tokens: int, count: int, seed: int) -> torch.Tensor | None
     return torch.randperm(num_tokens, generator=generator)[:count].sort().values
 
 
-@register_selector("random")
+@dataclass
+class RandomTokensConfig(TokensConfig):
+    """Table 4c's random-token ablation: how many tokens per sample, and the draw's seed."""
+
+    name: str = "random"
+    num_random: int = 100
+    seed: int = 0
+
+    def check(self) -> None:
+        if self.num_random < 1:
+            raise ValueError(f"method.tokens.num_random={self.num_random} is invalid; valid: an integer >= 1")
+
+
+@register_selector("random", config=RandomTokensConfig)
 class RandomSelector:
-    def __init__(self, cfg: TokensConfig) -> None:
-        if cfg.num_random < 1:
-            raise ValueError(f"method.tokens.num_random={cfg.num_random} is invalid; valid: an integer >= 1")
+    def __init__(self, cfg: RandomTokensConfig) -> None:
         self.cfg = cfg
 
     def select(self, name: str, x: torch.Tensor, z: torch.Tensor, ctx: SampleContext) -> torch.Tensor | None:

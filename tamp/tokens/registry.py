@@ -1,15 +1,19 @@
-"""Token selector name -> factory. A selector picks which tokens of a sample feed a linear's statistics."""
+"""Token selector name -> factory and settings. A selector picks which tokens of a sample feed a linear's statistics.
+
+A selector is one module in tamp/tokens: `@register_selector("name", config=ItsSettings)` on its
+class, where ItsSettings subclasses `tamp.config.TokensConfig`; the package walk finds it.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
+from tamp.config import TokensConfig
 from tamp.registry import Registry
 
 if TYPE_CHECKING:
-    from tamp.config import TokensConfig
     from tamp.pipeline.context import SampleContext
 
 
@@ -19,18 +23,14 @@ class TokenSelector(Protocol):
         ...
 
 
-SELECTORS: Registry[TokenSelector] = Registry(
-    "method.tokens.name",
-    (
-        "tamp.tokens.all_tokens",
-        "tamp.tokens.amia_selector",
-        "tamp.tokens.attention",
-        "tamp.tokens.random_tokens",
-        "tamp.tokens.modality",
-    ),
-)
+SELECTORS: Registry[TokenSelector] = Registry("token selector", "method.tokens.name", ("tamp.tokens",))
 register_selector = SELECTORS.register
 
 
-def build_selector(cfg: TokensConfig) -> TokenSelector:
-    return SELECTORS.build(cfg)
+def selector_settings(value: TokensConfig | Any) -> TokensConfig:
+    """Checked settings of the selector `value` names (a settings dataclass or a mapping)."""
+    return SELECTORS.settings(value, TokensConfig, "method.tokens")
+
+
+def build_selector(value: TokensConfig | Any) -> TokenSelector:
+    return SELECTORS.build(selector_settings(value))

@@ -1,0 +1,24 @@
+"""Pruner name -> factory and settings. A pruner turns a linear's statistics into a mask.
+
+A pruner with settings of its own declares them as a subclass of `tamp.config.MethodConfig` (they
+sit directly under `method`, e.g. `method.blocksize` for SparseGPT) and registers it with
+`@register_pruner("name", config=...)`; the package walk of tamp/pruning finds it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from tamp.config import MethodConfig
+from tamp.registry import Registry
+
+if TYPE_CHECKING:
+    from tamp.pruning.pruners import Pruner
+
+PRUNERS: Registry[Pruner] = Registry("pruner", "method.pruner", ("tamp.pruning",))
+register_pruner = PRUNERS.register
+
+
+def pruner_settings(value: MethodConfig | Any) -> MethodConfig:
+    """The method's own keys checked as the settings of the pruner it names (allocation and tokens untouched)."""
+    return PRUNERS.settings(value, MethodConfig, "method", name_key="pruner")

@@ -108,23 +108,11 @@ def _check_scalars(settings: RunConfig) -> None:
 
 
 def _check_model(settings: RunConfig) -> None:
-    from tamp.models.loading import check_cached, check_model_name, resolve_dtype
+    from tamp.models.loading import resolve_dtype
+    from tamp.models.named import check_named_model
 
-    name = settings.model.name
     resolve_dtype(settings.model.dtype)
-    if name.startswith("tiny:"):
-        from tamp.models.tiny import tiny_names
-
-        if name.split(":", 1)[1] not in tiny_names():
-            raise ValueError(f"model.name='{name}' is unknown; valid tiny models: "
-                             f"{', '.join('tiny:' + f for f in tiny_names())}")
-    elif name == "zoo" or name.startswith("zoo:"):
-        from tamp.zoo.cache import recipe_of
-
-        recipe_of(name)
-    else:
-        check_model_name(name)
-        check_cached(name)
+    check_named_model(settings.model.name)
     if settings.model.family is not None:
         from tamp.models.registry import adapter_class
 
@@ -136,12 +124,15 @@ def _check_calibration(settings: RunConfig) -> None:
     calib = settings.calib
     if settings.method.pruner == "none":
         return  # the dense reference uses no calibration data
+    from tamp.models.named import scheme_of
+
+    scheme = scheme_of(settings.model.name)
     if calib.source == "tiny":
-        if not settings.model.name.startswith("tiny:"):
+        if scheme != "tiny":
             raise ValueError("calib.source=tiny needs a tiny model (model.name=tiny:<family>); "
                              "valid otherwise: llava_json, hf")
         return
-    if settings.model.name.startswith("zoo"):
+    if scheme == "zoo":
         return  # the zoo's calibration split is written by the zoo build, on first use of the model
     from tamp.data.calib import as_calib_config, draw, open_source, select_indices
 

@@ -42,10 +42,11 @@ def walk_modules(package: str) -> list[str]:
 class Registry(Generic[T]):
     """Name -> Entry. `key` is the config key that names an entry, for error messages."""
 
-    def __init__(self, kind: str, key: str, packages: Sequence[str]) -> None:
+    def __init__(self, kind: str, key: str, packages: Sequence[str], unknown: str = "{key}='{name}' is unknown") -> None:
         self.kind = kind
         self.key = key
         self.packages = tuple(packages)
+        self.unknown = unknown  # the error's opening, before "; valid: ..."
         self.entries: dict[str, Entry[T]] = {}
         self._discovered = False
 
@@ -73,7 +74,8 @@ class Registry(Generic[T]):
     def get(self, name: str) -> Entry[T]:
         self.discover()
         if name not in self.entries:
-            raise ValueError(f"{self.key}='{name}' is unknown; valid: {', '.join(self.names())}")
+            opening = self.unknown.format(key=self.key, name=name)
+            raise ValueError(f"{opening}; valid: {', '.join(self.names())}")
         return self.entries[name]
 
     def __contains__(self, name: object) -> bool:

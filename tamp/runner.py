@@ -15,6 +15,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from tamp.data.sources import calibration_samples
+from tamp.models.named import load_named_model
 from tamp.pipeline.checkpoint import PruneCheckpoint
 from tamp.schema import RunConfig, validate
 from tamp.tracking.results import ResultsFile, block_index, projection_kind, write_json_atomic
@@ -28,48 +30,6 @@ def make_fabric(settings: RunConfig):
 
     r = settings.runner
     return Fabric(accelerator=r.accelerator, devices=r.devices, strategy=r.strategy, precision=r.precision)
-
-
-def load_model_and_processor(settings: RunConfig):
-    """(model, processor, adapter, tiny bundle or None) for model.name (a Hub id, a directory, tiny:..., zoo)."""
-    from tamp.models.loading import load_model
-    from tamp.models.tiny import build_tiny
-
-    name = settings.model.name
-    if name.startswith("tiny:"):
-        from tamp.models.loading import resolve_dtype
-
-        bundle = build_tiny(name.split(":", 1)[1], seed=settings.seed)
-        dtype = resolve_dtype(settings.model.dtype)
-        if dtype != "auto":  # built in float32; cast like from_pretrained(dtype=...) would load it
-            bundle.model.to(dtype)
-        return bundle.model, bundle.processor, bundle.adapter, bundle
-    if name == "zoo" or name.startswith("zoo:"):  # the toy zoo's model, built on first use
-        from tamp.zoo.cache import load_zoo
-
-        model, processor, adapter = load_zoo(name, settings.paths.cache_dir, settings.model.dtype,
-                                             progress=settings.runner.progress)
-        return model, processor, adapter, None
-    model, processor, adapter = load_model(
-        name, settings.model.family, settings.model.dtype, trust_remote_code=settings.model.trust_remote_code
-    )
-    return model, processor, adapter, None
-
-
-def build_samples(settings: RunConfig, adapter, bundle) -> list:
-    """The calibration samples of calib.* for this adapter (all of them; the caller shards)."""
-    calib = settings.calib
-    if calib.source == "tiny":
-        if bundle is None:
-            raise ValueError("calib.source=tiny needs a tiny model (model.name=tiny:<family>)")
-        examples = bundle.examples()
-        encoded = [adapter.encode(e.messages, e.images, e.videos, e.audios) for e in examples]
-        return [encoded[i % len(encoded)] for i in range(calib.num_samples)]
-    from tamp.data.calib import build_calibration
-
-    fields = OmegaConf.to_container(OmegaConf.structured(calib), resolve=True)
-    fields["progress"] = fields["progress"] and settings.runner.progress
-    return build_calibration(adapter, fields)
 
 
 def linear_table(report) -> dict[str, dict[str, Any]]:
@@ -172,7 +132,8 @@ def run_cell(fabric, cfg: DictConfig, run_dir: str | Path, cache_dir: str | Path
             from tamp.eval.evaluate import resolve_tasks
 
             resolve_tasks(list(settings.eval.tasks), list(settings.eval.include_paths))
-        model, processor, adapter, bundle = load_model_and_processor(settings)
+        loaded = load_named_model(settings.model_settings())
+        model, processor, adapter = loaded.model, loaded.processor, loaded.adapter
         results.data["model"]["family"] = adapter.family
         prune_cfg = settings.prune_config()
         if prune_cfg.device == "auto":
@@ -182,7 +143,8 @@ def run_cell(fabric, cfg: DictConfig, run_dir: str | Path, cache_dir: str | Path
         report = None
         metrics: dict[str, Any] = {"timings": {}}
         if settings.method.pruner != "none":
-            samples = shard(build_samples(settings, adapter, bundle), fabric.global_rank, fabric.world_size)
+            calib = calibration_samples(settings.calib_settings(), adapter, loaded.examples)
+            samples = shard(calib, fabric.global_rank, fabric.world_size)
             report = tamp.prune(
                 model, samples, prune_cfg, adapter=adapter, reducer=fabric_reducer(fabric), checkpoint_writer=is_main
             )

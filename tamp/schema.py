@@ -8,6 +8,7 @@ Hydra's message naming it, and `validate(cfg)` (OmegaConf.to_object, which runs 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,8 +18,9 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from tamp.components import as_prune_config, resolve_method
 from tamp.config import AllocationConfig, MethodConfig, PruneConfig, SparsityConfig, TokensConfig
 from tamp.data.calib import CalibConfig as DataCalibConfig
+from tamp.data.sources import CALIB_SOURCES
+from tamp.models.named import ModelSettings
 
-CALIB_SOURCES = ("tiny", "llava_json", "hf")
 WANDB_MODES = ("offline", "online", "disabled")
 
 
@@ -46,10 +48,7 @@ class CalibConfig(DataCalibConfig):
     source: str = "tiny"
 
     def __post_init__(self) -> None:
-        _check(
-            self.source in CALIB_SOURCES,
-            f"calib.source='{self.source}' is unknown; valid: {', '.join(CALIB_SOURCES)}",
-        )
+        CALIB_SOURCES.get(self.source)  # one line naming the registered sources
         _check(
             self.num_samples is None or self.num_samples >= 1, f"calib.num_samples={self.num_samples} must be >= 1"
         )
@@ -135,6 +134,16 @@ class RunConfig:
     def __post_init__(self) -> None:
         self.method = resolve_method(self.method)  # each component's own settings type and checks
         self.prune_config()  # sparsity range and pattern against the pruner
+
+    def model_settings(self) -> ModelSettings:
+        """What loading `model.name` needs from this run (tamp.models.named)."""
+        m = self.model
+        return ModelSettings(m.name, m.family, m.dtype, m.trust_remote_code, self.seed,
+                             self.paths.cache_dir, self.runner.progress)
+
+    def calib_settings(self) -> CalibConfig:
+        """`calib.*`, with progress bars only where the runner shows them."""
+        return dataclasses.replace(self.calib, progress=self.calib.progress and self.runner.progress)
 
     def prune_config(self) -> PruneConfig:
         r = self.runner

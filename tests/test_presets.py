@@ -15,7 +15,8 @@ import pytest
 from omegaconf import OmegaConf
 
 import tamp
-from tamp.runner import build_samples, load_model_and_processor
+from tamp.data.sources import calibration_samples
+from tamp.models.named import load_named_model
 from tamp.schema import validate
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -49,8 +50,9 @@ def test_preset_prunes_tiny_llava_next_to_its_plan(compose_cfg, preset: str) -> 
     settings = validate(cfg)
     prune_cfg = settings.prune_config()
     assert prune_cfg.method.name == preset
-    model, _processor, adapter, bundle = load_model_and_processor(settings)
-    samples = build_samples(settings, adapter, bundle)
+    loaded = load_named_model(settings.model_settings())
+    model, adapter = loaded.model, loaded.adapter
+    samples = calibration_samples(settings.calib, adapter, loaded.examples)
     report = tamp.prune(model, samples, prune_cfg, adapter=adapter)
 
     assert report.linears

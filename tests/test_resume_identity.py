@@ -95,10 +95,10 @@ def test_an_interrupted_run_says_so(tmp_path: Path) -> None:
 
 
 def test_float16_is_applied_to_tiny_models(compose_cfg, tmp_path: Path) -> None:
-    from tamp.runner import load_model_and_processor
+    from tamp.models.named import load_named_model
     from tamp.schema import validate
 
-    model, *_ = load_model_and_processor(validate(compose_cfg([*QUIET, "model.dtype=float16"])))
+    model = load_named_model(validate(compose_cfg([*QUIET, "model.dtype=float16"])).model_settings()).model
     assert {p.dtype for p in model.parameters()} == {torch.float16}
 
 

@@ -19,8 +19,9 @@ import torch
 from tamp.data.conversations import MEDIA_KINDS, Record, to_messages
 from tamp.data.media import check_exists, load_audio, load_image, load_video, processor_sampling_rate
 from tamp.data.sample import TEXT, CalibSample
-from tamp.models.base import FamilyAdapter, Message
+from tamp.data.sources import register_source
 from tamp.progress import track
+from tamp.types import Message, SampleEncoder
 
 SOURCES = ("llava_json", "hf")
 #: processor attribute that must exist for a media kind to be accepted
@@ -173,7 +174,7 @@ class _Plan:
     media: dict[str, list[Any]]
 
 
-def plan_record(record: Record, adapter: FamilyAdapter, cfg: CalibConfig, media_dir: Path | None) -> _Plan:
+def plan_record(record: Record, adapter: SampleEncoder, cfg: CalibConfig, media_dir: Path | None) -> _Plan:
     """Everything about a record that can fail without decoding media: fail before the slow part."""
     media = {kind: list(refs) for kind, refs in record.media.items()}
     if cfg.audio_from_video and media["video"] and not media["audio"]:
@@ -191,7 +192,7 @@ def plan_record(record: Record, adapter: FamilyAdapter, cfg: CalibConfig, media_
     return _Plan(record, messages, media)
 
 
-def encode_plan(plan: _Plan, adapter: FamilyAdapter, cfg: CalibConfig, media_dir: Path | None) -> CalibSample:
+def encode_plan(plan: _Plan, adapter: SampleEncoder, cfg: CalibConfig, media_dir: Path | None) -> CalibSample:
     """Decode the plan's media and encode the conversation through the family adapter."""
     images = [load_image(ref, media_dir) for ref in plan.media["image"]]
     decoded = [load_video(ref, media_dir, cfg.num_frames) for ref in plan.media["video"]]
@@ -227,8 +228,15 @@ def truncate(sample: CalibSample, max_tokens: int, record_id: str = "") -> Calib
     return CalibSample(inputs, sample.modality_ids[:max_tokens], labels, dict(sample.meta))
 
 
+@register_source("llava_json")
+@register_source("hf")
+def conversation_set(cfg: Any, encoder: SampleEncoder, examples: Sequence[Any] | None = None) -> list[CalibSample]:
+    """`calib.source=llava_json | hf`: samples drawn from a conversation set (`calib.*`)."""
+    return build_calibration(encoder, cfg)
+
+
 def build_calibration(
-    adapter: FamilyAdapter, cfg: CalibConfig | Mapping[str, Any] | Any
+    adapter: SampleEncoder, cfg: CalibConfig | Mapping[str, Any] | Any
 ) -> list[CalibSample]:
     """Calibration samples for `adapter`'s model, drawn from the configured conversation set."""
     cfg = as_calib_config(cfg)

@@ -16,8 +16,7 @@ import torch
 from torch import nn
 
 from tamp.data.sample import TEXT, CalibSample
-
-Message = dict[str, Any]
+from tamp.types import Message
 
 DEFAULT_TARGETS: tuple[str, ...] = (r".*",)  # every nn.Linear inside the decoder blocks
 

@@ -1,55 +1,42 @@
-"""Family name -> adapter class, and the lookup from a loaded model or a config."""
+"""Family name -> adapter class, and the lookup from a loaded model or a config.
+
+A family is one module in tamp/models with `@register_family` on its `FamilyAdapter` subclass; the
+package walk of the family registry finds it (tamp.registry).
+"""
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from torch import nn
 
 from tamp.models.base import FamilyAdapter
+from tamp.registry import Registry
 
-FAMILIES: dict[str, type[FamilyAdapter]] = {}
-
-#: modules that define adapters; imported lazily so `import tamp` stays cheap
-_FAMILY_MODULES = (
-    "tamp.models.llava",
-    "tamp.models.llava_next",
-    "tamp.models.llava_onevision",
-    "tamp.models.qwen2_vl",
-    "tamp.models.qwen2_5_omni",
-    "tamp.models.decoder_lm",
+FAMILIES: Registry[FamilyAdapter] = Registry(
+    "model family", "model.family", ("tamp.models",), unknown="unknown model family '{name}'"
 )
 
 
 def register_family(cls: type[FamilyAdapter]) -> type[FamilyAdapter]:
-    FAMILIES[cls.family] = cls
-    return cls
-
-
-def _load_all() -> None:
-    for module in _FAMILY_MODULES:
-        importlib.import_module(module)
+    """Class decorator: registers the adapter under its `family` name."""
+    return FAMILIES.register(cls.family)(cls)
 
 
 def family_names() -> list[str]:
-    _load_all()
-    return sorted(FAMILIES)
+    return FAMILIES.names()
 
 
 def adapter_class(family: str) -> type[FamilyAdapter]:
-    _load_all()
-    if family not in FAMILIES:
-        raise ValueError(f"unknown model family '{family}'; valid: {', '.join(sorted(FAMILIES))}")
-    return FAMILIES[family]
+    return FAMILIES.get(family).factory  # type: ignore[return-value]
 
 
 def family_for_model_type(model_type: str) -> str:
-    _load_all()
-    for name, cls in FAMILIES.items():
-        if model_type in cls.model_types:
+    entries = FAMILIES.discover().entries
+    for name, entry in entries.items():
+        if model_type in entry.factory.model_types:  # type: ignore[attr-defined]
             return name
-    known = sorted({t for cls in FAMILIES.values() for t in cls.model_types})
+    known = sorted({t for e in entries.values() for t in e.factory.model_types})  # type: ignore[attr-defined]
     raise ValueError(f"no tamp family handles model_type '{model_type}'; supported: {', '.join(known)}")
 
 

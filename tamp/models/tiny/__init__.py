@@ -1,14 +1,12 @@
 """Tiny randomly initialised models of every family, built from configs in milliseconds, offline.
 
 `build_tiny(name, seed)` returns a `TinyBundle` (model, processor, adapter, example conversations).
-Builders register themselves by name with `@register_tiny(name)` in the modules listed in
-`_BUILDER_MODULES`; those are imported lazily, and a module that does not exist yet is skipped, so
-one family's builder file never breaks another's.
+Builders register themselves by name with `@register_tiny(name)` in any module of this package;
+the registry's package walk finds them on the first lookup (tamp.registry).
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,8 +18,7 @@ from torch import nn
 
 from tamp.data.sample import CalibSample
 from tamp.models.base import FamilyAdapter, Message
-
-_BUILDER_MODULES = ("tamp.models.tiny.llava", "tamp.models.tiny.qwen")
+from tamp.registry import Registry
 
 
 @dataclass
@@ -73,37 +70,19 @@ def as_example(example: ExampleLike) -> TinyExample:
 
 
 TinyBuilder = Callable[[int], TinyBundle]
-TINY_BUILDERS: dict[str, TinyBuilder] = {}
-
-
-def register_tiny(name: str) -> Callable[[TinyBuilder], TinyBuilder]:
-    def decorate(builder: TinyBuilder) -> TinyBuilder:
-        TINY_BUILDERS[name] = builder
-        return builder
-
-    return decorate
-
-
-def _load_builders() -> None:
-    for module in _BUILDER_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as err:
-            if err.name != module:  # a real missing dependency inside an existing module
-                raise
+TINY_BUILDERS: Registry[TinyBundle] = Registry(
+    "tiny model", "model.name", ("tamp.models.tiny",), unknown="no tiny builder for '{name}'"
+)
+register_tiny = TINY_BUILDERS.register
 
 
 def tiny_names() -> list[str]:
-    _load_builders()
-    return sorted(TINY_BUILDERS)
+    return TINY_BUILDERS.names()
 
 
 def build_tiny(family: str, seed: int = 0) -> TinyBundle:
     """A tiny model of `family` (or tiny name such as "llama"), weights a pure function of `seed`."""
-    _load_builders()
-    if family not in TINY_BUILDERS:
-        raise ValueError(f"no tiny builder for '{family}'; valid: {', '.join(sorted(TINY_BUILDERS))}")
-    bundle = TINY_BUILDERS[family](seed)
+    bundle = TINY_BUILDERS.get(family).factory(seed)
     bundle.name = bundle.name or family
     return bundle
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,7 @@ def evaluate_model(settings: RunConfig, model, processor, adapter, fabric, cache
         return json.loads(cached.read_text())
     from tamp.eval.evaluate import evaluate
 
+    os.environ.update({k: str(v) for k, v in e.env.items()})  # e.g. TAMP_ZOO_DIR, the zoo build's data
     out = evaluate(
         model,
         processor,

@@ -86,6 +86,8 @@ class EvalConfig:
     limit: int | None = None
     batch_size: int = 1
     max_new_tokens: int = 32
+    #: environment the tasks' own code reads (an lmms-eval utils.py gets no config), set before scoring
+    env: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check(self.limit is None or self.limit >= 1, f"eval.limit={self.limit} must be >= 1 or null")

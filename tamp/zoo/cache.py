@@ -190,12 +190,13 @@ def _build(recipe: ZooRecipe, root: Path, progress: bool | None, workers: int | 
 
 def load_zoo(name: str, cache_dir: str | os.PathLike | None = None, dtype: str = "float32",
              progress: bool = True):
-    """(model, processor, adapter) of a zoo build, made if needed; points the zoo tasks at its data.
+    """(model, processor, adapter) of a zoo build, made if needed.
 
-    `progress` allows the build's bars (shown on a terminal only).
+    `progress` allows the build's bars (shown on a terminal only). The zoo's lmms-eval tasks find
+    the build's data through `eval.env.TAMP_ZOO_DIR` (conf/eval/zoo.yaml), the same `${zoo_data:...}`
+    path `calib.path` uses: one route from the config, no side effect here.
     """
     from tamp.models.loading import load_model
 
     build = ensure_zoo(name, cache_dir, progress=None if progress else False)
-    os.environ[ZOO_DIR_ENV] = str(build.data_dir.resolve())
     return load_model(str(build.model_dir), "llava", dtype)

@@ -1,0 +1,206 @@
+"""The shape the code keeps: layers that only look down, and a new component is one file plus one preset.
+
+The first test reads every module's imports (module level and inside functions; `if TYPE_CHECKING:`
+blocks excepted) and fails on any cycle between tamp's subpackages and top-level modules. The others
+register a throwaway allocation and token selector from this module, exactly as a new file in
+tamp/sparsity or tamp/tokens would, write one preset for them, and run them through Hydra's
+composition, the schema's checks and `tamp.prune`.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.core.config_store import ConfigStore
+
+import tamp
+from tamp.config import AllocationConfig, TokensConfig
+from tamp.models.tiny import build_tiny
+from tamp.preflight import PreflightError, check_command
+from tamp.schema import validate
+from tamp.sparsity.registry import ALLOCATIONS, register_allocation
+from tamp.tokens.registry import SELECTORS, register_selector
+
+PACKAGE = Path(tamp.__file__).resolve().parent
+
+
+def _unit(module: str) -> str:
+    """tamp.models.base -> models; tamp.api -> api; tamp -> __init__."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def _import_graph() -> dict[str, dict[str, set[str]]]:
+    """unit -> imported unit -> the 'module -> import' lines that make the edge."""
+    units = {p.stem if p.is_file() else p.name for p in PACKAGE.iterdir() if p.suffix == ".py" or p.is_dir()}
+    graph: dict[str, dict[str, set[str]]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        module = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
+        tree = ast.parse(path.read_text())
+        type_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                     and "TYPE_CHECKING" in ast.unparse(node.test) for n in ast.walk(node)}
+        for node in ast.walk(tree):
+            if id(node) in type_only:
+                continue
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            else:
+                continue
+            for name in names:
+                if name.startswith("tamp.") and _unit(name) in units and _unit(name) != _unit(module):
+                    graph.setdefault(_unit(module), {}).setdefault(_unit(name), set()).add(f"{module} -> {name}")
+    return graph
+
+
+def _find_cycle(graph: dict[str, dict[str, set[str]]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1: on the stack, 2: done
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, {})):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_no_import_cycle_between_subpackages() -> None:
+    graph = _import_graph()
+    assert graph["models"].get("data"), "the graph should see models -> data (sanity of the parser)"
+    cycle = _find_cycle(graph)
+    if cycle:
+        edges = [sorted(graph[a][b])[0] for a, b in zip(cycle, cycle[1:], strict=False)]
+        pytest.fail(f"import cycle {' -> '.join(cycle)}: {'; '.join(edges)}")
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    assert _find_cycle({"a": {"b": {"x"}}, "b": {"c": {"y"}}, "c": {"a": {"z"}}}) == ["a", "b", "c", "a"]
+    assert _find_cycle({"a": {"b": {"x"}}, "b": {}}) is None
+
+
+# --- a throwaway allocation and token selector, registered here as a new file would register them ---
+
+@dataclass
+class TiltConfig(AllocationConfig):
+    """Earlier blocks pruned more by `tilt`, later ones less (equal block sizes: the mean stays the target)."""
+
+    name: str = "throwaway_tilt"
+    tilt: float = 0.1
+
+    def check(self) -> None:
+        if not 0 <= self.tilt < 0.5:
+            raise ValueError(f"method.allocation.tilt={self.tilt} is out of range; valid: 0 <= tilt < 0.5")
+
+
+class TiltAllocation:
+    def __init__(self, cfg: TiltConfig) -> None:
+        self.cfg = cfg
+
+    def plan(self, engine, target: float) -> dict[str, float]:
+        last = max(len(engine.linears) - 1, 1)
+        return {name: target + self.cfg.tilt * (1 - 2 * i / last)
+                for i, linears in enumerate(engine.linears) for name in linears}
+
+
+@dataclass
+class FirstTokensConfig(TokensConfig):
+    """Only the first `count` tokens of every sample feed the statistics."""
+
+    name: str = "throwaway_first"
+    count: int = 4
+
+    def check(self) -> None:
+        if self.count < 1:
+            raise ValueError(f"method.tokens.count={self.count} is invalid; valid: an integer >= 1")
+
+
+class FirstTokens:
+    seen: list[int] = []
+
+    def __init__(self, cfg: FirstTokensConfig) -> None:
+        self.count = cfg.count
+
+    def select(self, name, x, z, ctx) -> torch.Tensor:
+        FirstTokens.seen.append(min(self.count, x.shape[0]))
+        return torch.arange(min(self.count, x.shape[0]), device=x.device)
+
+
+PRESET = """\
+# A throwaway method: Wanda with the tilt allocation and the first-tokens selector.
+defaults:
+  - allocation: throwaway_tilt
+  - tokens: throwaway_first
+  - _self_
+
+name: throwaway
+pruner: wanda
+tokens:
+  count: 6
+"""
+
+
+@pytest.fixture
+def throwaway(tmp_path: Path):
+    """Register both components and write their preset to a folder on Hydra's search path; undo after."""
+    register_allocation("throwaway_tilt", config=TiltConfig)(TiltAllocation)
+    register_selector("throwaway_first", config=FirstTokensConfig)(FirstTokens)
+    (tmp_path / "method").mkdir()
+    (tmp_path / "method" / "throwaway.yaml").write_text(PRESET)
+    yield [f"hydra.searchpath=[file://{tmp_path}]", "method=throwaway"]
+    ALLOCATIONS.entries.pop("throwaway_tilt")
+    SELECTORS.entries.pop("throwaway_first")
+    repo = ConfigStore.instance().repo["method"]
+    repo["allocation"].pop("throwaway_tilt.yaml")
+    repo["tokens"].pop("throwaway_first.yaml")
+
+
+def test_a_new_allocation_and_selector_are_one_file_plus_one_preset(compose_cfg, throwaway) -> None:
+    settings = validate(compose_cfg([*throwaway, "method.allocation.tilt=0.2", "runner.device=cpu"]))
+    method = settings.method
+    assert isinstance(method.allocation, TiltConfig) and method.allocation.tilt == 0.2
+    assert isinstance(method.tokens, FirstTokensConfig) and method.tokens.count == 6
+
+    bundle = build_tiny("llava_next", seed=0)
+    FirstTokens.seen.clear()
+    report = tamp.prune(bundle.model, [bundle.example_sample()], settings.prune_config(), adapter=bundle.adapter)
+    planned = {x.name: x.planned for x in report.linears}
+    blocks = sorted({int(name.split(".layers.")[1].split(".")[0]) for name in planned})
+    first = [p for n, p in planned.items() if f".layers.{blocks[0]}." in n]
+    last = [p for n, p in planned.items() if f".layers.{blocks[-1]}." in n]
+    assert all(abs(p - 0.7) < 0.02 for p in first) and all(abs(p - 0.3) < 0.02 for p in last)
+    assert all(x.pruned == x.planned_pruned for x in report.linears)
+    assert FirstTokens.seen and set(FirstTokens.seen) == {6}
+
+
+def test_a_new_components_settings_are_checked_like_the_others(compose_cfg, throwaway) -> None:
+    with pytest.raises(ValueError, match=r"method\.allocation\.tilt=0\.7 is out of range") as err:
+        validate(compose_cfg([*throwaway, "method.allocation.tilt=0.7"]))
+    assert "\n" not in str(err.value)
+    with pytest.raises(PreflightError, match=r"method\.tokens\.count=0"):
+        check_command([*throwaway, "method.tokens.count=0"])
+    with pytest.raises(PreflightError, match=r"method\.allocation\.slope"):
+        check_command([*throwaway, "+method.allocation.slope=1"])
+
+
+def test_an_allocations_defaults_are_its_own_whatever_the_preset(compose_cfg) -> None:
+    """`method.allocation.name=ecoflap` on the wanda preset gives ECoFLaP's own defaults (block granularity)."""
+    method = validate(compose_cfg(["method.allocation.name=ecoflap"])).method
+    assert method.allocation.name == "ecoflap" and method.allocation.granularity == "block"
+    changed = validate(compose_cfg(["method=tamp", "method/allocation=ecoflap"])).method
+    assert changed.allocation.eps == 1e-3 and changed.tokens.name == "amia"

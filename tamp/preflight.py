@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from tamp.checks import check_run_config, valid_keys
+from tamp.io import first_line
 from tamp.rundir import check_run_dir
 from tamp.schema import register_schema
 
@@ -159,12 +160,6 @@ def _check_output_dir(base: DictConfig, multirun: bool) -> Path | None:
         raise PreflightError(f"output directory {target} cannot be made: {probe} is not writable "
                              f"({err.strerror}); valid: a writable folder ({key}=... or paths.output_dir=...)") from None
     return resolved
-
-
-def first_line(err: BaseException) -> str:
-    """The first non-empty line of an error's message, or its type when it has none."""
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def enabled() -> bool:

@@ -7,7 +7,6 @@ failing single run exits non-zero with a one-line error (HYDRA_FULL_ERROR=1 for 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -18,9 +17,19 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
+from tamp.io import first_line
+from tamp.run_record import (
+    FAILED,
+    INTERRUPTED,
+    RESULTS_FILE,
+    MethodId,
+    ModelId,
+    RunRecord,
+    RunRecordError,
+    Sparsity,
+)
 from tamp.rundir import RunDirRefused
 from tamp.schema import register_schema
-from tamp.tracking.results import RESULTS_FILE
 
 log = logging.getLogger("tamp")
 register_schema()
@@ -40,21 +49,19 @@ def run(cfg: DictConfig, run_dir: str | Path, cache_dir: str | Path | None = Non
         raise
     fabric = make_fabric(settings)
     fabric.launch(run_cell, cfg, str(run_dir), str(cache_dir) if cache_dir else None)
-    results = json.loads((Path(run_dir) / RESULTS_FILE).read_text())
-    _print_summary(results, run_dir)
-    return results
+    record = RunRecord.read(Path(run_dir) / RESULTS_FILE)
+    _print_summary(record, run_dir)
+    return record.to_json()
 
 
-def _print_summary(results: dict[str, Any], run_dir: str | Path) -> None:
-    if not results:
-        return
-    method, sparsity = results.get("method", {}), results.get("sparsity", {})
-    line = f"{method.get('name')}: sparsity {sparsity.get('achieved', 0):.4f} (target {sparsity.get('target')})"
-    for task, metric in (results.get("primary_metric") or {}).items():
-        value = results.get("scores", {}).get(task, {}).get(metric)
+def _print_summary(record: RunRecord, run_dir: str | Path) -> None:
+    achieved = record.sparsity.achieved or 0
+    line = f"{record.method.name}: sparsity {achieved:.4f} (target {record.sparsity.target})"
+    for task, metric in record.primary_metric.items():
+        value = record.scores.get(task, {}).get(metric) if isinstance(metric, str) else None
         if isinstance(value, (int, float)):
             line += f", {task} {value:.4f}"
-    print(f"{line}; results in {Path(run_dir) / 'results.json'}")
+    print(f"{line}; results in {Path(run_dir) / RESULTS_FILE}")
 
 
 def record_failure(cfg: DictConfig, run_dir: str | Path, err: BaseException) -> None:
@@ -64,17 +71,21 @@ def record_failure(cfg: DictConfig, run_dir: str | Path, err: BaseException) -> 
     from tamp.tracking.results import ResultsFile
 
     path = Path(run_dir) / RESULTS_FILE
-    if path.exists() and json.loads(path.read_text()).get("status") in ("failed", "interrupted"):
-        return
-    raw = OmegaConf.to_container(cfg, resolve=False)
-    method, sparsity = raw.get("method", {}), raw.get("sparsity", {})
-    base = {
-        "experiment": raw.get("experiment"),
-        "model": {"name": raw.get("model", {}).get("name"), "family": raw.get("model", {}).get("family")},
-        "method": {k: method.get(k) for k in ("name", "pruner")},
-        "sparsity": {"target": sparsity.get("target"), "pattern": sparsity.get("pattern")},
-        "config": raw,
-    }
+    try:
+        if RunRecord.read(path).status in (FAILED, INTERRUPTED):
+            return
+    except RunRecordError:  # none yet (or unreadable): this failure is the record
+        pass
+    raw: dict[str, Any] = OmegaConf.to_container(cfg, resolve=False)  # type: ignore[assignment]
+    model, method, sparsity = (raw.get(k) or {} for k in ("model", "method", "sparsity"))
+    # the config may not resolve: the method's allocation and tokens stay unrecorded rather than guessed
+    base = RunRecord(
+        experiment=raw.get("experiment"),
+        model=ModelId(model.get("name"), model.get("family")),
+        method=MethodId(method.get("name"), method.get("pruner")),
+        sparsity=Sparsity(sparsity.get("target"), sparsity.get("pattern")),
+        config=raw,
+    )
     ResultsFile(run_dir, base).fail(err)
 
 
@@ -92,7 +103,7 @@ def main(cfg: DictConfig) -> None:
     except Exception as err:  # noqa: BLE001 - every failure becomes a recorded, one-line error
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        message = first_line(err)
         if not isinstance(err, RunDirRefused):  # another run's directory: never write into it
             record_failure(cfg, run_dir, err)
         log.error("cell %s failed: %s", hc.job.num if multirun else hc.job.name, message)

@@ -8,14 +8,13 @@ up to the settings that do not change masks or scores (devices, progress bars, l
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from tamp.pipeline.checkpoint import PROGRESS
-from tamp.tracking.results import RESULTS_FILE
+from tamp.run_record import COMPLETED, FAILED, RESULTS_FILE, RunRecord, RunRecordError
 
 #: dotted prefixes of settings that may differ between the run and its resumption
 VOLATILE = ("resume", "runner.progress", "runner.devices", "runner.accelerator", "runner.strategy",
@@ -58,31 +57,32 @@ def first_difference(old: dict[str, Any], new: dict[str, Any]) -> tuple[str, Any
 def check_run_dir(run_dir: str | Path, cfg: DictConfig, resume: bool) -> None:
     """Refuse (one line) a resume of nothing and a run whose config differs from the one in run_dir."""
     run_dir = Path(run_dir)
-    results = run_dir / RESULTS_FILE
-    recorded = _read(results)
+    recorded = _read(run_dir / RESULTS_FILE)
     if resume:
         if not run_dir.is_dir():
             raise RunDirRefused(f"resume={run_dir} does not exist; valid: the directory of an interrupted "
                                     "run (it holds checkpoint/progress.json)")
         if not (run_dir / "checkpoint" / PROGRESS).is_file():
-            if recorded.get("status") == "completed":
+            if recorded is not None and recorded.status == COMPLETED:
                 raise RunDirRefused(f"resume={run_dir} is a completed run, there is nothing to resume; "
                                  "valid: the directory of an interrupted run")
             raise RunDirRefused(f"resume={run_dir} holds no checkpoint (checkpoint/{PROGRESS}); valid: the directory "
                              "of an interrupted run")
-    disposable = recorded.get("status") == "failed" and not (run_dir / "checkpoint" / PROGRESS).is_file()
-    if isinstance(recorded.get("config"), dict) and not disposable:  # a failed start may be replaced
+    if recorded is None or recorded.config is None:
+        return
+    disposable = recorded.status == FAILED and not (run_dir / "checkpoint" / PROGRESS).is_file()
+    if not disposable:  # a failed start may be replaced
         now = OmegaConf.to_container(cfg, resolve=True)
-        diff = first_difference(recorded["config"], now)  # type: ignore[arg-type]
+        diff = first_difference(recorded.config, now)  # type: ignore[arg-type]
         if diff is not None:
             key, there, here = diff
             raise RunDirRefused(f"{run_dir} holds a run of another configuration ({key}: {there!r} there, "
                              f"{here!r} now); resume with the same config, or use a new run directory")
 
 
-def _read(path: Path) -> dict[str, Any]:
+def _read(path: Path) -> RunRecord | None:
+    """The run directory's record; None when there is none (or it cannot be read)."""
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+        return RunRecord.read(path)
+    except RunRecordError:
+        return None

@@ -11,16 +11,19 @@ import json
 import logging
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from tamp.data.sources import calibration_samples
+from tamp.io import write_json_atomic
 from tamp.models.named import load_named_model
 from tamp.pipeline.checkpoint import PruneCheckpoint
+from tamp.run_record import LinearEntry, MethodId, ModelId, RunRecord, Sparsity
 from tamp.schema import RunConfig, validate
-from tamp.tracking.results import ResultsFile, block_index, projection_kind, write_json_atomic
+from tamp.tracking.results import ResultsFile
 
 log = logging.getLogger("tamp")
 
@@ -33,17 +36,21 @@ def make_fabric(settings: RunConfig):
     return Fabric(accelerator=r.accelerator, devices=r.devices, strategy=r.strategy, precision=r.precision)
 
 
-def linear_table(report) -> dict[str, dict[str, Any]]:
-    table = {}
-    for x in report.linears:
-        table[x.name] = {
-            "planned": x.planned,
-            "achieved": x.achieved,
-            "numel": x.numel,
-            "block": block_index(x.name),
-            "kind": projection_kind(x.name),
-        }
-    return table
+def linear_table(report) -> dict[str, LinearEntry]:
+    """The pruning report's linears as results.json's per-linear table."""
+    return {x.name: LinearEntry.of(x.name, x.planned, x.achieved, x.numel) for x in report.linears}
+
+
+def start_record(settings: RunConfig, cfg: DictConfig) -> RunRecord:
+    """What this cell runs, as its results.json says from the first write on."""
+    m = settings.method
+    return RunRecord(
+        experiment=settings.experiment,
+        model=ModelId(settings.model.name, settings.model.family),
+        method=MethodId(m.name, m.pruner, m.allocation.name, m.tokens.name),
+        sparsity=Sparsity(settings.sparsity.target, settings.sparsity.pattern),
+        config=OmegaConf.to_container(cfg, resolve=True),  # type: ignore[arg-type]
+    )
 
 
 def _dense_cache_key(settings: RunConfig) -> str:
@@ -59,10 +66,10 @@ def _dense_cache(settings: RunConfig, cache_dir: Path) -> Path:
     return cache_dir / f"dense_{_dense_cache_key(settings)}.json"
 
 
-def dense_reference(settings: RunConfig, cache_dir: str | Path | None, metrics: dict) -> dict | None:
+def dense_reference(settings: RunConfig, cache_dir: str | Path | None, record: RunRecord) -> RunRecord | dict | None:
     """The Rel.% reference known now: this cell's own scores if it is dense, else the sweep's dense scores."""
     if _is_dense(settings):  # unless it is a saved pruned checkpoint evaluated as is
-        return metrics if (metrics.get("sparsity") or {}).get("achieved", 0.0) < 0.01 else None
+        return record if (record.sparsity.achieved or 0.0) < 0.01 else None
     cached = _dense_cache(settings, Path(cache_dir)) if cache_dir else None
     return json.loads(cached.read_text()) if cached is not None and cached.exists() else None
 
@@ -106,19 +113,7 @@ def run_cell(fabric, cfg: DictConfig, run_dir: str | Path, cache_dir: str | Path
     settings = validate(cfg)
     is_main = fabric.global_rank == 0
     run_dir = Path(run_dir)
-    base = {
-        "experiment": settings.experiment,
-        "model": {"name": settings.model.name, "family": settings.model.family},
-        "method": {
-            "name": settings.method.name,
-            "pruner": settings.method.pruner,
-            "allocation": settings.method.allocation.name,
-            "tokens": settings.method.tokens.name,
-        },
-        "sparsity": {"target": settings.sparsity.target, "pattern": settings.sparsity.pattern},
-        "config": OmegaConf.to_container(cfg, resolve=True),
-    }
-    results = ResultsFile(run_dir, base)
+    results = ResultsFile(run_dir, start_record(settings, cfg))
     tracker = None
     if is_main:
         results.start()
@@ -126,7 +121,7 @@ def run_cell(fabric, cfg: DictConfig, run_dir: str | Path, cache_dir: str | Path
         s_ = settings.sparsity
         name = run_name(settings.model.name, settings.method.name, s_.target, s_.pattern, dense=_is_dense(settings))
         group = group_name(settings.logger.wandb.group, Path(cache_dir).parent if cache_dir else None)
-        tracker = WandbRun(settings.logger.wandb, name, base["config"], run_dir, tags, group)
+        tracker = WandbRun(settings.logger.wandb, name, results.record.config or {}, run_dir, tags, group)
     failed = True
     try:
         start = time.perf_counter()
@@ -136,54 +131,56 @@ def run_cell(fabric, cfg: DictConfig, run_dir: str | Path, cache_dir: str | Path
             resolve_tasks(list(settings.eval.tasks), list(settings.eval.include_paths))
         loaded = load_named_model(settings.model_settings())
         model, processor, adapter = loaded.model, loaded.processor, loaded.adapter
-        results.data["model"]["family"] = adapter.family
+        results.record.model.family = adapter.family
         prune_cfg = settings.prune_config()
         if prune_cfg.device == "auto":
             prune_cfg.device = str(fabric.device)
         prune_cfg.checkpoint_dir = str(run_dir / "checkpoint")
         prune_cfg.keep_masks = settings.runner.save_masks
         report = None
-        metrics: dict[str, Any] = {"timings": {}}
+        measured: dict[str, Any] = {"timings": {}}  # RunRecord fields, recorded once the cell completes
+        asked = results.record.sparsity
         if settings.method.pruner != "none":
             calib = calibration_samples(settings.calib_settings(), adapter, loaded.examples)
             samples = shard(calib, fabric.global_rank, fabric.world_size)
             report = tamp.prune(
                 model, samples, prune_cfg, adapter=adapter, reducer=fabric_reducer(fabric), checkpoint_writer=is_main
             )
-            metrics["sparsity"] = {**base["sparsity"], "achieved": report.achieved, "planned": report.planned}
-            metrics["sparsity_per_linear"] = linear_table(report)
-            metrics["allocation_scores"] = report.allocation_scores
-            metrics["timings"].update(report.timings)
+            measured["sparsity"] = replace(asked, achieved=report.achieved, planned=report.planned)
+            measured["sparsity_per_linear"] = linear_table(report)
+            measured["allocation_scores"] = report.allocation_scores
+            measured["timings"].update(report.timings)
             if is_main:
                 (run_dir / "prune_report.md").write_text(report.summary() + "\n")
         else:  # nothing pruned here, but a saved pruned checkpoint is sparse: measure what is evaluated
             from tamp.models.measure import unpruned_run_sparsity
 
             r = settings.runner
-            metrics["sparsity"], metrics["sparsity_per_linear"] = unpruned_run_sparsity(
-                adapter, settings.model.name, base["sparsity"], r.targets, r.ignore
+            measured["sparsity"], measured["sparsity_per_linear"] = unpruned_run_sparsity(
+                adapter, settings.model.name, asked, r.targets, r.ignore
             )
         if is_main:
             from tamp.models.save_run import save_run_model
 
-            save_run_model(settings, model, processor, adapter, run_dir, metrics, report)
+            save_run_model(settings, model, processor, adapter, run_dir, measured["sparsity_per_linear"], report)
         eval_start = time.perf_counter()
         scores = evaluate_model(settings, model, processor, adapter, fabric, Path(cache_dir) if cache_dir else None)
-        metrics["timings"]["eval_s"] = time.perf_counter() - eval_start
-        metrics["timings"]["total_s"] = time.perf_counter() - start
-        metrics["scores"] = scores.get("scores", {})
-        metrics["primary_metric"] = scores.get("primary_metric", {})
+        measured["timings"]["eval_s"] = time.perf_counter() - eval_start
+        measured["timings"]["total_s"] = time.perf_counter() - start
+        measured["scores"] = scores.get("scores", {})
+        measured["primary_metric"] = scores.get("primary_metric", {})
         failed = False
         if is_main:
-            tracker.log_results(results.complete(metrics), dense_reference(settings, cache_dir, metrics))
+            results.complete(**measured)
+            tracker.log_results(results.record, dense_reference(settings, cache_dir, results.record))
             PruneCheckpoint(run_dir / "checkpoint", "", writer=True).clear()  # finished: weights are final
         # spawned workers hand their return value through a pipe: keep it small, the file has the rest
         return {"status": "completed", "results": str(results.path)}
     except BaseException as err:
         if is_main:
-            data = results.fail(err)
+            results.fail(err)
             if tracker is not None:
-                tracker.log_results(data)
+                tracker.log_results(results.record)
         raise
     finally:
         if tracker is not None:

@@ -16,7 +16,6 @@ directory (any launcher: the cells' files are the common ground) and prints
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import dataclass
@@ -26,7 +25,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from tamp.tracking.results import RESULTS_FILE
+from tamp.io import first_line
+from tamp.run_record import COMPLETED, FAILED, RESULTS_FILE, RunRecord, RunRecordError
 
 EXIT_FAILED = 1
 REASON_CHARS = 160
@@ -42,7 +42,7 @@ class Cell:
 
 
 def _short(text: str) -> str:
-    line = (text.strip().splitlines() or [""])[0]
+    line = first_line(text)
     return line if len(line) <= REASON_CHARS else line[: REASON_CHARS - 3] + "..."
 
 
@@ -53,15 +53,14 @@ def read_cell(sweep_dir: Path, job_dir: Path, since: float) -> Cell:
     if not path.exists() or path.stat().st_mtime < since:
         return Cell(name, False, "no results.json written")
     try:
-        data: Any = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        return Cell(name, False, f"unreadable results.json ({type(err).__name__})")
-    status = data.get("status") if isinstance(data, dict) else None
-    if status == "completed":
+        record = RunRecord.read(path)
+    except RunRecordError as err:
+        return Cell(name, False, f"unreadable results.json ({type(err.__cause__ or err).__name__})")
+    if record.status == COMPLETED:
         return Cell(name, True)
-    if status == "failed":
-        return Cell(name, False, _short(str(data.get("error") or "failed")))
-    return Cell(name, False, f"status {status!r}: the cell did not finish")
+    if record.status == FAILED:
+        return Cell(name, False, _short(str(record.error or "failed")))
+    return Cell(name, False, f"status {record.status!r}: the cell did not finish")
 
 
 def find_cells(sweep_dir: Path, since: float) -> list[Cell]:

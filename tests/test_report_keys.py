@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from matplotlib.container import ErrorbarContainer
 
+from tamp.io import write_json_atomic
 from tamp.report import main
 from tamp.reporting import build_report
 from tamp.reporting.load import check_results
 from tamp.reporting.plots import plot_rel
 from tamp.reporting.render import report_markdown
-from tamp.tracking.results import write_json_atomic
 
 MODEL = "tiny:llava_next"
 CONFIG = {

@@ -16,13 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from tamp.data.conversations import MEDIA_KINDS, Record, record_from_dict
+from tamp.io import first_line
 
 DEFAULT_COLUMNS = {"id": "id", "conversations": "conversations", **{k: k for k in MEDIA_KINDS}}
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def open_dataset(path: str | Path, name: str | None = None, split: str = "train") -> Any:
@@ -51,7 +47,7 @@ def open_dataset(path: str | Path, name: str | None = None, split: str = "train"
         ) from None
     except (OSError, ValueError) as err:
         kind = FileNotFoundError if isinstance(err, FileNotFoundError) else ValueError
-        raise kind(f"{where} cannot be loaded: {_first_line(err)}") from None
+        raise kind(f"{where} cannot be loaded: {first_line(err)}") from None
 
 
 class HFSource:

@@ -8,46 +8,38 @@ beside the weights is recorded with it, so the two can be compared.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from tamp.models.base import FamilyAdapter
 from tamp.models.saving import read_manifest
-from tamp.tracking.results import block_index, projection_kind
+from tamp.run_record import LinearEntry, Sparsity
 
 
 def measure_sparsity(
     adapter: FamilyAdapter, targets: Sequence[str] = (".*",), ignore: Sequence[str] = ()
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, LinearEntry]:
     """Per target linear of the decoder blocks: the fraction of exactly-zero weights (the runner's table)."""
-    table: dict[str, dict[str, Any]] = {}
+    table: dict[str, LinearEntry] = {}
     for block in adapter.target_linears(targets, ignore):
         for name, linear in block.items():
             weight = linear.weight
             zeros = int((weight == 0).sum())
-            table[name] = {
-                "planned": None,
-                "achieved": zeros / weight.numel(),
-                "numel": weight.numel(),
-                "block": block_index(name),
-                "kind": projection_kind(name),
-            }
+            table[name] = LinearEntry.of(name, None, zeros / weight.numel(), weight.numel())
     return table
 
 
-def overall_sparsity(table: dict[str, dict[str, Any]]) -> float:
+def overall_sparsity(table: dict[str, LinearEntry]) -> float:
     """Pruned fraction over all linears of a per-linear table, weighted by their sizes."""
-    total = sum(v["numel"] for v in table.values())
-    return sum(v["achieved"] * v["numel"] for v in table.values()) / total if total else 0.0
+    total = sum(v.numel or 0 for v in table.values())
+    return sum((v.achieved or 0.0) * (v.numel or 0) for v in table.values()) / total if total else 0.0
 
 
 def unpruned_run_sparsity(
-    adapter: FamilyAdapter, model_name: str, base: dict[str, Any], targets: Sequence[str], ignore: Sequence[str]
-) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    adapter: FamilyAdapter, model_name: str, asked: Sparsity, targets: Sequence[str], ignore: Sequence[str]
+) -> tuple[Sparsity, dict[str, LinearEntry]]:
     """(results' `sparsity`, `sparsity_per_linear`) of a run that pruned nothing: measured, plus the manifest."""
     table = measure_sparsity(adapter, targets, ignore)
-    sparsity: dict[str, Any] = {**base, "target": 0.0, "achieved": overall_sparsity(table)}
     manifest = read_manifest(model_name) if Path(model_name).is_dir() else None
-    if manifest is not None:
-        sparsity["manifest"] = {k: v for k, v in manifest.items() if k != "linears"}
-    return sparsity, table
+    summary = {k: v for k, v in manifest.items() if k != "linears"} if manifest is not None else None
+    return replace(asked, target=0.0, achieved=overall_sparsity(table), manifest=summary), table

@@ -11,20 +11,31 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from tamp.run_record import LinearEntry
     from tamp.schema import RunConfig
 
 log = logging.getLogger("tamp")
 
 
 def save_run_model(
-    settings: RunConfig, model: Any, processor: Any, adapter: Any, run_dir: Path, metrics: dict, report: Any
+    settings: RunConfig,
+    model: Any,
+    processor: Any,
+    adapter: Any,
+    run_dir: Path,
+    per_linear: dict[str, LinearEntry] | None,
+    report: Any,
 ) -> None:
-    """runner.save_model / save_dir / save_masks: the weights, the manifest and optionally the packed masks."""
+    """runner.save_model / save_dir / save_masks: the weights, the manifest and optionally the packed masks.
+
+    `per_linear` is the run's measured table (results.json's); measured here when the run has none.
+    """
     r = settings.runner
     if not (r.save_model or r.save_dir or r.save_masks):
         return
     from tamp.models.measure import measure_sparsity
     from tamp.models.saving import save_pruned
+    from tamp.run_record import linears_to_json
 
     masks = None
     if r.save_masks:
@@ -32,8 +43,8 @@ def save_run_model(
             name: linear.weight == 0 for block in adapter.target_linears(r.targets, r.ignore)
             for name, linear in block.items()
         }
-    per_linear = metrics.get("sparsity_per_linear") or measure_sparsity(adapter, r.targets, r.ignore)
+    table = linears_to_json(per_linear or measure_sparsity(adapter, r.targets, r.ignore))
     info = {"method": settings.method.name, "target": settings.sparsity.target, "pattern": settings.sparsity.pattern}
     directory = Path(r.save_dir) if r.save_dir else run_dir / "model"
-    where = save_pruned(model, processor, directory, per_linear, masks, info)
+    where = save_pruned(model, processor, directory, table, masks, info)
     log.info("model saved to %s", where)

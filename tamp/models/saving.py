@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from tamp.tracking.results import write_json_atomic
+from tamp.io import write_json_atomic
 
 MANIFEST = "sparsity_manifest.json"
 

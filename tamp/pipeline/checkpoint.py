@@ -10,7 +10,6 @@ exact and costs a fraction of the pruning. A checkpoint made with another config
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -20,17 +19,13 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from tamp.io import write_atomic
+
 PROGRESS = "progress.json"
 
 
 class CheckpointMismatchError(ValueError):
     """The directory holds a checkpoint of a different run configuration."""
-
-
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def _pack(mask: torch.Tensor) -> torch.Tensor:
@@ -72,7 +67,7 @@ class PruneCheckpoint:
         state = torch.get_rng_state().tolist()
         data = {"fingerprint": self.fingerprint, "plan": plan, "plan_state": self.plan_state,
                 "completed_blocks": completed, "rng": state}
-        _atomic(self.dir / PROGRESS, lambda p: p.write_text(json.dumps(data)))
+        write_atomic(self.dir / PROGRESS, lambda p: p.write_text(json.dumps(data)))
 
     def start(self, plan: dict[str, float], plan_state: dict[str, Any] | None = None) -> None:
         self.plan_state = plan_state or {}
@@ -90,7 +85,7 @@ class PruneCheckpoint:
         for name, linear in linears.items():
             tensors[f"{name}.weight"] = linear.weight.detach().cpu().contiguous()
             tensors[f"{name}.mask"] = _pack(masks[name])
-        _atomic(self._block_path(index), lambda p: save_file(tensors, str(p)))
+        write_atomic(self._block_path(index), lambda p: save_file(tensors, str(p)))
         self._write_progress(plan, index + 1)
 
     def load_block(self, index: int, linears: dict[str, nn.Linear]) -> dict[str, torch.Tensor]:

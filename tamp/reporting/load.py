@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
-RESULTS_NAME = "results.json"
-REQUIRED = (("model", "name"), ("method", "name"), ("sparsity", "target"))
+from tamp.run_record import RESULTS_FILE as RESULTS_NAME
+from tamp.run_record import RunRecord, RunRecordError
 
 
 class ReportError(Exception):
@@ -36,34 +35,29 @@ def find_results(dirs: list[str | Path]) -> list[Path]:
     return list(found)
 
 
+def check_record(record: RunRecord, where: str) -> dict[str, Any]:
+    """The fields the tables need must be there; the rest reads as empty. The record as the tables read it."""
+    missing = record.missing()
+    if missing is not None:
+        raise ReportError(f"{where}: missing field '{missing}'")
+    record.run_dir = record.run_dir or where
+    return record.to_json()
+
+
 def check_results(data: Any, where: str) -> dict[str, Any]:
-    """The fields the tables need must be there; the rest is optional and defaulted."""
-    if not isinstance(data, dict):
-        raise ReportError(f"{where}: expected a JSON object, got {type(data).__name__}")
-    for outer, inner in REQUIRED:
-        part = data.get(outer)
-        if not isinstance(part, dict) or part.get(inner) is None:
-            raise ReportError(f"{where}: missing field '{outer}.{inner}'")
-    data.setdefault("status", "completed")
-    data["run_dir"] = data.get("run_dir") or where
-    data["sparsity"].setdefault("pattern", "unstructured")
-    for key in ("scores", "primary_metric", "sparsity_per_linear"):
-        if not isinstance(data.get(key), dict):
-            data[key] = {}
-    return data
+    """A results.json object (from a file, W&B or a test) read as a record and checked."""
+    try:
+        return check_record(RunRecord.from_json(data, where), where)
+    except RunRecordError as err:
+        raise ReportError(str(err)) from None
 
 
 def read_results(path: Path) -> dict[str, Any]:
     """One results.json, checked."""
     try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ReportError(f"{path}: malformed JSON ({err})") from None
-    except OSError as err:
-        raise ReportError(f"{path}: cannot read ({err.strerror})") from None
-    if isinstance(data, dict) and not data.get("run_dir"):
-        data["run_dir"] = str(path.parent)
-    return check_results(data, str(path))
+        return check_record(RunRecord.read(path), str(path))
+    except RunRecordError as err:
+        raise ReportError(str(err)) from None
 
 
 def load_results(dirs: list[str | Path]) -> list[dict[str, Any]]:

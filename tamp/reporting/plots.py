@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -15,9 +14,9 @@ from matplotlib.ticker import MaxNLocator
 from tamp.reporting.load import ReportError
 from tamp.reporting.runs import number
 from tamp.reporting.table import Report, Row, Table
+from tamp.run_record import block_index, projection_kind
 
 KIND_ORDER = ("q", "k", "v", "o", "gate", "up", "down")
-BLOCK_RE = re.compile(r"\.(\d+)\.")
 
 
 def _figure(width: float = 8.0) -> Figure:
@@ -96,14 +95,12 @@ def per_linear(row: Row) -> dict[str, dict[str, Any]]:
 
 
 def kind_of(name: str, entry: dict[str, Any]) -> str:
-    return str(entry.get("kind") or name.rsplit(".", 1)[-1]).removesuffix("_proj")
+    return str(entry.get("kind") or projection_kind(name)).removesuffix("_proj")
 
 
 def block_of(name: str, entry: dict[str, Any]) -> int | None:
-    if entry.get("block") is not None:
-        return int(entry["block"])
-    found = BLOCK_RE.search(name)
-    return int(found.group(1)) if found else None
+    """The recorded block (tamp.run_record fills it in for files that lack it), else the name's."""
+    return int(entry["block"]) if entry.get("block") is not None else block_index(name)
 
 
 def choose_sparsity(report: Report, requested: float | None) -> float | None:

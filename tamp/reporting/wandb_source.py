@@ -5,23 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from tamp.io import first_line
 from tamp.reporting.load import ReportError, check_results
+from tamp.run_record import COMPLETED
+from tamp.run_record import FIELDS as RECORD_FIELDS
 
-FIELDS = (
-    "status",
-    "error",
-    "experiment",
-    "run_dir",
-    "model",
-    "method",
-    "sparsity",
-    "scores",
-    "primary_metric",
-    "sparsity_per_linear",
-    "allocation_scores",
-    "timings",
-    "versions",
-)
+#: the results.json fields a W&B run's summary may hold (the config is the run's own config)
+FIELDS = tuple(f for f in RECORD_FIELDS if f != "config")
 STATES = {
     "finished": "completed",
     "running": "running",
@@ -79,7 +69,7 @@ def results_from_wandb_run(run: Any) -> dict[str, Any]:
         data["method"] = {k: _name_of(v) for k, v in data["method"].items()}
     data["config"] = config.get("config", config)
     state = str(getattr(run, "state", "") or "").lower()
-    data.setdefault("status", STATES.get(state, state or "completed"))
+    data.setdefault("status", STATES.get(state, state or COMPLETED))
     path = getattr(run, "path", None)
     where = f"wandb:{'/'.join(map(str, path))}" if path else f"wandb:{getattr(run, 'id', '?')}"
     data.setdefault("run_dir", where)
@@ -96,8 +86,7 @@ def fetch_wandb(path: str, group: str | None = None) -> list[dict[str, Any]]:
     except ReportError:
         raise
     except Exception as err:  # network, auth, unknown project: one line, not a traceback
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise ReportError(f"W&B {path}{f' group {group}' if group else ''}: {first}") from None
+        raise ReportError(f"W&B {path}{f' group {group}' if group else ''}: {first_line(err)}") from None
     if not results:
         raise ReportError(f"W&B {path}{f' group {group}' if group else ''}: no runs found")
     return results

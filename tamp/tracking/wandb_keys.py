@@ -10,8 +10,14 @@ model and eval settings; the runner hands them in when the sweep already scored 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from tamp.run_record import RunRecord
+
+#: a run's results: its record, or anything results.json-shaped (the dense scores cached by a sweep)
+Results = RunRecord | Mapping[str, Any]
 
 
 def clean_metric(key: str) -> str:
@@ -45,11 +51,16 @@ def group_name(configured: str | None, sweep_dir: str | Path | None) -> str | No
     return "/".join(parts[-2:])  # outputs/multirun/<date>/<time> -> '<date>/<time>'
 
 
-def primary_scores(results: dict[str, Any]) -> dict[str, float]:
+def as_record(results: Results) -> RunRecord:
+    return results if isinstance(results, RunRecord) else RunRecord.from_json(dict(results), "results")
+
+
+def primary_scores(results: Results) -> dict[str, float]:
     """{task: score of its primary metric} (first numeric metric when none is named)."""
+    record = as_record(results)
     out: dict[str, float] = {}
-    for task, scores in (results.get("scores") or {}).items():
-        key = (results.get("primary_metric") or {}).get(task)
+    for task, scores in record.scores.items():
+        key = record.primary_metric.get(task)
         keys = [key] if isinstance(key, str) else [k for k in scores if "stderr" not in k]
         value = scores.get(keys[0]) if keys else None
         if isinstance(value, (int, float)) and math.isfinite(value):
@@ -57,7 +68,7 @@ def primary_scores(results: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def rel_metrics(results: dict[str, Any], dense: dict[str, Any]) -> dict[str, float]:
+def rel_metrics(results: Results, dense: Results) -> dict[str, float]:
     """{'rel/<task>': 100 * score / dense score, 'rel/avg': their mean} over tasks both runs scored."""
     mine, ref = primary_scores(results), primary_scores(dense)
     rel = {f"rel/{task}": 100.0 * mine[task] / ref[task] for task in mine if ref.get(task)}
@@ -66,17 +77,18 @@ def rel_metrics(results: dict[str, Any], dense: dict[str, Any]) -> dict[str, flo
     return rel
 
 
-def summary_metrics(results: dict[str, Any], dense: dict[str, Any] | None = None) -> dict[str, Any]:
+def summary_metrics(results: Results, dense: Results | None = None) -> dict[str, Any]:
     """The flat, comma-free keys a cell logs: scores, primary score per task, Rel.%, sparsity, timings."""
-    out: dict[str, Any] = {"status": results.get("status")}
-    for task, scores in (results.get("scores") or {}).items():
+    record = as_record(results)
+    out: dict[str, Any] = {"status": record.status}
+    for task, scores in record.scores.items():
         for metric, value in scores.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 out[f"scores/{task}/{clean_metric(metric)}"] = value
-    out.update({f"score/{task}": value for task, value in primary_scores(results).items()})
+    out.update({f"score/{task}": value for task, value in primary_scores(record).items()})
     if dense is not None:
-        out.update(rel_metrics(results, dense))
-    sparsity = results.get("sparsity") or {}
+        out.update(rel_metrics(record, dense))
+    sparsity = record.sparsity.to_json()
     out.update({f"sparsity/{k}": v for k, v in sparsity.items() if isinstance(v, (int, float))})
-    out.update({f"timings/{k}": v for k, v in (results.get("timings") or {}).items()})
+    out.update({f"timings/{k}": v for k, v in record.timings.items()})
     return out

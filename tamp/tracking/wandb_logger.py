@@ -12,15 +12,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tamp.tracking.wandb_keys import summary_metrics
+from tamp.run_record import RunRecord
+from tamp.tracking.wandb_keys import Results, summary_metrics
 
 log = logging.getLogger(__name__)
 
-#: the results.json fields a W&B run keeps verbatim (under summary["results"]) for tamp.report
-RAW_FIELDS = (
-    "status", "error", "experiment", "run_dir", "model", "method", "sparsity", "scores", "primary_metric",
-    "sparsity_per_linear", "allocation_scores", "timings",
-)
+#: results.json fields a W&B run does not keep under summary["results"]: the config is the W&B run's config
+NOT_IN_SUMMARY = ("config", "versions")
 
 
 def _has_credentials() -> bool:
@@ -95,18 +93,19 @@ class WandbRun:
         folder = Path(run.dir).parent
         return f"W&B offline run {folder} (upload: wandb sync {folder})"
 
-    def log_results(self, results: dict[str, Any], dense: dict[str, Any] | None = None) -> None:
+    def log_results(self, record: RunRecord, dense: Results | None = None) -> None:
         """Flat comma-free keys (with Rel.% when the dense results are given) plus the raw results.
 
         The raw fields go under one summary key, `results`, which `tamp.report` reads back.
         """
         if self.run is None:
             return
-        self.run.log(summary_metrics(results, dense))
-        self.run.summary["results"] = {k: results[k] for k in RAW_FIELDS if k in results}
+        self.run.log(summary_metrics(record, dense))
+        raw = record.to_json()
+        self.run.summary["results"] = {k: v for k, v in raw.items() if k not in NOT_IN_SUMMARY}
         rows = [
-            [name, v.get("block"), v.get("kind"), v.get("planned"), v.get("achieved"), v.get("numel")]
-            for name, v in (results.get("sparsity_per_linear") or {}).items()
+            [name, v.block, v.kind, v.planned, v.achieved, v.numel]
+            for name, v in record.sparsity_per_linear.items()
         ]
         if rows:
             columns = ["linear", "block", "kind", "planned", "achieved", "numel"]

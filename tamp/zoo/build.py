@@ -27,6 +27,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from tamp.io import write_text_atomic
 from tamp.zoo.tasks import TASK_NAMES, TASKS, make_item, task_table, vocabulary
 
 RECIPE_VERSION = "zoo-3"  # bump whenever generation changes what an item is
@@ -119,11 +120,8 @@ def _write_json(path: Path, data: object, lines: bool = False) -> str:
         text = "[\n" + ",\n".join(json.dumps(r) for r in data) + "\n]\n"  # type: ignore[attr-defined]
     else:
         text = json.dumps(data, indent=1) + "\n"
-    blob = text.encode()
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(blob)
-    os.replace(tmp, path)
-    return hashlib.sha256(blob).hexdigest()
+    write_text_atomic(path, text)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _sha256(path: Path) -> str | None:

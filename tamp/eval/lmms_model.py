@@ -149,7 +149,7 @@ class TampLMM(lmms):
         texts = self.generate_batch([inputs for _, inputs in bucket], options, until)
         for (index, _), text in zip(bucket, texts, strict=True):
             out[index] = text
-        bar.update(len(bucket))
+            bar.update(1)  # per request: a first update of n > 1 reads as a resumed run in LogProgress
 
     def loglikelihood(self, requests: list[Instance]) -> list[LoglikelihoodResult]:
         """(negative log-likelihood, is_greedy) per request: lmms-eval 0.7.3 scores choices by argmin.

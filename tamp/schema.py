@@ -84,7 +84,7 @@ class EvalConfig:
     tasks: list[str] = field(default_factory=list)  # lmms-eval task names; empty: no evaluation
     include_paths: list[str] = field(default_factory=list)  # extra task folders
     limit: int | None = None
-    batch_size: int = 1
+    batch_size: int = 32  # prompts per generate() call (tamp.eval.batching); 1: one at a time
     max_new_tokens: int = 32
     #: environment the tasks' own code reads (an lmms-eval utils.py gets no config), set before scoring
     env: dict[str, str] = field(default_factory=dict)

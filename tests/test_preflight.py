@@ -33,6 +33,7 @@ BAD = [
     ("pattern_vs_target", ["sparsity=nm_2_4", "sparsity.target=0.7"], ["sparsity.target=0.7", "2:4", "0.5"]),
     ("target_out_of_range", ["sparsity.target=1.5"], ["sparsity.target=1.5", "0 <= target < 1"]),
     ("zero_new_tokens", ["eval.max_new_tokens=0"], ["eval.max_new_tokens=0", ">= 1"]),
+    ("zero_batch_size", ["eval.batch_size=0"], ["eval.batch_size=0", ">= 1"]),
     ("negative_seed", ["seed=-1"], ["seed=-1", "valid"]),
     ("devices_not_a_count", ["runner.devices=abc"], ["runner.devices", "'abc'"]),
     ("unknown_selector", ["method=tamp", "method.tokens.name=nosuch"], ["method.tokens.name", "amia"]),

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from tamp.eval.batching import DEFAULT_BATCH_SIZE
 from tamp.eval.quiet import quiet_bars
 from tamp.eval.tasks import task_dirs
 
@@ -37,7 +38,7 @@ def evaluate(
     tasks: Sequence[str],
     include_paths: Sequence[str] = (),
     limit: int | float | None = None,
-    batch_size: int = 1,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     log_samples: bool = False,
     gen_kwargs: Mapping[str, Any] | None = None,
     rank: int | None = None,

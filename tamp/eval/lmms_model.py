@@ -4,8 +4,10 @@ lmms-eval hands the model `Instance`s whose `args` are (context, gen_kwargs | co
 doc_to_visual, doc_id, task, split); the media come from `doc_to_visual(self.task_dict[task][split]
 [doc_id])`. Every request becomes one HF chat message (media parts first, then the text) rendered
 and processed by the family adapter, so each family's own chat template and processor are used.
-Requests are processed one at a time: adapters process one conversation, and a pruned model is
-scored on the same inputs as the dense one.
+Adapters process one conversation, so every prompt is processed alone; `generate_until` then stacks
+up to `batch_size` prompts that share generation kwargs (and input layout, see tamp.eval.batching)
+into one left-padded generate() call. Greedy outputs are the same strings as one prompt at a time.
+Log-likelihood requests run one at a time (the zoo demo has none).
 
 Multi-process: lmms-eval's evaluator, not the model, shards the documents (rank r of W takes docs
 r, r + W, ...) and gathers metrics to rank 0. It reads the ranks from the RANK / WORLD_SIZE /
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import gc
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,8 +33,9 @@ from PIL import Image
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 from tamp.data.media import load_audio, load_video, processor_sampling_rate
+from tamp.eval.batching import DEFAULT_BATCH_SIZE, left_pad_batch, signature
 from tamp.models.base import FamilyAdapter, Message
-from tamp.progress import track
+from tamp.progress import progress_bar, track
 
 DEFAULT_MAX_NEW_TOKENS = 256
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".gif", ".flv", ".mpeg"})
@@ -58,6 +61,8 @@ class TampLMM(lmms):
     `device` defaults to where the model's parameters are (an explicit other device moves the
     model); `gen_kwargs` override every task's generation_kwargs; `max_new_tokens` applies where a
     task sets none; rank / world_size default to torch.distributed's when a process group exists.
+    `batch_size` prompts share one generate() call (greedy answers do not depend on it; sampled
+    ones draw from a batch-shaped random stream).
     """
 
     def __init__(
@@ -65,7 +70,7 @@ class TampLMM(lmms):
         model: torch.nn.Module,
         processor: Any,
         adapter: FamilyAdapter,
-        batch_size: int = 1,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
         device: str | torch.device | None = None,
         rank: int | None = None,
@@ -75,16 +80,13 @@ class TampLMM(lmms):
         max_frames: int = 8,
     ) -> None:
         super().__init__()
-        if int(batch_size) != 1:
-            raise ValueError(
-                "TampLMM runs one request at a time (adapters process one conversation); "
-                f"got batch_size={batch_size}"
-            )
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"eval.batch_size={batch_size!r} is out of range; valid: an integer >= 1")
         self._model = model
         self.processor = processor
         self.adapter = adapter
         self.tokenizer = getattr(processor, "tokenizer", processor)
-        self.batch_size_per_gpu = 1
+        self.batch_size_per_gpu = int(batch_size)
         self.max_new_tokens = int(max_new_tokens)
         self.gen_kwargs_override = dict(gen_kwargs or {})
         self.system_prompt = system_prompt
@@ -111,12 +113,43 @@ class TampLMM(lmms):
         return self.batch_size_per_gpu
 
     def generate_until(self, requests: list[Instance]) -> list[str]:
-        out = []
-        for req in track(requests, "generate_until", enabled=self.rank == 0, unit="request"):
-            context, gen_kwargs, doc_to_visual, doc_id, task, split = req.args
-            media = self.media_of(doc_to_visual, task, split, doc_id)
-            out.append(self.generate(context, media, gen_kwargs))
-        return out
+        """Answers in request order; prompts are batched by generation kwargs and input layout.
+
+        A prompt waits in its bucket until `batch_size` prompts share the bucket (then one generate()
+        runs them), the rest run at the end; with batch_size 1 every prompt runs as it comes.
+        """
+        out: list[str | None] = [None] * len(requests)
+        pending: dict[Hashable, list[tuple[int, dict[str, Any]]]] = {}
+        with progress_bar(len(requests), "generate_until", self.rank == 0, "request", every_s=30.0) as bar:
+            for index, req in enumerate(requests):
+                context, gen_kwargs, doc_to_visual, doc_id, task, split = req.args
+                options, until = self.generation_options(gen_kwargs)
+                inputs = self.encode_prompt(context, self.media_of(doc_to_visual, task, split, doc_id))
+                key = (_freeze(options), tuple(until), signature(inputs))
+                bucket = pending.setdefault(key, [])
+                bucket.append((index, inputs))
+                if len(bucket) >= self.batch_size:
+                    self._run_bucket(pending.pop(key), options, until, out, bar)
+            for key in list(pending):
+                options, until = dict(key[0]), list(key[1])
+                self._run_bucket(pending.pop(key), options, until, out, bar)
+        missing = [i for i, text in enumerate(out) if text is None]
+        if missing:  # every bucket is run above; a gap would shift answers onto the wrong documents
+            raise RuntimeError(f"generate_until lost requests {missing[:5]} of {len(out)}")
+        return [text for text in out if text is not None]
+
+    def _run_bucket(
+        self,
+        bucket: list[tuple[int, dict[str, Any]]],
+        options: dict[str, Any],
+        until: list[str],
+        out: list[str | None],
+        bar: Any,
+    ) -> None:
+        texts = self.generate_batch([inputs for _, inputs in bucket], options, until)
+        for (index, _), text in zip(bucket, texts, strict=True):
+            out[index] = text
+            bar.update(1)  # per request: a first update of n > 1 reads as a resumed run in LogProgress
 
     def loglikelihood(self, requests: list[Instance]) -> list[LoglikelihoodResult]:
         """(negative log-likelihood, is_greedy) per request: lmms-eval 0.7.3 scores choices by argmin.
@@ -190,8 +223,13 @@ class TampLMM(lmms):
         inputs = self.adapter.process(text, media.images or None, media.videos or None, media.audios or None)
         return self._to_device(inputs)
 
-    @torch.inference_mode()
     def generate(self, context: str, media: Media, gen_kwargs: Mapping[str, Any] | None) -> str:
+        """One prompt's answer (multi-round requests, and what a batch must reproduce per row)."""
+        options, until = self.generation_options(gen_kwargs)
+        return self.generate_batch([self.encode_prompt(context, media)], options, until)[0]
+
+    def generation_options(self, gen_kwargs: Mapping[str, Any] | None) -> tuple[dict[str, Any], list[str]]:
+        """generate() options from a task's generation kwargs (hashable values), and its stop strings."""
         kwargs = {**(gen_kwargs or {}), **self.gen_kwargs_override}
         until = kwargs.get("until") or []
         until = [until] if isinstance(until, str) else [u for u in until if u]
@@ -200,22 +238,40 @@ class TampLMM(lmms):
             "max_new_tokens": int(kwargs.get("max_new_tokens") or self.max_new_tokens),
             "num_beams": int(kwargs.get("num_beams") or 1),
             "do_sample": temperature > 0,
-            "pad_token_id": self._pad_id(),
-            "logits_processor": LogitsProcessorList([_FiniteLogits()]),
         }
         if temperature > 0:
             options["temperature"] = temperature
             if kwargs.get("top_p") is not None:
                 options["top_p"] = float(kwargs["top_p"])
-        inputs = self.encode_prompt(context, media)
+        return options, until
+
+    @torch.inference_mode()
+    def generate_batch(
+        self, encodings: Sequence[Mapping[str, Any]], options: Mapping[str, Any], until: Sequence[str]
+    ) -> list[str]:
+        """One generate() over left-padded prompts; each row cut at its end of text and stop strings.
+
+        Finished rows (EOS, or a stop string: `_StopOnStrings` answers per row) get pad tokens while
+        the others go on, so a row's tokens are cut at its first EOS before decoding, then at its
+        stop strings as lmms-eval's `until` asks.
+        """
+        pad_id = self._pad_id()
+        inputs = left_pad_batch(encodings, pad_id if pad_id is not None else 0)
         prompt_len = inputs["input_ids"].shape[1]
-        if until:
-            options["stopping_criteria"] = StoppingCriteriaList(
-                [_StopOnStrings(self.tokenizer, until, prompt_len)]
-            )
-        output = self.model.generate(**inputs, **options)
-        text = self.tokenizer.decode(output[0, prompt_len:], skip_special_tokens=True)
-        return truncate_at(text, until)
+        criteria = [_StopOnStrings(self.tokenizer, until, prompt_len)] if until else []
+        output = self.model.generate(
+            **inputs,
+            **options,
+            pad_token_id=pad_id,
+            logits_processor=LogitsProcessorList([_FiniteLogits()]),
+            stopping_criteria=StoppingCriteriaList(criteria),
+        )
+        eos = self._eos_ids()
+        texts = []
+        for row in output[:, prompt_len:].tolist():
+            end = next((i + 1 for i, token in enumerate(row) if token in eos), len(row))
+            texts.append(truncate_at(self.tokenizer.decode(row[:end], skip_special_tokens=True), until))
+        return texts
 
     @torch.inference_mode()
     def continuation_logprob(self, context: str, continuation: str, media: Media) -> tuple[float, bool]:
@@ -302,6 +358,12 @@ class TampLMM(lmms):
             moved[key] = value
         return moved
 
+    def _eos_ids(self) -> set[int]:
+        eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        if eos is None:
+            eos = getattr(self.tokenizer, "eos_token_id", None)
+        return set() if eos is None else {int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])}
+
     def _pad_id(self) -> int | None:
         pad = getattr(self.tokenizer, "pad_token_id", None)
         return pad if pad is not None else getattr(self.tokenizer, "eos_token_id", None)
@@ -384,6 +446,11 @@ def append_tokens(inputs: Mapping[str, Any], tokens: torch.Tensor) -> dict[str, 
         if key.endswith("token_type_ids") and isinstance(value, torch.Tensor):
             out[key] = torch.cat([value, torch.zeros_like(tokens, dtype=value.dtype)], dim=1)
     return out
+
+
+def _freeze(options: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """generate() options as a hashable bucket key (their values are numbers and booleans)."""
+    return tuple(sorted(options.items()))
 
 
 def _ranks(rank: int | None, world_size: int | None) -> tuple[int, int]:

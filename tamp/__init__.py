@@ -3,7 +3,7 @@
 from tamp.api import prune
 from tamp.config import MethodConfig, PruneConfig, SparsityConfig
 from tamp.data.sample import CalibSample
-from tamp.report_types import PruneReport
+from tamp.prune_report import PruneReport
 
 __all__ = ["CalibSample", "MethodConfig", "PruneConfig", "PruneReport", "SparsityConfig", "prune"]
 __version__ = "0.1.0"

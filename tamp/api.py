@@ -19,7 +19,7 @@ from tamp.models.base import FamilyAdapter
 from tamp.models.registry import get_adapter
 from tamp.pipeline.checkpoint import PruneCheckpoint
 from tamp.pipeline.engine import LayerwiseEngine, Reducer, resolve_device
-from tamp.report_types import LinearSparsity, PruneReport
+from tamp.prune_report import LinearSparsity, PruneReport
 
 
 def prune(

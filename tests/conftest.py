@@ -34,7 +34,7 @@ def compose_cfg():
     """
     from hydra import compose, initialize_config_dir
 
-    from tamp.schema import register_schema
+    from tamp.cli.schema import register_schema
 
     def _compose(overrides: list[str] | tuple[str, ...] = (), hydra: bool = False):
         register_schema()

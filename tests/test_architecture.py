@@ -18,10 +18,10 @@ import torch
 from hydra.core.config_store import ConfigStore
 
 import tamp
+from tamp.cli.preflight import PreflightError, check_command
+from tamp.cli.schema import validate
 from tamp.config import AllocationConfig, TokensConfig
 from tamp.models.tiny import build_tiny
-from tamp.preflight import PreflightError, check_command
-from tamp.schema import validate
 from tamp.sparsity.registry import ALLOCATIONS, register_allocation
 from tamp.tokens.registry import SELECTORS, register_selector
 

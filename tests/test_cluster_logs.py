@@ -13,7 +13,7 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from tamp.schema import register_schema
+from tamp.cli.schema import register_schema
 
 REPO = Path(__file__).resolve().parents[1]
 LOGGING = "hydra/job_logging=tamp"

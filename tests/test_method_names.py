@@ -8,9 +8,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 import tamp
+from tamp.cli.schema import register_schema, validate
 from tamp.method_names import PRESET_NAMES, display_name, preset_name
 from tamp.models.tiny import build_tiny
-from tamp.schema import register_schema, validate
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

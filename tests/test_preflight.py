@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tamp.preflight import PreflightError, check_command
+from tamp.cli.preflight import PreflightError, check_command
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}

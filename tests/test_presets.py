@@ -15,9 +15,9 @@ import pytest
 from omegaconf import OmegaConf
 
 import tamp
+from tamp.cli.schema import validate
 from tamp.data.sources import calibration_samples
 from tamp.models.named import load_named_model
-from tamp.schema import validate
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 PRESETS = sorted(p.stem for p in (CONF / "method").glob("*.yaml"))

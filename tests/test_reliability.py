@@ -15,10 +15,10 @@ import torch
 from safetensors.torch import load_file
 
 import tamp
+from tamp.cli.run import run
 from tamp.models.tiny import build_tiny, save_tiny
 from tamp.pipeline.checkpoint import CheckpointMismatchError
 from tamp.pipeline.engine import NonFiniteError
-from tamp.run import run
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}

@@ -15,13 +15,13 @@ import torch
 
 import tamp
 from tamp.api import fingerprint
+from tamp.cli.run import run
+from tamp.cli.rundir import RunDirRefused, check_run_dir
 from tamp.components import as_prune_config
 from tamp.eval.evaluate import evaluate
 from tamp.eval.lmms_model import NonFiniteLogitsError
 from tamp.models.tiny import build_tiny
 from tamp.pipeline.engine import LayerwiseEngine
-from tamp.run import run
-from tamp.rundir import RunDirRefused, check_run_dir
 from tamp.tracking.results import ResultsFile
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,8 +95,8 @@ def test_an_interrupted_run_says_so(tmp_path: Path) -> None:
 
 
 def test_float16_is_applied_to_tiny_models(compose_cfg, tmp_path: Path) -> None:
+    from tamp.cli.schema import validate
     from tamp.models.named import load_named_model
-    from tamp.schema import validate
 
     model = load_named_model(validate(compose_cfg([*QUIET, "model.dtype=float16"])).model_settings()).model
     assert {p.dtype for p in model.parameters()} == {torch.float16}

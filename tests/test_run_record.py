@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from tamp.cli.run import record_failure
 from tamp.io import first_line, write_json_atomic
 from tamp.reporting import build_report, load_results
-from tamp.run import record_failure
 from tamp.run_record import (
     COMPLETED,
     FIELDS,

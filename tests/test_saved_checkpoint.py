@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from tamp.cli.run import run
 from tamp.models.loading import load_model
 from tamp.models.mask_file import MASKS_FILE, load_masks, save_masks
 from tamp.models.saving import MANIFEST
-from tamp.run import run
 
 REPO = Path(__file__).resolve().parents[1]
 QUIET = ["runner.progress=false", "logger=none", "calib.num_samples=2"]

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from tamp.schema import register_schema
-from tamp.sweep_summary import Cell, SweepSummary, find_cells, summary_line
+from tamp.cli.schema import register_schema
+from tamp.cli.sweep_summary import Cell, SweepSummary, find_cells, summary_line
 
 REPO = Path(__file__).resolve().parents[1]
-TARGET = "tamp.sweep_summary.SweepSummary"
+TARGET = "tamp.cli.sweep_summary.SweepSummary"
 # the preflight rejects sparsity.target=1.5 before Hydra starts; off, the cell fails at run time as
 # any cell can (a missing file, an OOM) and records it in its results.json
 ENV = {

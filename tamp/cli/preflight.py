@@ -24,12 +24,12 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from tamp.checks import check_run_config, valid_keys
+from tamp.cli import CONF_DIR
+from tamp.cli.checks import check_run_config, valid_keys
+from tamp.cli.rundir import check_run_dir
+from tamp.cli.schema import register_schema
 from tamp.io import first_line
-from tamp.rundir import check_run_dir
-from tamp.schema import register_schema
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 CONFIG_NAME = "run"
 #: Hydra flags that do not run a job (help, config printing, completion): left to Hydra as they are
 _PASS_THROUGH = ("help", "hydra_help", "cfg", "shell_completion", "info", "experimental_rerun",

@@ -17,12 +17,12 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from tamp.cli.schema import RunConfig, validate
 from tamp.data.sources import calibration_samples
 from tamp.io import write_json_atomic
 from tamp.models.named import load_named_model
 from tamp.pipeline.checkpoint import PruneCheckpoint
 from tamp.run_record import LinearEntry, MethodId, ModelId, RunRecord, Sparsity
-from tamp.schema import RunConfig, validate
 from tamp.tracking.results import ResultsFile
 
 log = logging.getLogger("tamp")
@@ -160,7 +160,7 @@ def run_cell(fabric, cfg: DictConfig, run_dir: str | Path, cache_dir: str | Path
                 adapter, settings.model.name, asked, r.targets, r.ignore
             )
         if is_main:
-            from tamp.models.save_run import save_run_model
+            from tamp.cli.save_run import save_run_model
 
             save_run_model(settings, model, processor, adapter, run_dir, measured["sparsity_per_linear"], report)
         eval_start = time.perf_counter()

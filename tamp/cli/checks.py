@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from tamp.schema import RunConfig, validate
+from tamp.cli.schema import RunConfig, validate
 
 SEED_RANGE = (0, 2**32 - 1)  # what numpy's and torch's seeding accept on every platform
 

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from tamp.cli.schema import RunConfig
     from tamp.run_record import LinearEntry
-    from tamp.schema import RunConfig
 
 log = logging.getLogger("tamp")
 

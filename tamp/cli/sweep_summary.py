@@ -7,7 +7,7 @@ registered in conf/run.yaml:
     hydra:
       callbacks:
         sweep_summary:
-          _target_: tamp.sweep_summary.SweepSummary
+          _target_: tamp.cli.sweep_summary.SweepSummary
 
 After the last cell it reads the results.json of every cell this multirun wrote under the sweep
 directory (any launcher: the cells' files are the common ground) and prints

@@ -1,0 +1,12 @@
+"""The application around the library: the Hydra entry and its schema, the Fabric runner, the checks run
+before anything loads, run directories, the sweep summary and the report CLI.
+
+The library (tamp.api, tamp.method, tamp.config and the packages under tamp/) knows nothing of these;
+they only look down. `python -m tamp.run` and `python -m tamp.report` keep working through the thin
+modules tamp/run.py and tamp/report.py.
+"""
+
+from pathlib import Path
+
+#: the Hydra config folder of the checkout (absolute: Hydra reads it the same from any working directory)
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"

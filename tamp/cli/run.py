@@ -1,0 +1,135 @@
+"""`python -m tamp.run`: compose the config with Hydra and run one sweep cell (or one run).
+
+The Hydra entry point is a thin shell around `run(cfg)`, which tests call directly with a
+composed config. A failing cell of a multirun is recorded as failed and the sweep goes on; a
+failing single run exits non-zero with a one-line error (HYDRA_FULL_ERROR=1 for the traceback).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig
+
+from tamp.cli import CONF_DIR
+from tamp.cli.rundir import RunDirRefused
+from tamp.cli.schema import register_schema
+from tamp.io import first_line
+from tamp.run_record import (
+    FAILED,
+    INTERRUPTED,
+    RESULTS_FILE,
+    MethodId,
+    ModelId,
+    RunRecord,
+    RunRecordError,
+    Sparsity,
+)
+
+log = logging.getLogger("tamp")
+register_schema()
+
+
+def run(cfg: DictConfig, run_dir: str | Path, cache_dir: str | Path | None = None) -> dict[str, Any]:
+    """Validate, start the Fabric world the runner asks for, run the cell; return its results."""
+    from tamp.cli.checks import check_run_config
+    from tamp.cli.rundir import check_run_dir
+    from tamp.cli.runner import make_fabric, run_cell
+
+    check_run_dir(run_dir, cfg, resume=bool(cfg.get("resume")))  # refusals leave the directory untouched
+    try:
+        settings = check_run_config(cfg)  # one-line error for a bad value or file, before any heavy work
+    except (ValueError, OSError) as err:
+        record_failure(cfg, run_dir, err)
+        raise
+    fabric = make_fabric(settings)
+    fabric.launch(run_cell, cfg, str(run_dir), str(cache_dir) if cache_dir else None)
+    record = RunRecord.read(Path(run_dir) / RESULTS_FILE)
+    _print_summary(record, run_dir)
+    return record.to_json()
+
+
+def _print_summary(record: RunRecord, run_dir: str | Path) -> None:
+    achieved = record.sparsity.achieved or 0
+    line = f"{record.method.name}: sparsity {achieved:.4f} (target {record.sparsity.target})"
+    for task, metric in record.primary_metric.items():
+        value = record.scores.get(task, {}).get(metric) if isinstance(metric, str) else None
+        if isinstance(value, (int, float)):
+            line += f", {task} {value:.4f}"
+    print(f"{line}; results in {Path(run_dir) / RESULTS_FILE}")
+
+
+def record_failure(cfg: DictConfig, run_dir: str | Path, err: BaseException) -> None:
+    """Make sure the cell's results.json says "failed" (validation errors happen before it exists)."""
+    from omegaconf import OmegaConf
+
+    from tamp.tracking.results import ResultsFile
+
+    path = Path(run_dir) / RESULTS_FILE
+    try:
+        if RunRecord.read(path).status in (FAILED, INTERRUPTED):
+            return
+    except RunRecordError:  # none yet (or unreadable): this failure is the record
+        pass
+    raw: dict[str, Any] = OmegaConf.to_container(cfg, resolve=False)  # type: ignore[assignment]
+    model, method, sparsity = (raw.get(k) or {} for k in ("model", "method", "sparsity"))
+    # the config may not resolve: the method's allocation and tokens stay unrecorded rather than guessed
+    base = RunRecord(
+        experiment=raw.get("experiment"),
+        model=ModelId(model.get("name"), model.get("family")),
+        method=MethodId(method.get("name"), method.get("pruner")),
+        sparsity=Sparsity(sparsity.get("target"), sparsity.get("pattern")),
+        config=raw,
+    )
+    ResultsFile(run_dir, base).fail(err)
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="run", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    multirun = hc.mode == RunMode.MULTIRUN
+    cache_dir = Path(hc.sweep.dir) / ".cache" if multirun else None
+    run_dir = cfg.get("resume") or hc.runtime.output_dir  # resume=PATH continues the run in PATH
+    try:
+        run(cfg, run_dir, cache_dir)
+    except Exception as err:  # noqa: BLE001 - every failure becomes a recorded, one-line error
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        message = first_line(err)
+        if not isinstance(err, RunDirRefused):  # another run's directory: never write into it
+            record_failure(cfg, run_dir, err)
+        log.error("cell %s failed: %s", hc.job.num if multirun else hc.job.name, message)
+        print(f"tamp: error: {message}", file=sys.stderr)
+        if not multirun:
+            sys.exit(2)
+
+
+def cli() -> None:
+    """`python -m tamp.run` / `tamp-run`: check the whole command (every cell) first, then Hydra runs it."""
+    from tamp.cli.preflight import PreflightError, check_command, enabled
+
+    if enabled():
+        try:
+            check_command(sys.argv[1:])
+        except PreflightError as err:
+            print(f"tamp: error: {err}", file=sys.stderr)
+            sys.exit(2)
+    signal.signal(signal.SIGTERM, _interrupt)  # SLURM pre-emption: record "interrupted", keep the checkpoint
+    main()
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
+if __name__ == "__main__":
+    cli()

@@ -11,30 +11,23 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-
-from tamp.cli.schema import register_schema
-
 REPO = Path(__file__).resolve().parents[1]
 LOGGING = "hydra/job_logging=tamp"
 
 
-def _job_logging() -> dict:
-    register_schema()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("run", return_hydra_config=True)
-    return cfg.hydra.job_logging
+def _job_logging(compose_cfg) -> dict:
+    return compose_cfg([], hydra=True).hydra.job_logging
 
 
-def test_run_yaml_selects_the_job_logging():
-    logging_cfg = _job_logging()
+def test_run_yaml_selects_the_job_logging(compose_cfg):
+    logging_cfg = _job_logging(compose_cfg)
     assert logging_cfg.handlers.console.stream == "ext://sys.stderr", (
         "conf/run.yaml: override hydra/job_logging: tamp"
     )
     assert logging_cfg.loggers["numexpr.utils"].level == "WARNING"
 
 
-def test_redirected_run_logs_blocks_and_nothing_noisy(tmp_path: Path):
+def test_redirected_run_logs_blocks_and_nothing_noisy(compose_cfg, tmp_path: Path):
     env = {
         k: v
         for k, v in os.environ.items()
@@ -47,7 +40,7 @@ def test_redirected_run_logs_blocks_and_nothing_noisy(tmp_path: Path):
     ):  # numexpr's line needs them unset
         env.pop(var, None)
     env |= {"HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "TAMP_PREFLIGHT": "0"}
-    extra = [] if _job_logging().handlers.console.stream == "ext://sys.stderr" else [LOGGING]
+    extra = [] if _job_logging(compose_cfg).handlers.console.stream == "ext://sys.stderr" else [LOGGING]
     cmd = [sys.executable, "-m", "tamp.run", f"hydra.run.dir={tmp_path}", "eval=tiny", "eval.limit=4",
            "calib.num_samples=2", "logger=wandb", *extra]  # fmt: skip
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)

@@ -5,28 +5,24 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
 import tamp
-from tamp.cli.schema import register_schema, validate
+from tamp.cli.schema import validate
 from tamp.method_names import PRESET_NAMES, display_name, preset_name
 from tamp.models.tiny import build_tiny
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
-def _composition(preset: str) -> tuple[str, str, str]:
-    register_schema()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("run", overrides=[f"method={preset}", "logger=none"])
-    m = validate(cfg).method
+def _composition(compose_cfg, preset: str) -> tuple[str, str, str]:
+    m = validate(compose_cfg([f"method={preset}", "logger=none"])).method
     return m.pruner, m.allocation.name, m.tokens.name
 
 
 @pytest.mark.parametrize("name", sorted(set(PRESET_NAMES.values())))
-def test_table_matches_the_presets_of_conf_method(name: str) -> None:
+def test_table_matches_the_presets_of_conf_method(compose_cfg, name: str) -> None:
     assert (CONF / "method" / f"{name}.yaml").exists()
-    assert preset_name(*_composition(name)) == name
+    assert preset_name(*_composition(compose_cfg, name)) == name
 
 
 def test_summary_of_tamp_composed_in_python_says_tamp() -> None:

@@ -10,9 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-from tamp.cli.schema import register_schema
 from tamp.cli.sweep_summary import Cell, SweepSummary, find_cells, summary_line
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,15 +26,13 @@ ENV = {
 }
 
 
-def _registered() -> bool:
-    register_schema()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("run", return_hydra_config=True)
+def _registered(compose_cfg) -> bool:
+    cfg = compose_cfg([], hydra=True)
     return any(cb.get("_target_") == TARGET for cb in (cfg.hydra.get("callbacks") or {}).values())
 
 
-def test_run_yaml_registers_the_callback():
-    assert _registered(), f"conf/run.yaml: add hydra.callbacks.sweep_summary._target_: {TARGET}"
+def test_run_yaml_registers_the_callback(compose_cfg):
+    assert _registered(compose_cfg), f"conf/run.yaml: add hydra.callbacks.sweep_summary._target_: {TARGET}"
 
 
 def _cell(root: Path, name: str, results: dict | None, hydra_marker: bool = True) -> None:
@@ -92,8 +88,8 @@ def test_callback_exits_non_zero_only_when_a_cell_failed(tmp_path: Path, capsys)
     assert capsys.readouterr().err == "1/2 cells completed; failed: 1_wanda_0.6 (ValueError: bad)\n"
 
 
-def test_sweep_with_a_failing_cell_prints_the_summary_and_exits_1(tmp_path: Path):
-    extra = [] if _registered() else [f"+hydra.callbacks.sweep_summary._target_={TARGET}"]
+def test_sweep_with_a_failing_cell_prints_the_summary_and_exits_1(compose_cfg, tmp_path: Path):
+    extra = [] if _registered(compose_cfg) else [f"+hydra.callbacks.sweep_summary._target_={TARGET}"]
     cmd = [
         sys.executable,
         "-m",

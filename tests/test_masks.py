@@ -181,3 +181,12 @@ def test_sparsegpt_nan_hessian_raises_naming_layer() -> None:
     with pytest.raises(SparseGPTError, match="blk.3.mlp.down_proj") as info:
         sparsegpt_prune(weight, hessian, 0.5, name="blk.3.mlp.down_proj")
     assert "damping" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_sparsegpt_prunes_exactly_its_plan_when_scores_tie() -> None:
+    """bf16 weights tie often; the block still prunes int(numel * p) + 1, never every tied entry."""
+    weight = torch.tensor([[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 2.0, 2.0]] * 4)
+    hessian = torch.eye(4)
+    pruned = sparsegpt_prune(weight, hessian, 0.25, blocksize=4)
+    assert int((pruned == 0).sum()) == int(weight.numel() * 0.25) + 1
+    assert bool(((pruned == 0) <= (weight == 1.0)).all()), "only the lowest scores are pruned"

@@ -14,13 +14,12 @@ from tamp.pruning.pruners import Pruner, build_pruner
 from tamp.sparsity.registry import Allocation, build_allocation
 from tamp.tokens.registry import TokenSelector, build_selector
 
-
 S = TypeVar("S")
 
 
 def with_run_seed(settings: S, seed: int) -> S:
     """A component's `seed: None` setting means the run's seed: a seed sweep then changes its draws."""
-    if any(f.name == "seed" for f in fields(settings)) and getattr(settings, "seed") is None:
+    if any(f.name == "seed" for f in fields(settings)) and settings.seed is None:
         return replace(settings, seed=seed)
     return settings
 

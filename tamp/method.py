@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import fields, replace
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -12,6 +13,15 @@ from tamp.pipeline.context import SampleContext
 from tamp.pruning.pruners import Pruner, build_pruner
 from tamp.sparsity.registry import Allocation, build_allocation
 from tamp.tokens.registry import TokenSelector, build_selector
+
+S = TypeVar("S")
+
+
+def with_run_seed(settings: S, seed: int) -> S:
+    """A component's `seed: None` setting means the run's seed: a seed sweep then changes its draws."""
+    if any(f.name == "seed" for f in fields(settings)) and settings.seed is None:
+        return replace(settings, seed=seed)
+    return settings
 
 
 def _check_finite(name: str, tensors: list[torch.Tensor]) -> None:
@@ -40,8 +50,8 @@ class ComposedMethod:
         m = resolve_method(cfg.method)
         return cls(
             build_pruner(m),
-            build_allocation(m.allocation),
-            build_selector(m.tokens),
+            build_allocation(with_run_seed(m.allocation, cfg.seed)),
+            build_selector(with_run_seed(m.tokens, cfg.seed)),
             cfg.sparsity.target,
             cfg.sparsity.pattern,
         )

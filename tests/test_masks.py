@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tamp.pruning.magnitude import magnitude_metric, official_magnitude_sparsity
-from tamp.pruning.masks import make_mask, nm_mask, parse_pattern, unstructured_mask
+from tamp.pruning.masks import make_mask, nm_mask, parse_pattern, tensor_mask, unstructured_mask
 from tamp.pruning.sparsegpt import SparseGPTError, sparsegpt_prune
 from tamp.pruning.stats import HessianStats, SquaredNormStats
 from tamp.pruning.wanda import wanda_metric
@@ -190,3 +190,18 @@ def test_sparsegpt_prunes_exactly_its_plan_when_scores_tie() -> None:
     pruned = sparsegpt_prune(weight, hessian, 0.25, blocksize=4)
     assert int((pruned == 0).sum()) == int(weight.numel() * 0.25) + 1
     assert bool(((pruned == 0) <= (weight == 1.0)).all()), "only the lowest scores are pruned"
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.3, 0.5, 0.7, 1.0])
+def test_tensor_mask_prunes_the_smallest_over_the_whole_tensor(sparsity: float) -> None:
+    metric = torch.rand(7, 40, generator=_gen(4)) * torch.linspace(0.1, 1.0, 7)[:, None]  # rows differ in scale
+    mask = tensor_mask(metric, sparsity)
+    assert int(mask.sum()) == int(metric.numel() * sparsity)
+    if 0 < sparsity < 1:
+        assert metric[mask].max() < metric[~mask].min()
+        assert len(set(mask.sum(dim=1).tolist())) > 1  # one threshold, not a per-row count
+
+
+def test_tensor_mask_stable_ties() -> None:
+    mask = tensor_mask(torch.zeros(2, 4), 0.5)
+    assert mask[0].all() and not mask[1].any()

@@ -66,3 +66,13 @@ def test_preset_prunes_tiny_llava_next_to_its_plan(compose_cfg, preset: str) -> 
         assert abs(report.achieved - TARGET) <= TOLERANCE, f"{preset}: {report.achieved:.4f}"
     if settings.method.allocation.name != "uniform":
         assert report.allocation_scores, f"{preset}: the allocation reports no scores"
+
+
+def test_tamp_reference_reproduces_the_official_code_fully(compose_cfg) -> None:
+    """The reproduction preset turns on every official-code variant, the allocator's over-shoot included."""
+    method = validate(compose_cfg(["method=tamp_reference"])).prune_config().method
+    assert method.allocation.name == "das" and method.allocation.variant == "reference"
+    assert method.allocation.official_overshoot is True
+    assert method.tokens.name == "amia" and method.tokens.variant == "reference"
+    tamp_method = validate(compose_cfg(["method=tamp"])).prune_config().method
+    assert tamp_method.allocation.official_overshoot is False  # the paper's preset keeps the corrected allocator

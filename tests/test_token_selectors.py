@@ -26,7 +26,7 @@ def llava_next_samples():
     return [bundle.example_sample(0), bundle.adapter.encode(text.messages)]
 
 
-def _prune(samples, tokens: dict, pruner: str = "wanda", family: str = "llava_next"):
+def _prune(samples, tokens: dict, pruner: str = "wanda", family: str = "llava_next", seed: int = 42):
     bundle = build_tiny(family, seed=0)  # fresh weights every run: pruning is in place
     config = {
         "method": {"pruner": pruner, "tokens": tokens},
@@ -34,6 +34,7 @@ def _prune(samples, tokens: dict, pruner: str = "wanda", family: str = "llava_ne
         "device": "cpu",
         "progress": False,
         "keep_masks": True,
+        "seed": seed,
     }
     return tamp.prune(bundle.model, samples, config, adapter=bundle.adapter)
 
@@ -84,6 +85,16 @@ def test_random_is_reproducible_and_seeded(llava_next_samples) -> None:
     other = _prune(llava_next_samples, {"name": "random", "num_random": 20, "seed": 1})
     assert _same_masks(first, again)
     assert not _same_masks(first, other)
+
+
+def test_random_draw_follows_the_run_seed(llava_next_samples) -> None:
+    """A seed sweep (the run's `seed`) redraws the random tokens; an explicit tokens.seed pins them."""
+    tokens = {"name": "random", "num_random": 20}
+    seed_1 = _prune(llava_next_samples, tokens, seed=1)
+    assert _same_masks(seed_1, _prune(llava_next_samples, tokens, seed=1))
+    assert not _same_masks(seed_1, _prune(llava_next_samples, tokens, seed=2))
+    pinned = {**tokens, "seed": 7}
+    assert _same_masks(_prune(llava_next_samples, pinned, seed=1), _prune(llava_next_samples, pinned, seed=2))
 
 
 def test_random_draw_is_deterministic_and_bounded() -> None:

@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from tamp.cli import CONF_DIR
 from tamp.cli.rundir import RunDirRefused
 from tamp.cli.schema import register_schema
+from tamp.eval.columns import column_scores
 from tamp.io import first_line
 from tamp.run_record import (
     FAILED,
@@ -58,10 +59,9 @@ def run(cfg: DictConfig, run_dir: str | Path, cache_dir: str | Path | None = Non
 def _print_summary(record: RunRecord, run_dir: str | Path) -> None:
     achieved = record.sparsity.achieved or 0
     line = f"{record.method.name}: sparsity {achieved:.4f} (target {record.sparsity.target})"
-    for task, metric in record.primary_metric.items():
-        value = record.scores.get(task, {}).get(metric) if isinstance(metric, str) else None
-        if isinstance(value, (int, float)):
-            line += f", {task} {value:.4f}"
+    primary = {task: record.scores.get(task, {}) for task in record.primary_metric}
+    for label, value in column_scores(record.primary_metric, primary).items():  # MME: two columns
+        line += f", {label} {value:.4f}"
     print(f"{line}; results in {Path(run_dir) / RESULTS_FILE}")
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from tamp.eval.batching import DEFAULT_BATCH_SIZE
+from tamp.eval.columns import paper_metrics
 from tamp.eval.quiet import quiet_bars
 from tamp.eval.tasks import task_dirs
 
@@ -235,8 +236,10 @@ def summarise(raw: Mapping[str, Any], log_samples: bool = False) -> dict[str, An
     """The parts of lmms-eval's result dict tamp records.
 
     scores: {task: {"metric,filter": number}}; stderr: the same for "metric_stderr,filter";
-    primary_metric: {task: "metric,filter"} from the first entry of the task's metric_list;
-    versions, n_samples, higher_is_better; samples (per-document logs) when log_samples.
+    primary_metric: {task: "metric,filter"} from the first entry of the task's metric_list, or the
+    list of the paper's column metrics for a task the paper reads several of (MME: cognition and
+    perception, tamp.eval.columns); versions, n_samples, higher_is_better; samples (per-document
+    logs) when log_samples.
     """
     scores: dict[str, dict[str, float]] = {}
     stderr: dict[str, dict[str, float]] = {}
@@ -247,7 +250,7 @@ def summarise(raw: Mapping[str, Any], log_samples: bool = False) -> dict[str, An
             target = stderr if "_stderr" in key.split(",")[0] else scores
             target.setdefault(task, {})[key] = float(value)
     primary = {
-        task: _primary_metric(raw.get("configs", {}).get(task, {}), scores.get(task, {})) for task in scores
+        task: _primary_metric(task, raw.get("configs", {}).get(task, {}), scores.get(task, {})) for task in scores
     }
     out: dict[str, Any] = {
         "scores": scores,
@@ -262,10 +265,13 @@ def summarise(raw: Mapping[str, Any], log_samples: bool = False) -> dict[str, An
     return out
 
 
-def _primary_metric(config: Mapping[str, Any], scores: Mapping[str, float]) -> str | None:
+def _primary_metric(task: str, config: Mapping[str, Any], scores: Mapping[str, float]) -> str | list[str] | None:
     metrics = config.get("metric_list") or []
     filters = config.get("filter_list") or []
     filter_name = filters[0]["name"] if filters and isinstance(filters[0], Mapping) else "none"
+    paper = paper_metrics(task, scores, filter_name)
+    if paper:
+        return paper
     if metrics:
         key = f"{metrics[0]['metric']},{filter_name}"
         if key in scores:

@@ -1,7 +1,7 @@
-"""Pure math of the pruners: masks (unstructured per row, N:M), metrics, SparseGPT, statistics."""
+"""Pure math of the pruners: masks (per tensor, unstructured per row, N:M), metrics, SparseGPT, statistics."""
 
 from tamp.pruning.magnitude import magnitude_metric, official_magnitude_sparsity
-from tamp.pruning.masks import make_mask, nm_mask, parse_pattern, unstructured_mask
+from tamp.pruning.masks import make_mask, nm_mask, parse_pattern, tensor_mask, unstructured_mask
 from tamp.pruning.sparsegpt import SparseGPTError, sparsegpt_prune
 from tamp.pruning.stats import HessianStats, SquaredNormStats
 from tamp.pruning.wanda import wanda_metric
@@ -16,6 +16,7 @@ __all__ = [
     "official_magnitude_sparsity",
     "parse_pattern",
     "sparsegpt_prune",
+    "tensor_mask",
     "unstructured_mask",
     "wanda_metric",
 ]

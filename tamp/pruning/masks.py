@@ -1,8 +1,9 @@
 """Pruning masks from an importance metric (True = pruned).
 
 Every pruner (magnitude, Wanda, SparseGPT's per-block choice aside) reduces to "prune the lowest
-entries of a metric" inside a comparison group: one output row (unstructured) or m consecutive input
-columns of one row (N:M). Ties are broken by a stable sort so that masks are reproducible.
+entries of a metric" inside a comparison group: the whole tensor (the original magnitude baselines),
+one output row (Wanda's unstructured) or m consecutive input columns of one row (N:M). Ties are
+broken by a stable sort so that masks are reproducible and counts exact.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from torch import Tensor
 
 from tamp.config import parse_pattern
 
-__all__ = ["make_mask", "nm_mask", "parse_pattern", "unstructured_mask"]
+__all__ = ["make_mask", "nm_mask", "parse_pattern", "tensor_mask", "unstructured_mask"]
 
 
 def _check_metric(metric: Tensor) -> None:
@@ -35,6 +36,23 @@ def unstructured_mask(metric: Tensor, sparsity: float) -> Tensor:
         return mask
     order = torch.sort(metric, dim=1, stable=True).indices[:, :k]
     return mask.scatter_(1, order, True)
+
+
+def tensor_mask(metric: Tensor, sparsity: float) -> Tensor:
+    """Over the whole tensor, prune the ``int(numel * sparsity)`` lowest entries.
+
+    One threshold for the tensor, as Wanda's and SparseGPT's magnitude baselines compare |W|; the
+    stable sort over the flattened (row-major) tensor decides ties, so exactly that many are pruned
+    (the originals' ``<= threshold`` would prune every tied entry).
+    """
+    _check_metric(metric)
+    if not 0.0 <= sparsity <= 1.0:
+        raise ValueError(f"sparsity must be in [0, 1], got {sparsity}")
+    k = int(metric.numel() * sparsity)
+    mask = torch.zeros(metric.numel(), dtype=torch.bool, device=metric.device)
+    if k:
+        mask[torch.sort(metric.flatten(), stable=True).indices[:k]] = True
+    return mask.reshape(metric.shape)
 
 
 def nm_mask(metric: Tensor, n: int, m: int) -> Tensor:

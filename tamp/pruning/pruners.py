@@ -15,7 +15,7 @@ from torch import nn
 
 from tamp.config import MethodConfig
 from tamp.pruning.magnitude import magnitude_metric, official_magnitude_sparsity
-from tamp.pruning.masks import nm_mask, unstructured_mask
+from tamp.pruning.masks import nm_mask, tensor_mask, unstructured_mask
 from tamp.pruning.registry import register_pruner
 from tamp.pruning.sparsegpt import sparsegpt_prune
 from tamp.pruning.stats import HessianStats, SquaredNormStats
@@ -53,12 +53,26 @@ class Pruner:
         raise NotImplementedError
 
 
+MAGNITUDE_GROUPS = ("tensor", "row")
+
+
 @dataclass
 class MagnitudeMethodConfig(MethodConfig):
-    """A method with the magnitude pruner: `compat_magnitude` for the official code's variant."""
+    """A method with the magnitude pruner: its comparison group, `compat_magnitude` for the official code.
+
+    `tensor` (the default) compares |W| against one threshold over the whole weight, as Wanda's and
+    SparseGPT's magnitude baselines and the official TAMP code do; `row` ranks within each output row.
+    """
 
     pruner: str = "magnitude"
+    magnitude_group: str = "tensor"
     compat_magnitude: bool = False  # official code's signed-weight magnitude that prunes 1 - p
+
+    def check(self) -> None:
+        if self.magnitude_group not in MAGNITUDE_GROUPS:
+            raise ValueError(
+                f"method.magnitude_group={self.magnitude_group!r} is unknown; valid: {', '.join(MAGNITUDE_GROUPS)}"
+            )
 
 
 @dataclass
@@ -77,23 +91,32 @@ class SparseGPTMethodConfig(MethodConfig):
 
 @register_pruner("magnitude", config=MagnitudeMethodConfig)
 class MagnitudePruner(Pruner):
-    """|W| per row; `compat_official` reproduces the official code's signed ranking and 1 - p."""
+    """|W| over the whole tensor (or per row); `compat_official` is the official code's signed ranking and 1 - p."""
 
     name = "magnitude"
     needs_stats = False
 
-    def __init__(self, compat_official: bool | MagnitudeMethodConfig = False) -> None:
+    def __init__(self, compat_official: bool | MagnitudeMethodConfig = False, group: str = "tensor") -> None:
         if isinstance(compat_official, MagnitudeMethodConfig):
-            compat_official = compat_official.compat_magnitude
+            compat_official, group = compat_official.compat_magnitude, compat_official.magnitude_group
+        if group not in MAGNITUDE_GROUPS:
+            raise ValueError(f"method.magnitude_group={group!r} is unknown; valid: {', '.join(MAGNITUDE_GROUPS)}")
         self.compat_official = compat_official
+        self.group = group
 
     def _sparsity(self, sparsity: float) -> float:
         return official_magnitude_sparsity(sparsity) if self.compat_official else sparsity
 
     def planned_pruned(self, linear: nn.Linear, sparsity: float, nm: NM) -> int:
+        if self.group == "tensor" and not nm:
+            return int(linear.weight.numel() * self._sparsity(sparsity))
         return super().planned_pruned(linear, self._sparsity(sparsity), nm)
 
     def prune(self, linear: nn.Linear, stats: Any, sparsity: float, nm: NM, name: str) -> torch.Tensor:
+        if self.group == "tensor" and not nm:
+            mask = tensor_mask(self.metric(linear, stats), self._sparsity(sparsity))
+            linear.weight.data.masked_fill_(mask, 0)
+            return mask
         return super().prune(linear, stats, self._sparsity(sparsity), nm, name)
 
     def metric(self, linear: nn.Linear, stats: Any) -> torch.Tensor:

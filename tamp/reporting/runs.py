@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
+
+from tamp.eval.columns import Column, record_columns
 
 DENSE = "dense"
 #: a dense model has next to no exact zeros; more than this and it is a pruned checkpoint
@@ -12,15 +13,6 @@ DENSE_MAX_SPARSITY = 0.01
 COMPLETED = "completed"
 # the paper's row order (Tables 2, 3, 5); other methods follow alphabetically
 METHOD_ORDER = ("magnitude", "sparsegpt", "wanda", "owl", "ecoflap", "tamp")
-
-
-@dataclass(frozen=True)
-class Column:
-    """One table column: a task and the metric key of lmms-eval's results dict that the tables use."""
-
-    task: str
-    metric: str
-    label: str
 
 
 def is_dense(result: dict[str, Any]) -> bool:
@@ -51,24 +43,10 @@ def number(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def default_metric(task_scores: dict[str, Any]) -> str | None:
-    """Without a primary_metric: the first numeric metric that is not a standard error."""
-    for key, value in task_scores.items():
-        if "stderr" not in key and number(value) is not None:
-            return key
-    return None
-
-
 def columns_of(run: dict[str, Any]) -> list[Column]:
-    """The columns of a run's tasks, from its primary metrics (a list of metrics gives one column each)."""
-    columns: list[Column] = []
-    for task in run_tasks(run):
-        spec = run["primary_metric"].get(task) or default_metric(run["scores"].get(task, {}))
-        metrics = [spec] if isinstance(spec, str) else list(spec or [])
-        for metric in metrics:
-            label = task if len(metrics) == 1 else f"{task}:{metric.split(',')[0]}"
-            columns.append(Column(task, metric, label))
-    return columns
+    """The columns of a run's tasks: its primary metrics, the paper's columns where a task has several
+    (MME: cognition and perception; tamp.eval.columns), one column per metric of a recorded list."""
+    return record_columns(run["primary_metric"], run["scores"])
 
 
 def score(result: dict[str, Any], column: Column) -> float | None:

@@ -2,7 +2,8 @@
 
 The draw is seeded from (seed, sample index, block index) with its own torch.Generator, so it neither
 depends on nor disturbs the global RNG, and a sample gets the same tokens whichever process handles it.
-Every linear of a block sees the same tokens.
+Every linear of a block sees the same tokens. The seed defaults to the run's `seed` (resolved where
+the method is built, tamp.method), so the repeats of a seed sweep draw different tokens.
 """
 
 from __future__ import annotations
@@ -39,11 +40,13 @@ class RandomTokensConfig(TokensConfig):
 
     name: str = "random"
     num_random: int = 100
-    seed: int = 0
+    seed: int | None = None  # None: the run's seed
 
     def check(self) -> None:
         if self.num_random < 1:
             raise ValueError(f"method.tokens.num_random={self.num_random} is invalid; valid: an integer >= 1")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+            raise ValueError(f"method.tokens.seed={self.seed!r} is invalid; valid: an integer, or null for the run's seed")
 
 
 @register_selector("random", config=RandomTokensConfig)
@@ -53,6 +56,8 @@ class RandomSelector:
 
     def select(self, name: str, x: torch.Tensor, z: torch.Tensor, ctx: SampleContext) -> torch.Tensor | None:
         if _CACHE_KEY not in ctx.cache:
+            if self.cfg.seed is None:
+                raise ValueError("method.tokens.seed is unset: build the selector through tamp.method, which gives it the run's seed")
             seed = draw_seed(self.cfg.seed, ctx.index, ctx.block_index)
             index = random_tokens(x.shape[0], self.cfg.num_random, seed)
             ctx.cache[_CACHE_KEY] = None if index is None else index.to(x.device)

@@ -9,11 +9,11 @@ model and eval settings; the runner hands them in when the sweep already scored 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from tamp.eval.columns import column_scores
 from tamp.run_record import RunRecord
 
 #: a run's results: its record, or anything results.json-shaped (the dense scores cached by a sweep)
@@ -56,20 +56,14 @@ def as_record(results: Results) -> RunRecord:
 
 
 def primary_scores(results: Results) -> dict[str, float]:
-    """{task: score of its primary metric} (first numeric metric when none is named)."""
+    """{column: score} as the report's columns: the task's name for a one-column task (its primary
+    metric, else its first numeric one), the paper's column names where it has several (MME)."""
     record = as_record(results)
-    out: dict[str, float] = {}
-    for task, scores in record.scores.items():
-        key = record.primary_metric.get(task)
-        keys = [key] if isinstance(key, str) else [k for k in scores if "stderr" not in k]
-        value = scores.get(keys[0]) if keys else None
-        if isinstance(value, (int, float)) and math.isfinite(value):
-            out[task] = float(value)
-    return out
+    return column_scores(record.primary_metric, record.scores)
 
 
 def rel_metrics(results: Results, dense: Results) -> dict[str, float]:
-    """{'rel/<task>': 100 * score / dense score, 'rel/avg': their mean} over tasks both runs scored."""
+    """{'rel/<column>': 100 * score / dense score, 'rel/avg': their mean} over columns both runs scored."""
     mine, ref = primary_scores(results), primary_scores(dense)
     rel = {f"rel/{task}": 100.0 * mine[task] / ref[task] for task in mine if ref.get(task)}
     if rel:

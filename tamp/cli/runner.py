@@ -127,8 +127,10 @@ def run_cell(fabric, cfg: DictConfig, run_dir: str | Path, cache_dir: str | Path
         start = time.perf_counter()
         if settings.eval.tasks:  # an unknown task fails now, not after an hour of pruning
             from tamp.eval.evaluate import resolve_tasks
+            from tamp.eval.judges import check_judges
 
             resolve_tasks(list(settings.eval.tasks), list(settings.eval.include_paths))
+            check_judges(settings.eval.tasks, {**os.environ, **settings.eval.env})
         loaded = load_named_model(settings.model_settings())
         model, processor, adapter = loaded.model, loaded.processor, loaded.adapter
         results.record.model.family = adapter.family

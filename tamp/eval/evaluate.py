@@ -20,6 +20,7 @@ import torch
 
 from tamp.eval.batching import DEFAULT_BATCH_SIZE
 from tamp.eval.columns import paper_metrics
+from tamp.eval.judges import check_judges
 from tamp.eval.quiet import quiet_bars
 from tamp.eval.tasks import task_dirs
 
@@ -55,6 +56,7 @@ def evaluate(
     every rank gets the gathered result (rank and world size default to torch.distributed's).
     """
     manager, names = resolve_tasks(tasks, include_paths)
+    check_judges(names)  # a judged task without a judge would retry an unreachable API, then score garbage
     from tamp.eval.lmms_model import DEFAULT_MAX_NEW_TOKENS, TampLMM
 
     lm = TampLMM(
@@ -107,6 +109,7 @@ def evaluate_saved(
             f"({model_dir}); use tamp.eval.evaluate.evaluate(*tamp.models.loading.load_model(dir), ...)"
         )
     manager, names = resolve_tasks(tasks, include_paths)
+    check_judges(names)
     scored = [name for name in names if _output_types(manager, name) & {"loglikelihood", "multiple_choice"}]
     if scored:
         raise ValueError(

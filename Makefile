@@ -72,6 +72,7 @@ lint: install  ## ruff
 bench: install  ## benchmarks (numbers, not tests)
 	$(PY) benchmarks/bench_pipeline.py
 	$(PY) benchmarks/bench_amia.py
+	$(PY) benchmarks/bench_ecoflap_precision.py
 
 clean:  ## remove caches (keeps .venv)
 	rm -rf .pytest_cache .ruff_cache outputs/*/ multirun

@@ -199,9 +199,9 @@ def test_a_new_components_settings_are_checked_like_the_others(compose_cfg, thro
 
 
 def test_an_allocations_defaults_are_its_own_whatever_the_preset(compose_cfg) -> None:
-    """`method.allocation.name=ecoflap` on the wanda preset gives ECoFLaP's own defaults (block granularity)."""
+    """`method.allocation.name=ecoflap` on the wanda preset gives ECoFLaP's own defaults (module granularity)."""
     method = validate(compose_cfg(["method.allocation.name=ecoflap"])).method
-    assert method.allocation.name == "ecoflap" and method.allocation.granularity == "block"
+    assert method.allocation.name == "ecoflap" and method.allocation.granularity == "module"
     changed = validate(compose_cfg(["method=tamp", "method/allocation=ecoflap"])).method
     assert changed.allocation.eps == 1e-3 and changed.tokens.name == "amia"
     for preset in ("wanda", "sparsegpt", "magnitude", "dense", "das_block", "tamp_sparsegpt"):  # every preset picks both

@@ -1,129 +1,99 @@
 """ECoFLaP allocation (zeroth-order): importance from loss differences under random weight perturbations.
 
-For each unit (a targeted linear with granularity "layer", a block with "block") and each of the first
-`num_samples` calibration samples: perturb the unit's weights by +eps*z and -eps*z (z ~ N(0, 1)),
-(L+ - L-) / (2 eps) is the gradient projected on z; the unit's score is the sum of its absolute value
-over samples (summed over processes). A block is perturbed as a whole, one z per tensor: the projected
-gradient of a block is the sum of its tensors' projected gradients (the directional derivative is
-linear in z), so the block score sums its tensors inside the absolute value. The allocator then runs
-on the units with cap target + delta; with "block" every linear of a block gets the block's sparsity.
+Default, as ECoFLaP's own code and the TAMP code's port compute it ("olmezo-gradient_sum",
+`sparsity_ratio_granularity block`): for each weight tensor alone and each of the first `num_samples`
+calibration samples, perturb that tensor by +eps*z and -eps*z (z ~ N(0, 1)); (L+ - L-) / (2 eps) is
+the gradient projected on z; the tensor's score is the sum of |.| over samples, in expectation
+sqrt(2/pi) * num_samples * ||g_t||. A group's score is the sum of its tensors' scores. Groups are a
+block's child modules (`...layers.N.self_attn`, `...layers.N.mlp`: 2 per Llama/Qwen block), the
+allocator runs on them with sum aggregation and cap target + 0.1, and every linear of a group gets the
+group's sparsity. The mechanics (block order, cached inputs, seeds, restoring) are in
+tamp.sparsity.zeroth_order.
 
-Loss: the LM loss on the answer tokens (labels shifted as HF does); a sample without labels uses all
-its next tokens (input_ids). A perturbation of block b only changes blocks >= b, so blocks are visited
-in order with one store of dense block inputs (offload-aware), advanced by one dense forward after b:
-every block's input is computed once and only one block's inputs are held. Weights are restored by
-copying back a saved original (never by subtracting, which would not round-trip in low precision).
+Options (this allocation's own settings, `method.allocation.*`):
+- estimator: per_tensor (default, the original) | joint: perturb every tensor of a group at once and
+  score |sum_t g_t . z_t|, in expectation the group's gradient norm ||g|| <= sum_t ||g_t||; it ranks
+  groups differently (seven tensors of gradient norm 1 score 7 per tensor, about 2.6 jointly) and
+  makes one loss difference per group instead of one per tensor (7x fewer on Llama blocks).
+- granularity: module (default) | block (one group per decoder block) | layer (one group per linear;
+  then both estimators are the same computation).
+- precision: float32 (default) | model. float32 upcasts the decoder blocks, final norm, LM head and
+  cached inputs for the scoring pass and restores them bit-exactly afterwards (tamp.pipeline.precision):
+  with eps = 1e-3 a bfloat16 loss difference is mostly rounding (see benchmarks/bench_ecoflap_precision.py).
+  It costs the float32 copy of the blocks (twice their bf16 size) and float32 matmuls. `model` scores in
+  the model's dtype. A float32 model is scored the same way under both.
 
-z is seeded per (seed, unit, sample content): the same sample gets the same z on any number of
-processes. `num_samples` counts this process's samples (the engine does not know global indices).
+What the official code does differently, checked in ylsung/ECoFLaP
+(LAVIS/lavis/compression/pruners/layer_single_base_pruner.py, `compute_importance_scores_mezo_layer_one`)
+and G-JWLee/TAMP (llava/pruners/layer_single_base_pruner.py, same function; llava/pruners/wanda_pruner.py
+`get_sparsity`; llava/evaluate.py; scripts/prune/ecoflap.sh):
+- z: seeded by `np.random.randint(1e9)` drawn per (tensor, sample) from the run's global NumPy stream,
+  then `torch.manual_seed`; here a seed derived from (run seed, tensor index, sample content), so the
+  scores do not depend on the number of processes or on what consumed random numbers before.
+- z is drawn in the weights' dtype (fp16 there) and the weights are restored by adding back (+1, -2, +1
+  times eps z, which does not round-trip in fp16); here z is float32 and the weights are restored by copy.
+- the loss is the whole model's forward in fp16 (bf16 autocast for the pruning forwards); here the tail
+  from the perturbed block, in float32 by default (the paper's models load in bf16 here).
+- samples: the first `num_data_first_stage` batches of an unshuffled batch-size-1 loader; TAMP's port
+  leaves it at its default 128 (all 128 calibration samples), ECoFLaP's BLIP-2 scripts default to 32.
+  num_noise = 1 (one z per tensor and sample), eps = noise_eps = 1e-3 in both.
+- groups: the weight name cut after its fourth component: on T5 (`t5_model.encoder.block.N`) that is a
+  whole block, on LLaVA (`model.layers.N.self_attn`) a block's attention or MLP; `module` here is the
+  latter on every family (cut one component below the block).
 """
 
 from __future__ import annotations
 
-import logging
-import zlib
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
 
-from tamp.data.sample import CalibSample
-from tamp.pipeline.capture import run_block
-from tamp.pipeline.store import ActivationStore
-from tamp.pipeline.tail import IGNORE_INDEX, tail_loss
-from tamp.progress import progress_bar
-from tamp.sparsity.groups import Group, GroupAllocationConfig, allocate_groups, block_groups, layer_groups
+from tamp.pipeline.precision import scoring_modules, upcast
+from tamp.sparsity.groups import (
+    Group,
+    GroupAllocationConfig,
+    allocate_groups,
+    block_groups,
+    layer_groups,
+    module_groups,
+)
 from tamp.sparsity.registry import register_allocation
+from tamp.sparsity.zeroth_order import Unit, loss_labels, sample_key, zeroth_order_scores
+from tamp.sparsity.zeroth_order import unit_seed as _seed
 
 if TYPE_CHECKING:
     from tamp.pipeline.engine import LayerwiseEngine
 
-log = logging.getLogger(__name__)
-GRANULARITIES = ("layer", "block")
+__all__ = ["EcoFlapAllocation", "EcoflapConfig", "_seed", "loss_labels", "sample_key"]
+
+GRANULARITIES = ("module", "block", "layer")
+ESTIMATORS = ("per_tensor", "joint")
+PRECISIONS = ("float32", "model")
+_GROUPS = {"module": module_groups, "block": block_groups, "layer": layer_groups}
 
 
-def sample_key(sample: CalibSample) -> int:
-    """A process-independent identity of a sample: its record id or a checksum of its tokens."""
-    if "id" in sample.meta:
-        return zlib.crc32(str(sample.meta["id"]).encode())
-    tokens = sample.inputs.get("input_ids", sample.modality_ids)
-    return zlib.crc32(tokens.detach().cpu().contiguous().numpy().tobytes())
-
-
-def loss_labels(samples: list[CalibSample]) -> list[torch.Tensor]:
-    """Answer labels; a sample without an answer span counts every next token of its input_ids."""
-    out, missing = [], 0
-    for sample in samples:
-        labels = sample.labels
-        if labels is None or not bool((labels != IGNORE_INDEX).any()):
-            if "input_ids" not in sample.inputs:
-                raise ValueError("ecoflap: a calibration sample has neither answer labels nor input_ids")
-            labels, missing = sample.inputs["input_ids"], missing + 1
-        out.append(labels)
-    if missing:
-        log.warning(
-            "ecoflap: %d sample(s) without answer labels; their loss counts every next token", missing
-        )
-    return out
-
-
-def _seed(base: int, unit: int, key: int) -> int:
-    return (base * 1_000_003 + unit * 7_919 + key) % (2**63 - 1)
-
-
-@torch.no_grad()
-def projected_gradient(
-    engine: LayerwiseEngine,
-    block_index: int,
-    weights: list[nn.Parameter],
-    originals: list[torch.Tensor],
-    hidden: torch.Tensor,
-    kwargs: dict,
-    labels: torch.Tensor,
-    eps: float,
-    seed: int,
-) -> float:
-    """(L(w + eps z) - L(w - eps z)) / (2 eps) for one sample; weights left equal to `originals`."""
-    gen = torch.Generator(device=engine.device).manual_seed(seed)
-    noise = [
-        torch.randn(w.shape, generator=gen, device=engine.device, dtype=torch.float32).to(w.device, w.dtype)
-        for w in weights
-    ]
-    losses = []
-    try:
-        for sign in (1.0, -1.0):
-            for w, orig, z in zip(weights, originals, noise, strict=True):
-                w.data.copy_(orig).add_(z, alpha=sign * eps)
-            losses.append(tail_loss(engine, block_index, hidden, kwargs, labels))
-    finally:
-        for w, orig in zip(weights, originals, strict=True):
-            w.data.copy_(orig)
-    return (losses[0] - losses[1]) / (2 * eps)
-
-
-def _advance(engine: LayerwiseEngine, index: int, store: ActivationStore, count: int) -> None:
-    """Dense forward of the first `count` samples through block `index` (the others are not scored)."""
-    with engine.on_device(engine.blocks[index]) as block:
-        for i in range(count):
-            hidden, kwargs = store.get(i)
-            store.replace_hidden(i, run_block(block, hidden, kwargs))
+def _one_of(key: str, value: str, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise ValueError(f"method.allocation.{key}='{value}'; valid: {', '.join(valid)}")
 
 
 @dataclass
 class EcoflapConfig(GroupAllocationConfig):
-    """ECoFLaP's zeroth-order estimate: perturbation size, samples used, and what is scored as one unit."""
+    """ECoFLaP's zeroth-order estimate: how it perturbs, what it groups, in which precision it scores."""
 
     name: str = "ecoflap"
     eps: float = 1e-3  # perturbation size
     num_samples: int | None = None  # calibration samples used for the estimate (None: all)
-    granularity: str = "block"  # block (ECoFLaP's allocation) | layer (one group per linear)
+    estimator: str = "per_tensor"  # per_tensor (ECoFLaP's own) | joint (one z for a whole group)
+    granularity: str = "module"  # module (attention / MLP of a block) | block | layer (one linear)
+    precision: str = "float32"  # float32 (score in float32) | model (score in the model's dtype)
 
     def check(self) -> None:
-        if self.granularity not in GRANULARITIES:
-            raise ValueError(
-                f"method.allocation.granularity='{self.granularity}'; valid: {', '.join(GRANULARITIES)}"
-            )
+        _one_of("granularity", self.granularity, GRANULARITIES)
+        _one_of("estimator", self.estimator, ESTIMATORS)
+        _one_of("precision", self.precision, PRECISIONS)
         super().check()
         if not self.eps > 0:
             raise ValueError(f"method.allocation.eps={self.eps} must be > 0")
@@ -133,65 +103,60 @@ class EcoflapConfig(GroupAllocationConfig):
 
 @register_allocation("ecoflap", config=EcoflapConfig)
 class EcoFlapAllocation:
-    """Zeroth-order layer or block importance -> the ECoFLaP allocator."""
+    """Zeroth-order importance of groups of linears -> the ECoFLaP allocator."""
 
     def __init__(self, cfg: EcoflapConfig | None = None) -> None:
         self.cfg = cfg or EcoflapConfig()
         self.seed = torch.initial_seed()  # tamp.prune seeds torch with the run's seed just before
         self.scores: dict[str, float] = {}
+        self.tensor_scores: dict[str, float] = {}  # per linear, with the per_tensor estimator
         self.group_sparsity: dict[str, float] = {}
 
     def groups(self, engine: LayerwiseEngine) -> list[Group]:
-        """The units perturbed together and allocated: linears ("layer") or blocks ("block")."""
-        return layer_groups(engine) if self.cfg.granularity == "layer" else block_groups(engine)
+        """The units allocated together: a block's child modules, blocks, or single linears."""
+        return _GROUPS[self.cfg.granularity](engine)
 
-    def _units(self, engine: LayerwiseEngine, groups: list[Group]) -> list[list[Group]]:
-        """`groups` by the block that owns them."""
-        per_block: list[list[Group]] = [[] for _ in engine.blocks]
-        owner = {name: i for i, linears in enumerate(engine.linears) for name in linears}
-        for g in groups:
-            per_block[owner[next(iter(g.linears))]].append(g)
-        return per_block
+    def _units(self, engine: LayerwiseEngine, groups: list[Group]) -> tuple[list[Unit], list[int]]:
+        """(perturbation units, the group index of each). Seeds: a tensor's index among all targeted
+        linears (per_tensor), or the group's index (joint, as before)."""
+        block_of = {name: b for b, linears in enumerate(engine.linears) for name in linears}
+        tensor_index = {name: i for i, name in enumerate(block_of)}
+        units, owner = [], []
+        for g_index, group in enumerate(groups):
+            names = list(group.linears)
+            if self.cfg.estimator == "joint":
+                chunks = [(g_index, names)]
+            else:
+                chunks = [(tensor_index[name], [name]) for name in names]
+            for seed_index, chunk in chunks:
+                blocks = {block_of[name] for name in chunk}
+                if len(blocks) != 1:
+                    raise ValueError(f"ecoflap: group {group.name} spans decoder blocks {sorted(blocks)}")
+                units.append(Unit(blocks.pop(), seed_index, [group.linears[name] for name in chunk]))
+                owner.append(g_index)
+        return units, owner
 
     @torch.no_grad()
     def importance(self, engine: LayerwiseEngine, groups: list[Group] | None = None) -> dict[str, float]:
-        """{unit name: sum over samples of |projected gradient|}, summed over processes."""
-        units = self._units(engine, self.groups(engine) if groups is None else groups)
-        flat = [g for block in units for g in block]
-        totals = torch.zeros(len(flat), dtype=torch.float64, device=engine.device)
-        count = (
-            len(engine.samples)
-            if self.cfg.num_samples is None
-            else min(self.cfg.num_samples, len(engine.samples))
-        )
-        samples = engine.samples[:count]
-        keys = [sample_key(s) for s in samples]
-        labels = loss_labels(samples)
-        store = engine.captured().copy()
-        unit_index = 0
-        total = sum(len(b) for b in units) * count
-        with progress_bar(total, "ecoflap scoring", enabled=engine.progress, unit="step", every_s=30.0) as bar:
-            for b, block_units in enumerate(units):
-                for group in block_units:
-                    weights = [lin.weight for lin in group.linears.values()]
-                    originals = [w.data.clone() for w in weights]  # restored by copy, never by subtraction
-                    for i in range(count):
-                        hidden, kwargs = store.get(i)
-                        seed = _seed(self.seed, unit_index, keys[i])
-                        g = projected_gradient(
-                            engine, b, weights, originals, hidden, kwargs, labels[i], self.cfg.eps, seed
-                        )
-                        totals[unit_index] += abs(g)
-                        bar.update(1)
-                    del originals
-                    unit_index += 1
-                if b + 1 < len(engine.blocks):
-                    _advance(engine, b, store, count)  # dense inputs of block b + 1
-        engine.reduce_([totals])
-        return {g.name: float(v) for g, v in zip(flat, totals.tolist(), strict=True)}
+        """{group name: sum of its units' sums over samples of |projected gradient|}, over processes."""
+        groups = self.groups(engine) if groups is None else groups
+        units, owner = self._units(engine, groups)
+        dtype = torch.float32 if self.cfg.precision == "float32" else None
+        with upcast(scoring_modules(engine), dtype) if dtype else nullcontext(False) as changed:
+            totals = zeroth_order_scores(
+                engine, units, self.seed, self.cfg.eps, self.cfg.num_samples, dtype if changed else None
+            )
+        scores = {g.name: 0.0 for g in groups}
+        for g_index, total in zip(owner, totals, strict=True):
+            scores[groups[g_index].name] += total
+        if self.cfg.estimator == "per_tensor":
+            names = {id(lin): name for g in groups for name, lin in g.linears.items()}
+            self.tensor_scores = {names[id(u.linears[0])]: t for u, t in zip(units, totals, strict=True)}
+        return scores
 
     def plan(self, engine: LayerwiseEngine, target: float) -> dict[str, float]:
         groups = self.groups(engine)
         self.scores = self.importance(engine, groups)
         plan, self.group_sparsity = allocate_groups(groups, self.scores, target, self.cfg)
         return plan
+

@@ -1,4 +1,4 @@
-"""Groups of linears an allocation ranks (one linear, or one block), and their per-linear plan.
+"""Groups of linears an allocation ranks (one linear, a block's attention or MLP, or one block), and their plan.
 
 Why the rounding step (`snap`): Wanda and magnitude prune `int(in_features * p)` weights per row, so
 a real-valued sparsity p loses up to one weight per row to the floor. On the paper's models that is
@@ -33,7 +33,7 @@ _EPS = 1e-9
 
 @dataclass
 class Group:
-    """Linears that receive one sparsity: a single linear (layer granularity) or a block."""
+    """Linears that receive one sparsity: a single linear, a child module of a block, or a block."""
 
     name: str
     linears: dict[str, nn.Linear]
@@ -54,6 +54,24 @@ def block_name(engine: LayerwiseEngine, index: int) -> str:
 
 def layer_groups(engine: LayerwiseEngine) -> list[Group]:
     return [Group(name, {name: linear}) for linears in engine.linears for name, linear in linears.items()]
+
+
+def module_groups(engine: LayerwiseEngine) -> list[Group]:
+    """One group per child module of a block that holds targeted linears (`...layers.N.self_attn`, `.mlp`).
+
+    ECoFLaP's code groups a weight by its name cut after the fourth component, which on a
+    `model.layers.N.self_attn.q_proj.weight` name is the block's attention or MLP. Cutting one component
+    below the block instead gives the same groups on every family, whatever the depth of `blocks_path`.
+    A linear that sits directly in the block is a group of its own.
+    """
+    groups: dict[str, Group] = {}
+    for i, linears in enumerate(engine.linears):
+        prefix = block_name(engine, i)
+        for name, linear in linears.items():
+            relative = name.removeprefix(prefix + ".").split(".")
+            key = f"{prefix}.{relative[0]}" if len(relative) > 1 else name
+            groups.setdefault(key, Group(key, {})).linears[name] = linear
+    return list(groups.values())
 
 
 def block_groups(engine: LayerwiseEngine) -> list[Group]:

@@ -10,7 +10,7 @@ export TOKENIZERS_PARALLELISM ?= false
 
 comma := ,
 
-.PHONY: help install lock demo toy-demo quick test test-slow test-all lint bench clean
+.PHONY: help install lock demo toy-demo ablations quick test test-slow test-all lint bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -53,6 +53,15 @@ demo: install  ## the default job: build the toy zoo model once, prune it 9 ways
 	$(PY) -m tamp.report $(DEMO_DIR)
 
 toy-demo: demo
+
+ifndef ABLATIONS_DIR
+ABLATIONS_DIR := outputs/ablations/$(shell date +%Y-%m-%d_%H-%M-%S)
+endif
+
+ablations: install  ## the paper's Table 4 on the toy zoo: 13 methods and dense at 50% and 60%, Rel.% table
+	$(PY) -m tamp.zoo build
+	OMP_NUM_THREADS=1 WANDB_SILENT=true $(PY) -m tamp.run -m +experiment=toy_ablations hydra.sweep.dir=$(ABLATIONS_DIR)
+	$(PY) -m tamp.report $(ABLATIONS_DIR)
 
 quick: install  ## one pruning run (wanda, 50%) on a tiny random LLaVA-NeXT, in seconds
 	$(PY) -m tamp.run

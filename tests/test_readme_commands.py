@@ -49,6 +49,8 @@ def _kind(command: str) -> str:
         return "ci"  # .ci/run runs `make test` from a clean clone; test_make_demo runs the demo
     if command == "make help":
         return "make_help"
+    if command == "make ablations":
+        return "make_ablations"  # its 28 cells are checked below; the sweep itself takes minutes
     if command.startswith("make lock"):
         return "make_lock"
     return "uncovered"
@@ -79,6 +81,13 @@ def test_readme_single_runs_complete(command: str, tmp_path: Path) -> None:
 def test_make_help_lists_the_targets() -> None:
     proc = subprocess.run(["make", "help"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "make demo" in proc.stdout and "make lock" in proc.stdout
+
+
+def test_make_ablations_runs_a_sweep_whose_every_cell_checks() -> None:
+    """`make ablations` sweeps experiments/toy_ablations.yaml: 14 methods (dense included) x 2 targets."""
+    make = (REPO / "Makefile").read_text()
+    assert "-m +experiment=toy_ablations" in make
+    assert check_command(["-m", "+experiment=toy_ablations"]) == 28
 
 
 @pytest.mark.slow

@@ -19,12 +19,17 @@ from tamp.eval.judges import JUDGED, JudgeRequiredError, check_judges
 
 REPO = Path(__file__).resolve().parents[1]
 SUITES = ("llava_next_suite", "audio_visual_suite", "onevision_suite")
-#: a module lmms-eval 0.7.3's task code imports and does not depend on: the task cannot load without it
+#: modules lmms-eval 0.7.3's task code imports without depending on them: tamp depends on them (pyproject)
 NEEDS = {
     "mathvista_testmini": "Levenshtein",  # mathvista_evals.py: `from Levenshtein import distance`
     "llava_interleave_bench_in_domain": "rouge",  # llava_interleave_bench/utils.py: `from rouge import Rouge`
 }
-SLOW = {"mvbench"}  # 20 sub-tasks, each with its own videos
+SLOW = {"mvbench"}
+
+
+@pytest.mark.parametrize("task", sorted(NEEDS))
+def test_the_scorers_lmms_eval_does_not_install_are_installed(task: str) -> None:
+    importlib.import_module(NEEDS[task])  # 20 sub-tasks, each with its own videos
 
 
 def _suite_tasks() -> set[str]:
@@ -71,14 +76,6 @@ def test_every_suite_benchmark_has_a_local_copy():
     "name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in PAPER_TASKS]
 )
 def test_official_task_scores_on_a_tiny_model(name, tmp_path, monkeypatch, tiny):
-    if name in NEEDS:
-        try:
-            importlib.import_module(NEEDS[name])
-        except ImportError as err:
-            pytest.skip(
-                f"{name}: lmms-eval 0.7.3's task code cannot load offline here ({err}); it does not "
-                f"depend on {NEEDS[name]}"
-            )
     from tamp.eval.evaluate import evaluate
 
     task = PAPER_TASKS[name]

@@ -1,6 +1,6 @@
 """A pruning job's settings resolved through the component registries: one validation path.
 
-Hydra's run schema (tamp.schema), `tamp.prune(model, samples, dict)` and the tests all come here.
+Hydra's run schema (tamp.cli.schema), `tamp.prune(model, samples, dict)` and the tests all come here.
 The method's own keys become the settings dataclass of the pruner it names, `method.allocation` and
 `method.tokens` those of the allocation and selector they name, each checked by its own `check()`;
 an unknown name or key is one line naming it and the valid ones.

@@ -59,7 +59,7 @@ def make_run(
     run_dir: str = "run",
     **overrides,
 ) -> dict:
-    """A results.json as tamp.runner writes it; overrides use Hydra's dotted names with `__` for dots."""
+    """A results.json as tamp.cli.runner writes it; overrides use Hydra's dotted names with `__` for dots."""
     config = copy.deepcopy(CONFIG)
     for key, value in PRESETS[method].items():
         if isinstance(value, dict):

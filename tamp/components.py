@@ -8,6 +8,7 @@ an unknown name or key is one line naming it and the valid ones.
 
 from __future__ import annotations
 
+from dataclasses import is_dataclass
 from typing import Any
 
 from tamp.config import MethodConfig, PruneConfig, from_dict
@@ -22,7 +23,7 @@ def resolve_method(value: MethodConfig | Any) -> MethodConfig:
     data, _ = as_fields(value)
     allocation = allocation_settings(data.pop("allocation", {}))
     tokens = selector_settings(data.pop("tokens", {}))
-    method = pruner_settings(value if not isinstance(value, dict) else data)
+    method = pruner_settings(value if is_dataclass(value) else data)  # a typed node keeps its type
     method.allocation, method.tokens = allocation, tokens
     if not method.name:
         method.name = method.pruner

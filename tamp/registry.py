@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, is_dataclass
 from typing import Any, Generic, TypeVar
 
+from tamp.config import from_dict
+
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -96,7 +98,7 @@ class Registry(Generic[T]):
             defaults, _ = as_fields(given())
             data = {k: v for k, v in data.items() if k == name_key or k not in defaults or v != defaults[k]}
         data[name_key] = name
-        settings = settings_from_mapping(cls, data, path)
+        settings = from_dict(cls, data, path)  # an unknown key names itself and the valid ones
         settings.check()
         return settings
 
@@ -119,11 +121,3 @@ def as_fields(value: Any) -> tuple[dict[str, Any], type | None]:
     return dict(value), None
 
 
-def settings_from_mapping(cls: type, data: Mapping[str, Any], path: str) -> Any:
-    """An instance of the settings dataclass `cls` from `data`; an unknown key names itself and the valid ones."""
-    assert is_dataclass(cls)
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"unknown config key '{path}.{unknown[0]}'; valid: {', '.join(sorted(known))}")
-    return cls(**dict(data))

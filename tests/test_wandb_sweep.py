@@ -86,13 +86,34 @@ def test_report_reads_offline_runs_like_results_files(sweep: Path, tmp_path: Pat
     assert report_main(["--wandb-dir", str(sweep), "--group", "other", "--out", str(tmp_path / "x")]) == 1
 
 
-def test_report_logs_a_summary_run_with_the_rel_table_and_plots(sweep: Path, tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    assert report_main([str(sweep), "--out", str(tmp_path), "--wandb-log", "tamp"]) == 0
+def test_report_logs_a_summary_run_with_the_rel_table_and_plots(sweep: Path, tmp_path: Path) -> None:
+    # as a user runs it: its own process, so no W&B session of an earlier test can leak into it
+    cmd = [sys.executable, "-m", "tamp.report", str(sweep), "--out", str(tmp_path), "--wandb-log", "tamp"]
+    proc = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = map(read_offline_run, find_offline_runs([tmp_path]))
-    assert (run.name, run.group) == ("report", "2026-01-01/10-00-00")  # beside the cells
+    assert (run.name, run.group, run.job_type) == ("report", "2026-01-01/10-00-00", "report")  # beside the cells
     assert run.summary["rel_table"]["_type"] == "table-file"
     assert {"plots/sparsity_vs_rel", "plots/sparsity_per_block"} <= set(run.summary)
     assert run.summary["avg_rel/zoo/dense/0"] == pytest.approx(100.0)
     assert "avg_rel/zoo/magnitude/0.5" in run.summary
+    # the report's own run, logged into the sweep's folder, is never read back as a cell
+    into_sweep = [sys.executable, "-m", "tamp.report", str(sweep), "--wandb-log", "tamp"]  # out: the sweep itself
+    proc = subprocess.run(into_sweep, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(find_offline_runs([sweep])) == 3
+    assert report_main(["--wandb-dir", str(sweep), "--out", str(tmp_path / "again")]) == 0
+    assert len(load_offline_wandb([sweep])) == 2
+
+
+def test_a_run_log_cut_short_is_named_by_its_folder_never_empty(sweep: Path, tmp_path: Path, capsys) -> None:
+    source = next(p for p in find_offline_runs([sweep]) if read_offline_run(p).name == "zoo/dense")
+    folder = tmp_path / source.name
+    folder.mkdir()
+    (log,) = source.glob("run-*.wandb")
+    (folder / log.name).write_bytes(log.read_bytes()[:7])  # the W&B header only: no run record yet
+    run = read_offline_run(folder)
+    assert (run.name, run.complete) == (folder.name, False)
+    assert report_main(["--wandb-dir", str(tmp_path), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(folder) in err[0] and "run record" in err[0]

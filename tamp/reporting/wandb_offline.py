@@ -16,6 +16,8 @@ from typing import Any
 from tamp.reporting.load import ReportError
 
 RUN_GLOB = "offline-run-*"
+#: the job type of the run `tamp.report --wandb-log` writes (tamp.reporting.wandb_summary)
+REPORT_JOB_TYPE = "report"
 
 
 @dataclass
@@ -29,6 +31,9 @@ class OfflineRun:
     config: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     state: str = "running"
+    job_type: str = ""
+    #: the log held its run record (name, group, config); False for a log cut short or still being written
+    complete: bool = False
 
 
 def _apply(target: dict[str, Any], items: Any, unwrap_value: bool = False) -> None:
@@ -66,7 +71,8 @@ def read_offline_run(folder: str | Path) -> OfflineRun:
             kind = record.WhichOneof("record_type")
             if kind == "run":
                 r = record.run
-                run.id, run.name, run.group = r.run_id or run.id, r.display_name, r.run_group
+                run.id, run.name, run.group = r.run_id or run.id, r.display_name or run.name, r.run_group or run.group
+                run.job_type, run.complete = r.job_type or run.job_type, True
                 run.path = [p for p in (r.entity, r.project, r.run_id) if p] or run.path
                 _apply(run.config, r.config.update, unwrap_value=True)
             elif kind == "config":
@@ -77,9 +83,13 @@ def read_offline_run(folder: str | Path) -> OfflineRun:
                 _apply(run.summary, record.history.item)
             elif kind == "exit":
                 run.state = "finished" if record.exit.exit_code == 0 else "failed"
+    except Exception as err:  # noqa: BLE001 - a record cut short: keep what was read, say where
+        raise ReportError(f"{logs[0]}: unreadable W&B run log ({err})") from None
     finally:
         store.close()
     run.config.pop("_wandb", None)
+    if not run.complete:  # never an empty name: the folder says which run this is
+        run.name = run.name or folder.name
     return run
 
 
@@ -103,6 +113,10 @@ def load_offline_wandb(dirs: list[str | Path], group: str | None = None) -> list
     from tamp.reporting.wandb_source import results_from_wandb_run
 
     runs = [read_offline_run(folder) for folder in find_offline_runs(dirs)]
+    incomplete = [r.path[0] for r in runs if not r.complete]
+    if incomplete:
+        raise ReportError(f"{incomplete[0]}: W&B run log without its run record (cut short or still being written)")
+    runs = [r for r in runs if r.job_type != REPORT_JOB_TYPE]  # `--wandb-log` runs are reports, not cells
     runs = [r for r in runs if group is None or r.group == group]
     if not runs:
         raise ReportError(f"no offline W&B run of group '{group}' under {', '.join(map(str, dirs))}")

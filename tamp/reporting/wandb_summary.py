@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tamp.reporting.table import Report
+from tamp.reporting.wandb_offline import REPORT_JOB_TYPE
 from tamp.tracking.wandb_keys import group_name
 
 
@@ -38,7 +39,7 @@ def log_summary_run(report: Report, out: Path, target: str, group: str | None) -
         entity=entity or None,
         group=group,
         name="report",
-        job_type="report",
+        job_type=REPORT_JOB_TYPE,
         dir=str(out),
         mode=resolve_mode(os.environ.get("WANDB_MODE", "online")),
         reinit="finish_previous",

@@ -306,23 +306,6 @@ def test_a_sigterm_run_resumes_and_then_the_same_command_changes_nothing(tmp_pat
     assert snapshot(run_dir) == done
 
 
-def test_the_same_command_into_a_completed_run_changes_nothing(compose_cfg, tmp_path: Path) -> None:
-    """The README's "the same command continues": on a completed run it says so in one line, exit 0, no file touched."""
-    run_dir = tmp_path / "run"
-    overrides = [*FAST, "runner.save_model=true"]
-    assert run(compose_cfg(overrides), run_dir)["status"] == "completed"
-    (run_dir / ".hydra").mkdir()  # what the command's first run also left there
-    (run_dir / ".hydra" / "config.yaml").write_text("model: {}\nmethod: {}\nsparsity: {}\nrunner: {}\n")
-    (run_dir / "run.log").write_text("first run\n")
-    before = snapshot(run_dir)
-    proc = _subprocess([*overrides, f"hydra.run.dir={run_dir}"], cwd=REPO, timeout=120)
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert proc.returncode == 0 and len(lines) == 1, proc.stderr
-    assert lines[0] == (f"tamp: {run_dir} holds a completed run of this configuration; nothing to do, nothing "
-                        f"changed (results in {run_dir}/results.json; a new hydra.run.dir runs it again)")
-    assert snapshot(run_dir) == before, "the completed run was modified"
-
-
 def test_the_run_api_returns_a_completed_run_untouched(compose_cfg, tmp_path: Path) -> None:
     cfg = compose_cfg(FAST)
     first = run(cfg, tmp_path)
@@ -350,12 +333,13 @@ def test_a_stale_lock_is_taken_over_and_a_live_one_is_named(tmp_path: Path) -> N
     assert not (tmp_path / LOCK_FILE).exists()
 
 
-def test_a_closed_output_pipe_does_not_change_the_outcome(tmp_path: Path) -> None:
-    """`python -m tamp.run ... 2>&1 | head -1`: the run completes and says so in results.json."""
+def test_a_closed_pipe_changes_nothing_and_the_same_command_then_changes_nothing(tmp_path: Path) -> None:
+    """`python -m tamp.run ... 2>&1 | head -1` completes and records it; the same command again (the README's
+    "the same command continues") finds the completed run: one line, exit 0, not one file touched."""
     run_dir = tmp_path / "run"
-    env = {**ENV, "TAMP_PROGRESS": "log", "TAMP_TEST_BLOCK_DELAY_S": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "tamp.run", "logger=none", "calib.num_samples=1",
-                             f"hydra.run.dir={run_dir}"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+    args = [*(a for a in FAST if a != "runner.progress=false"), "runner.save_model=true", f"hydra.run.dir={run_dir}"]
+    env = {**ENV, "TAMP_PROGRESS": "log", "TAMP_TEST_BLOCK_DELAY_S": "1"}  # block lines written after the pipe closed
+    proc = subprocess.Popen([sys.executable, "-m", "tamp.run", *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
     try:
         assert proc.stdout.readline()  # head -1
@@ -366,6 +350,15 @@ def test_a_closed_output_pipe_does_not_change_the_outcome(tmp_path: Path) -> Non
             proc.kill()
     record = json.loads((run_dir / "results.json").read_text())
     assert record["status"] == "completed" and record["error"] is None, record["error"]
+    assert (run_dir / "model" / "sparsity_manifest.json").exists()
+
+    before = snapshot(run_dir)
+    again = _subprocess(args, cwd=REPO, timeout=120)
+    lines = [line for line in again.stderr.splitlines() if line.strip()]
+    assert again.returncode == 0 and len(lines) == 1, again.stderr
+    assert lines[0] == (f"tamp: {run_dir} holds a completed run of this configuration; nothing to do, nothing "
+                        f"changed (results in {run_dir}/results.json; a new hydra.run.dir runs it again)")
+    assert snapshot(run_dir) == before, "the completed run was modified"
 
 
 def test_the_stream_guard_drops_writes_to_a_closed_pipe() -> None:

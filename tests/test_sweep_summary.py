@@ -110,3 +110,44 @@ def test_sweep_with_a_failing_cell_prints_the_summary_and_exits_1(compose_cfg, t
         "valid: 0 <= target < 1)"
     )
     assert json.loads((tmp_path / "0_wanda_0.5" / "results.json").read_text())["status"] == "completed"
+
+
+def test_the_summary_counts_cells_completed_before():
+    cells = [Cell("0_wanda_0.5", True), Cell("1_wanda_0.6", True), Cell("2_wanda_0.7", False, "ValueError: bad")]
+    assert summary_line(cells[:2], before=1) == "2/2 cells completed: 1 before, 1 now"
+    assert summary_line(cells, before=1) == "2/3 cells completed: 1 before, 1 now; failed: 2_wanda_0.7 (ValueError: bad)"
+
+
+def _tree(root: Path) -> dict[str, bytes | None]:
+    return {str(p.relative_to(root)): (None if p.is_dir() else p.read_bytes()) for p in sorted(root.rglob("*"))}
+
+
+def test_a_sweep_run_again_runs_only_the_cell_that_failed(tmp_path: Path):
+    """The same multirun after a fix: the completed cell is skipped, untouched; only the failed one runs."""
+    sweep, ckpt = tmp_path / "sweep", tmp_path / "ckpt"
+    mine = ckpt / "0.6"  # a person's folder where the second cell would save: that cell fails, nothing is lost
+    mine.mkdir(parents=True)
+    (mine / "notes.md").write_text("mine\n")
+    cmd = [sys.executable, "-m", "tamp.run", "-m", f"hydra.sweep.dir={sweep}", "sparsity.target=0.5,0.6",
+           f"runner.save_dir={ckpt}/${{sparsity.target}}", "calib.num_samples=1", "logger=none", "runner.progress=false"]
+    first = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)  # TAMP_PREFLIGHT=0
+    assert first.returncode == 1, first.stderr[-2000:]
+    assert first.stderr.strip().splitlines()[-1].startswith(
+        "1/2 cells completed; failed: 1_wanda_0.6 (SaveTargetRefused: runner.save_dir="), first.stderr[-2000:]
+    assert (mine / "notes.md").read_text() == "mine\n"
+    done = {**_tree(sweep / "0_wanda_0.5"), **{f"ckpt/{k}": v for k, v in _tree(ckpt / "0.5").items()}}
+    mine.rename(tmp_path / "moved_away")  # the fix
+
+    second = subprocess.run(cmd, cwd=REPO, env={**ENV, "TAMP_PREFLIGHT": "1"}, capture_output=True, text=True,
+                            timeout=600)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert second.stderr.strip().splitlines()[-1] == "2/2 cells completed: 1 before, 1 now"
+    launched = second.stdout + second.stderr  # Hydra's launcher lists the jobs it starts: `#1 : sparsity.target=0.6`
+    assert "#0 :" not in launched and "#1 : sparsity.target=0.6" in launched, launched[-2000:]
+    assert {**_tree(sweep / "0_wanda_0.5"), **{f"ckpt/{k}": v for k, v in _tree(ckpt / "0.5").items()}} == done
+    record = json.loads((sweep / "1_wanda_0.6" / "results.json").read_text())
+    assert record["status"] == "completed" and (ckpt / "0.6" / "sparsity_manifest.json").exists()
+
+    third = subprocess.run(cmd, cwd=REPO, env={**ENV, "TAMP_PREFLIGHT": "1"}, capture_output=True, text=True,
+                           timeout=600)
+    assert third.returncode == 0 and third.stderr.strip().splitlines()[-1] == "2/2 cells completed: 2 before, 0 now"

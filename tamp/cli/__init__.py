@@ -1,5 +1,6 @@
 """The application around the library: the Hydra entry and its schema, the Fabric runner, the checks run
-before anything loads, run directories, the sweep summary and the report CLI.
+before anything loads, run directories (their lock, save targets, a sweep run again), the sweep summary
+and the report CLI.
 
 The library (tamp.api, tamp.method, tamp.config and the packages under tamp/) knows nothing of these;
 they only look down. `python -m tamp.run` and `python -m tamp.report` keep working through the thin

@@ -6,6 +6,11 @@ command's overrides are composed with Hydra's own compose API, for a multirun on
 basic sweeper's grid (`hydra.sweeper.params` of an experiment included), and every cell goes
 through `tamp.checks.check_run_config`: a sweep with one bad cell fails in the first seconds,
 before any model loads and before anything is written.
+
+It also guards what exists before Hydra writes its own files into the run folder: a folder tamp
+did not make, a run of another config, a folder another process is running in, a save target that
+is not tamp's to replace (`tamp.cli.save_target`), two cells saving into one folder. The same
+command into a completed run folder of the same config is `NothingToDo`: one line, exit 0.
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 from tamp.cli import CONF_DIR
 from tamp.cli.checks import check_run_config, valid_keys
-from tamp.cli.rundir import check_run_dir
+from tamp.cli.rundir import check_not_foreign, check_run_dir, completed_message, completed_run
+from tamp.cli.runlock import holder, in_use_message
+from tamp.cli.save_target import check_run_save
 from tamp.cli.schema import register_schema
 from tamp.io import first_line
 
@@ -38,6 +45,10 @@ _PASS_THROUGH = ("help", "hydra_help", "cfg", "shell_completion", "info", "exper
 
 class PreflightError(ValueError):
     """A bad command line, already phrased as the one line the user sees."""
+
+
+class NothingToDo(Exception):  # noqa: N818 - not an error: the run is already done
+    """The command's run folder holds a completed run of the same config; the message says so in one line."""
 
 
 def check_command(argv: Sequence[str], local: bool = True) -> int:
@@ -57,23 +68,44 @@ def check_command(argv: Sequence[str], local: bool = True) -> int:
     register_schema()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         base = _compose([o for o in overrides if o not in sweeps], hydra=True)
+        target = _check_output_dir(base, args.multirun)
         cells = _cells(base, overrides) if args.multirun else [overrides]
+        saves: dict[Path, str] = {}
         for cell in cells:
             cfg = _compose(cell, hydra=False)
+            where = f" (cell {' '.join(cell)})" if args.multirun and len(cells) > 1 else ""
             try:
                 settings = check_run_config(cfg, local)
+                run_dir = settings.resume or (None if args.multirun else target)
+                if not local:  # the folders are on the other machine
+                    continue
                 if settings.resume:
+                    _check_run_folder(Path(settings.resume), "resume")
                     check_run_dir(settings.resume, cfg, resume=True)
+                elif run_dir is not None:  # hydra.run.dir=DIR of an earlier run
+                    _check_run_folder(run_dir, "hydra.run.dir")
+                    check_run_dir(run_dir, cfg, resume=False)
+                    if completed_run(run_dir, cfg) is not None:
+                        raise NothingToDo(completed_message(run_dir))
+                config = OmegaConf.to_container(cfg, resolve=True)
+                save = check_run_save(settings, config, run_dir, target if args.multirun else None)  # type: ignore[arg-type]
             except (ValueError, OSError) as err:
-                where = f" (cell {' '.join(cell)})" if args.multirun and len(cells) > 1 else ""
                 raise PreflightError(f"{first_line(err)}{where}") from None
-    target = _check_output_dir(base, args.multirun)
-    if not args.multirun and target is not None and target.is_dir():  # hydra.run.dir=DIR of an earlier run
-        try:
-            check_run_dir(target, cfg, resume=False)
-        except ValueError as err:
-            raise PreflightError(first_line(err)) from None
+            if save is not None and save in saves:
+                raise PreflightError(f"runner.save_dir={settings.runner.save_dir} is the same folder ({save}) for "
+                                     f"cells {saves[save]} and {' '.join(cell)}; valid: one folder per cell, e.g. "
+                                     "runner.save_dir=ckpt/${method.name}_${sparsity.target}")
+            if save is not None:
+                saves[save] = " ".join(cell)
     return len(cells)
+
+
+def _check_run_folder(run_dir: Path, key: str) -> None:
+    """A folder tamp did not make, or one another process is running in: refused before Hydra writes there."""
+    check_not_foreign(run_dir, key)
+    who = holder(run_dir)
+    if who is not None:
+        raise PreflightError(in_use_message(run_dir, who))
 
 
 def _parse(overrides: list[str]):

@@ -3,6 +3,8 @@
 The Hydra entry point is a thin shell around `run(cfg)`, which tests call directly with a
 composed config. A failing cell of a multirun is recorded as failed and the sweep goes on; a
 failing single run exits non-zero with a one-line error (HYDRA_FULL_ERROR=1 for the traceback).
+A completed run of the same config is left untouched (one line, exit 0); SIGTERM and Ctrl-C record
+"interrupted" and exit 143 / 130 with one line; a closed stdout/stderr changes nothing.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ from omegaconf import DictConfig
 
 from tamp.cli import CONF_DIR
 from tamp.cli.rundir import RunDirRefused
+from tamp.cli.runlock import RunDirInUse
 from tamp.cli.schema import register_schema
 from tamp.eval.columns import column_scores
 from tamp.io import first_line
@@ -38,20 +42,38 @@ register_schema()
 
 
 def run(cfg: DictConfig, run_dir: str | Path, cache_dir: str | Path | None = None) -> dict[str, Any]:
-    """Validate, start the Fabric world the runner asks for, run the cell; return its results."""
-    from tamp.cli.checks import check_run_config
-    from tamp.cli.rundir import check_run_dir
-    from tamp.cli.runner import make_fabric, run_cell
+    """Validate, start the Fabric world the runner asks for, run the cell; return its results.
 
-    check_run_dir(run_dir, cfg, resume=bool(cfg.get("resume")))  # refusals leave the directory untouched
-    try:
-        settings = check_run_config(cfg)  # one-line error for a bad value or file, before any heavy work
-    except (ValueError, OSError) as err:
-        record_failure(cfg, run_dir, err)
-        raise
-    fabric = make_fabric(settings)
-    fabric.launch(run_cell, cfg, str(run_dir), str(cache_dir) if cache_dir else None)
-    record = RunRecord.read(Path(run_dir) / RESULTS_FILE)
+    A run folder tamp did not make, one of another config, one in use by another process and a save
+    target that is not tamp's to replace are refused before anything is written; a completed run of
+    this same config is returned as it is, nothing written.
+    """
+    from omegaconf import OmegaConf
+
+    from tamp.cli.checks import check_run_config
+    from tamp.cli.rundir import check_not_foreign, check_run_dir, completed_message, completed_run
+    from tamp.cli.runlock import RunLock
+    from tamp.cli.runner import make_fabric, run_cell
+    from tamp.cli.save_target import check_run_save
+
+    resume = bool(cfg.get("resume"))
+    check_not_foreign(run_dir, "resume" if resume else "hydra.run.dir")
+    check_run_dir(run_dir, cfg, resume=resume)  # refusals leave the directory untouched
+    done = None if resume else completed_run(run_dir, cfg)
+    if done is not None:
+        log.info(completed_message(run_dir))
+        return done.to_json()
+    with RunLock(run_dir):
+        started = time.time()
+        try:
+            settings = check_run_config(cfg)  # one-line error for a bad value or file, before any heavy work
+            check_run_save(settings, OmegaConf.to_container(cfg, resolve=True), run_dir)  # type: ignore[arg-type]
+            fabric = make_fabric(settings)
+            fabric.launch(run_cell, cfg, str(run_dir), str(cache_dir) if cache_dir else None)
+        except BaseException as err:  # run_cell records its own failures; this covers what comes before
+            record_failure(cfg, run_dir, err, since=started)
+            raise
+        record = RunRecord.read(Path(run_dir) / RESULTS_FILE)
     _print_summary(record, run_dir)
     return record.to_json()
 
@@ -65,15 +87,18 @@ def _print_summary(record: RunRecord, run_dir: str | Path) -> None:
     print(f"{line}; results in {Path(run_dir) / RESULTS_FILE}")
 
 
-def record_failure(cfg: DictConfig, run_dir: str | Path, err: BaseException) -> None:
-    """Make sure the cell's results.json says "failed" (validation errors happen before it exists)."""
+def record_failure(cfg: DictConfig, run_dir: str | Path, err: BaseException, since: float = 0.0) -> None:
+    """Make sure the cell's results.json says "failed" or "interrupted" (validation errors happen before it exists).
+
+    A failure already recorded (since `since`: not one of an earlier attempt) is kept as it is.
+    """
     from omegaconf import OmegaConf
 
     from tamp.tracking.results import ResultsFile
 
     path = Path(run_dir) / RESULTS_FILE
     try:
-        if RunRecord.read(path).status in (FAILED, INTERRUPTED):
+        if RunRecord.read(path).status in (FAILED, INTERRUPTED) and path.stat().st_mtime >= since - 1.0:
             return
     except RunRecordError:  # none yet (or unreadable): this failure is the record
         pass
@@ -105,7 +130,7 @@ def main(cfg: DictConfig) -> None:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         message = first_line(err)
-        if not isinstance(err, RunDirRefused):  # another run's directory: never write into it
+        if not isinstance(err, (RunDirRefused, RunDirInUse)):  # another run's directory: never write into it
             record_failure(cfg, run_dir, err)
         log.error("cell %s failed: %s", hc.job.num if multirun else hc.job.name, message)
         print(f"tamp: error: {message}", file=sys.stderr)
@@ -115,19 +140,33 @@ def main(cfg: DictConfig) -> None:
 
 def cli() -> None:
     """`python -m tamp.run` / `tamp-run`: check the whole command (every cell) first, then Hydra runs it."""
-    from tamp.cli.preflight import PreflightError, check_command, enabled
+    from tamp.cli.preflight import NothingToDo, PreflightError, check_command, enabled
+    from tamp.cli.streams import guard_streams
 
+    guard_streams()  # `... | head -1`: a closed pipe drops output, never the run
     if enabled():
         try:
             check_command(sys.argv[1:])
         except PreflightError as err:
             print(f"tamp: error: {err}", file=sys.stderr)
             sys.exit(2)
+        except NothingToDo as done:
+            print(f"tamp: {done}", file=sys.stderr)
+            sys.exit(0)
     signal.signal(signal.SIGTERM, _interrupt)  # SLURM pre-emption: record "interrupted", keep the checkpoint
-    main()
+    try:
+        main()
+    except KeyboardInterrupt as err:  # SIGTERM or Ctrl-C: the cell recorded "interrupted" on its way out
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # SLURM may signal again while this exits
+        name = str(err) or "signal SIGINT"
+        code = 128 + (signal.SIGTERM if "SIGTERM" in name else signal.SIGINT)
+        print(f"tamp: interrupted by {name.removeprefix('signal ')}; results.json says \"interrupted\" and the "
+              "checkpoint is kept: the same command resumes", file=sys.stderr)
+        sys.exit(code)
 
 
 def _interrupt(signum: int, frame: Any) -> None:
+    signal.signal(signum, signal.SIG_IGN)  # once: a second SIGTERM must not cut the recording short
     raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
 

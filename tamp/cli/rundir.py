@@ -3,16 +3,21 @@
 A run directory's results.json holds the resolved config of the run that made it. Running into the
 same directory again (`hydra.run.dir=DIR`, or `resume=DIR`) is allowed only with the same config,
 up to the settings that do not change masks or scores (devices, progress bars, logging, paths);
-`resume=DIR` further needs DIR to exist and to hold a checkpoint of an unfinished run.
+`resume=DIR` further needs DIR to exist and to hold a checkpoint of an unfinished run. A folder
+tamp did not make (not empty, no results.json of a tamp run) is never written into, and a
+completed run of the same config is left as it is (`completed_run`): there is nothing to do.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from tamp.cli.runlock import LOCK_FILE
 from tamp.pipeline.checkpoint import PROGRESS
 from tamp.run_record import COMPLETED, FAILED, RESULTS_FILE, RunRecord, RunRecordError
 
@@ -78,6 +83,79 @@ def check_run_dir(run_dir: str | Path, cfg: DictConfig, resume: bool) -> None:
             key, there, here = diff
             raise RunDirRefused(f"{run_dir} holds a run of another configuration ({key}: {there!r} there, "
                              f"{here!r} now); resume with the same config, or use a new run directory")
+
+
+def config_digest(config: dict[str, Any]) -> str:
+    """A digest of the experiment a config defines (its identity): what a saved model is tied to."""
+    text = json.dumps(identity(config), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+#: top-level keys every tamp run config has (results.json's `config`, Hydra's .hydra/config.yaml)
+_TAMP_KEYS = ("model", "method", "sparsity", "runner")
+#: what Hydra and tamp write into a run folder before results.json exists
+_STARTED = {".hydra", "run.log", LOCK_FILE}
+
+
+def _is_tamp_config(config: Any) -> bool:
+    return isinstance(config, dict) and all(key in config for key in _TAMP_KEYS)
+
+
+def _hydra_config_is_tamp(run_dir: Path) -> bool:
+    import yaml
+
+    try:
+        return _is_tamp_config(yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text()))
+    except (OSError, yaml.YAMLError):
+        return False
+
+
+def foreign_entries(run_dir: str | Path) -> list[str] | None:
+    """The entries of `run_dir` when it is a folder tamp did not make; None when tamp may run in it.
+
+    tamp may run in a folder that does not exist, is empty, holds a tamp run's results.json, or holds
+    only what a tamp run writes before its results.json (Hydra's .hydra of a tamp config, run.log, the lock).
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return None if not run_dir.exists() else [run_dir.name]
+    entries = sorted(p.name for p in run_dir.iterdir())
+    if not entries:
+        return None
+    record = _read(run_dir / RESULTS_FILE)
+    if record is not None and _is_tamp_config(record.config):
+        return None
+    if set(entries) <= _STARTED and (".hydra" not in entries or _hydra_config_is_tamp(run_dir)):
+        if ".hydra" in entries or entries == [LOCK_FILE]:
+            return None
+    return entries
+
+
+def check_not_foreign(run_dir: str | Path, key: str = "hydra.run.dir") -> None:
+    """RunDirRefused (one line) when `run_dir` exists and is a folder tamp did not make."""
+    entries = foreign_entries(run_dir)
+    if entries is None:
+        return
+    if not Path(run_dir).is_dir():
+        raise RunDirRefused(f"{key}={run_dir} is a file; valid: a new folder, an empty one or a tamp run folder")
+    mine = [name for name in entries if name not in _STARTED] or entries  # not what Hydra just wrote
+    shown = ", ".join(mine[:4]) + (", ..." if len(mine) > 4 else "")
+    raise RunDirRefused(f"{key}={run_dir} is not empty and is not a tamp run folder (it holds {shown}); "
+                        f"tamp never writes into another program's folder: use a new or empty folder")
+
+
+def completed_run(run_dir: str | Path, cfg: DictConfig) -> RunRecord | None:
+    """The record of a completed run of this same config in `run_dir` (nothing to do), else None."""
+    recorded = _read(Path(run_dir) / RESULTS_FILE)
+    if recorded is None or recorded.status != COMPLETED or recorded.config is None:
+        return None
+    now = OmegaConf.to_container(cfg, resolve=True)
+    return recorded if first_difference(recorded.config, now) is None else None  # type: ignore[arg-type]
+
+
+def completed_message(run_dir: str | Path) -> str:
+    return (f"{run_dir} holds a completed run of this configuration; nothing to do, nothing changed "
+            f"(results in {Path(run_dir) / RESULTS_FILE}; a new hydra.run.dir runs it again)")
 
 
 def _read(path: Path) -> RunRecord | None:

@@ -164,7 +164,8 @@ def run_cell(fabric, cfg: DictConfig, run_dir: str | Path, cache_dir: str | Path
         if is_main:
             from tamp.cli.save_run import save_run_model
 
-            save_run_model(settings, model, processor, adapter, run_dir, measured["sparsity_per_linear"], report)
+            save_run_model(settings, model, processor, adapter, run_dir, measured["sparsity_per_linear"], report,
+                           results.record.config or {})
         eval_start = time.perf_counter()
         scores = evaluate_model(settings, model, processor, adapter, fabric, Path(cache_dir) if cache_dir else None)
         measured["timings"]["eval_s"] = time.perf_counter() - eval_start

@@ -25,14 +25,21 @@ def save_run_model(
     run_dir: Path,
     per_linear: dict[str, LinearEntry] | None,
     report: Any,
+    config: dict[str, Any],
 ) -> None:
     """runner.save_model / save_dir / save_masks: the weights, the manifest and optionally the packed masks.
 
     `per_linear` is the run's measured table (results.json's); measured here when the run has none.
+    `config` is the run's resolved config: the save is tied to its digest, and the target is checked
+    again (tamp.cli.save_target) before anything is written.
     """
-    r = settings.runner
-    if not (r.save_model or r.save_dir or r.save_masks):
+    from tamp.cli.rundir import config_digest
+    from tamp.cli.save_target import check_run_save
+
+    directory = check_run_save(settings, config, run_dir)
+    if directory is None:
         return
+    r = settings.runner
     from tamp.models.measure import measure_sparsity
     from tamp.models.saving import save_pruned
     from tamp.run_record import linears_to_json
@@ -45,6 +52,5 @@ def save_run_model(
         }
     table = linears_to_json(per_linear or measure_sparsity(adapter, r.targets, r.ignore))
     info = {"method": settings.method.name, "target": settings.sparsity.target, "pattern": settings.sparsity.pattern}
-    directory = Path(r.save_dir) if r.save_dir else run_dir / "model"
-    where = save_pruned(model, processor, directory, table, masks, info)
+    where = save_pruned(model, processor, directory, table, masks, info, digest=config_digest(config))
     log.info("model saved to %s", where)

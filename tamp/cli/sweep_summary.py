@@ -11,7 +11,9 @@ registered in conf/run.yaml:
 
 After the last cell it reads the results.json of every cell this multirun wrote under the sweep
 directory (any launcher: the cells' files are the common ground) and prints
-`7/9 cells completed; failed: 3_owl_0.5 (reason), ...` on stderr.
+`7/9 cells completed; failed: 3_owl_0.5 (reason), ...` on stderr. A multirun into a sweep folder
+it ran before skips the cells completed then (tamp.cli.resweep) and counts them:
+`9/9 cells completed: 7 before, 2 now`.
 """
 
 from __future__ import annotations
@@ -83,10 +85,26 @@ def _natural(path: Path) -> list[Any]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
 
 
-def summary_line(cells: list[Cell]) -> str:
-    """`7/9 cells completed; failed: 3_owl_0.5 (reason), ...`."""
+def planned_cells(sweep_dir: Path, since: float) -> tuple[list[Cell], int] | None:
+    """(cells, how many were completed before) from the sweeper's plan of this multirun; None without one."""
+    from tamp.cli.resweep import PLANS, plan_key
+
+    plan = PLANS.get(plan_key(sweep_dir))
+    if plan is None:
+        return None
+    if any(cell.job_dir is None for cell in plan.cells):  # a new sweep folder: the files say it all
+        return find_cells(sweep_dir, since), 0
+    cells = [Cell(str(cell.job_dir.relative_to(plan.sweep_dir)), True) if cell.completed
+             else read_cell(plan.sweep_dir, cell.job_dir, since) for cell in plan.cells]  # type: ignore[union-attr]
+    return cells, len(plan.before)
+
+
+def summary_line(cells: list[Cell], before: int = 0) -> str:
+    """`7/9 cells completed; failed: 3_owl_0.5 (reason), ...`; `9/9 cells completed: 7 before, 2 now`."""
     done = sum(cell.completed for cell in cells)
     line = f"{done}/{len(cells)} cells completed"
+    if before:
+        line += f": {before} before, {done - before} now"
     failed = [f"{cell.name} ({cell.reason})" for cell in cells if not cell.completed]
     return line + (f"; failed: {', '.join(failed)}" if failed else "")
 
@@ -102,11 +120,13 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
-        cells = find_cells(sweep_dir, self.started) if sweep_dir.is_dir() else []
+        planned = planned_cells(sweep_dir, self.started)
+        cells, before = planned if planned is not None else (
+            find_cells(sweep_dir, self.started) if sweep_dir.is_dir() else [], 0)
         if not cells:
             print(f"tamp: no cells of this multirun found under {sweep_dir}", file=sys.stderr, flush=True)
             raise SystemExit(EXIT_FAILED)
-        print(summary_line(cells), file=sys.stderr, flush=True)
+        print(summary_line(cells, before), file=sys.stderr, flush=True)
         if not all(cell.completed for cell in cells):
             raise SystemExit(
                 EXIT_FAILED

@@ -67,6 +67,8 @@ def load_model(
         raise WeightsNotAvailableError(f"model '{name_or_path}' is neither a local directory nor a Hub id")
     try:
         config = transformers.AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    except BrokenPipeError:  # a closed stdout/stderr, not a missing file
+        raise
     except OSError as err:
         raise WeightsNotAvailableError(_missing_message(name_or_path, is_dir)) from err
     fam = family or family_for_model_type(config.model_type)
@@ -77,6 +79,8 @@ def load_model(
             name_or_path, dtype=resolve_dtype(dtype), device_map=device_map, trust_remote_code=trust_remote_code
         )
         processor = _load_processor(name_or_path, trust_remote_code)
+    except BrokenPipeError:
+        raise
     except OSError as err:
         raise WeightsNotAvailableError(_missing_message(name_or_path, is_dir)) from err
     model.eval()

@@ -1,14 +1,17 @@
 """Save a pruned model so it loads elsewhere: dense weights (zeros kept) plus a sparsity manifest.
 
-The directory is written under a temporary name and renamed when complete, so a crash never
-leaves a directory that looks like a finished checkpoint. Optionally the masks go beside the
-weights, bit-packed (`tamp.models.mask_file`).
+The model is written into a new temporary folder beside the target and renamed onto it when complete,
+so a crash never leaves a folder that looks like a finished checkpoint. An existing target is replaced
+only when it is a tamp save of the same run configuration holding nothing but what that save wrote
+(its manifest lists its files and the config's digest); anything else is refused, never deleted.
+Optionally the masks go beside the weights, bit-packed (`tamp.models.mask_file`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,41 @@ from tamp.io import write_json_atomic
 MANIFEST = "sparsity_manifest.json"
 
 
+class SaveTargetError(ValueError):
+    """The save target is not tamp's to replace; the message is one line naming it."""
+
+
+def _written(directory: Path) -> list[str]:
+    """Every file under `directory`, as sorted relative POSIX paths."""
+    return sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*") if not p.is_dir())
+
+
+def not_ours(directory: str | Path, digest: str | None) -> str | None:
+    """Why `directory` may not be replaced by a save of the run `digest` names; None when it may.
+
+    It may when it is empty, or a tamp save (its manifest) of the same run configuration (`digest`;
+    None accepts any tamp save) holding only the files that save listed.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return "is a file" if directory.exists() else None
+    if not any(directory.iterdir()):
+        return None
+    manifest = read_manifest(directory)
+    if manifest is None or not isinstance(manifest.get("files"), list):
+        return f"holds files and no {MANIFEST} listing them: it is not a folder tamp saved"
+    run = manifest.get("run") if isinstance(manifest.get("run"), dict) else {}
+    if digest is not None and run.get("config_digest") != digest:
+        return "is a tamp save of another run configuration"
+    listed = set(manifest["files"]) | {MANIFEST}
+    listed |= {parent.as_posix() for name in listed for parent in Path(name).parents if parent != Path(".")}
+    for path in sorted(directory.rglob("*")):
+        rel = path.relative_to(directory).as_posix()
+        if rel not in listed:
+            return f"holds {rel}, which tamp did not write there"
+    return None
+
+
 def save_pruned(
     model: Any,
     processor: Any,
@@ -27,33 +65,69 @@ def save_pruned(
     per_linear: dict[str, dict],
     masks: dict[str, torch.Tensor] | None = None,
     info: dict[str, Any] | None = None,
+    digest: str | None = None,
 ) -> Path:
     """save_pretrained of model and processor plus sparsity_manifest.json (and masks), atomically.
 
     `info` (method, target, pattern) goes into the manifest next to the overall sparsity, so a
-    later evaluation of the directory can say what it is.
+    later evaluation of the directory can say what it is. `digest` (tamp.cli.rundir.config_digest)
+    ties the save to its run configuration: only a save with the same digest is ever replaced.
     """
-    final = Path(directory)
-    tmp = final.with_name(f".{final.name}.partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    model.save_pretrained(tmp)
-    if processor is not None:
-        processor.save_pretrained(tmp)
-    total = sum(v["numel"] for v in per_linear.values()) or 1
-    pruned = sum(v["achieved"] * v["numel"] for v in per_linear.values())
-    manifest = {"overall_sparsity": pruned / total, **(info or {}), "linears": per_linear}
-    if masks is not None:
-        from tamp.models.mask_file import MASKS_FILE, save_masks
+    final = Path(os.path.realpath(directory))  # a symlink's target is written, `..` is resolved
+    _refuse_unless_ours(final, directory, digest)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _new_sibling(final, "partial")
+    try:
+        model.save_pretrained(tmp)
+        if processor is not None:
+            processor.save_pretrained(tmp)
+        total = sum(v["numel"] for v in per_linear.values()) or 1
+        pruned = sum(v["achieved"] * v["numel"] for v in per_linear.values())
+        manifest = {"overall_sparsity": pruned / total, **(info or {}), "linears": per_linear}
+        if masks is not None:
+            from tamp.models.mask_file import MASKS_FILE, save_masks
 
-        save_masks(masks, tmp / MASKS_FILE)
-        manifest["masks"] = MASKS_FILE
-    write_json_atomic(tmp / MANIFEST, manifest)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+            save_masks(masks, tmp / MASKS_FILE)
+            manifest["masks"] = MASKS_FILE
+        manifest["run"] = {"config_digest": digest}
+        manifest["files"] = _written(tmp)
+        write_json_atomic(tmp / MANIFEST, manifest)  # last: a folder without it is not a finished save
+        _refuse_unless_ours(final, directory, digest)  # again: the run took hours, the folder may have changed
+        _replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return final
+
+
+def _refuse_unless_ours(final: Path, given: str | Path, digest: str | None) -> None:
+    why = not_ours(final, digest)
+    if why is not None:
+        where = f"{given}" if Path(given) == final else f"{given} ({final})"
+        raise SaveTargetError(f"save folder {where} {why}; tamp never deletes or overwrites what it did not "
+                              "write: choose a new folder (runner.save_dir=...) or move that one away")
+
+
+def _new_sibling(final: Path, kind: str) -> Path:
+    """A new empty folder beside `final` (`.NAME.<pid>.<random>.KIND`), made with the user's umask."""
+    while True:
+        path = final.with_name(f".{final.name}.{os.getpid()}.{secrets.token_hex(4)}.{kind}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:  # pragma: no cover - 32 random bits
+            continue
+
+
+def _replace(tmp: Path, final: Path) -> None:
+    """Rename `tmp` onto `final`; an existing `final` (checked ours) is moved aside first, then removed."""
+    if not final.exists():
+        os.replace(tmp, final)
+        return
+    old = _new_sibling(final, "old")
+    os.replace(final, old)  # onto the empty folder just made
+    os.replace(tmp, final)
+    shutil.rmtree(old)
 
 
 def read_manifest(directory: str | Path) -> dict[str, Any] | None:
@@ -61,6 +135,6 @@ def read_manifest(directory: str | Path) -> dict[str, Any] | None:
     path = Path(directory) / MANIFEST
     try:
         data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return None
     return data if isinstance(data, dict) else None

@@ -5,12 +5,14 @@ name and renamed): the plan, the block's pruned linear weights with their packed
 progress marker with the RNG state. The next block's inputs are not stored: on resume they are
 recomputed by forwarding the captured block-0 inputs through the already-pruned blocks, which is
 exact and costs a fraction of the pruning. A checkpoint made with another configuration is refused.
+progress.json lists the files the checkpoint wrote; `clear()` removes those and nothing else.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +67,9 @@ class PruneCheckpoint:
 
     def _write_progress(self, plan: dict[str, float], completed: int) -> None:
         state = torch.get_rng_state().tolist()
+        files = [self._block_path(i).name for i in range(completed)]  # what clear() may remove
         data = {"fingerprint": self.fingerprint, "plan": plan, "plan_state": self.plan_state,
-                "completed_blocks": completed, "rng": state}
+                "completed_blocks": completed, "rng": state, "files": files}
         write_atomic(self.dir / PROGRESS, lambda p: p.write_text(json.dumps(data)))
 
     def start(self, plan: dict[str, float], plan_state: dict[str, Any] | None = None) -> None:
@@ -101,6 +104,33 @@ class PruneCheckpoint:
     def restore_rng(progress: dict[str, Any]) -> None:
         torch.set_rng_state(torch.tensor(progress["rng"], dtype=torch.uint8))
 
+    def written(self) -> list[str]:
+        """The files this checkpoint wrote (as progress.json lists them, progress.json last); [] if none."""
+        try:
+            progress = json.loads((self.dir / PROGRESS).read_text())
+        except (OSError, ValueError):
+            return []
+        files = progress.get("files") if isinstance(progress, dict) else None
+        if not isinstance(files, list):
+            return []
+        ours = re.compile(r"block_\d{4}\.safetensors")
+        return [name for name in files if isinstance(name, str) and ours.fullmatch(name)] + [PROGRESS]
+
     def clear(self) -> None:
-        if self.writer and self.dir.exists():
-            shutil.rmtree(self.dir)
+        """Remove the files the checkpoint wrote (and its unfinished temporaries); the folder if then empty.
+
+        progress.json goes last, so a clear cut short still lists what is left.
+        """
+        if not self.writer or not self.dir.is_dir():
+            return
+        names = self.written()
+        temporary = re.compile(r"\.(block_\d{4}\.safetensors|" + re.escape(PROGRESS) + r")\.\d+\.tmp")
+        for path in self.dir.iterdir():
+            if (path.name in names and path.name != PROGRESS) or temporary.fullmatch(path.name):
+                path.unlink(missing_ok=True)
+        if names:
+            (self.dir / PROGRESS).unlink(missing_ok=True)
+        try:
+            os.rmdir(self.dir)
+        except OSError:  # something tamp did not write is in it: it stays
+            pass

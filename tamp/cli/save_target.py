@@ -1,0 +1,121 @@
+"""Where a run may save its model (`runner.save_dir`, or RUN_DIR/model): checked before any work.
+
+tamp deletes and overwrites only what it wrote. A save target is refused, in one line naming it,
+when it is (or, once `..` and symlinks are resolved, turns out to be) the current directory or a
+folder containing it, the run folder or a folder containing it, one of tamp's own folders inside
+the run folder, the source model's folder (or inside it, or containing it), a file, not writable,
+or an existing folder that is not a tamp save of this same run configuration
+(`tamp.models.saving.not_ours`). The pre-run check and the run itself check it; the save checks
+ownership once more just before it renames its finished folder onto the target.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tamp.cli.schema import RunConfig
+
+#: what a run keeps in its own folder: never a save target
+RUN_DIR_OWN = (".hydra", "checkpoint", "wandb", "results.json", "run.log", "prune_report.md", ".tamp.lock")
+SUGGESTION = "choose a new folder, e.g. runner.save_dir=ckpt/${method.name}_${sparsity.target}"
+
+
+class SaveTargetRefused(ValueError):
+    """The save target would delete or overwrite something tamp did not write; nothing was touched."""
+
+
+def save_target(settings: RunConfig, run_dir: str | Path | None) -> tuple[str, Path] | None:
+    """(the key that names it, the folder) the run saves into; None when it saves nothing."""
+    r = settings.runner
+    if not (r.save_model or r.save_dir or r.save_masks):
+        return None
+    if r.save_dir is not None:
+        return "runner.save_dir", Path(str(r.save_dir))
+    return ("runner.save_model", Path(run_dir) / "model") if run_dir is not None else None
+
+
+def _real(path: str | Path) -> Path:
+    return Path(os.path.realpath(os.path.abspath(path)))
+
+
+def _within(inner: Path, outer: Path) -> bool:
+    """`inner` is `outer` or lies inside it (both resolved)."""
+    return inner == outer or outer in inner.parents
+
+
+def _source_dir(model_name: str | None) -> Path | None:
+    from tamp.models.named import scheme_of
+
+    if not model_name or scheme_of(model_name) is not None:  # tiny:..., zoo: generated, not a user folder
+        return None
+    return _real(model_name) if Path(model_name).exists() else None
+
+
+def check_save_target(
+    key: str,
+    target: str | Path,
+    *,
+    digest: str | None,
+    run_dir: str | Path | None = None,
+    sweep_dir: str | Path | None = None,
+    model_name: str | None = None,
+) -> Path:
+    """The resolved folder the run may save into, or SaveTargetRefused (one line naming it and what to do)."""
+    given = str(target)
+    real = _real(target) if given.strip() else _real(".")
+    shown = given if str(real) == given else f"{given} (resolves to {real})"
+
+    named = f"{key}={shown}" if key != "runner.save_model" else f"runner.save_model=true saves to {shown}, which"
+
+    def refuse(why: str, what: str = SUGGESTION) -> SaveTargetRefused:
+        return SaveTargetRefused(f"{named} {why}; tamp never deletes or overwrites what it did not write: {what}")
+
+    cwd = _real(os.getcwd())
+    if _within(cwd, real):
+        raise refuse("is the current directory" if real == cwd else f"contains the current directory ({cwd})")
+    for name, folder in (("run folder", run_dir), ("sweep folder", sweep_dir)):
+        if folder is None:
+            continue
+        own = _real(folder)
+        if _within(own, real):
+            raise refuse(f"is the {name}" if real == own else f"contains the {name} ({own})")
+        if name == "run folder" and own in real.parents and real.relative_to(own).parts[0] in RUN_DIR_OWN:
+            raise refuse(f"is tamp's own {real.relative_to(own).parts[0]} in the run folder")
+    source = _source_dir(model_name)
+    if source is not None and (_within(source, real) or _within(real, source)):
+        where = "is" if real == source else ("is inside" if source in real.parents else "contains")
+        raise refuse(f"{where} the source model's folder (model.name={model_name})",
+                     "the source checkpoint is never written; " + SUGGESTION)
+    if real.exists() and not real.is_dir():
+        raise refuse("is a file", SUGGESTION)
+    if real.is_dir() and not os.access(real, os.W_OK | os.X_OK):
+        raise refuse("is not writable", SUGGESTION)
+    probe = real.parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise refuse(f"cannot be made: {probe} is a file")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise refuse(f"cannot be made: {probe} is not writable")
+    from tamp.models.saving import not_ours
+
+    why = not_ours(real, digest)
+    if why is not None:
+        raise refuse(why, SUGGESTION + ", or move that folder away")
+    return real
+
+
+def check_run_save(settings: RunConfig, config: dict, run_dir: str | Path | None,
+                   sweep_dir: str | Path | None = None) -> Path | None:
+    """The run's save target checked (see the module docstring); None when the run saves nothing."""
+    from tamp.cli.rundir import config_digest
+
+    found = save_target(settings, run_dir)
+    if found is None:
+        return None
+    key, target = found
+    return check_save_target(key, target, digest=config_digest(config), run_dir=run_dir, sweep_dir=sweep_dir,
+                             model_name=settings.model.name)

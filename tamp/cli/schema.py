@@ -19,6 +19,7 @@ from tamp.components import as_prune_config, resolve_method
 from tamp.config import AllocationConfig, MethodConfig, PruneConfig, SparsityConfig, TokensConfig
 from tamp.data.calib import CalibConfig as DataCalibConfig
 from tamp.data.sources import CALIB_SOURCES
+from tamp.eval.columns import ColumnSpec
 from tamp.models.named import ModelSettings
 
 WANDB_MODES = ("offline", "online", "disabled")
@@ -88,9 +89,16 @@ class EvalConfig:
     max_new_tokens: int = 32
     #: environment the tasks' own code reads (an lmms-eval utils.py gets no config), set before scoring
     env: dict[str, str] = field(default_factory=dict)
+    #: a paper suite's columns (name, task or group, metric, aggregate; tamp.eval.columns); empty: one per task
+    columns: list[ColumnSpec] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         _check(self.limit is None or self.limit >= 1, f"eval.limit={self.limit} must be >= 1 or null")
+        for i, spec in enumerate(self.columns):
+            spec.check(f"eval.columns[{i}]")
+        names = [spec.name for spec in self.columns]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        _check(not twice, f"eval.columns: column name {twice[0]!r} is declared twice; valid: one column per name" if twice else "")
 
 
 @dataclass

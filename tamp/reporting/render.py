@@ -99,7 +99,7 @@ def table_markdown(table: Table) -> str:
 def report_markdown(report: Report) -> str:
     """All tables, one section per model and eval settings."""
     parts = [
-        f"## {table.title or table.model}\n\nRel.% = pruned / dense x 100 per task; best **bold**, second "
+        f"## {table.title or table.model}\n\nRel.% = pruned / dense x 100 per column; best **bold**, second "
         f"<u>underlined</u> among pruned rows of the same sparsity.\n\n{table_markdown(table)}"
         for table in report.tables
     ]

@@ -161,17 +161,19 @@ def _variants_of(row: Row) -> dict[str, str]:
 
 
 def variant_notes(rows: list[Row]) -> list[tuple[str, str]]:
-    """(row label or "all rows", "component: variant") for the footnote; a note every pruned row shares once."""
+    """(row label, "component: variant; ...") for the footnote. A component every row that has it runs
+    the same way (the calibration draw, usually) is said once, for "all rows it applies to"."""
     pruned = [(row.method, _variants_of(row)) for row in rows if not row.dense]
     pruned = [(label, notes) for label, notes in pruned if notes]
-    if not pruned:
-        return []
-    items = [set(notes.items()) for _, notes in pruned]
-    shared = set.intersection(*items) if len(pruned) > 1 else set()
-    out = [(label, "; ".join(f"{k}: {v}" for k, v in notes.items() if (k, v) not in shared))
-           for label, notes in pruned]
+    texts: dict[str, set[str]] = {}
+    for _, notes in pruned:
+        for key, text in notes.items():
+            texts.setdefault(key, set()).add(text)
+    holders = {key: sum(key in notes for _, notes in pruned) for key in texts}
+    shared = {key for key, seen in texts.items() if len(seen) == 1 and holders[key] > 1}
+    out = [(label, "; ".join(f"{k}: {v}" for k, v in notes.items() if k not in shared)) for label, notes in pruned]
     out = [(label, text) for label, text in out if text]
-    return out + [("all rows", f"{k}: {v}") for k, v in sorted(shared)]
+    return out + [("all rows it applies to", f"{k}: {next(iter(texts[k]))}") for k in sorted(shared)]
 
 
 def _round(value: float | None) -> float | None:

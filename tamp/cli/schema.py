@@ -17,6 +17,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from tamp.components import as_prune_config, resolve_method
 from tamp.config import AllocationConfig, MethodConfig, PruneConfig, SparsityConfig, TokensConfig
+from tamp.data.calib import DRAWS
 from tamp.data.calib import CalibConfig as DataCalibConfig
 from tamp.data.sources import CALIB_SOURCES
 from tamp.eval.columns import ColumnSpec
@@ -54,6 +55,7 @@ class CalibConfig(DataCalibConfig):
             self.num_samples is None or self.num_samples >= 1, f"calib.num_samples={self.num_samples} must be >= 1"
         )
         _check(self.num_frames >= 1, f"calib.num_frames={self.num_frames} must be >= 1")
+        _check(self.draw in DRAWS, f"calib.draw='{self.draw}' is unknown; valid: {', '.join(DRAWS)}")
 
 
 @dataclass

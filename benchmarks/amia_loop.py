@@ -65,7 +65,11 @@ def loop_select_tokens(
     units = _units(outputs)
     distance = 1.0 - units @ units.T  # product 1: kNN graph
     k = min(knn, num_tokens - 1)
-    neighbours = torch.topk(distance, k + 1, dim=1, largest=False).indices[:, 1:]
+    if variant == "paper":  # the paper's N_i: the k nearest other tokens, ties to the lower index
+        others = distance + torch.diag(torch.full((num_tokens,), float("inf"), device=distance.device))
+        neighbours = torch.sort(others, dim=1, stable=True).indices[:, :k]
+    else:  # the official code: k + 1 nearest, the first dropped
+        neighbours = torch.topk(distance, k + 1, dim=1, largest=False).indices[:, 1:]
     near = distance.gather(1, neighbours)
     gain = attention + (torch.exp(-graph_gamma * near) * attention[neighbours]).sum(1)
 

@@ -47,6 +47,10 @@ class AllocationConfig:
     def check(self) -> None:
         """Raise ValueError, one line naming the key, for a value out of range (subclasses extend)."""
 
+    def variant_notes(self) -> dict[str, str]:
+        """{component: which variant of it these settings run}, where it has more than one (report footnotes)."""
+        return {}
+
 
 @dataclass
 class TokensConfig:
@@ -56,6 +60,10 @@ class TokensConfig:
 
     def check(self) -> None:
         """Raise ValueError, one line naming the key, for a value out of range (subclasses extend)."""
+
+    def variant_notes(self) -> dict[str, str]:
+        """{component: which variant of it these settings run}, where it has more than one (report footnotes)."""
+        return {}
 
 
 @dataclass
@@ -69,6 +77,14 @@ class MethodConfig:
 
     def check(self) -> None:
         """The pruner's own range checks (subclasses extend)."""
+
+    def variant_notes(self) -> dict[str, str]:
+        """{component: which variant of it these settings run}, where it has more than one (report footnotes)."""
+        return {}
+
+    def variants(self) -> dict[str, str]:
+        """Which variant of each of the method's components runs: pruner, allocation (and allocator), tokens."""
+        return {**self.variant_notes(), **self.allocation.variant_notes(), **self.tokens.variant_notes()}
 
 
 @dataclass

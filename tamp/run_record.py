@@ -21,7 +21,8 @@ RUNNING, COMPLETED, FAILED, INTERRUPTED = "running", "completed", "failed", "int
 #: the top-level keys of results.json, in the order they are written
 FIELDS = (
     "status", "error", "run_dir", "experiment", "model", "method", "sparsity", "config", "versions",
-    "timings", "sparsity_per_linear", "allocation_scores", "scores", "primary_metric",
+    "timings", "sparsity_per_linear", "allocation_scores", "scores", "primary_metric", "columns", "groups",
+    "variants",
 )
 _LAYER_INDEX = re.compile(r"layers\.(\d+)\.")
 _ANY_INDEX = re.compile(r"\.(\d+)\.")  # names of hand-made files whose blocks are not called `layers`
@@ -44,6 +45,10 @@ def projection_kind(name: str) -> str:
 
 def _dict(value: Any) -> dict[str, Any]:
     return dict(value) if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list) else []
 
 
 def _extra(data: dict[str, Any], known: tuple[str, ...]) -> dict[str, Any]:
@@ -181,6 +186,12 @@ class RunRecord:
     scores: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: {task: the metric key (or list of keys) the tables use}
     primary_metric: dict[str, Any] = field(default_factory=dict)
+    #: the table's columns ({name, task, metric[, aggregate, tasks]}, tamp.eval.columns); empty in older files
+    columns: list[dict[str, Any]] = field(default_factory=list)
+    #: lmms-eval's group -> sub-tasks of the scored tasks
+    groups: dict[str, list[str]] = field(default_factory=dict)
+    #: which variant of each component ran ({component: description}, tamp.method_variants)
+    variants: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ life cycle
@@ -221,6 +232,9 @@ class RunRecord:
             "allocation_scores": dict(self.allocation_scores),
             "scores": dict(self.scores),
             "primary_metric": dict(self.primary_metric),
+            "columns": [dict(c) for c in self.columns],
+            "groups": {k: list(v) for k, v in self.groups.items()},
+            "variants": dict(self.variants),
         }
         return out | self.extra
 
@@ -245,6 +259,9 @@ class RunRecord:
             allocation_scores=_dict(data.get("allocation_scores")),
             scores={k: v for k, v in _dict(data.get("scores")).items() if isinstance(v, dict)},
             primary_metric=_dict(data.get("primary_metric")),
+            columns=[c for c in _list(data.get("columns")) if isinstance(c, dict) and "task" in c and "metric" in c],
+            groups={str(k): [str(t) for t in v] for k, v in _dict(data.get("groups")).items() if isinstance(v, list)},
+            variants={str(k): str(v) for k, v in _dict(data.get("variants")).items()},
             extra=_extra(data, FIELDS),
         )
 

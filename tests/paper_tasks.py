@@ -10,7 +10,8 @@ absolute path and overrides only where the documents come from (`dataset_path: p
 `dataset_kwargs.data_files`, no `dataset_name`): doc_to_visual, doc_to_text, generation kwargs,
 process_results and aggregation stay lmms-eval's (a `!function` resolves next to the YAML that
 declares it, i.e. in the installed package). Groups (mvbench, blink, mathvista_testmini) get a copy
-of their group YAML and an override per sub-task. Video tasks find their files under $HF_HOME (the
+of their group YAML and an override per sub-task; tamp's own groups of built-ins (tamp_mathvista_testmini,
+tamp/eval/tasks/paper) keep tamp's group YAML and get an override per member. Video tasks find their files under $HF_HOME (the
 utils read it when lmms-eval loads them), so `hf_home(root)` must be exported before evaluating.
 """
 
@@ -43,6 +44,8 @@ class PaperTask:
     family: str
     rows: Rows
     metrics: tuple[str, ...]
+    #: tamp's own group of built-in tasks (tamp/eval/tasks/paper): its members, copied locally; the group is tamp's
+    members: tuple[str, ...] = ()
 
 
 # ------------------------------------------------------------------------------------ media
@@ -356,6 +359,14 @@ PAPER_TASKS: dict[str, PaperTask] = {
         PaperTask("ai2d", "ai2d", "llava_next", _ai2d, ("exact_match,flexible-extract",)),
         PaperTask("mmmu_val", "mmmu", "llava_next", _mmmu, ("mmmu_acc,none",)),
         PaperTask("mathvista_testmini", "mathvista", "llava_next", _mathvista, ("llm_as_judge_eval,none",)),
+        PaperTask(
+            "tamp_mathvista_testmini",
+            "mathvista",
+            "llava_next",
+            _mathvista,
+            ("llm_as_judge_eval,none",),
+            members=("mathvista_testmini_format",),
+        ),
         PaperTask("chartqa", "chartqa", "llava_next", _chartqa, ("relaxed_overall,none",)),
         PaperTask("mmbench_en_dev", "mmbench", "llava_next", _mmbench, ("gpt_eval_score,none",)),
         PaperTask("mmbench_en_dev_static", "mmbench", "llava_next", _mmbench, ("gpt_eval_score,none",)),
@@ -432,7 +443,7 @@ def write_task(task: PaperTask, root: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     if task.name in index and not isinstance(index[task.name][1].get("task"), str):  # a group: copy it as is
         (folder / "group.yaml").write_text(index[task.name][0].read_text())
-    for member in _members(task.name, index):
+    for member in task.members or _members(task.name, index):
         path, cfg = index[member]
         data = root / "data" / f"{member}.parquet"
         data.parent.mkdir(parents=True, exist_ok=True)

@@ -82,7 +82,8 @@ def _print_summary(record: RunRecord, run_dir: str | Path) -> None:
     achieved = record.sparsity.achieved or 0
     line = f"{record.method.name}: sparsity {achieved:.4f} (target {record.sparsity.target})"
     primary = {task: record.scores.get(task, {}) for task in record.primary_metric}
-    for label, value in column_scores(record.primary_metric, primary).items():  # MME: two columns
+    scores = record.scores if record.columns else primary  # older records: every primary metric's column
+    for label, value in column_scores(record.primary_metric, scores, record.columns).items():
         line += f", {label} {value:.4f}"
     print(f"{line}; results in {Path(run_dir) / RESULTS_FILE}")
 

@@ -41,6 +41,25 @@ def linear_table(report) -> dict[str, LinearEntry]:
     return {x.name: LinearEntry.of(x.name, x.planned, x.achieved, x.numel) for x in report.linears}
 
 
+def run_variants(settings: RunConfig) -> dict[str, str]:
+    """Which variant of each component this cell runs (results.json `variants`, the report's footnote).
+
+    The method's components say it themselves (`variant_notes`); the calibration draw counts where
+    the method reads calibration data from a conversation set.
+    """
+    from tamp.data.calib import draw_note
+    from tamp.pruning.registry import PRUNERS
+
+    m = settings.method
+    if m.pruner == "none":
+        return {}
+    notes = m.variants()
+    reads_data = getattr(PRUNERS.get(m.pruner).factory, "needs_stats", True) or m.allocation.name != "uniform"
+    if reads_data and settings.calib.source in ("llava_json", "hf"):
+        notes["calibration"] = draw_note(settings.calib)
+    return notes
+
+
 def start_record(settings: RunConfig, cfg: DictConfig) -> RunRecord:
     """What this cell runs, as its results.json says from the first write on."""
     m = settings.method
@@ -50,7 +69,20 @@ def start_record(settings: RunConfig, cfg: DictConfig) -> RunRecord:
         method=MethodId(m.name, m.pruner, m.allocation.name, m.tokens.name),
         sparsity=Sparsity(settings.sparsity.target, settings.sparsity.pattern),
         config=OmegaConf.to_container(cfg, resolve=True),  # type: ignore[arg-type]
+        variants=run_variants(settings),
     )
+
+
+def table_columns(settings: RunConfig, scores: dict[str, Any]) -> list[dict[str, Any]]:
+    """The run's table columns (tamp.eval.columns) from the suite's declaration and lmms-eval's results."""
+    from tamp.eval.columns import run_columns
+
+    e = settings.eval
+    columns = run_columns(
+        list(e.tasks), list(e.columns), scores.get("scores", {}), scores.get("primary_metric", {}),
+        scores.get("groups", {}),
+    )
+    return [c.to_json() for c in columns]
 
 
 def _dense_cache_key(settings: RunConfig) -> str:
@@ -172,6 +204,8 @@ def run_cell(fabric, cfg: DictConfig, run_dir: str | Path, cache_dir: str | Path
         measured["timings"]["total_s"] = time.perf_counter() - start
         measured["scores"] = scores.get("scores", {})
         measured["primary_metric"] = scores.get("primary_metric", {})
+        measured["groups"] = scores.get("groups", {})
+        measured["columns"] = table_columns(settings, scores)
         failed = False
         if is_main:
             results.complete(**measured)

@@ -17,8 +17,10 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from tamp.components import as_prune_config, resolve_method
 from tamp.config import AllocationConfig, MethodConfig, PruneConfig, SparsityConfig, TokensConfig
+from tamp.data.calib import DRAWS
 from tamp.data.calib import CalibConfig as DataCalibConfig
 from tamp.data.sources import CALIB_SOURCES
+from tamp.eval.columns import ColumnSpec
 from tamp.models.named import ModelSettings
 
 WANDB_MODES = ("offline", "online", "disabled")
@@ -53,6 +55,7 @@ class CalibConfig(DataCalibConfig):
             self.num_samples is None or self.num_samples >= 1, f"calib.num_samples={self.num_samples} must be >= 1"
         )
         _check(self.num_frames >= 1, f"calib.num_frames={self.num_frames} must be >= 1")
+        _check(self.draw in DRAWS, f"calib.draw='{self.draw}' is unknown; valid: {', '.join(DRAWS)}")
 
 
 @dataclass
@@ -88,9 +91,16 @@ class EvalConfig:
     max_new_tokens: int = 32
     #: environment the tasks' own code reads (an lmms-eval utils.py gets no config), set before scoring
     env: dict[str, str] = field(default_factory=dict)
+    #: a paper suite's columns (name, task or group, metric, aggregate; tamp.eval.columns); empty: one per task
+    columns: list[ColumnSpec] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         _check(self.limit is None or self.limit >= 1, f"eval.limit={self.limit} must be >= 1 or null")
+        for i, spec in enumerate(self.columns):
+            spec.check(f"eval.columns[{i}]")
+        names = [spec.name for spec in self.columns]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        _check(not twice, f"eval.columns: column name {twice[0]!r} is declared twice; valid: one column per name" if twice else "")
 
 
 @dataclass

@@ -1,7 +1,9 @@
 """Build calibration samples for a model from a LLaVA JSON/JSONL file or an HF dataset.
 
 `build_calibration(adapter, cfg)` selects records (prefix / field filters), draws `num_samples` of
-them with a seeded RNG without replacement, checks everything that can be checked before decoding
+them with a seeded RNG without replacement (`calib.draw`: `python`, the default, is
+`random.Random(seed).sample`; `official` is the TAMP repository's `np.random.seed(seed)` then
+`np.random.choice(..., replace=False)`, which picks other records for the same seed), checks everything that can be checked before decoding
 (answers, placeholders, media files, what the processor accepts), then decodes media and encodes
 each conversation through the family adapter. Every failure is one line naming the key or file.
 """
@@ -14,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 
 from tamp.data.conversations import MEDIA_KINDS, Record, to_messages
@@ -24,6 +27,8 @@ from tamp.progress import track
 from tamp.types import Message, SampleEncoder
 
 SOURCES = ("llava_json", "hf")
+#: how `num_samples` records are drawn: python's random.sample, or numpy's choice as the official code
+DRAWS = ("python", "official")
 #: processor attribute that must exist for a media kind to be accepted
 _MEDIA_PROCESSORS = {"image": "image_processor", "video": "video_processor", "audio": "feature_extractor"}
 #: per-position [1, T] inputs cut together with the labels when `max_tokens` truncates a sample
@@ -43,6 +48,7 @@ class CalibConfig:
     where: dict[str, Any] = field(default_factory=dict)  # keep records whose fields equal (one of) these
     num_samples: int | None = 128  # None: every selected record
     seed: int = 42
+    draw: str = "python"  # python: random.Random(seed).sample | official: np.random.seed(seed); np.random.choice
     num_frames: int = 8  # video frames sampled evenly per video
     max_tokens: int | None = None  # cut longer samples after their last media token
     audio_from_video: bool = False  # a video without an audio entry gives its own sound track as audio
@@ -56,6 +62,10 @@ class CalibConfig:
             raise ValueError(f"calib.source='{self.source}' is unknown; valid: {', '.join(SOURCES)}")
         if not self.path:
             raise ValueError("calib.path is empty; valid: a LLaVA JSON/JSONL file or an HF dataset folder/id")
+        if self.draw not in DRAWS:
+            raise ValueError(f"calib.draw='{self.draw}' is unknown; valid: {', '.join(DRAWS)}")
+        if self.draw == "official" and not 0 <= self.seed < 2**32:  # numpy's seed range
+            raise ValueError(f"calib.seed={self.seed} is out of range for calib.draw=official; valid: 0 <= seed < 2**32")
         for key, low in (("num_samples", 1), ("num_frames", 1), ("max_tokens", 1)):
             value = getattr(self, key)
             if value is not None and (not isinstance(value, int) or value < low):
@@ -144,7 +154,13 @@ def _strip(value: str, cfg: CalibConfig) -> str:
 
 
 def draw(indices: Sequence[int], cfg: CalibConfig, label: str) -> list[int]:
-    """`num_samples` of `indices` without replacement; the same seed gives the same draw."""
+    """`num_samples` of `indices` without replacement; the same seed (and `draw`) gives the same draw.
+
+    `official`: the TAMP repository's draw (np.random.seed(seed), then np.random.choice over the
+    task's records without replacement), from a private RandomState seeded the same way, so the
+    global numpy stream is left alone. It equals the official draw when `indices` are the records of
+    the official task range in file order (split_finetune_llava_next.py's contiguous task ranges).
+    """
     if cfg.num_samples is None:
         return list(indices)
     if cfg.num_samples > len(indices):
@@ -153,7 +169,17 @@ def draw(indices: Sequence[int], cfg: CalibConfig, label: str) -> list[int]:
             f"calib.num_samples={cfg.num_samples} but {label} has {len(indices)} records{filters}; "
             f"valid: num_samples <= {len(indices)}"
         )
+    if cfg.draw == "official":
+        chosen = np.random.RandomState(cfg.seed).choice(np.asarray(indices), size=cfg.num_samples, replace=False)
+        return [int(i) for i in chosen]
     return random.Random(cfg.seed).sample(list(indices), cfg.num_samples)
+
+
+def draw_note(cfg: CalibConfig) -> str:
+    """Which draw picked the calibration samples (a report footnote)."""
+    if cfg.draw == "official":
+        return f"np.random.seed({cfg.seed}) + np.random.choice, as the TAMP repository (as published)"
+    return f"random.Random({cfg.seed}).sample"
 
 
 def _media_dir(cfg: CalibConfig) -> Path | None:

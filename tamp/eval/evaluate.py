@@ -149,13 +149,27 @@ def resolve_tasks(tasks: Sequence[str], include_paths: Sequence[str] = ()) -> tu
 
     paths = [*task_dirs(), *(str(Path(p).resolve()) for p in include_paths)]
     ours = TaskManager(verbosity="WARNING", include_path=paths, include_defaults=False)
-    if all(name in ours.all_tasks for name in names):
+    if all(_self_contained(ours, name) for name in names):
         return ours, names
     everything = TaskManager(verbosity="WARNING", include_path=paths, include_defaults=True)
     missing = [name for name in names if name not in everything.all_tasks]
     if missing:
         raise UnknownTaskError(_unknown_message(missing, ours.all_tasks, everything.all_tasks))
     return everything, names
+
+
+def _self_contained(manager: Any, name: str) -> bool:
+    """Whether `name` and every task a group of it names are in `manager` (tamp's wrappers of built-ins are not)."""
+    if name not in manager.all_tasks:
+        return False
+    entry = manager.task_index[name]
+    if entry["type"] != "group" or entry["yaml_path"] == -1:
+        return True
+    from lmms_eval.utils import load_yaml_config
+
+    members = load_yaml_config(entry["yaml_path"], mode="simple").get("task") or []
+    names = [m.get("task") if isinstance(m, dict) else m for m in members]
+    return all(isinstance(n, str) and _self_contained(manager, n) for n in names)
 
 
 def _output_types(manager: Any, name: str) -> set[str]:
@@ -241,8 +255,8 @@ def summarise(raw: Mapping[str, Any], log_samples: bool = False) -> dict[str, An
     scores: {task: {"metric,filter": number}}; stderr: the same for "metric_stderr,filter";
     primary_metric: {task: "metric,filter"} from the first entry of the task's metric_list, or the
     list of the paper's column metrics for a task the paper reads several of (MME: cognition and
-    perception, tamp.eval.columns); versions, n_samples, higher_is_better; samples (per-document
-    logs) when log_samples.
+    perception, tamp.eval.columns); versions, n_samples, higher_is_better; groups (lmms-eval's
+    group -> sub-tasks); samples (per-document logs) when log_samples.
     """
     scores: dict[str, dict[str, float]] = {}
     stderr: dict[str, dict[str, float]] = {}
@@ -262,6 +276,8 @@ def summarise(raw: Mapping[str, Any], log_samples: bool = False) -> dict[str, An
         "versions": dict(raw.get("versions", {})),
         "n_samples": dict(raw.get("n-samples", {})),
         "higher_is_better": dict(raw.get("higher_is_better", {})),
+        # lmms-eval's group -> sub-tasks (mvbench -> its 20 tasks): what a group column averages
+        "groups": {g: list(subs) for g, subs in (raw.get("group_subtasks") or {}).items() if subs},
     }
     if log_samples:
         out["samples"] = raw.get("samples", {})

@@ -29,6 +29,7 @@ JUDGED: dict[str, tuple[str, str | None]] = {
             "mathvista_testmini_solution",
             "mathvista_testmini_format",
             "mathvista_test",
+            "tamp_mathvista_testmini",  # tamp's wrapper of mathvista_testmini_format (tamp/eval/tasks/paper)
         )
     },
 }

@@ -17,7 +17,7 @@ from tamp.config import MethodConfig
 from tamp.pruning.magnitude import magnitude_metric, official_magnitude_sparsity
 from tamp.pruning.masks import nm_mask, tensor_mask, unstructured_mask
 from tamp.pruning.registry import register_pruner
-from tamp.pruning.sparsegpt import sparsegpt_prune
+from tamp.pruning.sparsegpt import DAMPINGS, sparsegpt_prune
 from tamp.pruning.stats import HessianStats, SquaredNormStats
 from tamp.pruning.wanda import wanda_metric
 
@@ -74,19 +74,38 @@ class MagnitudeMethodConfig(MethodConfig):
                 f"method.magnitude_group={self.magnitude_group!r} is unknown; valid: {', '.join(MAGNITUDE_GROUPS)}"
             )
 
+    def variant_notes(self) -> dict[str, str]:
+        if self.compat_magnitude:
+            return {"pruner": "magnitude as the TAMP repository (signed weights, prunes 1 - p; as published)"}
+        where = "one threshold per weight tensor" if self.magnitude_group == "tensor" else "ranked per output row"
+        return {"pruner": f"magnitude |W|, {where} (the original baseline)"}
+
 
 @dataclass
 class SparseGPTMethodConfig(MethodConfig):
-    """A method with the SparseGPT pruner: its column block size and Hessian dampening."""
+    """A method with the SparseGPT pruner: its column block size, Hessian dampening and when it applies.
+
+    `damping: always` is the original SparseGPT; `on_failure` the TAMP repository's `fastprune` (damped
+    only when Cholesky fails), which the paper's SparseGPT rows came from (preset sparsegpt_official).
+    """
 
     pruner: str = "sparsegpt"
     blocksize: int = 128
     percdamp: float = 0.01
+    damping: str = "always"  # always | on_failure
 
     def check(self) -> None:
         if self.blocksize <= 0 or not math.isfinite(self.percdamp) or self.percdamp < 0:
             bad = f"method.blocksize={self.blocksize}" if self.blocksize <= 0 else f"method.percdamp={self.percdamp}"
             raise ValueError(f"{bad} is out of range; valid: method.blocksize >= 1, method.percdamp >= 0")
+        if self.damping not in DAMPINGS:
+            raise ValueError(f"method.damping='{self.damping}' is unknown; valid: {', '.join(DAMPINGS)}")
+
+    def variant_notes(self) -> dict[str, str]:
+        if self.damping == "on_failure":
+            return {"pruner": "SparseGPT as the TAMP repository's fastprune (undamped Hessian, damped only "
+                              "when Cholesky fails; as published)"}
+        return {"pruner": "the original SparseGPT (Hessian always damped)"}
 
 
 @register_pruner("magnitude", config=MagnitudeMethodConfig)
@@ -145,11 +164,14 @@ class SparseGPTPruner(Pruner):
 
     name = "sparsegpt"
 
-    def __init__(self, blocksize: int | SparseGPTMethodConfig = 128, percdamp: float = 0.01) -> None:
+    def __init__(
+        self, blocksize: int | SparseGPTMethodConfig = 128, percdamp: float = 0.01, damping: str = "always"
+    ) -> None:
         if isinstance(blocksize, SparseGPTMethodConfig):
-            blocksize, percdamp = blocksize.blocksize, blocksize.percdamp
+            blocksize, percdamp, damping = blocksize.blocksize, blocksize.percdamp, blocksize.damping
         self.blocksize = blocksize
         self.percdamp = percdamp
+        self.damping = damping
 
     def new_stats(self, linear: nn.Linear) -> HessianStats:
         return HessianStats(linear.in_features, linear.weight.device)
@@ -165,7 +187,8 @@ class SparseGPTPruner(Pruner):
     def prune(self, linear: nn.Linear, stats: HessianStats, sparsity: float, nm: NM, name: str) -> torch.Tensor:
         n, m = nm or (0, 0)
         pruned = sparsegpt_prune(
-            linear.weight.data, stats.hessian(), sparsity, n, m, self.blocksize, self.percdamp, name=name
+            linear.weight.data, stats.hessian(), sparsity, n, m, self.blocksize, self.percdamp, name=name,
+            damping=self.damping,
         )
         linear.weight.data.copy_(pruned)
         return pruned == 0

@@ -4,6 +4,15 @@ Written from the method's definition (Frantar & Alistarh, 2023). Columns are pro
 in blocks; inside a block every pruned weight's error is spread over the not-yet-processed columns of
 the block through the upper Cholesky factor of H^-1, and the block's accumulated error is applied to
 all later columns in one matmul (the "lazy batch" update).
+
+How H^-1 is factored (`damping`):
+- `always` (the original SparseGPT): H + percdamp * mean(diag H) * I, always; 10x more, up to 3
+  times, if that is still not positive definite.
+- `on_failure` (the TAMP repository's `fastprune`, which the paper's SparseGPT rows came from): the
+  Cholesky factor of H as it is; only when that fails (or has NaN) is percdamp * mean(diag H) added to
+  the diagonal, again on every further failure; the same for the upper factor of H^-1, with
+  percdamp * mean(|diag H^-1|); +-inf entries of H and H^-1 are replaced by their 0.999 / 0.001
+  quantiles first. With more calibration tokens than columns H is positive definite and undamped.
 """
 
 from __future__ import annotations
@@ -13,12 +22,16 @@ import logging
 import torch
 from torch import Tensor
 
-__all__ = ["SparseGPTError", "sparsegpt_prune"]
+__all__ = ["DAMPINGS", "SparseGPTError", "sparsegpt_prune"]
 
 log = logging.getLogger(__name__)
 
 _DAMP_RETRIES = 3
 _DAMP_GROWTH = 10.0
+#: how H^-1 is factored: always damped (the original), damped only when Cholesky fails (TAMP repository)
+DAMPINGS = ("always", "on_failure")
+#: `on_failure` adds its damping again after every failed factorisation; this many tries, then an error
+_ON_FAILURE_TRIES = 1000
 
 
 class SparseGPTError(RuntimeError):
@@ -65,6 +78,44 @@ def _inverse_factor(h: Tensor, percdamp: float, name: str | None) -> Tensor:
         f"SparseGPT: Cholesky of the Hessian failed for layer {name or '<unnamed>'} "
         f"(last damping tried: {damp:.3g}); check the calibration inputs for NaN/Inf"
     )
+
+
+def _quantile(values: Tensor, q: float) -> Tensor:
+    """torch.quantile's linear interpolation, for tensors of any size (torch.quantile stops at 2^24)."""
+    flat = torch.sort(values.flatten()).values
+    pos = q * (flat.numel() - 1)
+    lo, hi = int(pos), min(int(pos) + 1, flat.numel() - 1)
+    return flat[lo] + (flat[hi] - flat[lo]) * (pos - lo)
+
+
+def _replace_inf(m: Tensor) -> None:
+    """+inf entries -> the 0.999 quantile of m, -inf -> the 0.001 quantile, in place (TAMP repository)."""
+    for where, q in ((torch.isposinf(m), 0.999), (torch.isneginf(m), 0.001)):
+        if where.any():
+            m[where] = _quantile(m, q)
+
+
+def _cholesky_until_ok(m: Tensor, damp: float, upper: bool, name: str | None) -> Tensor:
+    """Cholesky factor of m; on a failure (or NaN) add `damp` to m's diagonal in place and try again."""
+    for _ in range(_ON_FAILURE_TRIES):
+        factor, info = torch.linalg.cholesky_ex(m, upper=upper)
+        if info.item() == 0 and not torch.isnan(factor).any():
+            return factor
+        m.diagonal().add_(damp)
+    raise SparseGPTError(
+        f"SparseGPT (damping on_failure): Cholesky failed {_ON_FAILURE_TRIES} times for layer "
+        f"{name or '<unnamed>'}; check the calibration inputs for NaN/Inf"
+    )
+
+
+def _inverse_factor_on_failure(h: Tensor, percdamp: float, name: str | None) -> Tensor:
+    """The TAMP repository's `fastprune`: H undamped unless its Cholesky fails, then H^-1's upper factor."""
+    h = h.clone()
+    _replace_inf(h)
+    lower = _cholesky_until_ok(h, percdamp * torch.diagonal(h).mean().item(), upper=False, name=name)
+    hinv = torch.cholesky_inverse(lower)
+    _replace_inf(hinv)
+    return _cholesky_until_ok(hinv, percdamp * torch.diagonal(hinv).abs().mean().item(), upper=True, name=name)
 
 
 def _unstructured_block_mask(w_block: Tensor, hinv_diag: Tensor, sparsity: float) -> Tensor:
@@ -140,6 +191,7 @@ def sparsegpt_prune(
     blocksize: int = 128,
     percdamp: float = 0.01,
     name: str | None = None,
+    damping: str = "always",
 ) -> Tensor:
     """Return the SparseGPT-pruned (and error-compensated) copy of ``weight`` [out, in].
 
@@ -147,8 +199,11 @@ def sparsegpt_prune(
     ``prune_n == 0`` (mask per block, by ``sparsity``), else N:M with ``sparsity`` ignored. The math
     runs in float32; the result has the weight's dtype and device. Inputs are never modified.
     Sparsity 0 (unstructured) returns an exact copy: the original would still prune the block's
-    single lowest weight because of its ``<=`` threshold.
+    single lowest weight because of its ``<=`` threshold. ``damping``: how H^-1 is factored (`always`,
+    the original; `on_failure`, the TAMP repository's; module docstring).
     """
+    if damping not in DAMPINGS:
+        raise ValueError(f"unknown SparseGPT damping {damping!r}; valid: {', '.join(DAMPINGS)}")
     if weight.dim() != 2 or hessian.shape != (weight.shape[1], weight.shape[1]):
         raise ValueError(f"weight [out, in] and hessian [in, in] expected, got {tuple(weight.shape)} "
                          f"and {tuple(hessian.shape)}")
@@ -157,7 +212,7 @@ def sparsegpt_prune(
     if prune_n == 0 and sparsity == 0.0:
         return weight.detach().clone()
     w, h = _prepare(weight, hessian)
-    hinv = _inverse_factor(h, percdamp, name)
+    hinv = _inverse_factor(h, percdamp, name) if damping == "always" else _inverse_factor_on_failure(h, percdamp, name)
     del h
     for i1 in range(0, columns, blocksize):
         i2 = min(i1 + blocksize, columns)

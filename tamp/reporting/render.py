@@ -1,7 +1,7 @@
 """Paper-style markdown (best in bold, second underlined) and the plain-number CSV.
 
 A table with repeated seeds gets an `n` column and `mean ± std` cells; a task left out of Avg Rel.%
-gets a footnote; a table without a dense run says so and how to add one; failed runs get notes.
+gets a footnote, and so does which variant of each component the rows ran (results.json `variants`); a table without a dense run says so and how to add one; failed runs get notes.
 """
 
 from __future__ import annotations
@@ -89,6 +89,9 @@ def table_markdown(table: Table) -> str:
         notes.append(table.no_rel)
     if table.repeats:
         notes.append("Runs that differ only in `seed` are one row: mean ± sample std over its n seeds.")
+    if table.variants:
+        listed = "\n".join(f"- {label}: {text}" for label, text in table.variants)
+        notes.append(f"Variants as run (results.json `variants`):\n{listed}")
     failures = failure_notes(table)
     return "\n\n".join(["\n".join(lines), *notes] + (["\n".join(failures)] if failures else []))
 
@@ -96,7 +99,7 @@ def table_markdown(table: Table) -> str:
 def report_markdown(report: Report) -> str:
     """All tables, one section per model and eval settings."""
     parts = [
-        f"## {table.title or table.model}\n\nRel.% = pruned / dense x 100 per task; best **bold**, second "
+        f"## {table.title or table.model}\n\nRel.% = pruned / dense x 100 per column; best **bold**, second "
         f"<u>underlined</u> among pruned rows of the same sparsity.\n\n{table_markdown(table)}"
         for table in report.tables
     ]

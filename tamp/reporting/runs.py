@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from tamp.eval.columns import Column, record_columns
+from tamp.eval.columns import Column, detail_columns, record_columns
 
 DENSE = "dense"
 #: a dense model has next to no exact zeros; more than this and it is a pruned checkpoint
@@ -44,13 +44,19 @@ def number(value: Any) -> float | None:
 
 
 def columns_of(run: dict[str, Any]) -> list[Column]:
-    """The columns of a run's tasks: its primary metrics, the paper's columns where a task has several
-    (MME: cognition and perception; tamp.eval.columns), one column per metric of a recorded list."""
-    return record_columns(run["primary_metric"], run["scores"])
+    """A run's table columns: those results.json records (a paper suite's declared columns; one per
+    requested task otherwise; tamp.eval.columns), else, for older files, every task's primary metric
+    (MME: cognition and perception)."""
+    return record_columns(run["primary_metric"], run["scores"], run.get("columns"))
+
+
+def details_of(run: dict[str, Any], columns: list[Column]) -> list[Column]:
+    """A run's other scores (sub-tasks of a group column, tasks outside the table): the CSV's `score:` extras."""
+    return detail_columns(run["primary_metric"], run["scores"], columns)
 
 
 def score(result: dict[str, Any], column: Column) -> float | None:
-    return number(result["scores"].get(column.task, {}).get(column.metric))
+    return column.value(result["scores"])
 
 
 def method_rank(label: str) -> tuple[int, str]:

@@ -4,8 +4,10 @@ A table holds the runs of one model scored with the same evaluation settings (ta
 and its dense reference run scored the same way. A row holds the runs of one experiment (method and
 its resolved settings, calibration set, sparsity): runs that differ only in `seed` are repeats, shown
 as mean +- std over seeds; anything else that differs makes another row, labelled by what differs.
-Rel.% of a task = pruned / dense x 100 on the task's primary metric; a row's Avg Rel.% is the mean
-over the tasks whose dense score is usable (Tables 2, 3, 5 of the paper). Without a completed dense
+Rel.% of a column = pruned / dense x 100 (a column is one number of the paper's table: a paper suite
+declares which task or group, metric and aggregation make it; tamp.eval.columns); a row's Avg Rel.% is
+the mean over the columns whose dense score is usable (Tables 2, 3, 5 of the paper). Sub-task scores
+go to the CSV only. Without a completed dense
 run the table still shows the raw scores and says how to add one.
 """
 
@@ -26,6 +28,7 @@ from tamp.reporting.runs import (
     DENSE,
     Column,
     columns_of,
+    details_of,
     is_completed,
     is_dense,
     method_rank,
@@ -62,6 +65,8 @@ class Row:
     key: Items = field(default_factory=dict)
     #: the completed runs of each seed
     seeds: list[list[dict[str, Any]]] = field(default_factory=list)
+    #: scores outside the table's columns (sub-tasks of a group column ...): the CSV's extra `score:` columns
+    details: dict[str, float | None] = field(default_factory=dict)
 
     @property
     def completed(self) -> bool:
@@ -91,6 +96,10 @@ class Table:
     excluded: dict[str, str] = field(default_factory=dict)
     #: why the table has no Rel.% (no completed dense run), None when it has
     no_rel: str | None = None
+    #: scores recorded besides the columns (sub-tasks, other variants): CSV only, never in Avg Rel.%
+    details: list[Column] = field(default_factory=list)
+    #: which variant of each component the rows ran: [(row label or "all rows", "component: what")]
+    variants: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def repeats(self) -> bool:
@@ -138,7 +147,33 @@ def _record(table: Table, row: Row) -> dict[str, Any]:
     record["avg_rel"] = _round(row.avg_rel)
     record["avg_rel_std"] = _round(row.avg_rel_std)
     record["avg_rel_excludes"] = " ".join(table.excluded)
+    for c in table.details:
+        record[f"score:{c.label}"] = row.details.get(c.label)
+    variants = _variants_of(row)
+    record["variants"] = "; ".join(f"{k}: {v}" for k, v in variants.items()) if variants else None
     return record
+
+
+def _variants_of(row: Row) -> dict[str, str]:
+    """The row's recorded component variants (results.json `variants`), from its first completed run."""
+    runs = [r for r in row.runs if is_completed(r)] or row.runs
+    return dict(runs[0].get("variants") or {})
+
+
+def variant_notes(rows: list[Row]) -> list[tuple[str, str]]:
+    """(row label, "component: variant; ...") for the footnote. A component every row that has it runs
+    the same way (the calibration draw, usually) is said once, for "all rows it applies to"."""
+    pruned = [(row.method, _variants_of(row)) for row in rows if not row.dense]
+    pruned = [(label, notes) for label, notes in pruned if notes]
+    texts: dict[str, set[str]] = {}
+    for _, notes in pruned:
+        for key, text in notes.items():
+            texts.setdefault(key, set()).add(text)
+    holders = {key: sum(key in notes for _, notes in pruned) for key in texts}
+    shared = {key for key, seen in texts.items() if len(seen) == 1 and holders[key] > 1}
+    out = [(label, "; ".join(f"{k}: {v}" for k, v in notes.items() if k not in shared)) for label, notes in pruned]
+    out = [(label, text) for label, text in out if text]
+    return out + [("all rows it applies to", f"{k}: {next(iter(texts[k]))}") for k in sorted(shared)]
 
 
 def _round(value: float | None) -> float | None:
@@ -146,7 +181,7 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 6)
 
 
-def make_row(key: Items, runs: list[dict[str, Any]], columns: list[Column]) -> Row:
+def make_row(key: Items, runs: list[dict[str, Any]], columns: list[Column], details: list[Column] = ()) -> Row:
     """Mean and std over the seeds of the completed runs; a row with none completed shows its status."""
     done = [r for r in runs if is_completed(r)]
     failed = [r for r in runs if not is_completed(r)]
@@ -172,6 +207,9 @@ def make_row(key: Items, runs: list[dict[str, Any]], columns: list[Column]) -> R
         s = stat([seed_mean(group, lambda r, c=c: score(r, c)) for group in seeds])
         row.scores[c.label] = s.mean if s else None
         row.scores_std[c.label] = s.std if s else None
+    for c in details:
+        s = stat([seed_mean(group, lambda r, c=c: score(r, c)) for group in seeds])
+        row.details[c.label] = s.mean if s else None
     achieved = stat([seed_mean(group, lambda r: r["sparsity"].get("achieved")) for group in seeds])
     row.achieved = achieved.mean if achieved else None
     return row
@@ -230,6 +268,17 @@ def table_columns(runs: list[dict[str, Any]]) -> list[Column]:
     return list(columns.values())
 
 
+def table_details(runs: list[dict[str, Any]], columns: list[Column]) -> list[Column]:
+    """The completed runs' other scores (sub-tasks of group columns ...), each label once, none a column's."""
+    labels = {c.label for c in columns}
+    details: dict[str, Column] = {}
+    for run in sorted((r for r in runs if is_completed(r)), key=lambda r: not is_dense(r)):
+        for column in details_of(run, columns_of(run)):
+            if column.label not in labels:
+                details.setdefault(column.label, column)
+    return list(details.values())
+
+
 def no_rel_reason(model: str, rows: list[Row]) -> str:
     """Why a table has no Rel.%, and how to get it."""
     dense = next((row for row in rows if row.dense), None)
@@ -251,19 +300,21 @@ def make_table(table_key: Items, pairs: list[Pair]) -> Table:
     """One model x eval settings: rows of equal experiment items, Rel.% against the dense row."""
     model = str(pairs[0][1]["model"]["name"])
     columns = table_columns([run for _, run in pairs])
+    details = table_details([run for _, run in pairs], columns)
     groups = group_by(
         pairs,
         key_of=lambda pair: pair[0].row,
         may_join=lambda members: not any(is_completed(r) or is_dense(r) for _, r in members),
     )
-    rows = [make_row(key, [run for _, run in members], columns) for key, members in groups]
+    rows = [make_row(key, [run for _, run in members], columns, details) for key, members in groups]
     pruned = [row for row in rows if not row.dense]
     for row, label in zip(
         pruned, row_labels([row.method for row in pruned], [row.key for row in pruned]), strict=True
     ):
         row.method = label
     rows.sort(key=_sort_key)
-    table = Table(model=model, columns=columns, rows=rows, key=table_key)
+    table = Table(model=model, columns=columns, rows=rows, key=table_key, details=details,
+                  variants=variant_notes(rows))
     dense = next((row for row in rows if row.dense and row.completed), None)
     if not columns:
         table.no_rel = NOT_EVALUATED

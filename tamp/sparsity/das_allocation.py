@@ -45,6 +45,11 @@ class DasConfig(GroupAllocationConfig):
             raise ValueError(f"method.allocation.variant='{self.variant}' is unknown; valid: {', '.join(VARIANTS)}")
         super().check()
 
+    def variant_notes(self) -> dict[str, str]:
+        das = ("the official code's similarity (positive upper-triangle entries; as published)"
+               if self.variant == "reference" else "the paper's mean cosine distances")
+        return {"allocation": f"DAS: {das}", **super().variant_notes()}
+
 
 class DiversityObserver:
     """Accumulates every targeted linear's DAS terms over the samples of a scoring pass."""

@@ -140,6 +140,11 @@ class GroupAllocationConfig(AllocationConfig):
             raise ValueError(f"method.allocation.aggregation='{self.aggregation}' is unknown; "
                              f"valid: {', '.join(AGGREGATIONS)}")
 
+    def variant_notes(self) -> dict[str, str]:
+        if self.official_overshoot:
+            return {"allocator": "the official over-shoot branch (adds the excess; as published)"}
+        return {"allocator": "exact budget (the official over-shoot branch corrected)"}
+
 
 def allocate_groups(
     groups: list[Group], scores: dict[str, float], target: float, cfg: GroupAllocationConfig

@@ -78,6 +78,11 @@ class OwlConfig(AllocationConfig):
                 f"method.allocation.owl_compat='{self.owl_compat}' is unknown; valid: {', '.join(COMPATS)}"
             )
 
+    def variant_notes(self) -> dict[str, str]:
+        if self.owl_compat == "tamp_repository":
+            return {"allocation": "OWL as the TAMP repository's port (the mapping inverted; as published)"}
+        return {"allocation": "OWL's own mapping (more outliers, less pruning)"}
+
 
 @register_allocation("owl", config=OwlConfig)
 class OwlAllocation:

@@ -2,7 +2,8 @@
 
 Per sample and linear (DESIGN.md, "AMIA"): the last attention row `a` says how much each token matters;
 a 3-nearest-neighbour graph on the output tokens (cosine distance D = 1 - U U^T) spreads it to
-neighbours; tokens are then picked greedily by that contribution, penalising the neighbours of every
+neighbours (variant "paper": a token's 3 nearest other tokens, Eqs. 3-5; "reference": the official
+code's 4 nearest minus the first, which is a duplicated token's twin, not itself, when outputs repeat); tokens are then picked greedily by that contribution, penalising the neighbours of every
 pick, until the picked set represents the whole sample in maximum mean discrepancy:
 MMD^2(all, S) < mmd_scale * sqrt(div), with kernel K = exp(-D) and div the sample's output diversity.
 
@@ -74,6 +75,32 @@ def _cosine_gram(units: torch.Tensor, block: int = _GRAM_BLOCK) -> torch.Tensor:
     return gram
 
 
+def nearest_others(distance: torch.Tensor, k: int) -> torch.Tensor:
+    """[T, k] indices of each token's k nearest other tokens (the paper's N_i: i is never in it).
+
+    The official code takes the k + 1 smallest distances and drops the first, assuming that is the
+    token itself; when outputs are duplicated (LLaVA-NeXT's repeated image-newline token) a twin can
+    come first and the token becomes its own neighbour. Here the diagonal is left out, and where
+    equal distances straddle the k-th place the lower indices win (a stable sort of those rows).
+    """
+    num_tokens = distance.shape[0]
+    if k <= 0:
+        return torch.empty(num_tokens, 0, dtype=torch.long, device=distance.device)
+    diagonal = distance.diagonal().clone()
+    distance.fill_diagonal_(float("inf"))
+    try:
+        extra = min(k + 1, num_tokens - 1)  # one more than needed, to see a tie at the k-th place
+        values, index = torch.topk(distance, extra, dim=1, largest=False)
+        index = index[:, :k].clone()
+        if extra > k:
+            tied = torch.nonzero(values[:, k - 1] == values[:, k]).flatten()
+            if tied.numel():
+                index[tied] = torch.sort(distance[tied], dim=1, stable=True).indices[:, :k]
+    finally:
+        distance.diagonal().copy_(diagonal)
+    return index
+
+
 def _prepare(
     outputs: torch.Tensor,
     attention: torch.Tensor,
@@ -95,8 +122,10 @@ def _prepare(
     distance = similarity.neg_().add_(1.0)
     k = min(knn, outputs.shape[0] - 1)
     attn = attention.detach().to(device=units.device, dtype=torch.float32)
-    # k + 1 smallest distances per row, dropping the first (normally the token itself).
-    neighbours = torch.topk(distance, k + 1, dim=1, largest=False).indices[:, 1:]
+    if variant == "paper":
+        neighbours = nearest_others(distance, k)
+    else:  # the official code: k + 1 smallest distances per row, dropping the first (not always the token itself)
+        neighbours = torch.topk(distance, k + 1, dim=1, largest=False).indices[:, 1:]
     near = distance.gather(1, neighbours)
     gain = attn + (torch.exp(-graph_gamma * near) * attn[neighbours]).sum(1)
     penalty = torch.exp(-penalty_gamma * near)

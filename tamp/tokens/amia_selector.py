@@ -37,6 +37,12 @@ class AmiaConfig(TokensConfig):
         if self.mmd_scale < 0:
             raise ValueError(f"method.tokens.mmd_scale={self.mmd_scale} is invalid; valid: >= 0")
 
+    def variant_notes(self) -> dict[str, str]:
+        if self.variant == "reference":
+            return {"tokens": "AMIA as the official code (top-4 neighbours minus the first, its similarity; "
+                              "as published)"}
+        return {"tokens": "AMIA as the paper's Eqs. 3-5 (a token is never its own neighbour)"}
+
 
 @register_selector("amia", config=AmiaConfig)
 class AmiaSelector:

@@ -55,16 +55,18 @@ def as_record(results: Results) -> RunRecord:
     return results if isinstance(results, RunRecord) else RunRecord.from_json(dict(results), "results")
 
 
-def primary_scores(results: Results) -> dict[str, float]:
-    """{column: score} as the report's columns: the task's name for a one-column task (its primary
-    metric, else its first numeric one), the paper's column names where it has several (MME)."""
+def primary_scores(results: Results, columns: list[dict[str, Any]] | None = None) -> dict[str, float]:
+    """{column: score} as the report's columns: a paper suite's columns as recorded (tamp.eval.columns),
+    else the task's name for a one-column task, the paper's column names where it has several (MME).
+    `columns` (another run's, same eval settings) read a record that holds none, e.g. cached dense scores."""
     record = as_record(results)
-    return column_scores(record.primary_metric, record.scores)
+    return column_scores(record.primary_metric, record.scores, record.columns or columns)
 
 
 def rel_metrics(results: Results, dense: Results) -> dict[str, float]:
     """{'rel/<column>': 100 * score / dense score, 'rel/avg': their mean} over columns both runs scored."""
-    mine, ref = primary_scores(results), primary_scores(dense)
+    columns = as_record(results).columns
+    mine, ref = primary_scores(results), primary_scores(dense, columns)
     rel = {f"rel/{task}": 100.0 * mine[task] / ref[task] for task in mine if ref.get(task)}
     if rel:
         rel["rel/avg"] = sum(rel.values()) / len(rel)

@@ -1,8 +1,10 @@
 """The project's own lmms-eval task folders.
 
-Every sub-folder here (tiny/, later zoo/, ...) holds lmms-eval task YAMLs; lmms-eval's TaskManager
+Every sub-folder here (tiny/, zoo/, paper/) holds lmms-eval task YAMLs; lmms-eval's TaskManager
 walks an include path recursively, so passing this one folder registers all of them. Task names
 start with `tamp_` so they never collide with lmms-eval's built-in tasks (built-ins win on a clash).
+paper/ holds tamp's groups of lmms-eval built-ins (tamp_mathvista_testmini: one prompt variant with
+its generation settings), which load only with the built-ins indexed (tamp.eval.evaluate.resolve_tasks).
 """
 
 from __future__ import annotations

@@ -59,4 +59,15 @@ def method_rank(label: str) -> tuple[int, str]:
 
 
 def pattern_of(result: dict[str, Any]) -> str:
-    return str(result["sparsity"].get("pattern") or "unstructured")
+    """The pattern as tables label it: N:M under a layer-wise allocation is `mixed N:M` when the plan mixed
+    its N per layer, `N:M uniform` when it did not (every linear rounded to N, or a run from before mixed
+    N:M, which ignored the allocation), so such a row never reads as an allocation it did not make."""
+    sparsity = result["sparsity"]
+    pattern = str(sparsity.get("pattern") or "unstructured")
+    if pattern == "unstructured" or is_dense(result):
+        return pattern
+    nm = sparsity.get("nm")
+    if isinstance(nm, dict) and nm.get("mixed"):
+        return f"mixed {pattern}"
+    allocation = (result.get("method") or {}).get("allocation")
+    return f"{pattern} uniform" if allocation not in (None, "uniform") else pattern

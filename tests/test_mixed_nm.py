@@ -204,3 +204,29 @@ def test_the_report_labels_nm_rows_by_what_they_did() -> None:
     assert pattern_of(result("uniform", {"mixed": False})) == "2:4"
     assert pattern_of(result(None, None)) == "2:4"
     assert pattern_of(result("das", None, "unstructured")) == "unstructured"
+
+
+PRESETS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "method").glob("*.yaml")
+                 if p.stem != "dense")
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_method_preset_with_a_pattern_does_what_its_label_says(compose_cfg, preset: str) -> None:
+    """`method=PRESET sparsity=nm_2_4`: an allocation mixes N or says it is uniform; every linear meets its N:M."""
+    from tamp.cli.schema import validate
+
+    settings = validate(compose_cfg([f"method={preset}", "sparsity=nm_2_4"]))
+    config = settings.prune_config()
+    config.device, config.progress = "cpu", False
+    bundle = _copy()
+    report = tamp.prune(bundle.model, [bundle.example_sample(), bundle.example_sample()], config, adapter=bundle.adapter)
+    allocation = settings.method.allocation.name
+    assert report.nm is not None and report.nm["allocation"] == allocation
+    patterns = {x.planned_pattern for x in report.linears}
+    assert report.nm["mixed"] == (len(patterns) > 1)
+    if allocation == "uniform":
+        assert patterns == {"2:4"}
+    elif not report.nm["mixed"]:
+        assert allocation in report.nm["note"], report.nm
+    assert all(x.planned_pattern == x.achieved_pattern and x.pruned == x.planned_pruned for x in report.linears)
+    assert report.planned == pytest.approx(0.5) and report.achieved == pytest.approx(0.5)

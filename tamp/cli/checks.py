@@ -2,8 +2,11 @@
 
 `check_run_config` is the one validation path of a run: the CLI's preflight calls it for every cell
 of a command before Hydra starts anything, and `tamp.run.run` calls it again (for callers that
-compose their own config). What is left for later needs the model: which linears `runner.targets`
-matches, N:M divisibility, the calibration media against the processor.
+compose their own config). Files are checked as far as their headers tell, without loading them:
+the model folder's config.json and safetensors, the drawn calibration records' media, the eval
+tasks' datasets (tamp.eval.availability). What is left for later needs the model: which linears
+`runner.targets` matches, N:M divisibility, the calibration media against the processor and the
+model's context.
 """
 
 from __future__ import annotations

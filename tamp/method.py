@@ -93,7 +93,8 @@ class ComposedMethod:
         allocated = self.allocation.plan(engine, n / m)
         groups = allocation_groups(self.allocation, engine)
         plan = mixed_plan(allocated, groups, n, m)
-        log.warning(describe(summarise(plan, n, m, self.allocation_name)))
+        summary = summarise(plan, n, m, self.allocation_name)
+        log.log(logging.INFO if summary["mixed"] else logging.WARNING, describe(summary))
         return plan
 
     def nm_of(self, planned: float) -> tuple[int, int] | None:

@@ -29,6 +29,18 @@ _LAYER_INDEX = re.compile(r"layers\.(\d+)\.")
 _ANY_INDEX = re.compile(r"\.(\d+)\.")  # names of hand-made files whose blocks are not called `layers`
 
 
+def pattern_label(pattern: str | None, nm: Any, allocation: str | None) -> str:
+    """The pattern as tables and W&B label it: N:M under a layer-wise allocation is `mixed N:M` when the plan
+    mixed its N per layer, `N:M uniform` when it did not (every linear rounded to N, or a run from before
+    mixed N:M, which ignored the allocation), so such a run never reads as an allocation it did not make."""
+    pattern = str(pattern or "unstructured")
+    if pattern == "unstructured":
+        return pattern
+    if isinstance(nm, dict) and nm.get("mixed"):
+        return f"mixed {pattern}"
+    return f"{pattern} uniform" if allocation not in (None, "uniform") else pattern
+
+
 class RunRecordError(ValueError):
     """results.json cannot be read as a record; the message is one line naming the file."""
 

@@ -123,6 +123,11 @@ def _shard_missing(tmp, tiny, compose):
     return [f"model.name={folder}"], [str(folder / "model-00002-of-00002.safetensors"), "missing"]
 
 
+def _weights_gone(tmp, tiny, compose):
+    folder = _model(tmp, tiny, lambda f: (f / "model.safetensors").unlink())
+    return [f"model.name={folder}"], [str(folder), "no weight files"]
+
+
 def _config_garbage(tmp, tiny, compose):
     folder = _model(tmp, tiny, lambda f: (f / "config.json").write_text("{not json"))
     return [f"model.name={folder}"], [str(folder / "config.json"), "not valid JSON"]
@@ -208,6 +213,7 @@ CASES: list[tuple[str, Setup]] = [
     ("model_weights_overwritten", _weights_garbage),
     ("model_weights_header_cut", _weights_header_cut),
     ("model_shard_missing", _shard_missing),
+    ("model_weights_gone", _weights_gone),
     ("model_config_garbage", _config_garbage),
     ("family_does_not_match_folder", _family_mismatch),
     ("hub_id_not_cached_offline", _hub_id_offline),

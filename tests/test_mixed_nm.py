@@ -25,9 +25,11 @@ from tamp.method import ComposedMethod, allocation_groups
 from tamp.models.tiny import TinyBundle, build_tiny
 from tamp.pipeline.engine import LayerwiseEngine
 from tamp.reporting.runs import pattern_of
+from tamp.run_record import RunRecord
 from tamp.sparsity.groups import Group
 from tamp.sparsity.mixed_nm import group_n, linear_n, summarise
 from tamp.sparsity.registry import allocation_settings
+from tamp.tracking.wandb_keys import summary_metrics
 
 ALLOCATIONS = ["owl", "das", "das_all_token", "das_block", "ecoflap"]
 
@@ -110,7 +112,7 @@ def test_each_allocation_under_a_pattern_gives_n_from_its_own_plan(allocation: s
     real = _method({"name": allocation}, "unstructured").allocation.plan(engine, n / m)
     torch.manual_seed(0)
     method = _method({"name": allocation}, pattern)
-    with caplog.at_level(logging.WARNING, logger="tamp"):
+    with caplog.at_level(logging.INFO, logger="tamp"):
         plan = method.plan(engine)
     groups = allocation_groups(method.allocation, engine)
     assert {name for g in groups for name in g.linears} == set(plan)
@@ -125,10 +127,12 @@ def test_each_allocation_under_a_pattern_gives_n_from_its_own_plan(allocation: s
     summary = summarise(plan, n, m, allocation)
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("sparsity:")]
     assert len(lines) == 1 and allocation in lines[0]
+    level = next(r.levelno for r in caplog.records if r.getMessage().startswith("sparsity:"))
     if summary["mixed"]:
-        assert "mixed" in lines[0]
+        assert "mixed" in lines[0] and level == logging.INFO
     else:  # never a uniform plan under the allocation's name without saying so
         assert "uniform" in lines[0] and "not an allocation" in lines[0] and "uniform" in summary["note"]
+        assert level == logging.WARNING
 
 
 def test_das_at_2_4_really_mixes_and_owl_mixes_once_its_spread_is_wider_than_a_step() -> None:
@@ -191,6 +195,7 @@ def test_the_cli_records_the_plan_and_pattern_per_linear(compose_cfg, method: st
     assert "| pattern | achieved pattern |" in (tmp_path / "prune_report.md").read_text()
     label = pattern_of(record)
     assert label == ("mixed 2:4" if nm["mixed"] else "2:4 uniform"), label
+    assert summary_metrics(RunRecord.read(tmp_path / "results.json"))["sparsity/pattern"] == label  # W&B says it too
 
 
 def test_the_report_labels_nm_rows_by_what_they_did() -> None:

@@ -14,6 +14,8 @@ from tamp.io import check_safetensors, first_line
 from tamp.models.base import FamilyAdapter
 from tamp.models.registry import adapter_class, family_for_model_type
 
+#: what from_pretrained reads weights from (safetensors, PyTorch, TF, Flax checkpoints)
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.h5", "*.msgpack")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
 
 
@@ -107,6 +109,9 @@ def check_model_files(folder: Path) -> None:
                                                "copy the whole model folder again")
     for weights in sorted(folder.glob("*.safetensors")):
         check_safetensors(weights, "weight file")
+    if not any(any(folder.glob(pattern)) for pattern in WEIGHT_PATTERNS):
+        raise WeightsNotAvailableError(f"model folder {folder} holds no weight files ({', '.join(WEIGHT_PATTERNS)}); "
+                                       "copy the whole model folder")
 
 
 def check_family(name: str, family: str) -> None:

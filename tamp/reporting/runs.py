@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from tamp.eval.columns import Column, record_columns
+from tamp.run_record import pattern_label
 
 DENSE = "dense"
 #: a dense model has next to no exact zeros; more than this and it is a pruned checkpoint
@@ -59,15 +60,8 @@ def method_rank(label: str) -> tuple[int, str]:
 
 
 def pattern_of(result: dict[str, Any]) -> str:
-    """The pattern as tables label it: N:M under a layer-wise allocation is `mixed N:M` when the plan mixed
-    its N per layer, `N:M uniform` when it did not (every linear rounded to N, or a run from before mixed
-    N:M, which ignored the allocation), so such a row never reads as an allocation it did not make."""
+    """The pattern as tables label it (`mixed 2:4`, `2:4 uniform`: tamp.run_record.pattern_label)."""
     sparsity = result["sparsity"]
-    pattern = str(sparsity.get("pattern") or "unstructured")
-    if pattern == "unstructured" or is_dense(result):
-        return pattern
-    nm = sparsity.get("nm")
-    if isinstance(nm, dict) and nm.get("mixed"):
-        return f"mixed {pattern}"
-    allocation = (result.get("method") or {}).get("allocation")
-    return f"{pattern} uniform" if allocation not in (None, "uniform") else pattern
+    if is_dense(result):
+        return str(sparsity.get("pattern") or "unstructured")
+    return pattern_label(sparsity.get("pattern"), sparsity.get("nm"), (result.get("method") or {}).get("allocation"))

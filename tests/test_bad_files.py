@@ -333,9 +333,13 @@ def test_a_checkpoint_that_is_not_what_tamp_wrote_is_named_before_any_block_is_r
         PruneCheckpoint(checkpoint, "f").load()
 
 
-def test_an_image_that_does_not_decode_names_itself_and_its_record(tmp_path: Path) -> None:
+def test_an_image_that_does_not_decode_names_itself_and_its_record(tmp_path: Path, monkeypatch) -> None:
+    """Also after lmms-eval's import has told PIL to pad truncated images silently (a process-wide flag)."""
+    from PIL import ImageFile
+
     from tamp.data.calib import build_calibration
 
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
     _cut(_png(tmp_path, "cut.png"))
     path = _calib(tmp_path, "cut.png")
     bundle = build_tiny("llava")
@@ -343,3 +347,4 @@ def test_an_image_that_does_not_decode_names_itself_and_its_record(tmp_path: Pat
         build_calibration(bundle.adapter, {"source": "llava_json", "path": str(path), "num_samples": 1})
     message = str(err.value)
     assert "'rec1'" in message and str(tmp_path / "cut.png") in message and "\n" not in message
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is True, "the process's own setting is given back"

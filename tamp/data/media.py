@@ -9,12 +9,14 @@ the package imports without it; every decoder returns plain numpy / PIL values t
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFile
 
 DEFAULT_SAMPLING_RATE = 16000  # Whisper-style feature extractors
 
@@ -89,7 +91,7 @@ def verify_image(ref: Any, media_dir: str | Path | None, record_id: str) -> None
     if isinstance(target, Image.Image):
         return
     try:
-        with Image.open(_source(target)) as image:
+        with strict_decoding(), Image.open(_source(target)) as image:
             image.verify()
     except Exception as err:  # noqa: BLE001 - PIL raises OSError, SyntaxError, struct.error, ... for bad files
         raise ValueError(
@@ -109,12 +111,28 @@ def _source(ref: Any) -> Any:
     return ref
 
 
+@contextmanager
+def strict_decoding() -> Iterator[None]:
+    """PIL raises on a cut-off image file inside this block, whatever the process set globally.
+
+    lmms-eval sets `ImageFile.LOAD_TRUNCATED_IMAGES = True` when it is imported (its task module, for
+    one dataset's broken images), after which PIL pads a truncated calibration image with grey and says
+    nothing; tamp imports lmms-eval before calibrating whenever eval tasks are configured.
+    """
+    before = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = before
+
+
 def load_image(ref: Any, media_dir: str | Path | None = None) -> Image.Image:
-    """An RGB PIL image (processors expect three channels; PNGs may be RGBA or palette)."""
+    """An RGB PIL image (processors expect three channels; PNGs may be RGBA or palette); a cut-off file raises."""
     ref = resolve(ref, media_dir)
     if isinstance(ref, Image.Image):
         return ref.convert("RGB")
-    with Image.open(_source(ref)) as image:
+    with strict_decoding(), Image.open(_source(ref)) as image:
         return image.convert("RGB")
 
 

@@ -348,3 +348,23 @@ def test_an_image_that_does_not_decode_names_itself_and_its_record(tmp_path: Pat
     message = str(err.value)
     assert "'rec1'" in message and str(tmp_path / "cut.png") in message and "\n" not in message
     assert ImageFile.LOAD_TRUNCATED_IMAGES is True, "the process's own setting is given back"
+
+
+def test_a_dataset_in_either_cache_or_online_is_available(tmp_path: Path, offline_home: Path, monkeypatch) -> None:
+    """The offline check does not refuse what `datasets` would load: a hub snapshot or a prepared copy."""
+    from tamp.eval.availability import dataset_problem
+
+    config = {"dataset_path": "SomeOrg/MyBench", "dataset_name": "default"}
+    assert "SomeOrg/MyBench (default)" in dataset_problem(config, tmp_path)
+    snapshot = offline_home / "hub" / "datasets--SomeOrg--MyBench" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    assert dataset_problem(config, tmp_path) is None
+    shutil.rmtree(offline_home / "hub")
+    (offline_home / "datasets" / "SomeOrg___my_bench").mkdir(parents=True)  # datasets' prepared copy
+    assert dataset_problem(config, tmp_path) is None
+    shutil.rmtree(offline_home / "datasets")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "0")
+    assert dataset_problem(config, tmp_path) is None  # online: datasets downloads it
+    assert "does not exist" in dataset_problem({"dataset_path": "json", "dataset_kwargs": {"data_files": "x/*.json"}},
+                                               tmp_path)

@@ -55,8 +55,12 @@ def hub_dataset_cached(repo_id: str, kwargs: Mapping[str, Any]) -> bool:
     snapshots = hub_cache() / f"datasets--{repo_id.replace('/', '--')}" / "snapshots"
     if snapshots.is_dir() and any(snapshots.iterdir()):
         return True
-    prepared = repo_id.replace("/", "___")
-    return any((cache / prepared).is_dir() for cache in datasets_caches(kwargs))
+    from datasets.naming import camelcase_to_snakecase
+
+    namespace, _, name = repo_id.rpartition("/")
+    # datasets names a prepared copy `namespace___snake_case_name` (builder._relative_data_dir)
+    prepared = {repo_id.replace("/", "___"), f"{namespace}___{camelcase_to_snakecase(name)}" if namespace else name}
+    return any((cache / folder).is_dir() for cache in datasets_caches(kwargs) for folder in prepared)
 
 
 def _data_files(value: Any) -> Iterator[str]:

@@ -20,6 +20,7 @@ from tamp.models.registry import get_adapter
 from tamp.pipeline.checkpoint import PruneCheckpoint
 from tamp.pipeline.engine import LayerwiseEngine, Reducer, resolve_device
 from tamp.prune_report import LinearSparsity, PruneReport
+from tamp.sparsity.mixed_nm import summarise
 
 
 def prune(
@@ -63,13 +64,17 @@ def prune(
     linears = []
     for block, named in enumerate(engine.linears):
         for name, linear in named.items():
+            nm = method.nm_of(plan[name])
+            planned = 0 if nm is not None and nm[0] == 0 else method.pruner.planned_pruned(linear, plan[name], nm)
             linears.append(
                 LinearSparsity(
                     name=name,
                     block=block,
                     numel=linear.weight.numel(),
-                    planned_pruned=method.pruner.planned_pruned(linear, plan[name], method.nm),
+                    planned_pruned=planned,
                     pruned=int((linear.weight == 0).sum()),
+                    planned_pattern=f"{nm[0]}:{nm[1]}" if nm else None,
+                    achieved_pattern=achieved_pattern(linear.weight, nm[1]) if nm else None,
                 )
             )
     t = engine.timings
@@ -87,8 +92,16 @@ def prune(
         num_tokens=sum(s.num_tokens for s in samples),
         device=str(engine.device),
         allocation_scores={k: float(v) for k, v in getattr(method.allocation, "scores", {}).items()},
+        nm=summarise(plan, *method.nm, cfg.method.allocation.name) if method.nm else None,
         masks={k: v.cpu() for k, v in masks.items()} if cfg.keep_masks else None,
     )
+
+
+def achieved_pattern(weight: torch.Tensor, m: int) -> str:
+    """The N:M pattern the weights satisfy: the fewest zeros in any group of m consecutive inputs of a row."""
+    rows, cols = weight.shape
+    zeros = (weight.detach() == 0).reshape(rows, cols // m, m).sum(-1)
+    return f"{int(zeros.min())}:{m}"
 
 
 def fingerprint(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import fields, replace
 from typing import Any, TypeVar
 
@@ -11,10 +12,13 @@ from torch import nn
 from tamp.config import PruneConfig, parse_pattern
 from tamp.pipeline.context import SampleContext
 from tamp.pruning.pruners import Pruner, build_pruner
+from tamp.sparsity.groups import Group, layer_groups
+from tamp.sparsity.mixed_nm import describe, linear_n, mixed_plan, summarise
 from tamp.sparsity.registry import Allocation, build_allocation
 from tamp.tokens.registry import TokenSelector, build_selector
 
 S = TypeVar("S")
+log = logging.getLogger("tamp")
 
 
 def with_run_seed(settings: S, seed: int) -> S:
@@ -35,9 +39,11 @@ def _check_finite(name: str, tensors: list[torch.Tensor]) -> None:
 class ComposedMethod:
     """The LayerwiseMethod the engine runs: statistics from selected tokens, masks by the pruner."""
 
-    def __init__(self, pruner: Pruner, allocation: Allocation, tokens: TokenSelector, target: float, pattern: str):
+    def __init__(self, pruner: Pruner, allocation: Allocation, tokens: TokenSelector, target: float, pattern: str,
+                 allocation_name: str = ""):
         self.pruner = pruner
         self.allocation = allocation
+        self.allocation_name = allocation_name or type(allocation).__name__
         self.tokens = tokens
         self.target = target
         self.nm = parse_pattern(pattern)
@@ -54,6 +60,7 @@ class ComposedMethod:
             build_selector(with_run_seed(m.tokens, cfg.seed)),
             cfg.sparsity.target,
             cfg.sparsity.pattern,
+            m.allocation.name,
         )
 
     def plan_state(self) -> dict[str, Any]:
@@ -70,17 +77,31 @@ class ComposedMethod:
         return self.pruner.needs_stats
 
     def plan(self, engine) -> dict[str, float]:
-        if self.nm:  # N:M fixes the sparsity of every linear; a layer-wise allocation cannot apply
-            n, m = self.nm
-            for linears in engine.linears:
-                for name, linear in linears.items():
-                    if linear.in_features % m:
-                        raise ValueError(
-                            f"sparsity.pattern={n}:{m} needs in_features divisible by {m}, but {name} has "
-                            f"{linear.in_features}; use a pattern whose M divides it or exclude it (runner.ignore)"
-                        )
+        if not self.nm:
+            return self.allocation.plan(engine, self.target)
+        n, m = self.nm
+        for linears in engine.linears:
+            for name, linear in linears.items():
+                if linear.in_features % m:
+                    raise ValueError(
+                        f"sparsity.pattern={n}:{m} needs in_features divisible by {m}, but {name} has "
+                        f"{linear.in_features}; use a pattern whose M divides it or exclude it (runner.ignore)"
+                    )
+        if getattr(self.allocation, "uniform", False):
             return {name: n / m for linears in engine.linears for name in linears}
-        return self.allocation.plan(engine, self.target)
+        # a layer-wise allocation under N:M: mixed N per allocation group, M fixed (tamp.sparsity.mixed_nm)
+        allocated = self.allocation.plan(engine, n / m)
+        groups = allocation_groups(self.allocation, engine)
+        plan = mixed_plan(allocated, groups, n, m)
+        summary = summarise(plan, n, m, self.allocation_name)
+        log.log(logging.INFO if summary["mixed"] else logging.WARNING, describe(summary))
+        return plan
+
+    def nm_of(self, planned: float) -> tuple[int, int] | None:
+        """The N:M pattern a linear with this planned sparsity is pruned with (N varies under an allocation)."""
+        if not self.nm:
+            return None
+        return linear_n(planned, self.nm[1]), self.nm[1]
 
     def begin_block(self, index: int, linears: dict[str, nn.Linear]) -> None:
         self.stats = {name: self.pruner.new_stats(linear) for name, linear in linears.items()}
@@ -101,6 +122,16 @@ class ComposedMethod:
             if stats is not None:
                 engine.reduce_(stats.tensors())
                 _check_finite(name, stats.tensors())
-            masks[name] = self.pruner.prune(linear, stats, plan[name], self.nm, name)
+            nm = self.nm_of(plan[name])
+            if nm is not None and nm[0] == 0:  # mixed N:M gave this linear N = 0: it stays dense
+                masks[name] = torch.zeros_like(linear.weight, dtype=torch.bool)
+            else:
+                masks[name] = self.pruner.prune(linear, stats, plan[name], nm, name)
         self.stats = {}
         return masks
+
+
+def allocation_groups(allocation: Allocation, engine) -> list[Group]:
+    """The groups an allocation gives one sparsity each (its own `groups(engine)`, else one per linear)."""
+    groups = getattr(allocation, "groups", None)
+    return groups(engine) if callable(groups) else layer_groups(engine)

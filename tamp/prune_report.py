@@ -17,6 +17,9 @@ class LinearSparsity:
     numel: int
     planned_pruned: int
     pruned: int
+    #: N:M patterns only: the linear's planned N:M (N varies under an allocation) and the one its weights meet
+    planned_pattern: str | None = None
+    achieved_pattern: str | None = None
 
     @property
     def planned(self) -> float:
@@ -43,6 +46,8 @@ class PruneReport:
     device: str
     #: what the allocation ranked by (DAS score per linear, OWL outlier ratio per block, ...)
     allocation_scores: dict[str, float] = field(default_factory=dict)
+    #: N:M patterns only: how many linears got each N, whether the plan is mixed (tamp.sparsity.mixed_nm)
+    nm: dict[str, Any] | None = None
     masks: dict[str, torch.Tensor] | None = field(default=None, repr=False)
 
     @property
@@ -53,8 +58,13 @@ class PruneReport:
     def achieved(self) -> float:
         return sum(x.pruned for x in self.linears) / max(1, sum(x.numel for x in self.linears))
 
-    def per_linear(self) -> dict[str, dict[str, float]]:
-        return {x.name: {"planned": x.planned, "achieved": x.achieved, "numel": x.numel} for x in self.linears}
+    def per_linear(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for x in self.linears:
+            out[x.name] = {"planned": x.planned, "achieved": x.achieved, "numel": x.numel}
+            if x.planned_pattern is not None:
+                out[x.name] |= {"pattern": x.planned_pattern, "achieved_pattern": x.achieved_pattern}
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -75,9 +85,17 @@ class PruneReport:
             f"target {self.target} {self.pattern}, {self.num_samples} samples / {self.num_tokens} tokens on {self.device}",
             f"overall sparsity planned {self.planned:.4f}, achieved {self.achieved:.4f}; "
             + ", ".join(f"{k} {v:.2f}s" for k, v in self.timings.items()),
-            "",
-            "| linear | numel | planned | achieved |",
-            "|---|---:|---:|---:|",
         ]
+        if self.nm is not None:
+            from tamp.sparsity.mixed_nm import describe
+
+            lines.append(describe(self.nm).removeprefix("sparsity: "))
+        if any(x.planned_pattern for x in self.linears):
+            lines += ["", "| linear | numel | planned | achieved | pattern | achieved pattern |",
+                      "|---|---:|---:|---:|---|---|"]
+            lines += [f"| {x.name} | {x.numel} | {x.planned:.4f} | {x.achieved:.4f} | {x.planned_pattern} "
+                      f"| {x.achieved_pattern} |" for x in self.linears]
+            return "\n".join(lines)
+        lines += ["", "| linear | numel | planned | achieved |", "|---|---:|---:|---:|"]
         lines += [f"| {x.name} | {x.numel} | {x.planned:.4f} | {x.achieved:.4f} |" for x in self.linears]
         return "\n".join(lines)

@@ -24,8 +24,22 @@ FIELDS = (
     "timings", "sparsity_per_linear", "allocation_scores", "scores", "primary_metric", "columns", "groups",
     "variants",
 )
+#: top-level keys written only when they hold something (files without them read and write back unchanged)
+OPTIONAL_FIELDS = ("calibration",)
 _LAYER_INDEX = re.compile(r"layers\.(\d+)\.")
 _ANY_INDEX = re.compile(r"\.(\d+)\.")  # names of hand-made files whose blocks are not called `layers`
+
+
+def pattern_label(pattern: str | None, nm: Any, allocation: str | None) -> str:
+    """The pattern as tables and W&B label it: N:M under a layer-wise allocation is `mixed N:M` when the plan
+    mixed its N per layer, `N:M uniform` when it did not (every linear rounded to N, or a run from before
+    mixed N:M, which ignored the allocation), so such a run never reads as an allocation it did not make."""
+    pattern = str(pattern or "unstructured")
+    if pattern == "unstructured":
+        return pattern
+    if isinstance(nm, dict) and nm.get("mixed"):
+        return f"mixed {pattern}"
+    return f"{pattern} uniform" if allocation not in (None, "uniform") else pattern
 
 
 class RunRecordError(ValueError):
@@ -104,9 +118,11 @@ class Sparsity:
     achieved: float | None = None
     planned: float | None = None
     manifest: dict[str, Any] | None = None
+    #: N:M runs: linears per N, whether the plan is mixed, a note when an allocation rounded to uniform
+    nm: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
-    _KEYS = ("target", "pattern", "achieved", "planned", "manifest")
+    _KEYS = ("target", "pattern", "achieved", "planned", "manifest", "nm")
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"target": self.target, "pattern": self.pattern}
@@ -118,7 +134,8 @@ class Sparsity:
         d = _dict(data)
         pattern = d["pattern"] if "pattern" in d else "unstructured"
         manifest = d.get("manifest") if isinstance(d.get("manifest"), dict) else None
-        return cls(d.get("target"), pattern, d.get("achieved"), d.get("planned"), manifest, _extra(d, cls._KEYS))
+        nm = d.get("nm") if isinstance(d.get("nm"), dict) else None
+        return cls(d.get("target"), pattern, d.get("achieved"), d.get("planned"), manifest, nm, _extra(d, cls._KEYS))
 
 
 @dataclass
@@ -130,17 +147,23 @@ class LinearEntry:
     numel: int | None = None
     block: int | None = None
     kind: str | None = None
+    #: N:M runs: the linear's planned N:M (N varies under a layer-wise allocation) and the one its weights meet
+    pattern: str | None = None
+    achieved_pattern: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
-    _KEYS = ("planned", "achieved", "numel", "block", "kind")
+    _KEYS = ("planned", "achieved", "numel", "block", "kind", "pattern", "achieved_pattern")
+    _OPTIONAL = ("pattern", "achieved_pattern")  # written only when set
 
     @classmethod
-    def of(cls, name: str, planned: float | None, achieved: float | None, numel: int) -> LinearEntry:
+    def of(cls, name: str, planned: float | None, achieved: float | None, numel: int,
+           pattern: str | None = None, achieved_pattern: str | None = None) -> LinearEntry:
         """An entry whose block and kind come from the linear's qualified name."""
-        return cls(planned, achieved, numel, block_index(name), projection_kind(name))
+        return cls(planned, achieved, numel, block_index(name), projection_kind(name), pattern, achieved_pattern)
 
     def to_json(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self._KEYS} | self.extra
+        out = {k: getattr(self, k) for k in self._KEYS if k not in self._OPTIONAL or getattr(self, k) is not None}
+        return out | self.extra
 
     @classmethod
     def from_json(cls, name: str, data: dict[str, Any]) -> LinearEntry:
@@ -152,6 +175,8 @@ class LinearEntry:
             data.get("numel"),
             int(block) if isinstance(block, (int, float)) else block_index(name),
             data.get("kind") or projection_kind(name),
+            data.get("pattern"),
+            data.get("achieved_pattern"),
             _extra(data, cls._KEYS),
         )
 
@@ -180,6 +205,8 @@ class RunRecord:
     config: dict[str, Any] | None = None
     versions: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    #: the calibration set as pruned: samples, tokens, how many were cut to which limit (tamp.data.fit)
+    calibration: dict[str, Any] = field(default_factory=dict)
     sparsity_per_linear: dict[str, LinearEntry] = field(default_factory=dict)
     allocation_scores: dict[str, Any] = field(default_factory=dict)
     #: lmms-eval's per-task results as it returns them ({task: {"metric,filter": value}})
@@ -236,6 +263,8 @@ class RunRecord:
             "groups": {k: list(v) for k, v in self.groups.items()},
             "variants": dict(self.variants),
         }
+        if self.calibration:
+            out["calibration"] = dict(self.calibration)
         return out | self.extra
 
     @classmethod
@@ -255,6 +284,7 @@ class RunRecord:
             config=config if isinstance(config, dict) else None,
             versions=_dict(data.get("versions")),
             timings=_dict(data.get("timings")),
+            calibration=_dict(data.get("calibration")),
             sparsity_per_linear=linears_from_json(data.get("sparsity_per_linear")),
             allocation_scores=_dict(data.get("allocation_scores")),
             scores={k: v for k, v in _dict(data.get("scores")).items() if isinstance(v, dict)},
@@ -262,7 +292,7 @@ class RunRecord:
             columns=[c for c in _list(data.get("columns")) if isinstance(c, dict) and "task" in c and "metric" in c],
             groups={str(k): [str(t) for t in v] for k, v in _dict(data.get("groups")).items() if isinstance(v, list)},
             variants={str(k): str(v) for k, v in _dict(data.get("variants")).items()},
-            extra=_extra(data, FIELDS),
+            extra=_extra(data, FIELDS + OPTIONAL_FIELDS),
         )
 
     @classmethod

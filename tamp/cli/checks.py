@@ -2,14 +2,20 @@
 
 `check_run_config` is the one validation path of a run: the CLI's preflight calls it for every cell
 of a command before Hydra starts anything, and `tamp.run.run` calls it again (for callers that
-compose their own config). What is left for later needs the model: which linears `runner.targets`
-matches, N:M divisibility, the calibration media against the processor.
+compose their own config). Files are checked as far as their headers tell, without loading them:
+the model folder's config.json and safetensors, the drawn calibration records' media, the eval
+tasks' datasets (tamp.eval.availability). What is left for later needs the model: which linears
+`runner.targets` matches, N:M divisibility, the calibration media against the processor and the
+model's context.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import os
 import re
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -114,9 +120,13 @@ def _check_model(settings: RunConfig) -> None:
     resolve_dtype(settings.model.dtype)
     check_named_model(settings.model.name)
     if settings.model.family is not None:
+        from tamp.models.loading import check_family
+        from tamp.models.named import scheme_of
         from tamp.models.registry import adapter_class
 
         adapter_class(settings.model.family)  # one line naming the valid families
+        if scheme_of(settings.model.name) is None:
+            check_family(settings.model.name, settings.model.family)
 
 
 def _check_calibration(settings: RunConfig) -> None:
@@ -134,14 +144,50 @@ def _check_calibration(settings: RunConfig) -> None:
         return
     if scheme == "zoo":
         return  # the zoo's calibration split is written by the zoo build, on first use of the model
-    from tamp.data.calib import as_calib_config, draw, open_source, select_indices
+    from tamp.data.calib import as_calib_config, check_media, draw, open_source, select_indices
 
     fields = OmegaConf.to_container(OmegaConf.structured(calib), resolve=True)
     cfg = as_calib_config(fields)
     if cfg.source != "llava_json":
         return  # an HF dataset is opened with the model's processor; its errors come then
     source = open_source(cfg)
-    draw(select_indices(source, cfg), cfg, source.label)
+    check_media(source, draw(select_indices(source, cfg), cfg, source.label), cfg)
+
+
+def _check_names(cfg: DictConfig) -> None:
+    """Names a row is labelled by: the composed config may not leave them empty."""
+    name = OmegaConf.select(cfg, "method.name", default=None)
+    if isinstance(name, str) and not name.strip():
+        raise ValueError("method.name is empty; valid: the name the results and report rows carry "
+                         "(each preset sets one: method=wanda), or leave it as the preset has it")
+
+
+def _check_eval(settings: RunConfig) -> None:
+    """Task folders exist, every task is known to lmms-eval and its documents can be loaded here."""
+    for folder in settings.eval.include_paths:
+        path = Path(folder).expanduser()
+        if not path.is_dir():
+            what = "is a file, not a folder" if path.exists() else "does not exist"
+            raise FileNotFoundError(f"eval.include_paths entry {folder} {what}; valid: folders of lmms-eval task YAMLs")
+    if settings.eval.tasks:
+        _check_tasks(tuple(settings.eval.tasks), tuple(settings.eval.include_paths), _environment_key())
+
+
+def _environment_key() -> tuple[str, ...]:
+    """What task availability depends on besides the names: offline switches and cache folders."""
+    keys = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HOME", "HF_HUB_CACHE", "HF_DATASETS_CACHE",
+            "LMMS_EVAL_DATASETS_CACHE", "XDG_CACHE_HOME")
+    return tuple(os.environ.get(k, "") for k in keys)
+
+
+@functools.lru_cache(maxsize=32)
+def _check_tasks(tasks: tuple[str, ...], include_paths: tuple[str, ...], environment: tuple[str, ...]) -> None:
+    """Once per process and task list (imports lmms-eval, about 5 s; the runner needs it anyway)."""
+    from tamp.eval.availability import check_task_datasets
+    from tamp.eval.evaluate import resolve_tasks
+
+    manager, names = resolve_tasks(list(tasks), list(include_paths))
+    check_task_datasets(manager, names)
 
 
 def check_run_config(cfg: DictConfig, local: bool = True) -> RunConfig:
@@ -153,6 +199,7 @@ def check_run_config(cfg: DictConfig, local: bool = True) -> RunConfig:
     from tamp.method import ComposedMethod
 
     _check_unknown(cfg)
+    _check_names(cfg)
     settings = validate(cfg)
     _check_scalars(settings)
     _check_runner(settings, local)
@@ -160,4 +207,5 @@ def check_run_config(cfg: DictConfig, local: bool = True) -> RunConfig:
     if local:
         _check_model(settings)
         _check_calibration(settings)
+        _check_eval(settings)
     return settings

@@ -36,6 +36,7 @@ from tamp.cli.runlock import holder, in_use_message
 from tamp.cli.save_target import check_run_save
 from tamp.cli.schema import register_schema
 from tamp.io import first_line
+from tamp.pipeline.checkpoint import check_checkpoint
 
 CONFIG_NAME = "run"
 #: Hydra flags that do not run a job (help, config printing, completion): left to Hydra as they are
@@ -82,11 +83,13 @@ def check_command(argv: Sequence[str], local: bool = True) -> int:
                 if settings.resume:
                     _check_run_folder(Path(settings.resume), "resume")
                     check_run_dir(settings.resume, cfg, resume=True)
+                    check_checkpoint(Path(settings.resume) / "checkpoint")
                 elif run_dir is not None:  # hydra.run.dir=DIR of an earlier run
                     _check_run_folder(run_dir, "hydra.run.dir")
                     check_run_dir(run_dir, cfg, resume=False)
                     if completed_run(run_dir, cfg) is not None:
                         raise NothingToDo(completed_message(run_dir))
+                    check_checkpoint(run_dir / "checkpoint")  # the same command continues from it
                 config = OmegaConf.to_container(cfg, resolve=True)
                 save = check_run_save(settings, config, run_dir, target if args.multirun else None)  # type: ignore[arg-type]
             except (ValueError, OSError) as err:

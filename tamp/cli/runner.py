@@ -18,7 +18,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from tamp.cli.schema import RunConfig, validate
-from tamp.data.sources import calibration_samples
+from tamp.data.sources import calibration_set
 from tamp.io import write_json_atomic
 from tamp.models.named import load_named_model
 from tamp.pipeline.checkpoint import PruneCheckpoint
@@ -38,7 +38,8 @@ def make_fabric(settings: RunConfig):
 
 def linear_table(report) -> dict[str, LinearEntry]:
     """The pruning report's linears as results.json's per-linear table."""
-    return {x.name: LinearEntry.of(x.name, x.planned, x.achieved, x.numel) for x in report.linears}
+    return {x.name: LinearEntry.of(x.name, x.planned, x.achieved, x.numel, x.planned_pattern, x.achieved_pattern)
+            for x in report.linears}
 
 
 def run_variants(settings: RunConfig) -> dict[str, str]:
@@ -175,12 +176,13 @@ def run_cell(fabric, cfg: DictConfig, run_dir: str | Path, cache_dir: str | Path
         measured: dict[str, Any] = {"timings": {}}  # RunRecord fields, recorded once the cell completes
         asked = results.record.sparsity
         if settings.method.pruner != "none":
-            calib = calibration_samples(settings.calib_settings(), adapter, loaded.examples)
+            calib, fitted = calibration_set(settings.calib_settings(), adapter, loaded.examples)
+            measured["calibration"] = fitted.as_dict()
             samples = shard(calib, fabric.global_rank, fabric.world_size)
             report = tamp.prune(
                 model, samples, prune_cfg, adapter=adapter, reducer=fabric_reducer(fabric), checkpoint_writer=is_main
             )
-            measured["sparsity"] = replace(asked, achieved=report.achieved, planned=report.planned)
+            measured["sparsity"] = replace(asked, achieved=report.achieved, planned=report.planned, nm=report.nm)
             measured["sparsity_per_linear"] = linear_table(report)
             measured["allocation_scores"] = report.allocation_scores
             measured["timings"].update(report.timings)

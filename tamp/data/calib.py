@@ -3,9 +3,10 @@
 `build_calibration(adapter, cfg)` selects records (prefix / field filters), draws `num_samples` of
 them with a seeded RNG without replacement (`calib.draw`: `python`, the default, is
 `random.Random(seed).sample`; `official` is the TAMP repository's `np.random.seed(seed)` then
-`np.random.choice(..., replace=False)`, which picks other records for the same seed), checks everything that can be checked before decoding
-(answers, placeholders, media files, what the processor accepts), then decodes media and encodes
-each conversation through the family adapter. Every failure is one line naming the key or file.
+`np.random.choice(..., replace=False)`, which picks other records for the same seed), checks everything
+that can be checked before decoding (answers, placeholders, media files, what the processor accepts),
+then decodes media, encodes each conversation through the family adapter and cuts samples longer than
+`max_tokens` or the model's context (tamp.data.fit). Every failure is one line naming the key or file.
 """
 
 from __future__ import annotations
@@ -17,12 +18,21 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-import torch
 
 from tamp.data.conversations import MEDIA_KINDS, Record, to_messages
-from tamp.data.media import check_exists, load_audio, load_image, load_video, processor_sampling_rate
-from tamp.data.sample import TEXT, CalibSample
+from tamp.data.fit import fit, token_limit, truncate
+from tamp.data.media import (
+    check_exists,
+    describe,
+    load_audio,
+    load_image,
+    load_video,
+    processor_sampling_rate,
+    verify_image,
+)
+from tamp.data.sample import CalibSample
 from tamp.data.sources import register_source
+from tamp.io import first_line
 from tamp.progress import track
 from tamp.types import Message, SampleEncoder
 
@@ -31,8 +41,6 @@ SOURCES = ("llava_json", "hf")
 DRAWS = ("python", "official")
 #: processor attribute that must exist for a media kind to be accepted
 _MEDIA_PROCESSORS = {"image": "image_processor", "video": "video_processor", "audio": "feature_extractor"}
-#: per-position [1, T] inputs cut together with the labels when `max_tokens` truncates a sample
-_SEQUENCE_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")
 
 
 @dataclass
@@ -50,7 +58,7 @@ class CalibConfig:
     seed: int = 42
     draw: str = "python"  # python: random.Random(seed).sample | official: np.random.seed(seed); np.random.choice
     num_frames: int = 8  # video frames sampled evenly per video
-    max_tokens: int | None = None  # cut longer samples after their last media token
+    max_tokens: int | None = None  # cut longer samples after their last media token (tamp.data.fit)
     audio_from_video: bool = False  # a video without an audio entry gives its own sound track as audio
     subset: str | None = None  # hf: the dataset's config name (`load_dataset(path, subset, split)`)
     split: str = "train"
@@ -200,6 +208,17 @@ class _Plan:
     media: dict[str, list[Any]]
 
 
+def check_media(source: RecordSource, chosen: Sequence[int], cfg: CalibConfig) -> None:
+    """The drawn records' media files exist and their images read whole: before the model loads."""
+    media_dir = _media_dir(cfg)
+    for record in source.records(list(chosen)):
+        for kind, refs in record.media.items():
+            for ref in refs:
+                check_exists(ref, media_dir, record.id)
+                if kind == "image":
+                    verify_image(ref, media_dir, record.id)
+
+
 def plan_record(record: Record, adapter: SampleEncoder, cfg: CalibConfig, media_dir: Path | None) -> _Plan:
     """Everything about a record that can fail without decoding media: fail before the slow part."""
     media = {kind: list(refs) for kind, refs in record.media.items()}
@@ -218,40 +237,29 @@ def plan_record(record: Record, adapter: SampleEncoder, cfg: CalibConfig, media_
     return _Plan(record, messages, media)
 
 
+def _decode(kind: str, ref: Any, media_dir: Path | None, record_id: str, loader: Any, *args: Any) -> Any:
+    """One media item decoded; a file that does not decode is one line naming it and its record."""
+    try:
+        return loader(ref, media_dir, *args)
+    except Exception as err:  # noqa: BLE001 - PIL and PyAV raise OSError, SyntaxError, av.error.*, ...
+        raise ValueError(
+            f"record '{record_id}': {kind} {describe(ref, media_dir)} cannot be decoded "
+            f"({type(err).__name__}: {first_line(err)}); valid: a whole {kind} file (re-copy it)"
+        ) from None
+
+
 def encode_plan(plan: _Plan, adapter: SampleEncoder, cfg: CalibConfig, media_dir: Path | None) -> CalibSample:
     """Decode the plan's media and encode the conversation through the family adapter."""
-    images = [load_image(ref, media_dir) for ref in plan.media["image"]]
-    decoded = [load_video(ref, media_dir, cfg.num_frames) for ref in plan.media["video"]]
+    record = plan.record.id
+    images = [_decode("image", ref, media_dir, record, load_image) for ref in plan.media["image"]]
+    decoded = [_decode("video", ref, media_dir, record, load_video, cfg.num_frames) for ref in plan.media["video"]]
     rate = processor_sampling_rate(adapter.processor)
-    audios = [load_audio(ref, media_dir, rate) for ref in plan.media["audio"]]
+    audios = [_decode("audio", ref, media_dir, record, load_audio, rate) for ref in plan.media["audio"]]
     sample = adapter.encode(
         plan.messages, images or None, [v.frames for v in decoded] or None, audios or None
     )
     sample.meta.update({"id": plan.record.id, "video_metadata": [v.metadata() for v in decoded]})
-    if cfg.max_tokens is not None:
-        sample = truncate(sample, cfg.max_tokens, plan.record.id)
     return sample
-
-
-def truncate(sample: CalibSample, max_tokens: int, record_id: str = "") -> CalibSample:
-    """Cut a sample to `max_tokens` positions; media tokens are never cut (the model needs them all)."""
-    length = sample.num_tokens
-    if length <= max_tokens:
-        return sample
-    media = (sample.modality_ids != TEXT).nonzero()
-    needed = int(media[-1, 0]) + 1 if media.numel() else 0
-    if needed > max_tokens:
-        raise ValueError(
-            f"record '{record_id}' has media tokens up to position {needed}; "
-            f"valid: calib.max_tokens >= {needed} (or null to keep whole samples)"
-        )
-    inputs = dict(sample.inputs)
-    for key in _SEQUENCE_KEYS:
-        value = inputs.get(key)
-        if isinstance(value, torch.Tensor) and value.dim() == 2 and value.shape[-1] == length:
-            inputs[key] = value[:, :max_tokens]
-    labels = sample.labels[:, :max_tokens] if sample.labels is not None else None
-    return CalibSample(inputs, sample.modality_ids[:max_tokens], labels, dict(sample.meta))
 
 
 @register_source("llava_json")
@@ -259,6 +267,9 @@ def truncate(sample: CalibSample, max_tokens: int, record_id: str = "") -> Calib
 def conversation_set(cfg: Any, encoder: SampleEncoder, examples: Sequence[Any] | None = None) -> list[CalibSample]:
     """`calib.source=llava_json | hf`: samples drawn from a conversation set (`calib.*`)."""
     return build_calibration(encoder, cfg)
+
+
+__all__ = ["CalibConfig", "build_calibration", "requires_modalities", "truncate"]
 
 
 def build_calibration(
@@ -274,7 +285,7 @@ def build_calibration(
     # a bar on a terminal; elsewhere (a cluster job's log) a line every 30 s and at the end
     for plan in track(plans, f"calibration ({cfg.name or cfg.source})", enabled=cfg.progress, unit="sample"):
         samples.append(encode_plan(plan, adapter, cfg, media_dir))
-    return samples
+    return fit(samples, token_limit(cfg.max_tokens, adapter))[0]
 
 
 @dataclass

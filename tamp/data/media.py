@@ -9,12 +9,14 @@ the package imports without it; every decoder returns plain numpy / PIL values t
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFile
 
 DEFAULT_SAMPLING_RATE = 16000  # Whisper-style feature extractors
 
@@ -58,10 +60,44 @@ def check_exists(ref: Any, media_dir: str | Path | None, record_id: str) -> None
     """Fail early, before any decoding, on a media file that is not there."""
     target = resolve(ref, media_dir)
     if isinstance(target, Path) and not target.is_file():
+        if target.is_dir():
+            raise IsADirectoryError(
+                f"record '{record_id}': media path {target} is a folder, not a media file; "
+                f"valid: the path of one image, video or audio file (relative to media_dir={media_dir})"
+            )
         raise FileNotFoundError(
             f"record '{record_id}': media file {target} does not exist; "
             f"valid: a path relative to media_dir={media_dir} or an absolute path"
         )
+
+
+def describe(ref: Any, media_dir: str | Path | None) -> str:
+    """How an error names a media reference: its path, or what kind of in-memory value it is."""
+    target = resolve(ref, media_dir)
+    if isinstance(target, Path):
+        return str(target)
+    if isinstance(target, dict) and isinstance(target.get("path"), str):
+        return target["path"]
+    return f"an in-memory {type(target).__name__}"
+
+
+def verify_image(ref: Any, media_dir: str | Path | None, record_id: str) -> None:
+    """Read an image file whole without decoding its pixels (PIL's verify): a cut-off file is named now.
+
+    Checks the PNG chunks' CRCs and that the file ends where its format says; cheap enough to run on
+    every drawn record before the model loads.
+    """
+    target = resolve(ref, media_dir)
+    if isinstance(target, Image.Image):
+        return
+    try:
+        with strict_decoding(), Image.open(_source(target)) as image:
+            image.verify()
+    except Exception as err:  # noqa: BLE001 - PIL raises OSError, SyntaxError, struct.error, ... for bad files
+        raise ValueError(
+            f"record '{record_id}': image {describe(ref, media_dir)} cannot be decoded "
+            f"({type(err).__name__}: {str(err).strip() or 'corrupt'}); valid: a whole image file (re-copy it)"
+        ) from None
 
 
 def _source(ref: Any) -> Any:
@@ -75,12 +111,28 @@ def _source(ref: Any) -> Any:
     return ref
 
 
+@contextmanager
+def strict_decoding() -> Iterator[None]:
+    """PIL raises on a cut-off image file inside this block, whatever the process set globally.
+
+    lmms-eval sets `ImageFile.LOAD_TRUNCATED_IMAGES = True` when it is imported (its task module, for
+    one dataset's broken images), after which PIL pads a truncated calibration image with grey and says
+    nothing; tamp imports lmms-eval before calibrating whenever eval tasks are configured.
+    """
+    before = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = before
+
+
 def load_image(ref: Any, media_dir: str | Path | None = None) -> Image.Image:
-    """An RGB PIL image (processors expect three channels; PNGs may be RGBA or palette)."""
+    """An RGB PIL image (processors expect three channels; PNGs may be RGBA or palette); a cut-off file raises."""
     ref = resolve(ref, media_dir)
     if isinstance(ref, Image.Image):
         return ref.convert("RGB")
-    with Image.open(_source(ref)) as image:
+    with strict_decoding(), Image.open(_source(ref)) as image:
         return image.convert("RGB")
 
 

@@ -19,6 +19,8 @@ from tamp.data.sample import TEXT, CalibSample
 from tamp.types import Message
 
 DEFAULT_TARGETS: tuple[str, ...] = (r".*",)  # every nn.Linear inside the decoder blocks
+#: config keys that hold a language model's context length, by family convention
+CONTEXT_KEYS: tuple[str, ...] = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
 
 
 class FamilyAdapter:
@@ -98,6 +100,20 @@ class FamilyAdapter:
                     chosen[name] = module
             per_block.append(chosen)
         return per_block
+
+    def context_length(self) -> tuple[int, str] | None:
+        """(positions, config key) of the language model's context, None when its config does not say.
+
+        Calibration samples are cut to it (tamp.data.fit): positions past it are outside what the
+        model was trained on and its rotary tables.
+        """
+        config = self.model.config
+        text = config.get_text_config() if hasattr(config, "get_text_config") else config
+        for key in CONTEXT_KEYS:
+            value = getattr(text, key, None)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value, key
+        return None
 
     # ----------------------------------------------------------------------------- modalities
     def modality_token_ids(self) -> dict[int, list[int]]:

@@ -62,14 +62,20 @@ def scheme_of(name: str) -> str | None:
 
 def check_named_model(name: str) -> None:
     """One line for a name that cannot load here (unknown tiny family, missing directory, uncached id)."""
-    from tamp.models.loading import check_cached, check_model_name
+    from tamp.models.loading import check_cached, check_model_files, check_model_name, model_folder
 
+    if not name.strip():
+        raise ValueError("model.name is empty; valid: a Hub id (org/name), a local model directory, "
+                         f"{', '.join(s + ':...' if s == 'tiny' else s for s in SCHEMES.names())}")
     scheme = scheme_of(name)
     if scheme is not None:
         SCHEMES.get(scheme).factory.check(name)  # type: ignore[attr-defined]
         return
     check_model_name(name)
     check_cached(name)
+    folder = model_folder(name)
+    if folder is not None:
+        check_model_files(folder)
 
 
 def load_named_model(settings: ModelSettings) -> LoadedModel:

@@ -21,13 +21,61 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from tamp.io import write_atomic
+from tamp.io import first_line, safetensors_problem, write_atomic
 
 PROGRESS = "progress.json"
 
 
 class CheckpointMismatchError(ValueError):
     """The directory holds a checkpoint of a different run configuration."""
+
+
+class CheckpointCorruptError(ValueError):
+    """A checkpoint file is not what tamp wrote (cut short, overwritten); the message names the file."""
+
+
+_START_OVER = "the run cannot continue from it: move {dir} away to prune from the start"
+
+
+def _check_block(path: Path, directory: Path) -> None:
+    if not path.is_file():
+        raise CheckpointCorruptError(f"checkpoint block {path} is missing; {_START_OVER.format(dir=directory)}")
+    problem = safetensors_problem(path)
+    if problem is not None:
+        raise CheckpointCorruptError(f"checkpoint block {path} is unreadable: {problem}; "
+                                     f"{_START_OVER.format(dir=directory)}")
+
+
+def read_progress(directory: str | Path) -> dict[str, Any] | None:
+    """A checkpoint's progress marker, None when there is none; one line naming the file when it is garbage."""
+    directory = Path(directory)
+    path = directory / PROGRESS
+    if not path.exists():
+        return None
+    try:
+        progress = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointCorruptError(f"checkpoint progress file {path} is unreadable ({first_line(err)}); "
+                                     f"{_START_OVER.format(dir=directory)}") from None
+    fields = {"fingerprint": str, "plan": dict, "completed_blocks": int}
+    bad = next((k for k, kind in fields.items() if not isinstance(progress, dict) or not isinstance(progress.get(k), kind)), None)
+    if bad is not None:
+        raise CheckpointCorruptError(f"checkpoint progress file {path} has no valid '{bad}'; "
+                                     f"{_START_OVER.format(dir=directory)}")
+    return progress
+
+
+def check_checkpoint(directory: str | Path) -> None:
+    """Before a run continues from `directory`: its progress marker parses and its completed blocks are whole.
+
+    Headers only (milliseconds): a cut-off block file is named before the model loads, not by
+    safetensors' `incomplete metadata` after it.
+    """
+    progress = read_progress(directory)
+    if progress is None:
+        return
+    for index in range(progress["completed_blocks"]):
+        _check_block(Path(directory) / f"block_{index:04d}.safetensors", Path(directory))
 
 
 def _pack(mask: torch.Tensor) -> torch.Tensor:
@@ -53,15 +101,16 @@ class PruneCheckpoint:
 
     def load(self) -> dict[str, Any] | None:
         """The saved progress, or None for a fresh run; refuses a checkpoint of another config."""
-        path = self.dir / PROGRESS
-        if not path.exists():
+        progress = read_progress(self.dir)
+        if progress is None:
             return None
-        progress = json.loads(path.read_text())
         if progress.get("fingerprint") != self.fingerprint:
             raise CheckpointMismatchError(
                 f"{self.dir} holds a checkpoint of a different configuration; "
                 "resume with the same config, or use a new run directory"
             )
+        for index in range(progress["completed_blocks"]):  # every block whole before any is restored
+            _check_block(self._block_path(index), self.dir)
         self.plan_state = progress.get("plan_state") or {}
         return progress
 
@@ -93,7 +142,12 @@ class PruneCheckpoint:
 
     def load_block(self, index: int, linears: dict[str, nn.Linear]) -> dict[str, torch.Tensor]:
         """Restore a completed block's pruned weights in place and return its masks."""
-        tensors = load_file(str(self._block_path(index)))
+        path = self._block_path(index)
+        _check_block(path, self.dir)
+        tensors = load_file(str(path))
+        missing = [f"{name}.weight" for name in linears if f"{name}.weight" not in tensors or f"{name}.mask" not in tensors]
+        if missing:
+            raise CheckpointCorruptError(f"checkpoint block {path} lacks {missing[0]}; {_START_OVER.format(dir=self.dir)}")
         masks = {}
         for name, linear in linears.items():
             linear.weight.data.copy_(tensors[f"{name}.weight"].to(linear.weight.device))

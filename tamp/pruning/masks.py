@@ -75,8 +75,8 @@ def nm_mask(metric: Tensor, n: int, m: int) -> Tensor:
 def make_mask(metric: Tensor, sparsity: float, pattern: str = "unstructured") -> Tensor:
     """Mask for ``pattern``; for N:M the ``sparsity`` argument is ignored (the pattern fixes it to n/m).
 
-    Ignoring rather than rejecting it lets a per-layer allocation (DAS, OWL) be combined with N:M: the
-    structured pattern wins, as in the reference code.
+    The pipeline combines N:M with a layer-wise allocation (DAS, OWL) by giving each layer its own N
+    (tamp.sparsity.mixed_nm), not through this function.
     """
     nm = parse_pattern(pattern)
     if nm is None:

@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from tamp.eval.columns import Column, detail_columns, record_columns
+from tamp.run_record import pattern_label
 
 DENSE = "dense"
 #: a dense model has next to no exact zeros; more than this and it is a pruned checkpoint
@@ -65,4 +66,8 @@ def method_rank(label: str) -> tuple[int, str]:
 
 
 def pattern_of(result: dict[str, Any]) -> str:
-    return str(result["sparsity"].get("pattern") or "unstructured")
+    """The pattern as tables label it (`mixed 2:4`, `2:4 uniform`: tamp.run_record.pattern_label)."""
+    sparsity = result["sparsity"]
+    if is_dense(result):
+        return str(sparsity.get("pattern") or "unstructured")
+    return pattern_label(sparsity.get("pattern"), sparsity.get("nm"), (result.get("method") or {}).get("allocation"))

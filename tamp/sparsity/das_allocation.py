@@ -24,7 +24,7 @@ from torch import nn
 
 from tamp.pipeline.context import SampleContext
 from tamp.sparsity.das import VARIANTS, DiversityAccumulator
-from tamp.sparsity.groups import GroupAllocationConfig, allocate_groups, block_groups, layer_groups
+from tamp.sparsity.groups import Group, GroupAllocationConfig, allocate_groups, block_groups, layer_groups
 from tamp.sparsity.registry import register_allocation
 
 if TYPE_CHECKING:
@@ -96,6 +96,10 @@ class DasAllocation:
         self.cfg = cfg or DasConfig()
         self.scores: dict[str, float] = {}
 
+    def groups(self, engine: LayerwiseEngine) -> list[Group]:
+        """DAS gives every linear its own sparsity."""
+        return layer_groups(engine)
+
     def plan(self, engine: LayerwiseEngine, target: float) -> dict[str, float]:
         self.scores = layer_diversity(engine, self.cfg.variant, self.all_token)
         plan, _ = allocate_groups(layer_groups(engine), self.scores, target, self.cfg)
@@ -118,6 +122,10 @@ class DasBlockAllocation:
         self.scores: dict[str, float] = {}
         self.layer_scores: dict[str, float] = {}
         self.block_sparsity: dict[str, float] = {}
+
+    def groups(self, engine: LayerwiseEngine) -> list[Group]:
+        """Block-wise DAS gives one sparsity per decoder block."""
+        return block_groups(engine)
 
     def plan(self, engine: LayerwiseEngine, target: float) -> dict[str, float]:
         self.layer_scores = layer_diversity(engine, self.cfg.variant, all_token=False)

@@ -19,7 +19,7 @@ from tamp.config import AllocationConfig
 from tamp.pipeline.context import SampleContext
 from tamp.pruning.stats import SquaredNormStats
 from tamp.pruning.wanda import wanda_metric
-from tamp.sparsity.groups import block_groups, block_name, expand, snap
+from tamp.sparsity.groups import Group, block_groups, block_name, expand, snap
 from tamp.sparsity.owl import COMPATS, outlier_ratio, owl_sparsity
 from tamp.sparsity.registry import register_allocation
 
@@ -92,6 +92,10 @@ class OwlAllocation:
         self.cfg = cfg or OwlConfig()
         self.scores: dict[str, float] = {}
         self.block_sparsity: dict[str, float] = {}
+
+    def groups(self, engine: LayerwiseEngine) -> list[Group]:
+        """OWL gives one sparsity per decoder block."""
+        return block_groups(engine)
 
     def plan(self, engine: LayerwiseEngine, target: float) -> dict[str, float]:
         observer = OutlierObserver(engine, self.cfg.owl_m)

@@ -8,6 +8,8 @@ from tamp.sparsity.registry import register_allocation
 
 @register_allocation("uniform")
 class UniformAllocation:
+    uniform = True  # under an N:M pattern every linear gets the pattern itself
+
     def __init__(self, cfg: AllocationConfig | None = None) -> None:
         self.cfg = cfg
 

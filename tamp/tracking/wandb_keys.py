@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tamp.eval.columns import column_scores
-from tamp.run_record import RunRecord
+from tamp.run_record import RunRecord, pattern_label
 
 #: a run's results: its record, or anything results.json-shaped (the dense scores cached by a sweep)
 Results = RunRecord | Mapping[str, Any]
@@ -86,5 +86,9 @@ def summary_metrics(results: Results, dense: Results | None = None) -> dict[str,
         out.update(rel_metrics(record, dense))
     sparsity = record.sparsity.to_json()
     out.update({f"sparsity/{k}": v for k, v in sparsity.items() if isinstance(v, (int, float))})
+    if record.sparsity.nm is not None:  # what the N:M plan did: `mixed 2:4`, or `2:4 uniform` under an allocation
+        out["sparsity/pattern"] = pattern_label(record.sparsity.pattern, record.sparsity.nm, record.method.allocation)
+    if record.calibration.get("truncated"):
+        out["calibration/truncated"] = record.calibration["truncated"]
     out.update({f"timings/{k}": v for k, v in record.timings.items()})
     return out

@@ -103,12 +103,15 @@ class WandbRun:
         self.run.log(summary_metrics(record, dense))
         raw = record.to_json()
         self.run.summary["results"] = {k: v for k, v in raw.items() if k not in NOT_IN_SUMMARY}
+        linears = record.sparsity_per_linear
+        patterns = any(v.pattern for v in linears.values())  # N:M runs: each linear's planned and achieved N:M
         rows = [
-            [name, v.block, v.kind, v.planned, v.achieved, v.numel]
-            for name, v in record.sparsity_per_linear.items()
+            [name, v.block, v.kind, v.planned, v.achieved, v.numel, *([v.pattern, v.achieved_pattern] if patterns else [])]
+            for name, v in linears.items()
         ]
         if rows:
-            columns = ["linear", "block", "kind", "planned", "achieved", "numel"]
+            columns = ["linear", "block", "kind", "planned", "achieved", "numel",
+                       *(["pattern", "achieved_pattern"] if patterns else [])]
             self.run.log({"sparsity_per_linear": self._wandb.Table(columns=columns, data=rows)})
 
     def finish(self, failed: bool) -> None:

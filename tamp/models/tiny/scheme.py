@@ -39,4 +39,6 @@ def tiny_samples(cfg: Any, encoder: SampleEncoder, examples: Sequence[TinyExampl
         raise ValueError("calib.source=tiny needs a tiny model (model.name=tiny:<family>); valid otherwise: "
                          "llava_json, hf")
     encoded = [encoder.encode(e.messages, e.images, e.videos, e.audios) for e in examples]
+    for index, sample in enumerate(encoded):
+        sample.meta.setdefault("id", f"tiny example {index}")
     return [encoded[i % len(encoded)] for i in range(cfg.num_samples)]

@@ -107,8 +107,9 @@ def _check_scalars(settings: RunConfig) -> None:
     low, high = SEED_RANGE
     if not low <= settings.seed <= high:
         raise ValueError(f"seed={settings.seed} is out of range; valid: an integer in [{low}, {high}]")
-    if settings.eval.max_new_tokens < 1:
-        raise ValueError(f"eval.max_new_tokens={settings.eval.max_new_tokens} is out of range; valid: >= 1")
+    if settings.eval.max_new_tokens is not None and settings.eval.max_new_tokens < 1:
+        raise ValueError(f"eval.max_new_tokens={settings.eval.max_new_tokens} is out of range; "
+                         "valid: >= 1, or null for each task's own")
     if settings.eval.batch_size < 1:
         raise ValueError(f"eval.batch_size={settings.eval.batch_size} is out of range; valid: >= 1")
 
@@ -124,9 +125,19 @@ def _check_model(settings: RunConfig) -> None:
         from tamp.models.named import scheme_of
         from tamp.models.registry import adapter_class
 
-        adapter_class(settings.model.family)  # one line naming the valid families
+        cls = adapter_class(settings.model.family)  # one line naming the valid families
         if scheme_of(settings.model.name) is None:
             check_family(settings.model.name, settings.model.family)
+        check_audio_in_video(settings.model.use_audio_in_video, cls)
+
+
+def check_audio_in_video(wanted: bool, adapter: Any) -> None:
+    """`model.use_audio_in_video` only for a family that interleaves a video's sound (Qwen2.5-Omni)."""
+    if wanted and not hasattr(adapter, "use_audio_in_video"):
+        raise ValueError(
+            f"model.use_audio_in_video=true but the {adapter.family} family has no audio-in-video mode; "
+            "valid: true for qwen2_5_omni only, false otherwise"
+        )
 
 
 def _check_calibration(settings: RunConfig) -> None:

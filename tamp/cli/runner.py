@@ -119,6 +119,8 @@ def evaluate_model(settings: RunConfig, model, processor, adapter, fabric, cache
     from tamp.eval.evaluate import evaluate
 
     os.environ.update({k: str(v) for k, v in e.env.items()})  # e.g. TAMP_ZOO_DIR, the zoo build's data
+    from tamp.eval.doc_media import VideoSampling
+
     out = evaluate(
         model,
         processor,
@@ -127,9 +129,11 @@ def evaluate_model(settings: RunConfig, model, processor, adapter, fabric, cache
         include_paths=list(e.include_paths),
         limit=e.limit,
         batch_size=e.batch_size,
-        gen_kwargs={"max_new_tokens": e.max_new_tokens},
+        # set: overrides every task's own max_new_tokens; null (the paper suites): each task's own
+        gen_kwargs={"max_new_tokens": e.max_new_tokens} if e.max_new_tokens is not None else None,
         rank=fabric.global_rank,
         world_size=fabric.world_size,
+        video=VideoSampling(e.video.num_frames, e.video.fps),
     )
     if cached is not None and fabric.global_rank == 0:
         write_json_atomic(cached, out)
@@ -160,12 +164,19 @@ def run_cell(fabric, cfg: DictConfig, run_dir: str | Path, cache_dir: str | Path
         start = time.perf_counter()
         if settings.eval.tasks:  # an unknown task fails now, not after an hour of pruning
             from tamp.eval.evaluate import resolve_tasks
+            from tamp.eval.hazards import check_task_hazards
             from tamp.eval.judges import check_judges
 
-            resolve_tasks(list(settings.eval.tasks), list(settings.eval.include_paths))
+            manager, names = resolve_tasks(list(settings.eval.tasks), list(settings.eval.include_paths))
             check_judges(settings.eval.tasks, {**os.environ, **settings.eval.env})
+            check_task_hazards(manager, names, {**os.environ, **settings.eval.env})  # nltk, videos, FFmpeg
         loaded = load_named_model(settings.model_settings())
         model, processor, adapter = loaded.model, loaded.processor, loaded.adapter
+        if settings.model.use_audio_in_video:
+            from tamp.cli.checks import check_audio_in_video
+
+            check_audio_in_video(True, adapter)
+            adapter.use_audio_in_video = True
         results.record.model.family = adapter.family
         prune_cfg = settings.prune_config()
         if prune_cfg.device == "auto":

@@ -1,11 +1,13 @@
 """Video frames for calibration and evaluation: which frames (a count and a rate), decoded by seeking.
 
-`load_video` decodes only the frames it keeps: for each wanted frame it seeks to the key frame at or
-before it and decodes forward to it (PyAV, whose wheel bundles FFmpeg), so a 3-minute clip costs a
-few key-frame intervals instead of every frame up to the last one wanted (README, "Video decoding";
-`benchmarks/bench_video_decode.py`). Targets close behind one another are reached by decoding on
-without a new seek. Containers that cannot seek by time (no frame rate, no timestamps, a seek that
-lands past its target) are decoded start to end, as before; both paths return the same frames.
+`load_video` decodes only what the frames it keeps need: for each wanted frame it seeks to the key
+frame at or before it and decodes forward to it (PyAV, whose wheel bundles FFmpeg), so a 3-minute
+clip costs a few key-frame intervals instead of every frame up to the last one wanted (README,
+"Video decoding"; `benchmarks/bench_video_decode.py`). The key frames' times come from the packets
+(read, not decoded): a wanted frame with no key frame between it and the last decoded one is
+reached by decoding on instead of seeking back. Containers that cannot seek by time (no frame rate,
+no timestamps, a seek that lands past its target) are decoded start to end, as before; both paths
+return the same frames.
 
 `DecodedVideo` keeps what a processor needs to place the frames in time: the native frame rate, the
 frame count and the chosen indices (Qwen2-VL / Qwen2.5-VL read transformers' `VideoMetadata`,
@@ -14,15 +16,13 @@ Qwen2.5-Omni a sampling rate, see `tamp.models.base.video_inputs`).
 
 from __future__ import annotations
 
+import bisect
 import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-#: a wanted frame at most this far (seconds) past the last decoded one is reached by decoding on
-SEEK_AHEAD_S = 2.0
 
 
 @dataclass
@@ -92,13 +92,20 @@ def _source(ref: Any) -> Any:
     return ref
 
 
-def _count_frames(container: Any, stream: Any) -> int:
-    """Frame count without decoding: the header's, else the number of non-empty packets."""
-    if stream.frames:
-        return int(stream.frames)
-    count = sum(1 for packet in container.demux(stream) if packet.size)
+def _scan(container: Any, stream: Any) -> tuple[int, list[float]]:
+    """(frame count, key frame times in seconds) from the packets alone, nothing decoded.
+
+    The count is the header's when it has one, else the number of non-empty packets.
+    """
+    count, keys = 0, []
+    for packet in container.demux(stream):
+        if not packet.size:
+            continue
+        count += 1
+        if packet.is_keyframe and packet.pts is not None:
+            keys.append(float(packet.pts * stream.time_base))
     container.seek(0)
-    return count
+    return (int(stream.frames) if stream.frames else count), sorted(keys)
 
 
 def _rgb(frame: Any) -> np.ndarray:
@@ -120,11 +127,14 @@ class _NoSeek(Exception):
     """The container cannot be decoded by seeking (no timestamps, or a seek landed past its target)."""
 
 
-def _decode_seeking(container: Any, stream: Any, wanted: list[int], rate: float) -> list[np.ndarray]:
+def _decode_seeking(
+    container: Any, stream: Any, wanted: list[int], rate: float, keys: list[float]
+) -> list[np.ndarray]:
     """The wanted frames by seeking to the key frame at or before each; raises _NoSeek where unsound.
 
     Frame i is the first frame whose time is at least i / rate less half a frame (the frame a
-    start-to-end decode numbers i, for a constant frame rate).
+    start-to-end decode numbers i, for a constant frame rate). No seek when no key frame (`keys`)
+    lies after the last decoded frame and at or before the target: decoding on is cheaper.
     """
     time_base = stream.time_base
     start = float((stream.start_time or 0) * time_base)
@@ -134,7 +144,8 @@ def _decode_seeking(container: Any, stream: Any, wanted: list[int], rate: float)
     last = None  # time of the last decoded frame
     for index in wanted:
         target = start + index / rate
-        fresh = decoder is None or last is None or target < last or target - last > SEEK_AHEAD_S
+        key = keys[bisect.bisect_right(keys, target + half) - 1] if keys and keys[0] <= target + half else None
+        fresh = decoder is None or last is None or target < last or (key is not None and key > last)
         if fresh:
             container.seek(int(target / time_base), stream=stream, backward=True, any_frame=False)
             decoder = container.decode(stream)
@@ -169,14 +180,14 @@ def load_video(
         if not container.streams.video:
             raise ValueError(f"media {name} has no video stream; valid: a video file (mp4, webm, avi, ...)")
         stream = container.streams.video[0]
-        total = _count_frames(container, stream)
+        total, keys = _scan(container, stream)
         native = float(stream.average_rate) if stream.average_rate else None
         wanted = frame_indices(total, native, num_frames, fps)
         frames: list[np.ndarray] = []
         decoded = total
         if seek and native:
             try:
-                frames = _decode_seeking(container, stream, wanted, native)
+                frames = _decode_seeking(container, stream, wanted, native, keys)
             except (_NoSeek, av.error.FFmpegError):
                 container.seek(0)
                 frames = []

@@ -116,11 +116,10 @@ def evaluate_model(settings: RunConfig, model, processor, adapter, fabric, cache
     if cached is not None and cached.exists():
         log.info("dense scores reused from %s", cached)
         return json.loads(cached.read_text())
+    from tamp.eval.doc_media import VideoSampling
     from tamp.eval.evaluate import evaluate
 
     os.environ.update({k: str(v) for k, v in e.env.items()})  # e.g. TAMP_ZOO_DIR, the zoo build's data
-    from tamp.eval.doc_media import VideoSampling
-
     out = evaluate(
         model,
         processor,

@@ -13,7 +13,7 @@ import random
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -23,6 +23,9 @@ from tamp.eval.columns import paper_metrics
 from tamp.eval.judges import check_judges
 from tamp.eval.quiet import quiet_bars
 from tamp.eval.tasks import task_dirs
+
+if TYPE_CHECKING:
+    from tamp.eval.doc_media import VideoSampling
 
 #: families whose saved directories lmms-eval's llava_hf wrapper can load (its `model_map`)
 LLAVA_HF_MODEL_TYPES = ("llava", "llava_next", "llava_onevision")
@@ -58,7 +61,7 @@ def evaluate(
     max_new_tokens: int | None = None,
     bootstrap_iters: int = 1000,
     system_prompt: str | None = None,
-    video: Any = None,
+    video: VideoSampling | None = None,
 ) -> dict[str, Any]:
     """Run lmms-eval on an in-memory model; see `summarise` for the returned dict.
 

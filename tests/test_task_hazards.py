@@ -103,7 +103,7 @@ def test_audio_tasks_need_ffmpeg_for_datasets_audio_feature(manager, monkeypatch
 
 
 def test_the_run_stops_before_loading_the_model(manager, compose_cfg, tmp_path, monkeypatch):
-    """A hazard in the cell's pre-run check: failed results.json, nothing pruned, no model loaded."""
+    """A hazard in the pre-run check (tamp.cli.checks): failed results.json, nothing pruned, no model loaded."""
     from tamp.cli import runner
     from tamp.cli.run import run
     from tamp.eval import evaluate
@@ -113,6 +113,7 @@ def test_the_run_stops_before_loading_the_model(manager, compose_cfg, tmp_path, 
 
     monkeypatch.setattr(runner, "load_named_model", never)
     monkeypatch.setattr(evaluate, "resolve_tasks", lambda tasks, paths: (manager, list(tasks)))  # indexed once
+    monkeypatch.setattr("tamp.eval.availability.check_task_datasets", lambda manager, names: None)  # not cached here
     cfg = compose_cfg(["model=tiny_llava", "calib=tiny", "eval.tasks=[egoschema_subset]", "logger=none",
                        f"+eval.env.HF_HOME={tmp_path / 'hf'}"])
     run_dir = tmp_path / "run"

@@ -181,7 +181,8 @@ def _check_eval(settings: RunConfig) -> None:
             what = "is a file, not a folder" if path.exists() else "does not exist"
             raise FileNotFoundError(f"eval.include_paths entry {folder} {what}; valid: folders of lmms-eval task YAMLs")
     if settings.eval.tasks:
-        _check_tasks(tuple(settings.eval.tasks), tuple(settings.eval.include_paths), _environment_key())
+        env = tuple(sorted((str(k), str(v)) for k, v in settings.eval.env.items()))
+        _check_tasks(tuple(settings.eval.tasks), tuple(settings.eval.include_paths), _environment_key(), env)
 
 
 def _environment_key() -> tuple[str, ...]:
@@ -192,13 +193,23 @@ def _environment_key() -> tuple[str, ...]:
 
 
 @functools.lru_cache(maxsize=32)
-def _check_tasks(tasks: tuple[str, ...], include_paths: tuple[str, ...], environment: tuple[str, ...]) -> None:
-    """Once per process and task list (imports lmms-eval, about 5 s; the runner needs it anyway)."""
+def _check_tasks(
+    tasks: tuple[str, ...], include_paths: tuple[str, ...], environment: tuple[str, ...],
+    eval_env: tuple[tuple[str, str], ...] = (),
+) -> None:
+    """Once per process and task list (imports lmms-eval, about 5 s; the runner needs it anyway).
+
+    The datasets are here (tamp.eval.availability), and the tasks' own code will not reach for the
+    network or exit after the pruning: NLTK data, video folders, FFmpeg (tamp.eval.hazards, with the
+    environment the tasks will see, `eval.env` included).
+    """
     from tamp.eval.availability import check_task_datasets
     from tamp.eval.evaluate import resolve_tasks
+    from tamp.eval.hazards import check_task_hazards
 
     manager, names = resolve_tasks(list(tasks), list(include_paths))
     check_task_datasets(manager, names)
+    check_task_hazards(manager, names, {**os.environ, **dict(eval_env)})
 
 
 def check_run_config(cfg: DictConfig, local: bool = True) -> RunConfig:

@@ -163,12 +163,10 @@ def run_cell(fabric, cfg: DictConfig, run_dir: str | Path, cache_dir: str | Path
         start = time.perf_counter()
         if settings.eval.tasks:  # an unknown task fails now, not after an hour of pruning
             from tamp.eval.evaluate import resolve_tasks
-            from tamp.eval.hazards import check_task_hazards
             from tamp.eval.judges import check_judges
 
-            manager, names = resolve_tasks(list(settings.eval.tasks), list(settings.eval.include_paths))
+            resolve_tasks(list(settings.eval.tasks), list(settings.eval.include_paths))
             check_judges(settings.eval.tasks, {**os.environ, **settings.eval.env})
-            check_task_hazards(manager, names, {**os.environ, **settings.eval.env})  # nltk, videos, FFmpeg
         loaded = load_named_model(settings.model_settings())
         model, processor, adapter = loaded.model, loaded.processor, loaded.adapter
         if settings.model.use_audio_in_video:

@@ -10,7 +10,7 @@ export TOKENIZERS_PARALLELISM ?= false
 
 comma := ,
 
-.PHONY: help install lock demo toy-demo ablations quick test test-slow test-all lint bench clean
+.PHONY: help install system-deps lock demo toy-demo ablations quick test test-slow test-all lint bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -34,6 +34,14 @@ $(VENV)/.installed: $(LOCK) pyproject.toml | $(UV)
 	touch $@
 
 install: $(VENV)/.installed  ## create .venv and install exactly requirements.lock, then tamp (editable)
+
+# torchcodec (datasets' Audio()/Video() decoder) loads the system's FFmpeg libraries; no wheel has them
+system-deps:  ## FFmpeg's shared libraries via apt-get, if missing (root; for the audio benchmarks)
+	@if ldconfig -p 2>/dev/null | grep -q 'libavcodec\.so\.'; then echo "FFmpeg's shared libraries: present"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ffmpeg >/dev/null \
+	  && echo "FFmpeg's shared libraries: installed"; } || echo "apt-get could not install ffmpeg: the audio tests will skip"; \
+	else echo "FFmpeg's shared libraries are missing: apt-get install ffmpeg (as root), conda install ffmpeg or module load ffmpeg"; fi
 
 # regenerate the lock from pyproject.toml; versions already locked stay unless UPGRADE=pkg[,pkg] (or UPGRADE=all)
 lock: | $(UV)  ## re-lock with uv (UPGRADE=transformers to move one package, UPGRADE=all for everything)
@@ -82,6 +90,7 @@ bench: install  ## benchmarks (numbers, not tests)
 	$(PY) benchmarks/bench_pipeline.py
 	$(PY) benchmarks/bench_amia.py
 	$(PY) benchmarks/bench_ecoflap_precision.py
+	$(PY) benchmarks/bench_video_decode.py
 
 clean:  ## remove caches (keeps .venv)
 	rm -rf .pytest_cache .ruff_cache outputs/*/ multirun

@@ -1,9 +1,11 @@
 """Few-document local copies of the paper's lmms-eval benchmarks, run through lmms-eval's own task code.
 
-The real datasets live on the Hub; here each benchmark gets 2-3 documents with the columns and media
-its official utils.py reads (PIL images in an Image feature, mp4 files written with PyAV, audio as
-{"array", "sampling_rate"} structs: datasets 5 decodes an Audio feature with torchcodec, which is
-not installed, and the struct is what a decoded Audio feature hands doc_to_visual anyway).
+The real datasets live on the Hub; here each benchmark gets 2-4 documents with the columns and media
+its official utils.py reads, stored as the real releases store them: images in an `Image()` feature
+(datasets hands doc_to_visual PIL images), audio as wav files in an `Audio()` feature (datasets 5
+decodes it with torchcodec into an `AudioDecoder`, which is what reaches the model), and the video
+benchmarks' mp4 files on disk under $HF_HOME, where their utils look (written with PyAV). Decoding
+the Audio() columns needs FFmpeg's shared libraries (`FFMPEG`, tests skip without them).
 
 `write_local_tasks(root)` writes, per official task, a YAML that `include:`s the installed YAML by
 absolute path and overrides only where the documents come from (`dataset_path: parquet`,
@@ -18,6 +20,8 @@ utils read it when lmms-eval loads them), so `hf_home(root)` must be exported be
 from __future__ import annotations
 
 import ast
+import io
+import wave
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +50,7 @@ class PaperTask:
     metrics: tuple[str, ...]
     #: tamp's own group of built-in tasks (tamp/eval/tasks/paper): its members, copied locally; the group is tamp's
     members: tuple[str, ...] = ()
+    audio_columns: tuple[str, ...] = ()  # stored with datasets' Audio() feature, as the real release
 
 
 # ------------------------------------------------------------------------------------ media
@@ -75,12 +80,33 @@ def write_video(path: Path, seed: int, frames: int = 8, side: int = 32) -> Path:
     return path
 
 
-def audio(seed: int, seconds: float = 0.5, rate: int = 16000) -> dict[str, Any]:
-    """A decoded HF Audio value: a sine tone with a little noise."""
+def audio(seed: int, seconds: float = 0.5, rate: int = 22050) -> dict[str, Any]:
+    """An undecoded HF Audio value: a 16-bit wav file (a tone and a little noise) and its name.
+
+    22.05 kHz, not the models' 16 kHz, so the resampling on the way to the processor is exercised.
+    """
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * rate)) / rate
-    wave = 0.3 * np.sin(2 * np.pi * (220 + 110 * seed) * t) + 0.01 * rng.standard_normal(t.size)
-    return {"array": wave.astype(np.float32).tolist(), "sampling_rate": rate}
+    tone = 0.3 * np.sin(2 * np.pi * (220 + 110 * seed) * t) + 0.01 * rng.standard_normal(t.size)
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes((tone * 32767).astype(np.int16).tobytes())
+    return {"bytes": buffer.getvalue(), "path": f"tone_{seed}.wav"}
+
+
+def ffmpeg_version() -> int | None:
+    """The FFmpeg major version torchcodec loaded; None when its shared libraries are missing."""
+    from tamp.eval.hazards import ffmpeg_major_version
+
+    return ffmpeg_major_version()
+
+
+FFMPEG = ffmpeg_version() is not None
+NO_FFMPEG = ("FFmpeg's shared libraries (4-9) are not installed: torchcodec, which datasets 5 decodes "
+             "Audio() features with, needs them (`make system-deps` or apt-get install ffmpeg)")
 
 
 def hf_home(root: Path) -> Path:
@@ -371,9 +397,9 @@ PAPER_TASKS: dict[str, PaperTask] = {
         PaperTask("mmbench_en_dev", "mmbench", "llava_next", _mmbench, ("gpt_eval_score,none",)),
         PaperTask("mmbench_en_dev_static", "mmbench", "llava_next", _mmbench, ("gpt_eval_score,none",)),
         # Table 3 (Qwen2.5-Omni): conf/eval/audio_visual_suite.yaml
-        PaperTask("clotho_aqa_test", "clotho_aqa", "qwen2_5_omni", _clotho, ("exact_match,none",)),
-        PaperTask("vocalsound_test", "vocalsound", "qwen2_5_omni", _vocalsound, ("accuracy,none",)),
-        PaperTask("muchomusic", "muchomusic", "qwen2_5_omni", _muchomusic, ("accuracy,none",)),
+        PaperTask("clotho_aqa_test", "clotho_aqa", "qwen2_5_omni", _clotho, ("exact_match,none",), audio_columns=("audio",)),
+        PaperTask("vocalsound_test", "vocalsound", "qwen2_5_omni", _vocalsound, ("accuracy,none",), audio_columns=("audio",)),
+        PaperTask("muchomusic", "muchomusic", "qwen2_5_omni", _muchomusic, ("accuracy,none",), audio_columns=("context",)),
         PaperTask("videomme", "videomme", "qwen2_5_omni", _videomme, ("videomme_perception_score,none",)),
         PaperTask("egoschema_subset", "egoschema", "qwen2_5_omni", _egoschema, ("score,none",)),
         PaperTask("nextqa_mc_test", "nextqa", "qwen2_5_omni", _nextqa, ("exact_match,none",)),
@@ -447,7 +473,10 @@ def write_task(task: PaperTask, root: Path) -> Path:
         path, cfg = index[member]
         data = root / "data" / f"{member}.parquet"
         data.parent.mkdir(parents=True, exist_ok=True)
-        datasets.Dataset.from_list(task.rows(member, cfg, root)).to_parquet(str(data))
+        table = datasets.Dataset.from_list(task.rows(member, cfg, root))
+        for column in task.audio_columns:
+            table = table.cast_column(column, datasets.Audio())
+        table.to_parquet(str(data))
         override = {
             "include": str(path),
             "task": member,

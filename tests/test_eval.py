@@ -211,9 +211,12 @@ def test_split_media_sorts_every_kind(tmp_path, bundles):
         out.setsampwidth(2)
         out.setframerate(8000)
         out.writeframes(np.zeros(4000, np.int16).tobytes())
-    lm.max_frames = 4
+    from tamp.eval.doc_media import MediaReader, VideoSampling
+
+    lm.media_reader = MediaReader(lm.sampling_rate, VideoSampling(num_frames=4))
     media = lm.split_media([str(mp4), str(wav)])
-    assert media.videos[0].shape == (4, 32, 32, 3) and media.audios[0].shape == (8000,)
+    assert media.videos[0].frames.shape == (4, 32, 32, 3) and media.audios[0].shape == (8000,)
+    assert media.videos[0].fps == 4 and media.videos[0].indices == [0, 2, 3, 5]
     with pytest.raises(TypeError, match="unsupported media"):
         lm.split_media([object()])
 

@@ -107,8 +107,9 @@ def _check_scalars(settings: RunConfig) -> None:
     low, high = SEED_RANGE
     if not low <= settings.seed <= high:
         raise ValueError(f"seed={settings.seed} is out of range; valid: an integer in [{low}, {high}]")
-    if settings.eval.max_new_tokens < 1:
-        raise ValueError(f"eval.max_new_tokens={settings.eval.max_new_tokens} is out of range; valid: >= 1")
+    if settings.eval.max_new_tokens is not None and settings.eval.max_new_tokens < 1:
+        raise ValueError(f"eval.max_new_tokens={settings.eval.max_new_tokens} is out of range; "
+                         "valid: >= 1, or null for each task's own")
     if settings.eval.batch_size < 1:
         raise ValueError(f"eval.batch_size={settings.eval.batch_size} is out of range; valid: >= 1")
 
@@ -124,9 +125,19 @@ def _check_model(settings: RunConfig) -> None:
         from tamp.models.named import scheme_of
         from tamp.models.registry import adapter_class
 
-        adapter_class(settings.model.family)  # one line naming the valid families
+        cls = adapter_class(settings.model.family)  # one line naming the valid families
         if scheme_of(settings.model.name) is None:
             check_family(settings.model.name, settings.model.family)
+        check_audio_in_video(settings.model.use_audio_in_video, cls)
+
+
+def check_audio_in_video(wanted: bool, adapter: Any) -> None:
+    """`model.use_audio_in_video` only for a family that interleaves a video's sound (Qwen2.5-Omni)."""
+    if wanted and not hasattr(adapter, "use_audio_in_video"):
+        raise ValueError(
+            f"model.use_audio_in_video=true but the {adapter.family} family has no audio-in-video mode; "
+            "valid: true for qwen2_5_omni only, false otherwise"
+        )
 
 
 def _check_calibration(settings: RunConfig) -> None:
@@ -170,7 +181,8 @@ def _check_eval(settings: RunConfig) -> None:
             what = "is a file, not a folder" if path.exists() else "does not exist"
             raise FileNotFoundError(f"eval.include_paths entry {folder} {what}; valid: folders of lmms-eval task YAMLs")
     if settings.eval.tasks:
-        _check_tasks(tuple(settings.eval.tasks), tuple(settings.eval.include_paths), _environment_key())
+        env = tuple(sorted((str(k), str(v)) for k, v in settings.eval.env.items()))
+        _check_tasks(tuple(settings.eval.tasks), tuple(settings.eval.include_paths), _environment_key(), env)
 
 
 def _environment_key() -> tuple[str, ...]:
@@ -181,13 +193,23 @@ def _environment_key() -> tuple[str, ...]:
 
 
 @functools.lru_cache(maxsize=32)
-def _check_tasks(tasks: tuple[str, ...], include_paths: tuple[str, ...], environment: tuple[str, ...]) -> None:
-    """Once per process and task list (imports lmms-eval, about 5 s; the runner needs it anyway)."""
+def _check_tasks(
+    tasks: tuple[str, ...], include_paths: tuple[str, ...], environment: tuple[str, ...],
+    eval_env: tuple[tuple[str, str], ...] = (),
+) -> None:
+    """Once per process and task list (imports lmms-eval, about 5 s; the runner needs it anyway).
+
+    The datasets are here (tamp.eval.availability), and the tasks' own code will not reach for the
+    network or exit after the pruning: NLTK data, video folders, FFmpeg (tamp.eval.hazards, with the
+    environment the tasks will see, `eval.env` included).
+    """
     from tamp.eval.availability import check_task_datasets
     from tamp.eval.evaluate import resolve_tasks
+    from tamp.eval.hazards import check_task_hazards
 
     manager, names = resolve_tasks(list(tasks), list(include_paths))
     check_task_datasets(manager, names)
+    check_task_hazards(manager, names, {**os.environ, **dict(eval_env)})
 
 
 def check_run_config(cfg: DictConfig, local: bool = True) -> RunConfig:

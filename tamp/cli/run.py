@@ -41,6 +41,15 @@ log = logging.getLogger("tamp")
 register_schema()
 
 
+class CellExit(RuntimeError):
+    """Code run inside a cell called sys.exit (lmms-eval's task code does): the cell fails with it."""
+
+    def __init__(self, code: object) -> None:
+        reason = code if isinstance(code, str) else f"sys.exit({code!r})"
+        super().__init__(f"the cell's code exited: {reason}")
+        self.code = code
+
+
 def run(cfg: DictConfig, run_dir: str | Path, cache_dir: str | Path | None = None) -> dict[str, Any]:
     """Validate, start the Fabric world the runner asks for, run the cell; return its results.
 
@@ -126,7 +135,10 @@ def main(cfg: DictConfig) -> None:
     cache_dir = Path(hc.sweep.dir) / ".cache" if multirun else None
     run_dir = cfg.get("resume") or hc.runtime.output_dir  # resume=PATH continues the run in PATH
     try:
-        run(cfg, run_dir, cache_dir)
+        try:
+            run(cfg, run_dir, cache_dir)
+        except SystemExit as exit_:  # code inside the cell called sys.exit: fail this cell, not the sweep
+            raise CellExit(exit_.code) from exit_
     except Exception as err:  # noqa: BLE001 - every failure becomes a recorded, one-line error
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise

@@ -116,6 +116,7 @@ def evaluate_model(settings: RunConfig, model, processor, adapter, fabric, cache
     if cached is not None and cached.exists():
         log.info("dense scores reused from %s", cached)
         return json.loads(cached.read_text())
+    from tamp.eval.doc_media import VideoSampling
     from tamp.eval.evaluate import evaluate
 
     os.environ.update({k: str(v) for k, v in e.env.items()})  # e.g. TAMP_ZOO_DIR, the zoo build's data
@@ -127,9 +128,11 @@ def evaluate_model(settings: RunConfig, model, processor, adapter, fabric, cache
         include_paths=list(e.include_paths),
         limit=e.limit,
         batch_size=e.batch_size,
-        gen_kwargs={"max_new_tokens": e.max_new_tokens},
+        # set: overrides every task's own max_new_tokens; null (the paper suites): each task's own
+        gen_kwargs={"max_new_tokens": e.max_new_tokens} if e.max_new_tokens is not None else None,
         rank=fabric.global_rank,
         world_size=fabric.world_size,
+        video=VideoSampling(e.video.num_frames, e.video.fps),
     )
     if cached is not None and fabric.global_rank == 0:
         write_json_atomic(cached, out)
@@ -166,6 +169,11 @@ def run_cell(fabric, cfg: DictConfig, run_dir: str | Path, cache_dir: str | Path
             check_judges(settings.eval.tasks, {**os.environ, **settings.eval.env})
         loaded = load_named_model(settings.model_settings())
         model, processor, adapter = loaded.model, loaded.processor, loaded.adapter
+        if settings.model.use_audio_in_video:
+            from tamp.cli.checks import check_audio_in_video
+
+            check_audio_in_video(True, adapter)
+            adapter.use_audio_in_video = True
         results.record.model.family = adapter.family
         prune_cfg = settings.prune_config()
         if prune_cfg.device == "auto":

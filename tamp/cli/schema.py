@@ -37,6 +37,9 @@ class ModelConfig:
     family: str | None = None  # None: from the checkpoint's model_type
     dtype: str = "bfloat16"
     trust_remote_code: bool = False
+    #: Qwen2.5-Omni: a video's sound track goes in with it, interleaved in 2 s chunks (the model's
+    #: audio-visual mode), in calibration (records whose audio is their video) and evaluation
+    use_audio_in_video: bool = False
 
     def __post_init__(self) -> None:
         valid = ("float32", "bfloat16", "float16", "auto")
@@ -56,6 +59,7 @@ class CalibConfig(DataCalibConfig):
         )
         _check(self.num_frames >= 1, f"calib.num_frames={self.num_frames} must be >= 1")
         _check(self.draw in DRAWS, f"calib.draw='{self.draw}' is unknown; valid: {', '.join(DRAWS)}")
+        _check(self.fps is None or self.fps > 0, f"calib.fps={self.fps} must be > 0 or null")
 
 
 @dataclass
@@ -83,12 +87,26 @@ class RunnerConfig:
 
 
 @dataclass
+class VideoEvalConfig:
+    """Frames decoded per video of an eval document (tamp.eval.doc_media.VideoSampling)."""
+
+    num_frames: int = 8  # at most this many, spread evenly over the whole video
+    fps: float | None = None  # at most this many per second of video (short clips get fewer); null: no cap
+
+    def __post_init__(self) -> None:
+        _check(self.num_frames >= 1, f"eval.video.num_frames={self.num_frames} must be >= 1")
+        _check(self.fps is None or self.fps > 0, f"eval.video.fps={self.fps} must be > 0 or null")
+
+
+@dataclass
 class EvalConfig:
     tasks: list[str] = field(default_factory=list)  # lmms-eval task names; empty: no evaluation
     include_paths: list[str] = field(default_factory=list)  # extra task folders
     limit: int | None = None
     batch_size: int = 32  # prompts per generate() call (tamp.eval.batching); 1: one at a time
-    max_new_tokens: int = 32
+    #: null: each task's own generation kwargs (lmms-eval's YAML); a number overrides every task's
+    max_new_tokens: int | None = None
+    video: VideoEvalConfig = field(default_factory=VideoEvalConfig)
     #: environment the tasks' own code reads (an lmms-eval utils.py gets no config), set before scoring
     env: dict[str, str] = field(default_factory=dict)
     #: a paper suite's columns (name, task or group, metric, aggregate; tamp.eval.columns); empty: one per task

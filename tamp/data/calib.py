@@ -57,7 +57,8 @@ class CalibConfig:
     num_samples: int | None = 128  # None: every selected record
     seed: int = 42
     draw: str = "python"  # python: random.Random(seed).sample | official: np.random.seed(seed); np.random.choice
-    num_frames: int = 8  # video frames sampled evenly per video
+    num_frames: int = 8  # video frames sampled evenly per video (at most)
+    fps: float | None = None  # at most this many frames per second of video; null: num_frames always
     max_tokens: int | None = None  # cut longer samples after their last media token (tamp.data.fit)
     audio_from_video: bool = False  # a video without an audio entry gives its own sound track as audio
     subset: str | None = None  # hf: the dataset's config name (`load_dataset(path, subset, split)`)
@@ -78,6 +79,8 @@ class CalibConfig:
             value = getattr(self, key)
             if value is not None and (not isinstance(value, int) or value < low):
                 raise ValueError(f"calib.{key}={value!r} is out of range; valid: an integer >= {low}")
+        if self.fps is not None and not self.fps > 0:
+            raise ValueError(f"calib.fps={self.fps!r} is out of range; valid: a number > 0, or null")
         unknown = sorted(set(self.columns) - {"id", "conversations", *MEDIA_KINDS})
         if unknown:
             raise ValueError(
@@ -252,12 +255,12 @@ def encode_plan(plan: _Plan, adapter: SampleEncoder, cfg: CalibConfig, media_dir
     """Decode the plan's media and encode the conversation through the family adapter."""
     record = plan.record.id
     images = [_decode("image", ref, media_dir, record, load_image) for ref in plan.media["image"]]
-    decoded = [_decode("video", ref, media_dir, record, load_video, cfg.num_frames) for ref in plan.media["video"]]
+    decoded = [_decode("video", ref, media_dir, record, load_video, cfg.num_frames, cfg.fps)
+               for ref in plan.media["video"]]
     rate = processor_sampling_rate(adapter.processor)
     audios = [_decode("audio", ref, media_dir, record, load_audio, rate) for ref in plan.media["audio"]]
-    sample = adapter.encode(
-        plan.messages, images or None, [v.frames for v in decoded] or None, audios or None
-    )
+    # whole DecodedVideos: their frame rate and indices reach the processor (Qwen times positions by them)
+    sample = adapter.encode(plan.messages, images or None, decoded or None, audios or None)
     sample.meta.update({"id": plan.record.id, "video_metadata": [v.metadata() for v in decoded]})
     return sample
 

@@ -1,9 +1,10 @@
-"""Media decoding for calibration records: images with PIL, video frames and audio tracks with PyAV.
+"""Media decoding for calibration records and evaluation documents: images with PIL, audio with PyAV.
 
-A media reference is what a record holds: a path relative to the media folder (LLaVA JSON), or an
-in-memory value from an HF dataset (a PIL image, raw bytes, `{"bytes", "path"}` from an undecoded
-Image/Video feature, `{"array", "sampling_rate"}` from an Audio feature). PyAV is imported lazily so
-the package imports without it; every decoder returns plain numpy / PIL values the processors take.
+A media reference is what a record or a document holds: a path relative to the media folder (LLaVA
+JSON), or an in-memory value from an HF dataset (a PIL image, raw bytes, `{"bytes", "path"}` from an
+undecoded Image/Audio/Video feature, `{"array", "sampling_rate"}`, or the torchcodec `AudioDecoder`
+that datasets 5 hands out for a decoded Audio feature). Video frames: tamp.data.video. PyAV is
+imported lazily so the package imports without it; every decoder returns plain numpy / PIL values.
 """
 
 from __future__ import annotations
@@ -11,37 +12,29 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageFile
 
+from tamp.data.video import DecodedVideo, even_indices, frame_indices, load_video
+
+__all__ = [
+    "DecodedVideo",
+    "even_indices",
+    "frame_indices",
+    "load_audio",
+    "load_image",
+    "load_video",
+    "media_kind",
+    "processor_sampling_rate",
+    "resolve",
+]
+
 DEFAULT_SAMPLING_RATE = 16000  # Whisper-style feature extractors
-
-
-@dataclass
-class DecodedVideo:
-    """Evenly sampled frames plus what a video processor's metadata would need (fps, indices)."""
-
-    frames: np.ndarray  # (num_frames, H, W, 3) uint8: the layout every video processor accepts
-    fps: float | None
-    total_frames: int
-    indices: list[int]
-
-    def metadata(self) -> dict[str, Any]:
-        """Fields of transformers' `VideoMetadata`, for processors that time-scale positions."""
-        height, width = self.frames.shape[1:3]
-        duration = self.total_frames / self.fps if self.fps else None
-        return {
-            "total_num_frames": self.total_frames,
-            "fps": self.fps,
-            "width": int(width),
-            "height": int(height),
-            "duration": duration,
-            "frames_indices": list(self.indices),
-        }
+VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".gif", ".flv", ".mpeg", ".mpg"})
+AUDIO_EXTENSIONS = frozenset({".wav", ".mp3", ".flac", ".ogg", ".m4a", ".opus", ".aac"})
 
 
 def resolve(ref: Any, media_dir: str | Path | None) -> Any:
@@ -136,51 +129,6 @@ def load_image(ref: Any, media_dir: str | Path | None = None) -> Image.Image:
         return image.convert("RGB")
 
 
-def even_indices(total: int, count: int) -> list[int]:
-    """`count` frame indices spread evenly over `total` frames (centre of each segment)."""
-    if total <= 0:
-        return []
-    count = min(count, total)
-    return [int((i + 0.5) * total / count) for i in range(count)]
-
-
-def _count_video_frames(container: Any, stream: Any) -> int:
-    """Frame count without decoding: the header's, else the number of non-empty packets."""
-    if stream.frames:
-        return int(stream.frames)
-    count = sum(1 for packet in container.demux(stream) if packet.size)
-    container.seek(0)
-    return count
-
-
-def load_video(ref: Any, media_dir: str | Path | None = None, num_frames: int = 8) -> DecodedVideo:
-    """Decode `num_frames` evenly spaced RGB frames; only the chosen frames are converted to arrays."""
-    import av
-
-    if num_frames < 1:
-        raise ValueError(f"num_frames={num_frames} is out of range; valid: num_frames >= 1")
-    name = resolve(ref, media_dir)
-    with av.open(_source(name)) as container:
-        if not container.streams.video:
-            raise ValueError(f"media {name} has no video stream; valid: a video file (mp4, webm, avi, ...)")
-        stream = container.streams.video[0]
-        total = _count_video_frames(container, stream)
-        wanted = even_indices(total, num_frames)
-        chosen, frames, index = set(wanted), [], -1
-        for index, frame in enumerate(container.decode(stream)):
-            if index in chosen:
-                frames.append(frame.to_ndarray(format="rgb24"))
-            if len(frames) == len(wanted):
-                break
-        fps = float(stream.average_rate) if stream.average_rate else None
-    if not frames:
-        raise ValueError(f"media {name} holds no decodable video frames; valid: a non-empty video")
-    if len(frames) < len(wanted):  # the header over-counted: keep what was decoded
-        wanted = wanted[: len(frames)]
-        total = max(index + 1, len(frames))
-    return DecodedVideo(np.stack(frames), fps, total, wanted)
-
-
 def _resample(frames: Any, rate: int) -> np.ndarray:
     """Mono float32 at `rate` from PyAV audio frames (any layout, format or rate).
 
@@ -220,6 +168,7 @@ def load_audio(
     import av
 
     ref = resolve(ref, media_dir)
+    ref = _from_decoder(ref)
     if isinstance(ref, dict) and "array" in ref:
         rate = ref.get("sampling_rate") or sampling_rate
         return _resample([_array_frame(ref["array"], rate)], sampling_rate)
@@ -232,6 +181,63 @@ def load_audio(
     if audio.size == 0:
         raise ValueError(f"media {ref} holds no decodable audio samples; valid: a non-empty sound track")
     return audio
+
+
+def _from_decoder(ref: Any) -> Any:
+    """A torchcodec `AudioDecoder` (datasets' decoded Audio value) or `AudioSamples` as an array dict."""
+    if hasattr(ref, "get_all_samples"):
+        ref = ref.get_all_samples()
+    if hasattr(ref, "data") and hasattr(ref, "sample_rate") and not isinstance(ref, np.ndarray):
+        data = ref.data.detach().cpu().numpy() if hasattr(ref.data, "detach") else np.asarray(ref.data)
+        return {"array": data, "sampling_rate": int(ref.sample_rate)}
+    return ref
+
+
+def _suffix(ref: Any) -> str:
+    path = ref.get("path") if isinstance(ref, dict) else ref
+    return Path(path).suffix.lower() if isinstance(path, (str, Path)) and path else ""
+
+
+def media_kind(ref: Any) -> str:
+    """'image', 'video' or 'audio' for a path, raw bytes or a `{"bytes", "path"}` value.
+
+    The file name's extension when it has a known one, else the content: an image PIL can open, else
+    a container with a video stream (video) or only sound (audio).
+    """
+    suffix = _suffix(ref)
+    if suffix in VIDEO_EXTENSIONS:
+        return "video"
+    if suffix in AUDIO_EXTENSIONS:
+        return "audio"
+    if suffix in Image.registered_extensions():
+        return "image"
+    source = _source(resolve(ref, None))
+    try:
+        with Image.open(source) as image:
+            image.verify()
+        return "image"
+    except Exception:  # noqa: BLE001 - not an image PIL knows: ask PyAV
+        if hasattr(source, "seek"):
+            source.seek(0)
+    import av
+
+    try:
+        with av.open(source) as container:
+            if container.streams.video:
+                return "video"
+            if container.streams.audio:
+                return "audio"
+    except av.error.FFmpegError:
+        pass
+    raise ValueError(f"cannot tell what media {_describe(ref)} holds; valid: an image, a video or an audio file")
+
+
+def _describe(ref: Any) -> str:
+    if isinstance(ref, (bytes, bytearray)):
+        return f"<{len(ref)} bytes>"
+    if isinstance(ref, dict):
+        return str(ref.get("path") or f"<{len(ref.get('bytes') or b'')} bytes>")
+    return str(ref)
 
 
 def processor_sampling_rate(processor: Any) -> int:

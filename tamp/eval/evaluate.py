@@ -13,7 +13,7 @@ import random
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -24,13 +24,26 @@ from tamp.eval.judges import check_judges
 from tamp.eval.quiet import quiet_bars
 from tamp.eval.tasks import task_dirs
 
+if TYPE_CHECKING:
+    from tamp.eval.doc_media import VideoSampling
+
 #: families whose saved directories lmms-eval's llava_hf wrapper can load (its `model_map`)
 LLAVA_HF_MODEL_TYPES = ("llava", "llava_next", "llava_onevision")
 _RANK_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+#: huggingface_hub's default when HF_HOME is unset (lmms-eval's video tasks use the same)
+DEFAULT_HF_HOME = "~/.cache/huggingface"
 
 
 class UnknownTaskError(ValueError):
     """A requested task, group or tag is not known to lmms-eval's task manager."""
+
+
+class TaskExitError(RuntimeError):
+    """lmms-eval task code called sys.exit (videomme's and egoschema's utils do on a missing video).
+
+    Raised instead of the SystemExit, which would otherwise end the whole process: a sweep's cell
+    fails with this one line and the sweep goes on.
+    """
 
 
 def evaluate(
@@ -48,12 +61,16 @@ def evaluate(
     max_new_tokens: int | None = None,
     bootstrap_iters: int = 1000,
     system_prompt: str | None = None,
+    video: VideoSampling | None = None,
 ) -> dict[str, Any]:
     """Run lmms-eval on an in-memory model; see `summarise` for the returned dict.
 
-    `gen_kwargs` override the tasks' generation_kwargs (e.g. {"max_new_tokens": 16}). Under a
-    Lightning Fabric / torch.distributed world each rank scores its shard of the documents and
-    every rank gets the gathered result (rank and world size default to torch.distributed's).
+    `gen_kwargs` override the tasks' generation_kwargs (e.g. {"max_new_tokens": 16}); without them
+    each task generates with its own (lmms-eval's YAML), and `max_new_tokens` only fills in where a
+    task sets none. `video` (tamp.eval.doc_media.VideoSampling) says how many frames of each video
+    are decoded. Under a Lightning Fabric / torch.distributed world each rank scores its shard of
+    the documents and every rank gets the gathered result (rank and world size default to
+    torch.distributed's).
     """
     manager, names = resolve_tasks(tasks, include_paths)
     check_judges(names)  # a judged task without a judge would retry an unreachable API, then score garbage
@@ -69,6 +86,7 @@ def evaluate(
         world_size=world_size,
         gen_kwargs=gen_kwargs,
         system_prompt=system_prompt,
+        video=video,
     )
     return _run(lm, names, manager, limit, log_samples, bootstrap_iters, lm.rank, lm.world_size)
 
@@ -227,7 +245,9 @@ def _run(
             f"torch.distributed has {dist.get_world_size()} ranks but evaluation was asked for "
             f"world_size={world_size}: every rank must call it (lmms-eval synchronises them)"
         )
-    with _rank_environment(rank, world_size), _preserved_rng(), quiet_bars():
+    # lmms-eval's video utils read $HF_HOME (nextqa's with os.environ["HF_HOME"]: a KeyError when unset)
+    os.environ.setdefault("HF_HOME", os.path.expanduser(DEFAULT_HF_HOME))
+    with _rank_environment(rank, world_size), _preserved_rng(), quiet_bars(), _task_exit_is_an_error(names):
         raw = simple_evaluate(
             model=lm,
             tasks=names,
@@ -303,6 +323,19 @@ def _primary_metric(task: str, config: Mapping[str, Any], scores: Mapping[str, f
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+@contextmanager
+def _task_exit_is_an_error(names: Sequence[str]) -> Iterator[None]:
+    """A SystemExit from task code becomes a TaskExitError naming the tasks and the code's message."""
+    try:
+        yield
+    except SystemExit as exit_:
+        code = exit_.code
+        reason = f"sys.exit({code!r})" if not isinstance(code, str) else code
+        raise TaskExitError(
+            f"lmms-eval task code exited while scoring {', '.join(names)}: {reason}"
+        ) from None
 
 
 @contextmanager

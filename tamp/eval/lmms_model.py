@@ -21,48 +21,38 @@ from __future__ import annotations
 import gc
 import re
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from lmms_eval.api.instance import GenerationResult, Instance
 from lmms_eval.api.model import lmms
-from PIL import Image
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
-from tamp.data.media import load_audio, load_video, processor_sampling_rate
+from tamp.data.media import processor_sampling_rate
 from tamp.eval.batching import DEFAULT_BATCH_SIZE, left_pad_batch, signature
+from tamp.eval.doc_media import Media, MediaReader, VideoSampling
 from tamp.models.base import FamilyAdapter, Message
 from tamp.progress import progress_bar, track
 
 DEFAULT_MAX_NEW_TOKENS = 256
-VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".gif", ".flv", ".mpeg"})
-AUDIO_EXTENSIONS = frozenset({".wav", ".mp3", ".flac", ".ogg", ".m4a", ".opus", ".aac"})
 #: placeholders some lmms-eval prompts embed for LLaVA's original code; media parts replace them here
 _PLACEHOLDER = re.compile(r"<(image|video|audio)>\s*")
 #: processor outputs cast to the model's dtype (other float outputs such as grid timings stay float32)
 _CAST_PREFIXES = ("pixel_values", "input_features")
 
 
-@dataclass
-class Media:
-    """The media of one request, sorted by kind, in the forms HF processors take."""
-
-    images: list[Image.Image] = field(default_factory=list)
-    videos: list[Any] = field(default_factory=list)  # (T, H, W, 3) uint8 arrays or lists of PIL frames
-    audios: list[np.ndarray] = field(default_factory=list)  # 1-D float32 at the processor's rate
-
-
 class TampLMM(lmms):
     """lmms-eval model over an in-memory model; greedy unless a task's gen_kwargs ask to sample.
 
     `device` defaults to where the model's parameters are (an explicit other device moves the
-    model); `gen_kwargs` override every task's generation_kwargs; `max_new_tokens` applies where a
-    task sets none; rank / world_size default to torch.distributed's when a process group exists.
-    `batch_size` prompts share one generate() call (greedy answers do not depend on it; sampled
-    ones draw from a batch-shaped random stream).
+    model); `gen_kwargs` override every task's generation_kwargs (only what the user set: a task's
+    own settings, such as MathVista's 16,384 new tokens, stand otherwise); `max_new_tokens` applies
+    where a task sets none; rank / world_size default to torch.distributed's when a process group
+    exists. `batch_size` prompts share one generate() call (greedy answers do not depend on it;
+    sampled ones draw from a batch-shaped random stream). `video` says how many frames of each
+    video are decoded (and at what rate); with the adapter's `use_audio_in_video` (Qwen2.5-Omni), a
+    video file's own sound track goes in with it.
     """
 
     def __init__(
@@ -77,7 +67,7 @@ class TampLMM(lmms):
         world_size: int | None = None,
         gen_kwargs: Mapping[str, Any] | None = None,
         system_prompt: str | None = None,
-        max_frames: int = 8,
+        video: VideoSampling | None = None,
     ) -> None:
         super().__init__()
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -90,7 +80,6 @@ class TampLMM(lmms):
         self.max_new_tokens = int(max_new_tokens)
         self.gen_kwargs_override = dict(gen_kwargs or {})
         self.system_prompt = system_prompt
-        self.max_frames = int(max_frames)
         param = next(model.parameters())
         self._device = torch.device(device) if device is not None else param.device
         if param.device != self._device:
@@ -98,6 +87,9 @@ class TampLMM(lmms):
         self._dtype = param.dtype
         self._rank, self._world_size = _ranks(rank, world_size)
         self.sampling_rate = processor_sampling_rate(processor)
+        self.media_reader = MediaReader(
+            self.sampling_rate, video or VideoSampling(), bool(getattr(adapter, "use_audio_in_video", False))
+        )
 
     # ------------------------------------------------------------------------------ lmms API
     @property
@@ -210,7 +202,8 @@ class TampLMM(lmms):
     def messages(self, context: str, media: Media) -> list[Message]:
         content: list[dict[str, Any]] = [{"type": "image"} for _ in media.images]
         content += [{"type": "video"} for _ in media.videos]
-        content += [{"type": "audio"} for _ in media.audios]
+        if not media.audio_in_video:  # a video's own track is interleaved by the processor, not a part
+            content += [{"type": "audio"} for _ in media.audios]
         content.append({"type": "text", "text": _PLACEHOLDER.sub("", context)})
         messages: list[Message] = [{"role": "user", "content": content}]
         if self.system_prompt:
@@ -303,49 +296,8 @@ class TampLMM(lmms):
         return self.split_media(doc_to_visual(self.task_dict[task][split][doc_id]))
 
     def split_media(self, visuals: Any) -> Media:
-        """Sort doc_to_visual's output by kind.
-
-        PIL images and (H, W, 3) arrays are images; a nested list of PIL images or a (T, H, W, 3) array
-        is one video; a path is a video, an audio file or an image by its extension; 1-D arrays and
-        HF audio dicts ({"array", "sampling_rate"}) are audio, resampled to the processor's rate.
-        """
-        media = Media()
-        if visuals is None:
-            return media
-        items = visuals if isinstance(visuals, (list, tuple)) else [visuals]
-        for item in items:
-            self._add(media, item)
-        return media
-
-    def _add(self, media: Media, item: Any) -> None:
-        if item is None:
-            return
-        if isinstance(item, Image.Image):
-            media.images.append(item.convert("RGB"))
-        elif isinstance(item, (str, Path)):
-            suffix = Path(item).suffix.lower()
-            if suffix in VIDEO_EXTENSIONS:
-                media.videos.append(load_video(item, num_frames=self.max_frames).frames)
-            elif suffix in AUDIO_EXTENSIONS:
-                media.audios.append(load_audio(item, sampling_rate=self.sampling_rate))
-            else:
-                media.images.append(Image.open(item).convert("RGB"))
-        elif isinstance(item, Mapping) and "array" in item:  # an HF Audio feature, resampled
-            media.audios.append(load_audio(item, sampling_rate=self.sampling_rate))
-        elif isinstance(item, (np.ndarray, torch.Tensor)):
-            array = item.detach().cpu().numpy() if isinstance(item, torch.Tensor) else item
-            if array.ndim == 1:
-                media.audios.append(array.astype(np.float32))
-            elif array.ndim == 3:
-                media.images.append(Image.fromarray(array.astype(np.uint8)).convert("RGB"))
-            elif array.ndim == 4:
-                media.videos.append(array)
-            else:
-                raise ValueError(f"cannot tell the modality of a media array shaped {tuple(array.shape)}")
-        elif isinstance(item, (list, tuple)) and item and all(isinstance(f, Image.Image) for f in item):
-            media.videos.append([f.convert("RGB") for f in item])
-        else:
-            raise TypeError(f"unsupported media item from doc_to_visual: {type(item).__name__}")
+        """Sort doc_to_visual's output by kind (tamp.eval.doc_media: every form a dataset delivers)."""
+        return self.media_reader.read(visuals)
 
     # ------------------------------------------------------------------------------ helpers
     def _to_device(self, inputs: Mapping[str, Any]) -> dict[str, Any]:

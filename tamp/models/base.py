@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from tamp.data.sample import TEXT, CalibSample
+from tamp.data.video import DecodedVideo
 from tamp.types import Message
 
 DEFAULT_TARGETS: tuple[str, ...] = (r".*",)  # every nn.Linear inside the decoder blocks
@@ -144,12 +145,19 @@ class FamilyAdapter:
         videos: Sequence[Any] | None = None,
         audios: Sequence[Any] | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Run the processor on one rendered conversation (families override for odd kwargs)."""
+        """Run the processor on one rendered conversation (families override for odd kwargs).
+
+        A video is frames ((T, H, W, 3) array or list of PIL images) or a `DecodedVideo`, whose
+        frame rate and indices reach the processor as transformers' `video_metadata` (Qwen2-VL and
+        Qwen2.5-VL time their position ids with it; without it they assume a rate).
+        """
         kwargs: dict[str, Any] = {"text": [text], "return_tensors": "pt"}
         if images:
             kwargs["images"] = list(images)
         if videos:
-            kwargs["videos"] = list(videos)
+            kwargs["videos"], metadata = video_inputs(videos)
+            if metadata is not None:
+                kwargs["video_metadata"] = metadata
         if audios:
             kwargs["audio"] = list(audios)
         return dict(self.processor(**kwargs))
@@ -191,6 +199,25 @@ class FamilyAdapter:
             lo, hi = start["input_ids"].shape[1], end["input_ids"].shape[1]
             labels[:, lo:hi] = input_ids[:, lo:hi]
         return CalibSample(inputs=inputs, modality_ids=self.modality_ids(input_ids), labels=labels)
+
+
+def video_inputs(videos: Sequence[Any]) -> tuple[list[Any], list[dict[str, Any]] | None]:
+    """(frames per video, transformers `VideoMetadata` fields per video or None when none is known)."""
+    frames = [v.frames if isinstance(v, DecodedVideo) else v for v in videos]
+    if not any(isinstance(v, DecodedVideo) and v.fps for v in videos):
+        return frames, None
+    metadata = [
+        v.metadata() if isinstance(v, DecodedVideo) else
+        {"total_num_frames": len(v), "fps": None, "frames_indices": list(range(len(v)))}
+        for v in videos
+    ]
+    return frames, metadata
+
+
+def sampled_fps(videos: Sequence[Any]) -> float | None:
+    """The rate one prompt's videos were sampled at (their mean: a processor takes one number)."""
+    rates = [v.sampled_fps for v in videos if isinstance(v, DecodedVideo) and v.sampled_fps]
+    return sum(rates) / len(rates) if rates else None
 
 
 def present_media(messages: Sequence[Message], kind: str, items: Sequence[Any] | None) -> list[Any] | None:

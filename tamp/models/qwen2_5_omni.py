@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import torch
 
 from tamp.data.sample import AUDIO, IMAGE, VIDEO
-from tamp.models.base import FamilyAdapter
+from tamp.models.base import FamilyAdapter, sampled_fps, video_inputs
 from tamp.models.registry import register_family
 
 
@@ -52,20 +52,27 @@ class Qwen2_5OmniAdapter(FamilyAdapter):
         videos: Sequence[Any] | None = None,
         audios: Sequence[Any] | None = None,
     ) -> dict[str, torch.Tensor]:
-        """The Omni processor needs the audio rate, the video size and the audio-in-video switch spelled out.
+        """The Omni processor needs the audio rate, the video size, its rate and the audio-in-video switch.
 
         Its class defaults hard-code `sampling_rate=16000` (an error for any other feature extractor
-        rate, so the extractor's own rate is passed) and a video `size` that overrides the video
-        processor's own (see `_video_size`).
+        rate, so the extractor's own rate is passed), a video `size` that overrides the video
+        processor's own (see `_video_size`) and 2 frames per second of video: a `DecodedVideo`'s
+        own sampling rate is passed instead (8 frames of an hour are not a 4-second clip).
         """
         kwargs: dict[str, Any] = {"text": [text], "return_tensors": "pt"}
         if images:
             kwargs["images"] = list(images)
         if videos:
-            kwargs["videos"] = list(videos)
+            kwargs["videos"], _ = video_inputs(videos)
+            videos_kwargs: dict[str, Any] = {}
             size = self._video_size()
             if size is not None:
-                kwargs["videos_kwargs"] = {"size": size}
+                videos_kwargs["size"] = size
+            rate = sampled_fps(videos)
+            if rate is not None:  # the Omni processor times video (and interleaved audio) by this rate
+                videos_kwargs["fps"] = rate
+            if videos_kwargs:
+                kwargs["videos_kwargs"] = videos_kwargs
         if audios:
             kwargs["audio"] = list(audios)
             kwargs["audio_kwargs"] = {"sampling_rate": self.processor.feature_extractor.sampling_rate}

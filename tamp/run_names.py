@@ -93,6 +93,13 @@ class RunName:
     def dense(self) -> bool:
         return self.target is None
 
+    def _shows_seed(self) -> bool:
+        return self.seed is not None and not self.saved and not self.dense
+
+    def _seed_text(self) -> str:
+        """`seed42`; `seed3-calib.seed7` when another seed was set apart from `seed`."""
+        return f"seed{self.seed}".replace("seedseed=", "seed").replace("=", "").replace(",", "-")
+
     def _sparsity(self) -> str:
         return f"{round(100 * float(self.target or 0), 2):g}%"
 
@@ -104,8 +111,8 @@ class RunName:
             parts.append(f"{round(float(self.target or 0), 4):g}")
             if self.pattern != "unstructured":
                 parts.append(self.pattern.replace(":", "-"))
-        if self.seed is not None and not self.saved and not self.dense:
-            parts.append(f"seed{self.seed}")
+        if self._shows_seed():
+            parts.append(self._seed_text())
         return "_".join(parts).replace("/", "-")
 
     def wandb(self, model: str) -> str:
@@ -114,8 +121,8 @@ class RunName:
         parts = [model_label(model), method]
         if not self.dense:
             parts.append(self._sparsity() + ("" if self.pattern == "unstructured" else f"-{self.pattern}"))
-        if self.seed is not None and not self.saved and not self.dense:
-            parts.append(f"seed{self.seed}")
+        if self._shows_seed():
+            parts.append(self._seed_text())
         return "/".join(parts)
 
     def label(self) -> str:
@@ -136,7 +143,7 @@ def _saved_name(manifest: Mapping[str, Any] | None, measured: float | None, seed
     sparsity = measured if measured is not None else manifest.get("overall_sparsity")
     target = round(float(sparsity), 3) if isinstance(sparsity, (int, float)) else 0.0
     pattern = str(manifest.get("pattern") or "unstructured")
-    return RunName(str(manifest.get("method") or "checkpoint"), target, pattern, seed, saved=True)
+    return RunName(str(manifest.get("method") or "unknown"), target, pattern, seed, saved=True)
 
 
 def name_of_config(config: Mapping[str, Any]) -> RunName:

@@ -28,6 +28,7 @@ from tamp.tracking.results import ResultsFile
 
 log = logging.getLogger("tamp")
 RESOLVED_CONFIG = "config_resolved.yaml"
+WANDB_TAG_CHARS = 64
 
 
 def make_fabric(settings: RunConfig):
@@ -158,8 +159,12 @@ def save_resolved_config(config: dict[str, Any], run_dir: Path) -> None:
     path = run_dir / RESOLVED_CONFIG
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
-    compact = [f"  {key}: {yaml.safe_dump(value, default_flow_style=True, width=10**6, sort_keys=False).strip()}"
-               for key, value in config.items()]  # one line per group: a sweep's log stays readable
+    def flow(value: Any) -> str:
+        if not isinstance(value, (dict, list)):
+            return json.dumps(value)
+        return yaml.safe_dump(value, default_flow_style=True, width=10**6, sort_keys=False).strip()
+
+    compact = [f"  {key}: {flow(value)}" for key, value in config.items()]  # one line per group: sweeps stay readable
     log.info("resolved config (saved to %s):\n%s", path, "\n".join(compact))
 
 
@@ -167,7 +172,7 @@ def run_cell(fabric, cfg: DictConfig, run_dir: str | Path, cache_dir: str | Path
     """The whole cell inside the Fabric world; returns the results dict (rank 0's is authoritative)."""
     import tamp
     from tamp.pipeline.distributed import fabric_reducer, shard
-    from tamp.run_names import name_of_config, name_of_record
+    from tamp.run_names import model_label, name_of_config, name_of_record
     from tamp.tracking.wandb_keys import group_name
     from tamp.tracking.wandb_logger import WandbRun
 
@@ -181,8 +186,9 @@ def run_cell(fabric, cfg: DictConfig, run_dir: str | Path, cache_dir: str | Path
         results.start()
         save_resolved_config(results.record.config or {}, run_dir)
         cell = name_of_config(results.record.config or {})
-        tags = [settings.method.name, f"sparsity={settings.sparsity.target}", settings.model.name,
+        tags = [settings.method.name, f"sparsity={settings.sparsity.target}", model_label(settings.model.name),
                 f"seed={settings.seed}"]
+        tags = [tag[:WANDB_TAG_CHARS] for tag in tags]  # W&B refuses the run for a longer tag (a checkpoint path)
         group = group_name(settings.logger.wandb.group, Path(cache_dir).parent if cache_dir else None)
         tracker = WandbRun(settings.logger.wandb, cell.wandb(settings.model.name), results.record.config or {},
                            run_dir, tags, group)

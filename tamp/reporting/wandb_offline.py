@@ -32,6 +32,7 @@ class OfflineRun:
     summary: dict[str, Any] = field(default_factory=dict)
     state: str = "running"
     job_type: str = ""
+    tags: list[str] = field(default_factory=list)
     #: the log held its run record (name, group, config); False for a log cut short or still being written
     complete: bool = False
     #: the offline-run-YYYYMMDD_HHMMSS-<id> folder (its name orders a cell's attempts)
@@ -75,6 +76,7 @@ def read_offline_run(folder: str | Path) -> OfflineRun:
                 r = record.run
                 run.id, run.name, run.group = r.run_id or run.id, r.display_name or run.name, r.run_group or run.group
                 run.job_type, run.complete = r.job_type or run.job_type, True
+                run.tags = list(r.tags) or run.tags
                 run.path = [p for p in (r.entity, r.project, r.run_id) if p] or run.path
                 _apply(run.config, r.config.update, unwrap_value=True)
             elif kind == "config":

@@ -150,8 +150,7 @@ def name_of_config(config: Mapping[str, Any]) -> RunName:
     """A run's name from its resolved config (a dict or DictConfig; before the model is loaded)."""
     method = config.get("method") or {}
     sparsity = config.get("sparsity") or {}
-    raw = {k: v for k, v in config.items() if k != "hydra"} if hasattr(config, "items") else {}
-    seed = seed_label(seed_items(_plain(raw)))
+    seed = seed_label(seed_items(_seed_tree(config)))
     pruner = method.get("pruner")
     if pruner == "none":
         manifest = saved_manifest((config.get("model") or {}).get("name"))
@@ -187,14 +186,26 @@ def _name(node: Any) -> str | None:
     return node.get("name") if hasattr(node, "get") else None
 
 
-def _plain(node: Any) -> Any:
-    """An OmegaConf node as plain containers (resolved); plain values pass through."""
+def _seed_tree(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The config's seed settings, resolved one by one: a value elsewhere that cannot resolve yet (`???`,
+    a path only the run computes) never stops a folder from being named."""
     try:
         from omegaconf import DictConfig, OmegaConf
     except ImportError:  # pragma: no cover - omegaconf is a dependency
-        return node
-    if isinstance(node, DictConfig):
-        return OmegaConf.to_container(node, resolve=True)
-    if isinstance(node, Mapping):
-        return {k: _plain(v) for k, v in node.items()}
-    return node
+        return dict(config)
+    if not isinstance(config, DictConfig):
+        return {k: v for k, v in config.items() if k != "hydra"}
+    raw = OmegaConf.to_container(config, resolve=False)
+    keys = [k for k in flat_items({k: v for k, v in raw.items() if k != "hydra"}) if is_seed_key(k)]
+    tree: dict[str, Any] = {}
+    for key in keys:
+        try:
+            value = OmegaConf.select(config, key)
+        except Exception:  # noqa: BLE001 - an interpolation that does not resolve: no seed to name
+            continue
+        node = tree
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return tree

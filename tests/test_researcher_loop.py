@@ -135,18 +135,17 @@ def test_seed_labels_and_wandb_names() -> None:
 def test_an_interrupted_multirun_summarizes_the_cells_it_reached(tmp_path: Path, capsys) -> None:
     from tamp.cli.sweep_summary import SweepSummary, summarize_interrupted
 
-    assert not summarize_interrupted("Ctrl-C")  # no multirun in progress: nothing to say
+    assert not summarize_interrupted()  # no multirun in progress: nothing to say
     summary = SweepSummary()
     summary.on_multirun_start(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
     for name, status in (("0_wanda_0.5_seed42", "completed"), ("1_tamp_0.5_seed42", "interrupted")):
         (tmp_path / name).mkdir()
         (tmp_path / name / "results.json").write_text(json.dumps({"status": status}))
-    assert summarize_interrupted("signal SIGTERM")
+    assert summarize_interrupted()
     assert capsys.readouterr().err.splitlines() == [
-        "tamp: multirun interrupted (signal SIGTERM); the cells it reached:",
         "1/2 cells completed; failed: 1_tamp_0.5_seed42 (status 'interrupted': the cell did not finish)",
     ]
-    assert SweepSummary.active is None and not summarize_interrupted("again")
+    assert SweepSummary.active is None and not summarize_interrupted()
 
 
 @pytest.mark.slow
@@ -165,7 +164,7 @@ def test_a_sweep_stopped_with_ctrl_c_prints_its_summary_line(tmp_path: Path) -> 
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130
     lines = err.strip().splitlines()
-    assert lines[-2] == "tamp: multirun interrupted (Ctrl-C); the cells it reached:"
-    assert lines[-1] == ("0/1 cells completed; failed: 0_sparsegpt_0.5_seed42 (status 'interrupted': the cell did "
-                         "not finish)")
+    assert lines[-2].startswith("tamp: interrupted by SIGINT; results.json says \"interrupted\""), err[-2000:]
+    assert lines[-1].startswith("0/") and ("failed: 0_sparsegpt_0.5_seed42 (status 'interrupted': the cell did not "
+                                           "finish)") in lines[-1], err[-2000:]
     assert "Traceback" not in err

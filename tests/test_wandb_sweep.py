@@ -198,7 +198,7 @@ def test_a_resumed_cell_reads_from_wandb_as_its_last_attempt(tmp_path: Path) -> 
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)  # SLURM pre-emption
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143 and "tamp: interrupted (signal SIGTERM)" in err, err[-2000:]
+    assert proc.returncode == 143 and "tamp: interrupted by SIGTERM" in err, err[-2000:]
     assert json.loads((run_dir / "results.json").read_text())["status"] == "interrupted"
     resumed = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]

@@ -49,7 +49,8 @@ def prune(
     process. With `checkpoint_dir`, every completed block is checkpointed there (by the process with
     `checkpoint_writer`) and a rerun with the same config continues after the last completed block.
     """
-    if isinstance(config, str) or sparsity is not None or pattern is not None or overrides or settings:
+    named = isinstance(config, str) or isinstance(config, dict) and isinstance(config.get("method"), str)
+    if named or sparsity is not None or pattern is not None or overrides or settings:
         from tamp.presets import prune_config
 
         cfg = prune_config(config, sparsity, pattern, overrides, **settings)

@@ -113,6 +113,9 @@ def prune_config(
     if unknown:
         raise ValueError(f"tamp.prune got an unknown setting '{unknown[0]}'; valid: sparsity, pattern, "
                          f"overrides, {', '.join(SETTINGS)}")
+    if isinstance(config, dict) and isinstance(config.get("method"), str):  # {"method": "tamp", "sparsity": ...}
+        config = {**config, "method": compose_method(config["method"], overrides)}
+        overrides = ()
     if isinstance(config, str):
         cfg = PruneConfig(method=compose_method(config, overrides))
     else:

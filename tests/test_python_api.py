@@ -46,6 +46,9 @@ def test_presets_take_hydra_overrides_and_keywords() -> None:
     swapped = prune_config("tamp", overrides=["method/tokens=attention"])
     assert swapped.method.tokens.name == "attention" and swapped.method.allocation.name == "das"
     assert prune_config({"method": {"pruner": "magnitude"}}, sparsity=0.7).sparsity.target == 0.7
+    # the spelling: a preset name under "method" (it was `expected a mapping of settings, got 'tamp'`)
+    in_dict = prune_config({"method": "tamp", "sparsity": {"target": 0.6}}, overrides=["method.tokens.knn=4"])
+    assert (in_dict.method.name, in_dict.method.tokens.knn, in_dict.sparsity.target) == ("tamp", 4, 0.6)
     assert "tamp" in tamp.preset_names() and "das_sparsegpt" in tamp.preset_names()
 
 

@@ -214,7 +214,8 @@ def test_runs_differing_only_in_any_seed_are_repeats_with_their_seeds_listed():
 def test_the_header_says_what_the_cells_are_and_which_documents_were_scored():
     """Issue 26.5: the header spoke of Rel.% above raw scores, and a 4-document report did not say so."""
     markdown = report_markdown(build_report([make_run("dense"), make_run(scores=(0.25, 0.5))]))
-    assert "Task columns: raw scores (each task's primary metric); Avg Rel.% = mean over the tasks" in markdown
+    assert ("Score columns: raw scores (each task's primary metric, a column per score the paper prints); "
+            "Avg Rel.% = mean over the columns") in markdown
     assert "Scored on the first 4 documents of each task only (`eval.limit=4`)" in markdown
     full = [make_run("dense", eval__limit=None), make_run(scores=(0.25, 0.5), eval__limit=None)]
     assert "Scored on every document of each task." in report_markdown(build_report(full))

@@ -32,6 +32,7 @@ from tamp.reporting.runs import (
     is_completed,
     is_dense,
     method_rank,
+    pattern_of,
     score,
 )
 from tamp.reporting.stats import by_seed, seed_mean, stat
@@ -195,7 +196,7 @@ def make_row(key: Items, runs: list[dict[str, Any]], columns: list[Column], deta
     row = Row(
         method=DENSE if is_dense(runs[0]) else name.label() if name.saved else str(runs[0]["method"]["name"]),
         target=0.0 if is_dense(runs[0]) else float(name.target or 0.0),
-        pattern="unstructured" if is_dense(runs[0]) else name.pattern,
+        pattern="unstructured" if is_dense(runs[0]) else name.pattern if name.saved else pattern_of(runs[0]),
         dense=is_dense(runs[0]),
         status=str(status),
         runs=runs,

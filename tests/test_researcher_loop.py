@@ -40,7 +40,8 @@ def test_a_slurm_submission_is_checked_for_the_nodes_and_says_what_it_left_to_th
     assert (checked.cells, checked.remote) == (7, "slurm")
     skipped = " | ".join(checked.skipped)
     assert "model.name=llava-hf/llama3-llava-next-8b-hf (not in this machine's Hugging Face cache)" in skipped
-    assert "calib.path=data/LLaVA-NeXT-Data/llava_next_raw_format_processed.json (not found here)" in skipped
+    assert "calib.path=data/LLaVA-NeXT-Data/llava_next_raw_format/llava_next_raw_format_processed.json (not found " \
+           "here)" in skipped
     if not torch.cuda.is_available():
         assert "runner.accelerator=cuda (no CUDA device here)" in skipped
     note = checked.note()

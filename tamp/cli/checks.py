@@ -253,5 +253,5 @@ def check_run_config(cfg: DictConfig, local: bool = True, skipped: list[str] | N
     except (FileNotFoundError, TaskHazardError) as err:  # the node's task folders, dataset caches, NLTK, FFmpeg
         if local:
             raise
-        skipped.append(f"eval ({first_line(err)})")
+        skipped.append(f"eval ({first_line(err).split('; valid:')[0]})")
     return settings

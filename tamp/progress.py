@@ -20,6 +20,7 @@ import os
 import sys
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol, TypeVar
 
 from tqdm.auto import tqdm
@@ -168,16 +169,27 @@ def track(
             bar.update(1)
 
 
-def quiet_library_bars() -> None:
+@contextmanager
+def quiet_library_bars() -> Iterator[None]:
     """Off a terminal, no progress bars from transformers ("Loading weights", "Writing model shards"), HF Hub
-    downloads or datasets: in a redirected log each is one long line of carriage returns. On a terminal
-    (or TAMP_PROGRESS=bar) nothing changes."""
+    downloads or datasets for the length of the block: in a redirected log each is one long line of
+    carriage returns. On a terminal (or TAMP_PROGRESS=bar) nothing changes; the switches are restored."""
     if is_terminal():
+        yield
         return
     import datasets
-    import huggingface_hub.utils
-    import transformers.utils.logging
+    import huggingface_hub.utils as hub
+    import transformers.utils.logging as hf_logging
 
-    transformers.utils.logging.disable_progress_bar()
-    huggingface_hub.utils.disable_progress_bars()
+    was = (hf_logging.is_progress_bar_enabled(), not hub.are_progress_bars_disabled(),
+           datasets.is_progress_bar_enabled())
+    hf_logging.disable_progress_bar()
+    hub.disable_progress_bars()
     datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        for enabled, turn_on in zip(was, (hf_logging.enable_progress_bar, hub.enable_progress_bars,
+                                          datasets.enable_progress_bars), strict=True):
+            if enabled:
+                turn_on()

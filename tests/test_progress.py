@@ -129,3 +129,23 @@ def test_wandb_is_silent_unless_the_environment_asks(monkeypatch, env, silent):
         monkeypatch.setenv(var, value)
     settings = console_settings()
     assert (settings.silent if settings is not None else None) is silent
+
+
+def test_library_bars_are_off_only_while_a_cell_runs_off_a_terminal(monkeypatch):
+    """transformers' "Loading weights", HF Hub's and datasets' bars: off inside the block, restored after."""
+    import datasets
+    import huggingface_hub.utils as hub
+    import transformers.utils.logging as hf_logging
+
+    from tamp.progress import quiet_library_bars
+
+    monkeypatch.setenv("TAMP_PROGRESS", "log")  # as with output redirected
+    states = lambda: (hf_logging.is_progress_bar_enabled(), not hub.are_progress_bars_disabled(),  # noqa: E731
+                      datasets.is_progress_bar_enabled())
+    assert states() == (True, True, True)
+    with quiet_library_bars():
+        assert states() == (False, False, False)
+    assert states() == (True, True, True)
+    monkeypatch.setenv("TAMP_PROGRESS", "bar")  # a terminal: left alone
+    with quiet_library_bars():
+        assert states() == (True, True, True)

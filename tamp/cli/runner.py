@@ -170,6 +170,11 @@ def save_resolved_config(config: dict[str, Any], run_dir: Path) -> None:
 
 def run_cell(fabric, cfg: DictConfig, run_dir: str | Path, cache_dir: str | Path | None = None) -> dict[str, Any]:
     """The whole cell inside the Fabric world; returns the results dict (rank 0's is authoritative)."""
+    with quiet_library_bars():  # off a terminal: no "Loading weights" / "Writing model shards" bars in the log
+        return _run_cell(fabric, cfg, run_dir, cache_dir)
+
+
+def _run_cell(fabric, cfg: DictConfig, run_dir: str | Path, cache_dir: str | Path | None = None) -> dict[str, Any]:
     import tamp
     from tamp.pipeline.distributed import fabric_reducer, shard
     from tamp.run_names import model_label, name_of_config, name_of_record
@@ -177,7 +182,6 @@ def run_cell(fabric, cfg: DictConfig, run_dir: str | Path, cache_dir: str | Path
     from tamp.tracking.wandb_logger import WandbRun
 
     settings = validate(cfg)
-    quiet_library_bars()  # off a terminal: no "Loading weights" / "Writing model shards" bars in the log
     is_main = fabric.global_rank == 0
     run_dir = Path(run_dir)
     results = ResultsFile(run_dir, start_record(settings, cfg))

@@ -6,6 +6,7 @@ import hashlib
 import json
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,20 +27,35 @@ from tamp.sparsity.mixed_nm import summarise
 def prune(
     model: nn.Module,
     samples: Sequence[CalibSample],
-    config: PruneConfig | dict[str, Any] | None = None,
+    config: str | PruneConfig | dict[str, Any] | None = None,
     adapter: FamilyAdapter | None = None,
     reducer: Reducer | None = None,
     checkpoint_writer: bool = True,
+    *,
+    sparsity: float | None = None,
+    pattern: str | None = None,
+    overrides: Sequence[str] = (),
+    **settings: Any,
 ) -> PruneReport:
     """Prune `model` in place with the method of `config`, calibrated on `samples`.
 
-    `config` is a PruneConfig, a plain dict with the same keys, or an OmegaConf node; `adapter` is
-    found from the model's config when not given; `reducer` all-reduces statistics across
-    processes (data-parallel calibration), None on one process. With `config.checkpoint_dir`, every
-    completed block is checkpointed there (by the process with `checkpoint_writer`) and a rerun with
-    the same config continues after the last completed block.
+    `config` is a method preset by name (`"tamp"`, `"wanda"`, `"sparsegpt"`, ... the files of
+    conf/method, composed with Hydra as the CLI does; `overrides` are Hydra overrides on it such as
+    `"method.tokens.knn=5"`), a PruneConfig, a plain dict with the same keys, or an OmegaConf node.
+    `sparsity` and `pattern` set the target and the pattern ("unstructured", "2:4"); other keywords set
+    PruneConfig's fields (seed, device, offload, progress, targets, ignore, keep_masks, checkpoint_dir).
+    `adapter` is found from the model's config when not given (`tamp.get_adapter(model, processor)`);
+    `reducer` all-reduces statistics across processes (data-parallel calibration), None on one
+    process. With `checkpoint_dir`, every completed block is checkpointed there (by the process with
+    `checkpoint_writer`) and a rerun with the same config continues after the last completed block.
     """
-    cfg = as_prune_config(config)
+    named = isinstance(config, str) or isinstance(config, dict) and isinstance(config.get("method"), str)
+    if named or sparsity is not None or pattern is not None or overrides or settings:
+        from tamp.presets import prune_config
+
+        cfg = prune_config(config, sparsity, pattern, overrides, **settings)
+    else:
+        cfg = as_prune_config(config)
     adapter = adapter or get_adapter(model)
     torch.manual_seed(cfg.seed)
     start = time.perf_counter()
@@ -162,3 +178,24 @@ def sample_digest(sample: CalibSample) -> bytes:
             h.update(_tensor_bytes(value))
     h.update(_tensor_bytes(sample.modality_ids))
     return h.digest()
+
+
+def save(model: nn.Module, processor: Any, directory: str | Path, report: PruneReport, masks: bool = True) -> Path:
+    """Save a pruned model so it loads anywhere: `save_pretrained` weights (zeros kept) and processor,
+    `sparsity_manifest.json` (method, target, pattern, overall and per-linear sparsity) and, with `masks`,
+    `masks.safetensors` (1 bit per weight; `tamp.models.mask_file.load_masks` unpacks it).
+
+    The masks are the report's (`keep_masks=True` in `tamp.prune`), else the pruned linears' exact zeros.
+    The directory appears complete or not at all.
+    """
+    from tamp.models.saving import save_pruned
+    from tamp.run_record import LinearEntry, linears_to_json
+
+    table = {x.name: LinearEntry.of(x.name, x.planned, x.achieved, x.numel) for x in report.linears}
+    kept = None
+    if masks:
+        kept = report.masks if report.masks is not None else {
+            x.name: model.get_submodule(x.name).weight.detach() == 0 for x in report.linears
+        }
+    info = {"method": report.method_name, "target": report.target, "pattern": report.pattern}
+    return save_pruned(model, processor, directory, linears_to_json(table), kept, info)

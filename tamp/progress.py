@@ -3,7 +3,8 @@
 With output redirected (SLURM, nohup, CI) tqdm disables itself (`disable=None`) or, when forced on,
 writes one endless line of carriage returns. A cluster job needs the opposite: a few plain lines in
 stderr and in the run's log (`run.log`, through Hydra's job logging) that say which phase is at
-which step and when it will end, e.g. `pruning: block 3/32, elapsed 1m02s, ETA 9m50s`.
+which step and when it will end, e.g. `pruning: block 3/32, elapsed 1m02s, ETA 9m50s`. The ETA comes
+from the steps after the first (which carries the warm-up), once two of them are done.
 
 `progress_bar(total, desc, enabled, unit, every_s)` returns an object with tqdm's `update(n)`,
 `close()` and context-manager interface; `track(iterable, ...)` wraps an iterable like `tqdm(it)`.
@@ -19,12 +20,15 @@ import os
 import sys
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol, TypeVar
 
 from tqdm.auto import tqdm
 
 log = logging.getLogger("tamp.progress")
 T = TypeVar("T")
+#: steps after the first that an ETA waits for (one step's time is no rate)
+MIN_RATE_STEPS = 2
 
 
 class Progress(Protocol):
@@ -88,16 +92,30 @@ class LogProgress:
         self._start = clock()
         self._last: float | None = None
         self._resumed = 0  # steps done before this process started (a resumed run): not in the rate
+        #: (time, count) when the first step of this process ended: the rate is measured from there, since
+        #: the first step carries the warm-up (lazy imports, caches, a first batch of prompts)
+        self._first: tuple[float, int] | None = None
+
+    def eta(self, now: float) -> float | None:
+        """Seconds left at the rate of the steps after the first, once MIN_RATE_STEPS of them are done."""
+        if self._first is None or not 0 < self.n < self.total:
+            return None
+        since, base = self._first
+        done = self.n - base
+        if done < MIN_RATE_STEPS or now <= since:
+            return None
+        return (now - since) / done * (self.total - self.n)
 
     def line(self) -> str:
-        elapsed = self._clock() - self._start
+        now = self._clock()
+        elapsed = now - self._start
         step = f"{self.unit} {self.n}/{self.total}" if self.unit else f"{self.n}/{self.total}"
         text = f"{self.desc}: {step}, elapsed {duration(elapsed)}"
-        done = self.n - self._resumed
-        if self._resumed and done == 0:
+        eta = self.eta(now)
+        if self._resumed and self.n == self._resumed:
             text += f" (resumed after {self._resumed})"
-        elif 0 < self.n < self.total:
-            text += f", ETA {duration(elapsed / done * (self.total - self.n))}"
+        elif eta is not None:
+            text += f", ETA {duration(eta)}"
         return text
 
     def update(self, n: int = 1) -> None:
@@ -106,6 +124,8 @@ class LogProgress:
         now = self._clock()
         if self.n == 0 and n > 1 and now - self._start < 1.0:  # a resumed run skipping its completed steps
             self._resumed = n
+        elif self._first is None:
+            self._first = (now, self.n + n)
         self.n += n
         if self.n >= self.total or self._last is None or now - self._last >= self.every_s:
             self._log.info(self.line())
@@ -147,3 +167,29 @@ def track(
         for item in iterable:
             yield item
             bar.update(1)
+
+
+@contextmanager
+def quiet_library_bars() -> Iterator[None]:
+    """Off a terminal, no progress bars from transformers ("Loading weights", "Writing model shards"), HF Hub
+    downloads or datasets for the length of the block: in a redirected log each is one long line of
+    carriage returns. On a terminal (or TAMP_PROGRESS=bar) nothing changes; the switches are restored."""
+    if is_terminal():
+        yield
+        return
+    import datasets
+    import huggingface_hub.utils as hub
+    import transformers.utils.logging as hf_logging
+
+    was = (hf_logging.is_progress_bar_enabled(), not hub.are_progress_bars_disabled(),
+           datasets.is_progress_bar_enabled())
+    hf_logging.disable_progress_bar()
+    hub.disable_progress_bars()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        for enabled, turn_on in zip(was, (hf_logging.enable_progress_bar, hub.enable_progress_bars,
+                                          datasets.enable_progress_bars), strict=True):
+            if enabled:
+                turn_on()

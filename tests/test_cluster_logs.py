@@ -47,8 +47,10 @@ def test_redirected_run_logs_blocks_and_nothing_noisy(compose_cfg, tmp_path: Pat
     assert proc.returncode == 0, proc.stderr[-2000:]
     run_log = (tmp_path / "run.log").read_text()
     for text in (proc.stderr, run_log):
-        assert "pruning: block 1/2, elapsed" in text and "ETA" in text
-        assert "pruning: block 2/2, elapsed" in text
+        assert "pruning: block 1/2, elapsed" in text and "pruning: block 2/2, elapsed" in text
+        assert "ETA" not in text  # two blocks: no rate after the first (issue 26.7)
+        assert f"resolved config (saved to {tmp_path / 'config_resolved.yaml'}):" in text
+        assert "  sparsity: {target: 0.5, pattern: unstructured}" in text
     assert "W&B offline run" in run_log and "wandb sync" in run_log
     everything = proc.stdout + proc.stderr + run_log
     assert "\r" not in everything, "a progress bar was drawn into a non-terminal"

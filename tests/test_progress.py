@@ -26,18 +26,21 @@ def messages(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "tamp.progress"]
 
 
-def test_one_line_per_block_with_elapsed_and_eta(caplog):
+def test_one_line_per_block_with_elapsed_and_an_eta_from_the_blocks_after_the_first(caplog):
+    """Issue 26.7: the first step carries the warm-up (`request 1/1600, ETA 17m58s`, done in 24 s)."""
     caplog.set_level(logging.INFO, logger="tamp.progress")
     clock = Clock()
-    with LogProgress(4, "pruning", unit="block", clock=clock) as bar:
-        for _ in range(4):
-            clock.now += 10.0
+    with LogProgress(6, "pruning", unit="block", clock=clock) as bar:
+        for seconds in (60.0, 10.0, 10.0, 10.0, 10.0, 10.0):  # block 1: imports, caches, a first compile
+            clock.now += seconds
             bar.update(1)
     assert messages(caplog) == [
-        "pruning: block 1/4, elapsed 10s, ETA 30s",
-        "pruning: block 2/4, elapsed 20s, ETA 20s",
-        "pruning: block 3/4, elapsed 30s, ETA 10s",
-        "pruning: block 4/4, elapsed 40s",
+        "pruning: block 1/6, elapsed 1m00s",  # not `ETA 5m00s`
+        "pruning: block 2/6, elapsed 1m10s",  # one step after the first is no rate yet
+        "pruning: block 3/6, elapsed 1m20s, ETA 30s",
+        "pruning: block 4/6, elapsed 1m30s, ETA 20s",
+        "pruning: block 5/6, elapsed 1m40s, ETA 10s",
+        "pruning: block 6/6, elapsed 1m50s",
     ]
 
 
@@ -60,11 +63,14 @@ def test_a_resumed_run_counts_only_its_own_blocks_in_the_eta(caplog):
     clock = Clock()
     bar = LogProgress(10, "pruning", unit="block", clock=clock)
     bar.update(6)  # the engine skips the checkpointed blocks at once
-    clock.now = 5.0
-    bar.update(1)
+    for _ in range(3):
+        clock.now += 5.0
+        bar.update(1)
     assert messages(caplog) == [
         "pruning: block 6/10, elapsed 0s (resumed after 6)",
-        "pruning: block 7/10, elapsed 5s, ETA 15s",
+        "pruning: block 7/10, elapsed 5s",
+        "pruning: block 8/10, elapsed 10s",
+        "pruning: block 9/10, elapsed 15s, ETA 5s",
     ]
 
 
@@ -123,3 +129,23 @@ def test_wandb_is_silent_unless_the_environment_asks(monkeypatch, env, silent):
         monkeypatch.setenv(var, value)
     settings = console_settings()
     assert (settings.silent if settings is not None else None) is silent
+
+
+def test_library_bars_are_off_only_while_a_cell_runs_off_a_terminal(monkeypatch):
+    """transformers' "Loading weights", HF Hub's and datasets' bars: off inside the block, restored after."""
+    import datasets
+    import huggingface_hub.utils as hub
+    import transformers.utils.logging as hf_logging
+
+    from tamp.progress import quiet_library_bars
+
+    monkeypatch.setenv("TAMP_PROGRESS", "log")  # as with output redirected
+    states = lambda: (hf_logging.is_progress_bar_enabled(), not hub.are_progress_bars_disabled(),  # noqa: E731
+                      datasets.is_progress_bar_enabled())
+    assert states() == (True, True, True)
+    with quiet_library_bars():
+        assert states() == (False, False, False)
+    assert states() == (True, True, True)
+    monkeypatch.setenv("TAMP_PROGRESS", "bar")  # a terminal: left alone
+    with quiet_library_bars():
+        assert states() == (True, True, True)

@@ -141,3 +141,40 @@ def test_make_demo(tmp_path: Path) -> None:
                           text=True, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Avg Rel.%" in (tmp_path / "demo" / "report.md").read_text()
+
+
+def _readme_blocks(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", (REPO / "README.md").read_text(), flags=re.S)
+
+
+def test_readme_python_example_runs(tmp_path: Path) -> None:
+    """The "From Python" example as printed (issue 26.6), its output folder moved to a temporary one."""
+    (example,) = _readme_blocks("python")
+    assert 'tamp.prune(model, samples, "tamp", sparsity=0.5' in example
+    script = tmp_path / "example.py"
+    script.write_text(example.replace("outputs/api_example", str(tmp_path / "api_example")))
+    proc = subprocess.run([sys.executable, str(script)], cwd=REPO, env=ENV, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0].startswith("overall sparsity planned 0.50") and lines[1].endswith(": 28 masks"), proc.stdout
+    saved = tmp_path / "api_example" / "tamp_50"
+    assert {"config.json", "sparsity_manifest.json", "masks.safetensors"} <= {p.name for p in saved.iterdir()}
+
+
+def test_readme_local_config_composes(tmp_path: Path) -> None:
+    """The README's conf/local/default.yaml (kept outside the checkout through hydra.searchpath here)."""
+    (local,) = [block for block in _readme_blocks("yaml") if "override /hydra/launcher: slurm" in block]
+    (tmp_path / "local").mkdir()
+    (tmp_path / "local" / "default.yaml").write_text(local)
+    from hydra import compose, initialize_config_dir
+
+    from tamp.cli.schema import register_schema
+
+    register_schema()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("run", overrides=[f"hydra.searchpath=[file://{tmp_path}]", "calib=sharegpt4v"],
+                      return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
+    assert (cfg.hydra.launcher.partition, cfg.hydra.launcher.account) == ("gpu", "my-lab")
+    assert cfg.calib.path.startswith("/shared/datasets/") and cfg.paths.output_dir == "/scratch/me/tamp"

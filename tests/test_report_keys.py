@@ -69,6 +69,8 @@ def make_run(
     config["sparsity"]["target"] = target
     for key, value in overrides.items():
         _set(config, key.replace("__", "."), value)
+    if "calib__seed" not in overrides:  # conf/calib: `seed: ${seed}`, resolved in the record
+        config["calib"]["seed"] = config["seed"]
     m = config["method"]
     result = {
         "status": status,
@@ -121,7 +123,6 @@ def test_smoke_and_real_sweeps_are_separate_tables_never_blended():
         ("method__tokens__name", "attention", "wanda (method.tokens.name=attention)"),
         ("method__allocation__max_sparsity_delta", 0.2, "wanda (method.allocation.max_sparsity_delta=0.2)"),
         ("calib__num_samples", 128, "wanda (calib.num_samples=128)"),
-        ("calib__seed", 7, "wanda (calib.seed=7)"),
         ("runner__ignore", ["mlp"], 'wanda (runner.ignore=["mlp"])'),
     ],
 )
@@ -188,6 +189,36 @@ def test_seeds_are_mean_std_and_n_in_table_csv_and_plot(tmp_path: Path):
     assert any(isinstance(c, ErrorbarContainer) for c in ax.containers)
     legend = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
     assert "wanda (mean ± std, n=1-3)" in legend
+
+
+def test_runs_differing_only_in_any_seed_are_repeats_with_their_seeds_listed():
+    """Issue 26.1: `calib.seed=1,2` (or a method's own seed) was two rows ranked against each other."""
+    runs = [make_run("dense", scores=(0.5, 1.0))]
+    runs += [make_run(scores=(s, 0.5), calib__seed=c, run_dir=f"c{c}") for c, s in ((7, 0.2), (8, 0.4))]
+    runs += [make_run(scores=(s, 0.5), seed=seed, run_dir=f"s{seed}", target=0.6) for seed, s in ((1, 0.1), (2, 0.3))]
+    runs += [make_run(scores=(0.3, 0.5), target=0.7, method__tokens__seed=seed, run_dir=f"t{seed}") for seed in (5, 6)]
+    report = build_report(runs)
+    rows = rows_of(report)
+    assert sorted(rows) == [("dense", 0.0), ("wanda", 0.5), ("wanda", 0.6), ("wanda", 0.7)]
+    assert [rows[("wanda", t)].n for t in (0.5, 0.6, 0.7)] == [2, 2, 2]
+    assert rows[("wanda", 0.5)].scores["mc"] == pytest.approx(0.3)
+    assert rows[("wanda", 0.5)].scores_std["mc"] == pytest.approx(0.1414, abs=1e-4)
+    markdown = report_markdown(report)
+    assert "| wanda | 60% | 2 | 0.200 ± 0.141 |" in markdown
+    assert "seeds: wanda 50%: seed=42,calib.seed=7, seed=42,calib.seed=8; wanda 60%: 1, 2;" in markdown
+    assert "wanda 70%: seed=42,method.tokens.seed=5, seed=42,method.tokens.seed=6." in markdown
+    one = report_markdown(build_report([make_run("dense")] + runs[3:5]))
+    assert "over its n seeds; seeds 1, 2." in one
+
+
+def test_the_header_says_what_the_cells_are_and_which_documents_were_scored():
+    """Issue 26.5: the header spoke of Rel.% above raw scores, and a 4-document report did not say so."""
+    markdown = report_markdown(build_report([make_run("dense"), make_run(scores=(0.25, 0.5))]))
+    assert ("Score columns: raw scores (each task's primary metric, a column per score the paper prints); "
+            "Avg Rel.% = mean over the columns") in markdown
+    assert "Scored on the first 4 documents of each task only (`eval.limit=4`)" in markdown
+    full = [make_run("dense", eval__limit=None), make_run(scores=(0.25, 0.5), eval__limit=None)]
+    assert "Scored on every document of each task." in report_markdown(build_report(full))
 
 
 def test_a_single_seed_table_keeps_the_paper_layout():

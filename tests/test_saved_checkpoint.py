@@ -123,3 +123,67 @@ def test_a_sparse_checkpoint_evaluated_as_dense_is_not_the_rel_reference() -> No
     method = {"name": "dense", "pruner": "none"}
     assert is_dense({"method": method, "sparsity": {"target": 0.0, "achieved": 0.0}})
     assert not is_dense({"method": method, "sparsity": {"target": 0.0, "achieved": 0.5}})
+
+
+def test_a_saved_checkpoint_evaluated_again_is_named_by_its_own_method_and_sparsity(
+    compose_cfg, pruned: Path, tmp_path: Path, capsys
+) -> None:
+    """Issue 26.3: `model.name=DIR method=dense` printed `dense: sparsity 0.5000 (target 0.0)`, a `dense | 0%`
+    row and a W&B run `model/dense`; the folder, the W&B run, the line and the row now name what it is."""
+    from omegaconf import OmegaConf
+
+    from tamp.reporting import build_report, load_results
+    from tamp.run_names import name_of_config
+
+    overrides = [f"model.name={pruned}", "model.dtype=float32", "method=dense", "eval=none", *QUIET]
+    assert OmegaConf.select(compose_cfg(overrides, hydra=True), "hydra.run.dir").endswith("_wanda-saved_0.5")
+    cfg = compose_cfg(overrides)
+    assert name_of_config(cfg).wandb(str(pruned)) == "ckpt/wanda-saved/50%"
+    capsys.readouterr()
+    run(cfg, tmp_path / "again")
+    assert capsys.readouterr().out.startswith("wanda (saved checkpoint): sparsity 0.5000 (measured on its weights; "
+                                              "saved by wanda at target 0.5)")
+    (table,) = build_report(load_results([tmp_path / "again"])).tables
+    assert [(row.method, row.target, row.dense) for row in table.rows] == [("wanda (saved checkpoint)", 0.5, False)]
+
+
+@pytest.mark.slow
+def test_a_saved_checkpoint_evaluated_again_from_the_command_line(pruned: Path, tmp_path: Path) -> None:
+    """The same as a user types it: its run folder, W&B run, printed line and report row."""
+    from tamp.cli.report import main as report_main
+    from tamp.reporting.wandb_offline import find_offline_runs, read_offline_run
+
+    cmd = [sys.executable, "-m", "tamp.run", f"model.name={pruned}", "model.dtype=float32", "method=dense",
+           "eval=none", "runner.progress=false", "logger=wandb", f"paths.output_dir={tmp_path}"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith("wanda (saved checkpoint): sparsity 0.5000 (measured on its weights; saved by "
+                                  "wanda at target 0.5)"), proc.stdout
+    (folder,) = (tmp_path / "runs").iterdir()
+    assert folder.name.endswith("_wanda-saved_0.5"), folder.name
+    (wandb_run,) = map(read_offline_run, find_offline_runs([folder]))
+    assert wandb_run.name == "ckpt/wanda-saved/50%"
+    assert report_main([str(folder), "--out", str(tmp_path / "report")]) == 0
+    assert "| wanda (saved checkpoint) | 50% |" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_a_sparse_checkpoint_without_a_manifest_is_named_once_measured(
+    compose_cfg, pruned: Path, tmp_path: Path, capsys
+) -> None:
+    import shutil
+
+    from tamp.reporting import build_report, load_results
+    from tamp.run_names import name_of_config
+
+    bare = tmp_path / "elsewhere"
+    shutil.copytree(pruned, bare)
+    (bare / MANIFEST).unlink()
+    cfg = compose_cfg([f"model.name={bare}", "model.dtype=float32", "method=dense", "eval=none", *QUIET])
+    assert name_of_config(cfg).folder() == "dense"  # nothing tells it apart before its weights are measured
+    capsys.readouterr()
+    run(cfg, tmp_path / "run")
+    assert capsys.readouterr().out.startswith("unknown (saved checkpoint): sparsity 0.5000 (measured on its "
+                                              "weights; no sparsity manifest beside the weights)")
+    (table,) = build_report(load_results([tmp_path / "run"])).tables
+    assert [(row.method, row.target, row.dense) for row in table.rows] == [("unknown (saved checkpoint)", 0.5, False)]

@@ -106,10 +106,10 @@ def test_sweep_with_a_failing_cell_prints_the_summary_and_exits_1(compose_cfg, t
     assert proc.returncode == 1, proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert last == (
-        "1/2 cells completed; failed: 1_wanda_1.5 (ValueError: sparsity.target=1.5 is out of range; "
+        "1/2 cells completed; failed: 1_wanda_1.5_seed42 (ValueError: sparsity.target=1.5 is out of range; "
         "valid: 0 <= target < 1)"
     )
-    assert json.loads((tmp_path / "0_wanda_0.5" / "results.json").read_text())["status"] == "completed"
+    assert json.loads((tmp_path / "0_wanda_0.5_seed42" / "results.json").read_text())["status"] == "completed"
 
 
 def test_the_summary_counts_cells_completed_before():
@@ -133,9 +133,9 @@ def test_a_sweep_run_again_runs_only_the_cell_that_failed(tmp_path: Path):
     first = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)  # TAMP_PREFLIGHT=0
     assert first.returncode == 1, first.stderr[-2000:]
     assert first.stderr.strip().splitlines()[-1].startswith(
-        "1/2 cells completed; failed: 1_wanda_0.6 (SaveTargetRefused: runner.save_dir="), first.stderr[-2000:]
+        "1/2 cells completed; failed: 1_wanda_0.6_seed42 (SaveTargetRefused: runner.save_dir="), first.stderr[-2000:]
     assert (mine / "notes.md").read_text() == "mine\n"
-    done = {**_tree(sweep / "0_wanda_0.5"), **{f"ckpt/{k}": v for k, v in _tree(ckpt / "0.5").items()}}
+    done = {**_tree(sweep / "0_wanda_0.5_seed42"), **{f"ckpt/{k}": v for k, v in _tree(ckpt / "0.5").items()}}
     mine.rename(tmp_path / "moved_away")  # the fix
 
     second = subprocess.run(cmd, cwd=REPO, env={**ENV, "TAMP_PREFLIGHT": "1"}, capture_output=True, text=True,
@@ -144,8 +144,8 @@ def test_a_sweep_run_again_runs_only_the_cell_that_failed(tmp_path: Path):
     assert second.stderr.strip().splitlines()[-1] == "2/2 cells completed: 1 before, 1 now"
     launched = second.stdout + second.stderr  # Hydra's launcher lists the jobs it starts: `#1 : sparsity.target=0.6`
     assert "#0 :" not in launched and "#1 : sparsity.target=0.6" in launched, launched[-2000:]
-    assert {**_tree(sweep / "0_wanda_0.5"), **{f"ckpt/{k}": v for k, v in _tree(ckpt / "0.5").items()}} == done
-    record = json.loads((sweep / "1_wanda_0.6" / "results.json").read_text())
+    assert {**_tree(sweep / "0_wanda_0.5_seed42"), **{f"ckpt/{k}": v for k, v in _tree(ckpt / "0.5").items()}} == done
+    record = json.loads((sweep / "1_wanda_0.6_seed42" / "results.json").read_text())
     assert record["status"] == "completed" and (ckpt / "0.6" / "sparsity_manifest.json").exists()
 
     third = subprocess.run(cmd, cwd=REPO, env={**ENV, "TAMP_PREFLIGHT": "1"}, capture_output=True, text=True,

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import os
+import signal
+import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tamp.cli.report import main as report_main
 from tamp.reporting.wandb_offline import find_offline_runs, load_offline_wandb, read_offline_run
@@ -23,10 +29,10 @@ def test_clean_metric_names() -> None:
     assert clean_metric("acc") == "acc"
 
 
-def test_run_names_say_model_method_and_sparsity() -> None:
-    assert run_name("llava-hf/llama3-llava-next-8b-hf", "tamp", 0.5) == "llama3-llava-next-8b-hf/tamp/50%"
-    assert run_name("tiny:llava", "wanda", 0.5, "2:4") == "tiny:llava/wanda/50%-2:4"
-    assert run_name("/runs/x/model/", "dense", 0.0, dense=True) == "model/dense"
+def test_run_names_say_model_method_sparsity_and_seed() -> None:
+    assert run_name("llava-hf/llama3-llava-next-8b-hf", "tamp", 0.5, seed=42) == "llama3-llava-next-8b-hf/tamp/50%/seed42"
+    assert run_name("tiny:llava", "wanda", 0.5, "2:4", seed=1) == "tiny:llava/wanda/50%-2:4/seed1"
+    assert run_name("/runs/x/model/", "dense", 0.0, dense=True, seed=1) == "model/dense"  # draws nothing
     assert run_name("m/n", "owl", 0.625) == "n/owl/62.5%"
 
 
@@ -49,31 +55,81 @@ def test_rel_and_summary_keys() -> None:
     assert keys["scores/a/acc"] == 0.4 and keys["score/a"] == 0.4 and keys["rel/avg"] == pytest.approx(75.0)
 
 
+SEEDS = (1, 2)
+
+
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory) -> Path:
-    """dense and magnitude 50% on the zoo model (dense scores are not 0, so Rel.% exists), W&B offline."""
+    """dense and wanda 60% on the zoo model over two seeds (dense scores are not 0, so Rel.% exists), W&B offline.
+
+    Two calibration samples and 16 documents of two fragile tasks: the two seeds' draws give other masks
+    and other scores (issue 26.1: `seed` used to change nothing for these methods).
+    """
     root = tmp_path_factory.mktemp("sweep") / "2026-01-01" / "10-00-00"
     cmd = [
         sys.executable, "-m", "tamp.run", "-m", f"hydra.sweep.dir={root}", "model=zoo_llava", "calib=zoo",
-        "eval=zoo", "eval.tasks=[tamp_zoo_color,tamp_zoo_shape]", "eval.limit=4", "calib.num_samples=2",
-        "runner=cpu", "runner.progress=false", "logger=wandb", "method=dense,magnitude",
+        "eval=zoo", "eval.tasks=[tamp_zoo_count,tamp_zoo_position]", "eval.limit=16", "calib.num_samples=2",
+        "runner=cpu", "logger=wandb", "method=dense,wanda", "sparsity.target=0.6",
+        f"seed={','.join(map(str, SEEDS))}",
     ]
     proc = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    (root / "stderr.txt").write_text(proc.stderr)
     return root
 
 
-def test_offline_runs_hold_group_names_and_rel(sweep: Path) -> None:
-    runs = {r.name: r for r in map(read_offline_run, find_offline_runs([sweep]))}
-    assert set(runs) == {"zoo/dense", "zoo/magnitude/50%"}
-    assert {r.group for r in runs.values()} == {"2026-01-01/10-00-00"}  # an ad-hoc sweep: its folder
-    assert all(r.state == "finished" for r in runs.values())
-    pruned, dense = runs["zoo/magnitude/50%"].summary, runs["zoo/dense"].summary
+def _cells(sweep: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/results.json")}
+
+
+def test_offline_runs_hold_group_names_seeds_and_rel(sweep: Path) -> None:
+    runs = [read_offline_run(p) for p in find_offline_runs([sweep])]
+    assert sorted(r.name for r in runs) == ["zoo/dense", "zoo/dense", "zoo/wanda/60%/seed1", "zoo/wanda/60%/seed2"]
+    assert {r.group for r in runs} == {"2026-01-01/10-00-00"}  # an ad-hoc sweep: its folder
+    assert all(r.state == "finished" for r in runs)
+    by_name = {r.name: r for r in runs}
+    assert "seed=2" in by_name["zoo/wanda/60%/seed2"].tags
+    pruned, dense = by_name["zoo/wanda/60%/seed1"].summary, by_name["zoo/dense"].summary
     assert not [k for k in pruned if "," in k]  # raw lmms-eval keys live only under summary["results"]
     assert dense["rel/avg"] == pytest.approx(100.0)
-    expected = [100 * pruned[f"score/{t}"] / dense[f"score/{t}"] for t in ("tamp_zoo_color", "tamp_zoo_shape")]
-    assert [pruned["rel/tamp_zoo_color"], pruned["rel/tamp_zoo_shape"]] == pytest.approx(expected)
+    tasks = ("tamp_zoo_count", "tamp_zoo_position")
+    expected = [100 * pruned[f"score/{t}"] / dense[f"score/{t}"] for t in tasks]
+    assert [pruned[f"rel/{t}"] for t in tasks] == pytest.approx(expected)
     assert pruned["rel/avg"] == pytest.approx(sum(expected) / 2)
+
+
+def test_a_seed_sweep_draws_other_calibration_samples_and_the_report_averages_them(sweep: Path, tmp_path: Path) -> None:
+    """Issue 26.1: `seed` is the calibration draw, as the official code's --seed; repeats are mean ± std."""
+    cells = _cells(sweep)
+    assert sorted(cells) == ["0_dense", "1_dense", "2_wanda_0.6_seed1", "3_wanda_0.6_seed2"]  # names tell them apart
+    one, two = cells["2_wanda_0.6_seed1"], cells["3_wanda_0.6_seed2"]
+    assert (one["config"]["calib"]["seed"], two["config"]["calib"]["seed"]) == SEEDS  # calib.seed follows seed
+    assert one["calibration"]["seed"] == 1 and len(one["calibration"]["ids"]) == 2
+    assert one["calibration"]["ids"] != two["calibration"]["ids"], "both seeds drew the same calibration records"
+    tasks = ("tamp_zoo_count", "tamp_zoo_position")
+    scores = [[c["scores"][t]["exact_match,none"] for t in tasks] for c in (one, two)]
+    assert scores[0] != scores[1], "two calibration draws gave the same scores: the seed changed nothing"
+    assert report_main([str(sweep), "--out", str(tmp_path)]) == 0
+    markdown = (tmp_path / "report.md").read_text()
+    assert "| Method | Sparsity | n |" in markdown and "seeds 1, 2." in markdown
+    with open(tmp_path / "report.csv", newline="") as f:
+        row = next(r for r in csv.DictReader(f) if r["method"] == "wanda")
+    assert (row["n"], row["seeds"]) == ("2", "1 2")
+    for i, task in enumerate(tasks):
+        assert float(row[f"score:{task}"]) == pytest.approx((scores[0][i] + scores[1][i]) / 2)
+        assert float(row[f"score_std:{task}"]) == pytest.approx(statistics.stdev([scores[0][i], scores[1][i]]))
+    assert f"| wanda | 60% | 2 | {float(row['score:tamp_zoo_count']):.3f} ± " in markdown
+
+
+def test_the_cells_log_no_third_party_bars_and_their_resolved_config(sweep: Path) -> None:
+    """Issue 26.7: off a terminal, no transformers / lmms-eval bars; the resolved config printed and saved."""
+    stderr = (sweep / "stderr.txt").read_text()
+    for bar in ("Loading weights", "Postprocessing", "Writing model shards", "\r"):
+        assert bar not in stderr, bar
+    assert stderr.count("resolved config (saved to ") == 4
+    saved = yaml.safe_load((sweep / "3_wanda_0.6_seed2" / "config_resolved.yaml").read_text())
+    assert saved["seed"] == 2 and saved["calib"]["seed"] == 2 and saved["method"]["name"] == "wanda"
+    assert "  calib: {name: zoo, source: llava_json" in stderr  # one line per group
 
 
 def test_report_reads_offline_runs_like_results_files(sweep: Path, tmp_path: Path) -> None:
@@ -82,7 +138,7 @@ def test_report_reads_offline_runs_like_results_files(sweep: Path, tmp_path: Pat
                         "--out", str(tmp_path / "wandb")]) == 0
     files, wandb = ((tmp_path / d / "report.csv").read_text() for d in ("files", "wandb"))
     assert files == wandb
-    assert len(load_offline_wandb([sweep])) == 2
+    assert len(load_offline_wandb([sweep])) == 4
     assert report_main(["--wandb-dir", str(sweep), "--group", "other", "--out", str(tmp_path / "x")]) == 1
 
 
@@ -96,14 +152,14 @@ def test_report_logs_a_summary_run_with_the_rel_table_and_plots(sweep: Path, tmp
     assert run.summary["rel_table"]["_type"] == "table-file"
     assert {"plots/sparsity_vs_rel", "plots/sparsity_per_block"} <= set(run.summary)
     assert run.summary["avg_rel/zoo/dense/0"] == pytest.approx(100.0)
-    assert "avg_rel/zoo/magnitude/0.5" in run.summary
+    assert "avg_rel/zoo/wanda/0.6" in run.summary
     # the report's own run, logged into the sweep's folder, is never read back as a cell
     into_sweep = [sys.executable, "-m", "tamp.report", str(sweep), "--wandb-log", "tamp"]  # out: the sweep itself
     proc = subprocess.run(into_sweep, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert len(find_offline_runs([sweep])) == 3
+    assert len(find_offline_runs([sweep])) == 5
     assert report_main(["--wandb-dir", str(sweep), "--out", str(tmp_path / "again")]) == 0
-    assert len(load_offline_wandb([sweep])) == 2
+    assert len(load_offline_wandb([sweep])) == 4
 
 
 def test_a_run_log_cut_short_is_named_by_its_folder_never_empty(sweep: Path, tmp_path: Path, capsys) -> None:
@@ -117,3 +173,39 @@ def test_a_run_log_cut_short_is_named_by_its_folder_never_empty(sweep: Path, tmp
     assert report_main(["--wandb-dir", str(tmp_path), "--out", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(folder) in err[0] and "run record" in err[0]
+
+
+def test_only_the_last_attempt_of_a_run_directory_counts() -> None:
+    from tamp.reporting.wandb_source import latest_attempts
+
+    first, second, other, bare = ({"run_dir": d, "n": i} for i, d in enumerate(["/s/0_w", "/s/0_w", "/s/1_w", "wandb:p/x"]))
+    kept = latest_attempts([second, first, other, bare], ["20260102_1000", "20260101_0900", "20260101_0900", ""])
+    assert kept == [second, other, bare]  # the later start wins; runs without a directory all stay
+
+
+@pytest.mark.slow
+def test_a_resumed_cell_reads_from_wandb_as_its_last_attempt(tmp_path: Path) -> None:
+    """Issue 26.4: after a successful resume the W&B report footnoted the interrupted attempt as a failed run."""
+    run_dir = tmp_path / "cell"
+    cmd = [sys.executable, "-m", "tamp.run", f"hydra.run.dir={run_dir}", "logger=wandb", "calib.num_samples=4",
+           "runner.progress=false", "eval=tiny", "eval.limit=2"]
+    slow = {**ENV, "TAMP_TEST_BLOCK_DELAY_S": "30"}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=slow, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    progress = run_dir / "checkpoint" / "progress.json"
+    deadline = time.time() + 240
+    while not (progress.exists() and json.loads(progress.read_text())["completed_blocks"] >= 1):
+        assert proc.poll() is None and time.time() < deadline, "the run ended before it could be interrupted"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)  # SLURM pre-emption
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and "tamp: interrupted by SIGTERM" in err, err[-2000:]
+    assert json.loads((run_dir / "results.json").read_text())["status"] == "interrupted"
+    resumed = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    attempts = sorted(read_offline_run(p).state for p in find_offline_runs([run_dir]))
+    assert attempts == ["failed", "finished"]  # one W&B run per attempt
+    (result,) = load_offline_wandb([run_dir])
+    assert result["status"] == "completed"
+    assert report_main(["--wandb-dir", str(run_dir), "--out", str(tmp_path / "report")]) == 0
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "did not complete" not in markdown and "interrupted" not in markdown and "failed" not in markdown

@@ -22,6 +22,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from tamp.cli.schema import RunConfig, validate
+from tamp.io import first_line
 
 SEED_RANGE = (0, 2**32 - 1)  # what numpy's and torch's seeding accept on every platform
 
@@ -81,11 +82,13 @@ def _check_unknown(cfg: DictConfig) -> None:
                          f"{', '.join(valid)}")
 
 
-def _check_runner(settings: RunConfig, local: bool) -> None:
+def _check_runner(settings: RunConfig, local: bool, skipped: list[str]) -> None:
     r = settings.runner
     if isinstance(r.devices, str) and r.devices != "auto" and not r.devices.isdigit():
         raise ValueError(f"runner.devices='{r.devices}' is not valid; valid: a count >= 1, a list of device ids, or auto")
     cuda = torch.cuda.is_available() or not local  # local=False: a config for another machine
+    if not local and not torch.cuda.is_available() and (r.accelerator in ("cuda", "gpu") or r.device.startswith("cuda")):
+        skipped.append(f"runner.accelerator={r.accelerator} (no CUDA device here)")
     if r.accelerator in ("cuda", "gpu") and not cuda:
         raise ValueError(f"runner.accelerator={r.accelerator} but no CUDA device is present; use runner=cpu")
     if (local and r.accelerator in ("cuda", "gpu") and isinstance(r.devices, int)
@@ -114,12 +117,18 @@ def _check_scalars(settings: RunConfig) -> None:
         raise ValueError(f"eval.batch_size={settings.eval.batch_size} is out of range; valid: >= 1")
 
 
-def _check_model(settings: RunConfig) -> None:
-    from tamp.models.loading import resolve_dtype
+def _check_model(settings: RunConfig, local: bool, skipped: list[str]) -> None:
+    from tamp.models.loading import WeightsNotAvailableError, resolve_dtype
     from tamp.models.named import check_named_model
 
     resolve_dtype(settings.model.dtype)
-    check_named_model(settings.model.name)
+    try:
+        check_named_model(settings.model.name)
+    except (FileNotFoundError, WeightsNotAvailableError) as err:
+        if local:
+            raise
+        where = "not in this machine's Hugging Face cache" if isinstance(err, WeightsNotAvailableError) else "not found here"
+        skipped.append(f"model.name={settings.model.name} ({where})")
     if settings.model.family is not None:
         from tamp.models.loading import check_family
         from tamp.models.named import scheme_of
@@ -127,7 +136,7 @@ def _check_model(settings: RunConfig) -> None:
 
         cls = adapter_class(settings.model.family)  # one line naming the valid families
         if scheme_of(settings.model.name) is None:
-            check_family(settings.model.name, settings.model.family)
+            check_family(settings.model.name, settings.model.family)  # when the folder is here
         check_audio_in_video(settings.model.use_audio_in_video, cls)
 
 
@@ -212,22 +221,37 @@ def _check_tasks(
     check_task_hazards(manager, names, {**os.environ, **dict(eval_env)})
 
 
-def check_run_config(cfg: DictConfig, local: bool = True) -> RunConfig:
+def check_run_config(cfg: DictConfig, local: bool = True, skipped: list[str] | None = None) -> RunConfig:
     """The typed run config, or a one-line ValueError / OSError naming the bad key or file.
 
-    `local=False` checks a config meant for another machine (a GPU node with the weights and data):
-    what depends on this machine (CUDA, model directories, calibration files) is skipped.
+    `local=False` checks a config meant for another machine (a cluster node, submitted from a login
+    node): keys, types and ranges as always, and the model and calibration files where this machine
+    sees them (a shared file system); what only the node has (CUDA devices, a file or cached model
+    not found here) is left to the job, which checks it again on its node, and appended to `skipped`.
     """
     from tamp.method import ComposedMethod
 
+    skipped = skipped if skipped is not None else []
     _check_unknown(cfg)
     _check_names(cfg)
     settings = validate(cfg)
     _check_scalars(settings)
-    _check_runner(settings, local)
+    _check_runner(settings, local, skipped)
     ComposedMethod.from_config(settings.prune_config())  # pruner, allocation and token selector ranges
-    if local:
-        _check_model(settings)
+    _check_model(settings, local, skipped)
+    try:
         _check_calibration(settings)
+    except FileNotFoundError as err:
+        if local:
+            raise
+        missing = not Path(settings.calib.path).expanduser().exists()
+        skipped.append(f"calib.path={settings.calib.path} (not found here)" if missing else f"calib ({first_line(err)})")
+    from tamp.eval.hazards import TaskHazardError
+
+    try:
         _check_eval(settings)
+    except (FileNotFoundError, TaskHazardError) as err:  # the node's task folders, dataset caches, NLTK, FFmpeg
+        if local:
+            raise
+        skipped.append(f"eval ({first_line(err).split('; valid:')[0]})")
     return settings

@@ -19,6 +19,7 @@ import os
 import re
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -44,6 +45,10 @@ _PASS_THROUGH = ("help", "hydra_help", "cfg", "shell_completion", "info", "exper
                  "config_path", "config_dir", "config_name")
 
 
+#: launchers that run the cells on this machine; any other (SLURM, ...) runs them elsewhere
+LOCAL_LAUNCHERS = ("BasicLauncher", "JoblibLauncher", "submitit_launcher.LocalLauncher")
+
+
 class PreflightError(ValueError):
     """A bad command line, already phrased as the one line the user sees."""
 
@@ -52,14 +57,50 @@ class NothingToDo(Exception):  # noqa: N818 - not an error: the run is already d
     """The command's run folder holds a completed run of the same config; the message says so in one line."""
 
 
-def check_command(argv: Sequence[str], local: bool = True) -> int:
+@dataclass
+class Checked:
+    """What the pre-run check did: the cells it checked and, for another machine, what it left to the jobs."""
+
+    cells: int
+    remote: str | None = None  # the launcher that runs the cells elsewhere (`slurm`), None: this machine
+    skipped: list[str] = field(default_factory=list)
+
+    def note(self) -> str | None:
+        """The line a submission from a login node prints: checked for another machine, and what was not."""
+        if self.remote is None:
+            return None
+        left = "; ".join(self.skipped) if self.skipped else "nothing"
+        return (f"tamp: checked {self.cells} cell{'s' if self.cells != 1 else ''} for the machines of "
+                f"hydra/launcher={self.remote} (keys, types, ranges, files seen here); left to each job on its "
+                f"node: {left}")
+
+
+def check_command(argv: Sequence[str], local: bool | None = True) -> int:
     """Compose and check every cell `argv` describes; the number of cells checked (0: left to Hydra).
 
-    `local=False` checks a command meant for another machine (a GPU node with the weights and data).
+    `local=False` checks a command meant for another machine (a GPU node with the weights and data);
+    `local=None` decides from the launcher (tamp.run does: a SLURM submission from a login node).
     """
+    return preflight(argv, local).cells
+
+
+def remote_launcher(base: DictConfig) -> str | None:
+    """The launcher's option name when it runs the cells on other machines (slurm), else None.
+
+    TAMP_PREFLIGHT=remote treats any launcher as remote (a launcher of your own that submits elsewhere).
+    """
+    target = str(OmegaConf.select(base, "hydra.launcher._target_", default="") or "")
+    name = str(OmegaConf.select(base, "hydra.runtime.choices", default={}).get("hydra/launcher") or target)
+    if os.environ.get("TAMP_PREFLIGHT", "").lower() == "remote":
+        return name or "remote"
+    return None if not target or target.endswith(LOCAL_LAUNCHERS) else name
+
+
+def preflight(argv: Sequence[str], local: bool | None = True) -> Checked:
+    """`check_command` with what it decided: for another machine or this one, and what it left to the jobs."""
     args = get_args_parser().parse_args(list(argv))
     if any(getattr(args, flag, None) for flag in _PASS_THROUGH):
-        return 0
+        return Checked(0)
     overrides = list(args.overrides)
     parsed = _parse(overrides)
     sweeps = [o.input_line for o in parsed if o.is_sweep_override()]
@@ -67,16 +108,22 @@ def check_command(argv: Sequence[str], local: bool = True) -> int:
         raise PreflightError(f"'{sweeps[0]}' is a sweep; add -m (--multirun) to run one cell per value, "
                              "or quote the value ('a,b') to pass it as a string")
     register_schema()
+    skipped: list[str] = []
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         base = _compose([o for o in overrides if o not in sweeps], hydra=True)
         target = _check_output_dir(base, args.multirun)
+        remote = remote_launcher(base) if args.multirun else None
+        if local is None:
+            local = remote is None
+        elif not local:
+            remote = remote or "another machine"
         cells = _cells(base, overrides) if args.multirun else [overrides]
         saves: dict[Path, str] = {}
         for cell in cells:
             cfg = _compose(cell, hydra=False)
             where = f" (cell {' '.join(cell)})" if args.multirun and len(cells) > 1 else ""
             try:
-                settings = check_run_config(cfg, local)
+                settings = check_run_config(cfg, local, skipped)
                 run_dir = settings.resume or (None if args.multirun else target)
                 if not local:  # the folders are on the other machine
                     continue
@@ -100,7 +147,7 @@ def check_command(argv: Sequence[str], local: bool = True) -> int:
                                      "runner.save_dir=ckpt/${method.name}_${sparsity.target}")
             if save is not None:
                 saves[save] = " ".join(cell)
-    return len(cells)
+    return Checked(len(cells), None if local else remote, list(dict.fromkeys(skipped)))
 
 
 def _check_run_folder(run_dir: Path, key: str) -> None:
@@ -198,5 +245,6 @@ def _check_output_dir(base: DictConfig, multirun: bool) -> Path | None:
 
 
 def enabled() -> bool:
-    """TAMP_PREFLIGHT=0 skips the check (it composes every cell once more, about a second)."""
+    """TAMP_PREFLIGHT=0 skips the check (it composes every cell once more, about a second); =remote checks
+    for another machine whatever the launcher."""
     return os.environ.get("TAMP_PREFLIGHT", "1") not in ("0", "false", "no")

@@ -87,9 +87,23 @@ def run(cfg: DictConfig, run_dir: str | Path, cache_dir: str | Path | None = Non
     return record.to_json()
 
 
-def _print_summary(record: RunRecord, run_dir: str | Path) -> None:
+def summary_head(record: RunRecord) -> str:
+    """`wanda, seed 42: sparsity 0.5000 (target 0.5)`; a saved checkpoint by its own method and measured sparsity."""
+    from tamp.run_names import name_of_record
+
+    name = name_of_record(record.to_json())
     achieved = record.sparsity.achieved or 0
-    line = f"{record.method.name}: sparsity {achieved:.4f} (target {record.sparsity.target})"
+    if name.saved:
+        manifest = record.sparsity.manifest
+        made = (f"saved by {manifest.get('method')} at target {manifest.get('target')}" if manifest
+                else "no sparsity manifest beside the weights")
+        return f"{name.label()}: sparsity {achieved:.4f} (measured on its weights; {made})"
+    seed = f", seed {name.seed}" if name.seed is not None and not name.dense else ""
+    return f"{name.label()}{seed}: sparsity {achieved:.4f} (target {record.sparsity.target})"
+
+
+def _print_summary(record: RunRecord, run_dir: str | Path) -> None:
+    line = summary_head(record)
     primary = {task: record.scores.get(task, {}) for task in record.primary_metric}
     scores = record.scores if record.columns else primary  # older records: every primary metric's column
     for label, value in column_scores(record.primary_metric, scores, record.columns).items():
@@ -152,20 +166,26 @@ def main(cfg: DictConfig) -> None:
 
 
 def cli() -> None:
-    """`python -m tamp.run` / `tamp-run`: check the whole command (every cell) first, then Hydra runs it."""
-    from tamp.cli.preflight import NothingToDo, PreflightError, check_command, enabled
+    """`python -m tamp.run` / `tamp-run`: check the whole command (every cell) first, then Hydra runs it.
+
+    With a launcher that runs the cells elsewhere (hydra/launcher=slurm, from a login node) the check
+    is the one for another machine, and one line says what it left to the jobs.
+    """
+    from tamp.cli.preflight import NothingToDo, PreflightError, enabled, preflight
     from tamp.cli.streams import guard_streams
 
     guard_streams()  # `... | head -1`: a closed pipe drops output, never the run
     if enabled():
         try:
-            check_command(sys.argv[1:])
+            checked = preflight(sys.argv[1:], local=None)  # a SLURM launcher: checked for its nodes
         except PreflightError as err:
             print(f"tamp: error: {err}", file=sys.stderr)
             sys.exit(2)
         except NothingToDo as done:
             print(f"tamp: {done}", file=sys.stderr)
             sys.exit(0)
+        if checked.note():
+            print(checked.note(), file=sys.stderr, flush=True)
     signal.signal(signal.SIGTERM, _interrupt)  # SLURM pre-emption: record "interrupted", keep the checkpoint
     try:
         main()
@@ -175,6 +195,9 @@ def cli() -> None:
         code = 128 + (signal.SIGTERM if "SIGTERM" in name else signal.SIGINT)
         print(f"tamp: interrupted by {name.removeprefix('signal ')}; results.json says \"interrupted\" and the "
               "checkpoint is kept: the same command resumes", file=sys.stderr)
+        from tamp.cli.sweep_summary import summarize_interrupted
+
+        summarize_interrupted()  # a multirun: Hydra runs no end-of-multirun callback then, so its summary here
         sys.exit(code)
 
 

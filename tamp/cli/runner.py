@@ -20,12 +20,15 @@ from omegaconf import DictConfig, OmegaConf
 from tamp.cli.schema import RunConfig, validate
 from tamp.data.sources import calibration_set
 from tamp.io import write_json_atomic
-from tamp.models.named import load_named_model
+from tamp.models.named import load_named_model, scheme_of
 from tamp.pipeline.checkpoint import PruneCheckpoint
+from tamp.progress import quiet_library_bars
 from tamp.run_record import LinearEntry, MethodId, ModelId, RunRecord, Sparsity
 from tamp.tracking.results import ResultsFile
 
 log = logging.getLogger("tamp")
+RESOLVED_CONFIG = "config_resolved.yaml"
+WANDB_TAG_CHARS = 64
 
 
 def make_fabric(settings: RunConfig):
@@ -88,6 +91,8 @@ def table_columns(settings: RunConfig, scores: dict[str, Any]) -> list[dict[str,
 
 def _dense_cache_key(settings: RunConfig) -> str:
     key = {"model": settings.model.name, "eval": OmegaConf.to_container(OmegaConf.structured(settings.eval))}
+    if scheme_of(settings.model.name) == "tiny":  # a tiny random model's weights are drawn with the seed
+        key["seed"] = settings.seed
     return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -139,11 +144,41 @@ def evaluate_model(settings: RunConfig, model, processor, adapter, fabric, cache
     return out
 
 
+def calibration_record(settings: RunConfig, samples: list) -> dict[str, Any]:
+    """What results.json says about the calibration draw: which records the seed picked."""
+    c = settings.calib
+    ids = [sample.meta.get("id") for sample in samples]
+    return {"source": c.source, "seed": c.seed, "ids": ids if any(i is not None for i in ids) else []}
+
+
+def save_resolved_config(config: dict[str, Any], run_dir: Path) -> None:
+    """The resolved config, printed to the log and saved as RUN_DIR/config_resolved.yaml (Hydra's
+    .hydra/config.yaml keeps the interpolations: `${seed}`, `${paths.data_dir}`, ...)."""
+    import yaml
+
+    path = run_dir / RESOLVED_CONFIG
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
+    def flow(value: Any) -> str:
+        if not isinstance(value, (dict, list)):
+            return json.dumps(value)
+        return yaml.safe_dump(value, default_flow_style=True, width=10**6, sort_keys=False).strip()
+
+    compact = [f"  {key}: {flow(value)}" for key, value in config.items()]  # one line per group: sweeps stay readable
+    log.info("resolved config (saved to %s):\n%s", path, "\n".join(compact))
+
+
 def run_cell(fabric, cfg: DictConfig, run_dir: str | Path, cache_dir: str | Path | None = None) -> dict[str, Any]:
     """The whole cell inside the Fabric world; returns the results dict (rank 0's is authoritative)."""
+    with quiet_library_bars():  # off a terminal: no "Loading weights" / "Writing model shards" bars in the log
+        return _run_cell(fabric, cfg, run_dir, cache_dir)
+
+
+def _run_cell(fabric, cfg: DictConfig, run_dir: str | Path, cache_dir: str | Path | None = None) -> dict[str, Any]:
     import tamp
     from tamp.pipeline.distributed import fabric_reducer, shard
-    from tamp.tracking.wandb_keys import group_name, run_name
+    from tamp.run_names import model_label, name_of_config, name_of_record
+    from tamp.tracking.wandb_keys import group_name
     from tamp.tracking.wandb_logger import WandbRun
 
     settings = validate(cfg)
@@ -153,11 +188,14 @@ def run_cell(fabric, cfg: DictConfig, run_dir: str | Path, cache_dir: str | Path
     tracker = None
     if is_main:
         results.start()
-        tags = [settings.method.name, f"sparsity={settings.sparsity.target}", settings.model.name]
-        s_ = settings.sparsity
-        name = run_name(settings.model.name, settings.method.name, s_.target, s_.pattern, dense=_is_dense(settings))
+        save_resolved_config(results.record.config or {}, run_dir)
+        cell = name_of_config(results.record.config or {})
+        tags = [settings.method.name, f"sparsity={settings.sparsity.target}", model_label(settings.model.name),
+                f"seed={settings.seed}"]
+        tags = [tag[:WANDB_TAG_CHARS] for tag in tags]  # W&B refuses the run for a longer tag (a checkpoint path)
         group = group_name(settings.logger.wandb.group, Path(cache_dir).parent if cache_dir else None)
-        tracker = WandbRun(settings.logger.wandb, name, results.record.config or {}, run_dir, tags, group)
+        tracker = WandbRun(settings.logger.wandb, cell.wandb(settings.model.name), results.record.config or {},
+                           run_dir, tags, group)
     failed = True
     try:
         start = time.perf_counter()
@@ -185,7 +223,7 @@ def run_cell(fabric, cfg: DictConfig, run_dir: str | Path, cache_dir: str | Path
         asked = results.record.sparsity
         if settings.method.pruner != "none":
             calib, fitted = calibration_set(settings.calib_settings(), adapter, loaded.examples)
-            measured["calibration"] = fitted.as_dict()
+            measured["calibration"] = {**fitted.as_dict(), **calibration_record(settings, calib)}
             samples = shard(calib, fabric.global_rank, fabric.world_size)
             report = tamp.prune(
                 model, samples, prune_cfg, adapter=adapter, reducer=fabric_reducer(fabric), checkpoint_writer=is_main
@@ -203,6 +241,9 @@ def run_cell(fabric, cfg: DictConfig, run_dir: str | Path, cache_dir: str | Path
             measured["sparsity"], measured["sparsity_per_linear"] = unpruned_run_sparsity(
                 adapter, settings.model.name, asked, r.targets, r.ignore
             )
+            if tracker is not None:  # a sparse checkpoint without a manifest: named once its weights are measured
+                measured_name = name_of_record({**results.data, "sparsity": measured["sparsity"].to_json()})
+                tracker.rename(measured_name.wandb(settings.model.name))
         if is_main:
             from tamp.cli.save_run import save_run_model
 

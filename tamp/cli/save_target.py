@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from tamp.cli.schema import RunConfig
 
 #: what a run keeps in its own folder: never a save target
-RUN_DIR_OWN = (".hydra", "checkpoint", "wandb", "results.json", "run.log", "prune_report.md", ".tamp.lock")
+RUN_DIR_OWN = (".hydra", "checkpoint", "wandb", "results.json", "run.log", "prune_report.md", ".tamp.lock",
+               "config_resolved.yaml")
 SUGGESTION = "choose a new folder, e.g. runner.save_dir=ckpt/${method.name}_${sparsity.target}"
 
 

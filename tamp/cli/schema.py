@@ -16,7 +16,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from tamp.components import as_prune_config, resolve_method
-from tamp.config import AllocationConfig, MethodConfig, PruneConfig, SparsityConfig, TokensConfig
+from tamp.config import MethodConfig, PruneConfig, SparsityConfig
 from tamp.data.calib import DRAWS
 from tamp.data.calib import CalibConfig as DataCalibConfig
 from tamp.data.sources import CALIB_SOURCES
@@ -190,27 +190,23 @@ class RunConfig:
 
 
 def register_schema() -> None:
-    """The run schema, and every registered component's settings as a Hydra group option.
+    """The run schema, and every registered component's settings as a Hydra group option
+    (tamp.presets.register_components: what the method presets' defaults lists pick)."""
+    from tamp.presets import register_components
 
-    `method/allocation=<name>` and `method/tokens=<name>` pick an allocation's or selector's own
-    settings node (a preset's defaults list does the same); `/pruner/<name>@_here_` first in a
-    preset's defaults gives the method node a pruner's own keys (e.g. SparseGPT's blocksize).
-    """
-    from tamp.pruning.registry import PRUNERS
-    from tamp.sparsity.registry import ALLOCATIONS
-    from tamp.tokens.registry import SELECTORS
-
-    store = ConfigStore.instance()
-    store.store(name="run_schema", node=RunConfig)
-    for group, registry, base, key in (
-        ("method/allocation", ALLOCATIONS, AllocationConfig, "name"),
-        ("method/tokens", SELECTORS, TokensConfig, "name"),
-        ("pruner", PRUNERS, MethodConfig, "pruner"),
-    ):
-        for name in registry.names():
-            store.store(group=group, name=name, node=(registry.get(name).config or base)(**{key: name}))
+    ConfigStore.instance().store(name="run_schema", node=RunConfig)
+    register_components()
     if not OmegaConf.has_resolver("zoo_data"):
         OmegaConf.register_new_resolver("zoo_data", _zoo_data)
+    if not OmegaConf.has_resolver("run_name"):
+        OmegaConf.register_new_resolver("run_name", _run_name)
+
+
+def _run_name(*, _root_: DictConfig) -> str:
+    """`${run_name:}`: the cell's folder name from its config (tamp.run_names): `das+tokens=random_0.6_seed1`."""
+    from tamp.run_names import name_of_config
+
+    return name_of_config(_root_).folder()
 
 
 def _zoo_data(model_name: str, cache_dir: str) -> str:

@@ -22,7 +22,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
@@ -112,13 +112,18 @@ def summary_line(cells: list[Cell], before: int = 0) -> str:
 class SweepSummary(Callback):
     """Hydra callback: summary line after the multirun; exit status 1 when any cell failed or none ran."""
 
+    #: the multirun in progress and its config: Ctrl-C (or SIGTERM) skips Hydra's end callbacks
+    active: ClassVar[tuple[SweepSummary, DictConfig] | None] = None
+
     def __init__(self) -> None:
         self.started = time.time()
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.started = time.time() - 1.0  # file times may be rounded down to the second
+        SweepSummary.active = (self, config)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        SweepSummary.active = None
         sweep_dir = Path(str(config.hydra.sweep.dir))
         planned = planned_cells(sweep_dir, self.started)
         cells, before = planned if planned is not None else (
@@ -131,3 +136,16 @@ class SweepSummary(Callback):
             raise SystemExit(
                 EXIT_FAILED
             )  # SystemExit passes Hydra's callback guard, which only catches Exception
+
+
+def summarize_interrupted() -> bool:
+    """After Ctrl-C or SIGTERM stopped a multirun, its summary line (the cells not reached count as not
+    completed); False outside a multirun. Hydra calls no end-of-multirun callback when a job raises one."""
+    if SweepSummary.active is None:
+        return False
+    summary, config = SweepSummary.active
+    try:
+        summary.on_multirun_end(config)
+    except SystemExit:
+        pass
+    return True

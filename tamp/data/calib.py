@@ -280,7 +280,11 @@ def build_calibration(
 ) -> list[CalibSample]:
     """Calibration samples for `adapter`'s model, drawn from the configured conversation set."""
     cfg = as_calib_config(cfg)
-    source = open_source(cfg)
+    return samples_from_source(adapter, open_source(cfg), cfg)
+
+
+def samples_from_source(adapter: SampleEncoder, source: RecordSource, cfg: CalibConfig) -> list[CalibSample]:
+    """Filter, draw (seeded), check, decode and encode the records of an opened source."""
     chosen = draw(select_indices(source, cfg), cfg, source.label)
     media_dir = _media_dir(cfg)
     plans = [plan_record(record, adapter, cfg, media_dir) for record in source.records(chosen)]

@@ -1,7 +1,8 @@
 """What defines a run's experiment, as flat `dotted.key -> value text` items read from its resolved config.
 
-Two runs land in one report row only when these items are equal; runs that differ only in `seed` are
-repeats (mean +- std over seeds). The items split in two: the table key (model and evaluation
+Two runs land in one report row only when these items are equal; runs that differ only in a seed
+(`seed`, `calib.seed`, a method's own `method.tokens.seed`, ...: any key named `seed`) are repeats
+(mean +- std over seeds). The items split in two: the table key (model and evaluation
 settings: Rel.% compares only runs scored the same way, against a dense run scored the same way) and
 the row key (calibration set, method and its resolved settings, sparsity, which linears are pruned).
 Everything in the config that is not listed below as not defining the experiment is part of a key,
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tamp.reporting.runs import is_dense, pattern_of, run_tasks
+from tamp.run_names import is_seed_key, seed_items, seed_label
 
 SEED = "seed"
 #: settings that do not change what is measured: bookkeeping, where things run, how progress is shown
@@ -67,6 +69,8 @@ def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _defining(key: str) -> bool:
+    if is_seed_key(key):
+        return False
     return not any(key == skip or key.startswith(f"{skip}.") for skip in NOT_DEFINING)
 
 
@@ -117,9 +121,9 @@ def run_key(result: dict[str, Any]) -> RunKey:
 
 
 def seed_of(result: dict[str, Any]) -> Any:
-    """The run's top-level `seed` (the repeat axis), None when its config did not record one."""
-    config = result.get("config")
-    return config.get(SEED) if isinstance(config, dict) else None
+    """The run's seed (the repeat axis): `seed`, or `seed=1,calib.seed=7` when another seed was set apart
+    from it (tamp.run_names); None when its config recorded none."""
+    return seed_label(seed_items(result.get("config")))
 
 
 def differing(keys: list[Items], skip: tuple[str, ...] = ()) -> list[str]:

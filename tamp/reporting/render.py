@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from tamp.reporting.keys import seed_of
 from tamp.reporting.rank import AVG, BEST, SECOND
 from tamp.reporting.table import Report, Row, Table
 
@@ -65,6 +66,22 @@ def failure_notes(table: Table) -> list[str]:
     return notes
 
 
+def row_seeds(row: Row) -> list[str]:
+    """The seeds a row averages, as its runs recorded them (`1`, or `seed=1,calib.seed=7`)."""
+    return [str(seed) for seed in (seed_of(runs[0]) for runs in row.seeds) if seed is not None]
+
+
+def seeds_note(table: Table) -> str:
+    """What n counts and which seeds each row averages (one list when every row has the same)."""
+    head = ("Runs that differ only in a seed (`seed`, which also draws the calibration samples; `calib.seed` "
+            "or a method's own `seed` where set apart) are one row: mean ± sample std over its n seeds")
+    lists = {(row.method, sparsity_label(row)): row_seeds(row) for row in table.rows if row.n > 1}
+    if len({tuple(seeds) for seeds in lists.values()}) == 1:
+        return f"{head}; seeds {', '.join(next(iter(lists.values())))}."
+    return head + "; seeds: " + "; ".join(f"{method} {sparsity}: {', '.join(seeds)}"
+                                         for (method, sparsity), seeds in lists.items()) + "."
+
+
 def table_markdown(table: Table) -> str:
     labels = [c.label for c in table.columns]
     avg_head = "Avg Rel.%" + ("*" if table.excluded else "")
@@ -88,7 +105,7 @@ def table_markdown(table: Table) -> str:
     if table.no_rel:
         notes.append(table.no_rel)
     if table.repeats:
-        notes.append("Runs that differ only in `seed` are one row: mean ± sample std over its n seeds.")
+        notes.append(seeds_note(table))
     if table.variants:
         listed = "\n".join(f"- {label}: {text}" for label, text in table.variants)
         notes.append(f"Variants as run (results.json `variants`):\n{listed}")
@@ -96,11 +113,26 @@ def table_markdown(table: Table) -> str:
     return "\n\n".join(["\n".join(lines), *notes] + (["\n".join(failures)] if failures else []))
 
 
+def documents_note(table: Table) -> str:
+    """Which documents the table's scores come from: all of each task, or the first `eval.limit`."""
+    limit = table.key.get("eval.limit")
+    if limit in (None, "null"):
+        return "Scored on every document of each task" if "eval.limit" in table.key else (
+            "Documents scored per task: not recorded")
+    return f"Scored on the first {limit} documents of each task only (`eval.limit={limit}`)"
+
+
+def table_header(table: Table) -> str:
+    """What the cells are, which documents they score, and the marks."""
+    return (f"Score columns: raw scores (each task's primary metric, a column per score the paper prints); "
+            f"Avg Rel.% = mean over the columns of pruned / dense x 100. {documents_note(table)}. Best **bold**, "
+            "second <u>underlined</u> among pruned rows of the same sparsity.")
+
+
 def report_markdown(report: Report) -> str:
     """All tables, one section per model and eval settings."""
     parts = [
-        f"## {table.title or table.model}\n\nRel.% = pruned / dense x 100 per column; best **bold**, second "
-        f"<u>underlined</u> among pruned rows of the same sparsity.\n\n{table_markdown(table)}"
+        f"## {table.title or table.model}\n\n{table_header(table)}\n\n{table_markdown(table)}"
         for table in report.tables
     ]
     return "\n\n".join(parts) + "\n"

@@ -36,6 +36,7 @@ from tamp.reporting.runs import (
     score,
 )
 from tamp.reporting.stats import by_seed, seed_mean, stat
+from tamp.run_names import name_of_record
 
 Pair = tuple[RunKey, dict[str, Any]]
 NOT_EVALUATED = (
@@ -190,11 +191,12 @@ def make_row(key: Items, runs: list[dict[str, Any]], columns: list[Column], deta
         if done
         else next((r["status"] for r in failed if r["status"] == "failed"), failed[0]["status"])
     )
-    seeds = by_seed(done, seed_of)
+    seeds = by_seed(done, (lambda r: None) if is_dense(runs[0]) else seed_of)  # the dense model draws nothing
+    name = name_of_record(runs[0])  # a saved checkpoint: its own method and measured sparsity
     row = Row(
-        method=DENSE if is_dense(runs[0]) else str(runs[0]["method"]["name"]),
-        target=0.0 if is_dense(runs[0]) else float(runs[0]["sparsity"]["target"]),
-        pattern="unstructured" if is_dense(runs[0]) else pattern_of(runs[0]),
+        method=DENSE if is_dense(runs[0]) else name.label() if name.saved else str(runs[0]["method"]["name"]),
+        target=0.0 if is_dense(runs[0]) else float(name.target or 0.0),
+        pattern="unstructured" if is_dense(runs[0]) else name.pattern if name.saved else pattern_of(runs[0]),
         dense=is_dense(runs[0]),
         status=str(status),
         runs=runs,

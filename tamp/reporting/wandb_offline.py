@@ -32,8 +32,11 @@ class OfflineRun:
     summary: dict[str, Any] = field(default_factory=dict)
     state: str = "running"
     job_type: str = ""
+    tags: list[str] = field(default_factory=list)
     #: the log held its run record (name, group, config); False for a log cut short or still being written
     complete: bool = False
+    #: the offline-run-YYYYMMDD_HHMMSS-<id> folder (its name orders a cell's attempts)
+    folder: str = ""
 
 
 def _apply(target: dict[str, Any], items: Any, unwrap_value: bool = False) -> None:
@@ -63,7 +66,7 @@ def read_offline_run(folder: str | Path) -> OfflineRun:
         store.open_for_scan(str(logs[0]))
     except Exception as err:  # noqa: BLE001 - W&B raises plain exceptions for bad headers
         raise ReportError(f"{logs[0]}: not a W&B run log ({err})") from None
-    run = OfflineRun(id=folder.name.rsplit("-", 1)[-1], path=[str(folder)])
+    run = OfflineRun(id=folder.name.rsplit("-", 1)[-1], path=[str(folder)], folder=str(folder))
     try:
         while (data := store.scan_data()) is not None:
             record = pb.Record()
@@ -73,6 +76,7 @@ def read_offline_run(folder: str | Path) -> OfflineRun:
                 r = record.run
                 run.id, run.name, run.group = r.run_id or run.id, r.display_name or run.name, r.run_group or run.group
                 run.job_type, run.complete = r.job_type or run.job_type, True
+                run.tags = list(r.tags) or run.tags
                 run.path = [p for p in (r.entity, r.project, r.run_id) if p] or run.path
                 _apply(run.config, r.config.update, unwrap_value=True)
             elif kind == "config":
@@ -108,9 +112,18 @@ def find_offline_runs(dirs: list[str | Path]) -> list[Path]:
     return found
 
 
+def cell_of(run: OfflineRun, result: dict[str, Any]) -> str | None:
+    """The cell a run belongs to: the run directory holding its `wandb/` folder, else the one it recorded."""
+    folder = Path(run.folder)
+    if folder.parent.name == "wandb":
+        return str(folder.parent.parent.resolve())
+    where = str(result.get("run_dir") or "")
+    return where if where and not where.startswith("wandb:") else None
+
+
 def load_offline_wandb(dirs: list[str | Path], group: str | None = None) -> list[dict[str, Any]]:
     """The results of every offline W&B run under `dirs` (optionally one group), as tamp.report reads them."""
-    from tamp.reporting.wandb_source import results_from_wandb_run
+    from tamp.reporting.wandb_source import latest_attempts, results_from_wandb_run
 
     runs = [read_offline_run(folder) for folder in find_offline_runs(dirs)]
     incomplete = [r.path[0] for r in runs if not r.complete]
@@ -120,9 +133,14 @@ def load_offline_wandb(dirs: list[str | Path], group: str | None = None) -> list
     runs = [r for r in runs if group is None or r.group == group]
     if not runs:
         raise ReportError(f"no offline W&B run of group '{group}' under {', '.join(map(str, dirs))}")
+    results = [results_from_wandb_run(run) for run in runs]
+    # offline-run-YYYYMMDD_HHMMSS-<id>: the folder name orders a cell's attempts (a resume logs another run)
+    started = [Path(run.folder).name for run in runs]
+    kept = {id(r) for r in latest_attempts(results, started, [cell_of(run, r) for run, r in zip(runs, results, strict=True)])}
     out = []
-    for run in runs:
-        data = results_from_wandb_run(run)
+    for run, data in zip(runs, results, strict=True):
+        if id(data) not in kept:
+            continue
         data["run_dir"] = str(run.path[0]) if len(run.path) == 1 else data["run_dir"]
         out.append(data)
     return out

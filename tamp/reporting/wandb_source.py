@@ -76,13 +76,38 @@ def results_from_wandb_run(run: Any) -> dict[str, Any]:
     return check_results(data, where)
 
 
+def latest_attempts(
+    results: list[dict[str, Any]], started: list[Any], cells: list[str | None] | None = None
+) -> list[dict[str, Any]]:
+    """One result per cell: a resumed cell logs a W&B run per attempt, and only its last one counts.
+
+    results.json keeps only the latest attempt of a run directory (an interrupted run resumed there ends
+    `completed`); the W&B runs of that directory are read the same way, the latest start winning, so a
+    resumed cell is not footnoted as failed. `cells` names each run's cell (default: the run directory
+    it recorded); runs without one are all kept.
+    """
+    keys = cells if cells is not None else [_cell_dir(r) for r in results]
+    best: dict[str, int] = {}
+    for index, key in enumerate(keys):
+        if key is not None and (key not in best or started[index] >= started[best[key]]):
+            best[key] = index
+    return [r for i, (r, key) in enumerate(zip(results, keys, strict=True)) if key is None or best[key] == i]
+
+
+def _cell_dir(result: dict[str, Any]) -> str | None:
+    """The run directory the result recorded (None for runs that recorded none: W&B's own path stands in)."""
+    where = str(result.get("run_dir") or "")
+    return where if where and not where.startswith("wandb:") else None
+
+
 def fetch_wandb(path: str, group: str | None = None) -> list[dict[str, Any]]:
     """All runs of ENTITY/PROJECT (optionally one group) through W&B's own public API client."""
     try:
         import wandb
 
-        runs = wandb.Api().runs(path, filters={"group": group} if group else None)
-        results = [results_from_wandb_run(run) for run in runs]
+        runs = list(wandb.Api().runs(path, filters={"group": group} if group else None))
+        results = latest_attempts([results_from_wandb_run(run) for run in runs],
+                                  [str(getattr(run, "created_at", "") or "") for run in runs])
     except ReportError:
         raise
     except Exception as err:  # network, auth, unknown project: one line, not a traceback

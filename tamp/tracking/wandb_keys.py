@@ -2,7 +2,7 @@
 
 lmms-eval's metric keys are `metric,filter` (`exact_match,none`): a comma is awkward in W&B's
 panels and filters, so logged keys are `metric` (filter `none`) or `metric_filter`. Runs are named
-by model, method and sparsity (names no longer collide across models or sweeps) and grouped by the
+by model, method, sparsity and seed (tamp.run_names: names no longer collide across models, sweeps or seeds) and grouped by the
 experiment or, in an ad-hoc multirun, by the sweep. Rel.% needs the dense scores of the same
 model and eval settings; the runner hands them in when the sweep already scored its dense cell.
 """
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tamp.eval.columns import column_scores
+from tamp.run_names import RunName
 from tamp.run_record import RunRecord, pattern_label
 
 #: a run's results: its record, or anything results.json-shaped (the dense scores cached by a sweep)
@@ -26,19 +27,15 @@ def clean_metric(key: str) -> str:
     return metric if filter_name in ("", "none") else f"{metric}_{filter_name}"
 
 
-def model_label(name: str) -> str:
-    """A short model name: the Hub id's or directory's last part ('tiny:llava' stays as it is)."""
-    if name.startswith(("tiny:", "zoo")):
-        return name
-    return Path(name.rstrip("/")).name or name
+def run_name(model: str, method: str, target: float, pattern: str = "unstructured", dense: bool = False,
+             seed: Any = None) -> str:
+    """'llama3-llava-next-8b-hf/tamp/50%/seed42' ('.../dense' for the reference, '.../50%-2:4/...' for N:M).
 
-
-def run_name(model: str, method: str, target: float, pattern: str = "unstructured", dense: bool = False) -> str:
-    """'llama3-llava-next-8b-hf/tamp/50%' ('.../dense' for the reference, '.../50%-2:4' for N:M)."""
-    if dense:
-        return f"{model_label(model)}/{method}"
-    sparsity = f"{round(100 * float(target), 2):g}%" + ("" if pattern == "unstructured" else f"-{pattern}")
-    return f"{model_label(model)}/{method}/{sparsity}"
+    The runner names a cell from its whole config (tamp.run_names.name_of_config), which also names a
+    swapped component (`das+tokens=random`) and a saved checkpoint (`wanda-saved`); this spells the
+    same rule from its parts.
+    """
+    return RunName(method, None if dense else float(target), pattern, seed).wandb(model)
 
 
 def group_name(configured: str | None, sweep_dir: str | Path | None) -> str | None:

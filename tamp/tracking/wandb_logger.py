@@ -114,6 +114,11 @@ class WandbRun:
                        *(["pattern", "achieved_pattern"] if patterns else [])]
             self.run.log({"sparsity_per_linear": self._wandb.Table(columns=columns, data=rows)})
 
+    def rename(self, name: str) -> None:
+        """A new display name (a sparse checkpoint is known as such only once its weights are measured)."""
+        if self.run is not None and self.run.name != name:
+            self.run.name = name
+
     def finish(self, failed: bool) -> None:
         if self.run is not None:
             self.run.finish(exit_code=1 if failed else 0)

@@ -1,0 +1,129 @@
+"""Method presets by name for `tamp.prune(model, samples, "tamp", sparsity=0.5)`: composed from conf/method
+with Hydra's compose API, exactly as `python -m tamp.run method=tamp` composes them.
+
+A preset is a file of conf/method/ (its defaults pick the allocation and the token selector, whose own
+settings come from their registered dataclasses); `overrides` are Hydra override strings on the method
+(`method.tokens.knn=5`, `method/tokens=attention`), and the remaining keyword arguments are the job's
+settings (`sparsity`, `pattern`, `seed`, `device`, `offload`, ...). Every bad name or key is one line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from tamp.config import AllocationConfig, MethodConfig, PruneConfig, SparsityConfig, TokensConfig
+
+#: the Hydra config folder of the checkout (absolute: the same from any working directory)
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+#: PruneConfig's settings a keyword argument may set besides the method and the sparsity
+SETTINGS = tuple(f.name for f in fields(PruneConfig) if f.name not in ("method", "sparsity"))
+
+
+def register_components() -> None:
+    """Every registered component's settings as a Hydra group option (what the presets' defaults pick).
+
+    `method/allocation=<name>` and `method/tokens=<name>` pick an allocation's or selector's own
+    settings node (a preset's defaults list does the same); `/pruner/<name>@_here_` first in a
+    preset's defaults gives the method node a pruner's own keys (e.g. SparseGPT's blocksize).
+    """
+    from hydra.core.config_store import ConfigStore
+
+    from tamp.pruning.registry import PRUNERS
+    from tamp.sparsity.registry import ALLOCATIONS
+    from tamp.tokens.registry import SELECTORS
+
+    store = ConfigStore.instance()
+    for group, registry, base, key in (
+        ("method/allocation", ALLOCATIONS, AllocationConfig, "name"),
+        ("method/tokens", SELECTORS, TokensConfig, "name"),
+        ("pruner", PRUNERS, MethodConfig, "pruner"),
+    ):
+        for name in registry.names():
+            store.store(group=group, name=name, node=(registry.get(name).config or base)(**{key: name}))
+
+
+def preset_names() -> list[str]:
+    """The method presets of conf/method/, by name."""
+    return sorted(p.stem for p in (CONF_DIR / "method").glob("*.yaml"))
+
+
+@contextmanager
+def _conf_dir() -> Iterator[None]:
+    """Hydra initialised at conf/ for one composition, whatever Hydra state the caller had (restored)."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.initialize import get_gh_backup, restore_gh_from_backup
+
+    backup = get_gh_backup()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            yield
+    finally:
+        restore_gh_from_backup(backup)
+
+
+def compose_method(name: str, overrides: Sequence[str] = ()) -> MethodConfig:
+    """The preset `name` of conf/method with Hydra overrides on it, resolved and checked."""
+    from hydra import compose
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from tamp.components import resolve_method
+    from tamp.io import first_line
+
+    if name not in preset_names():
+        raise ValueError(f"method preset '{name}' is unknown; valid: {', '.join(preset_names())}")
+    for line in overrides:
+        key = line.lstrip("+~").split("=", 1)[0]
+        if not key.startswith(("method.", "method/")):
+            raise ValueError(f"override '{line}' is not a method setting; valid: method.KEY=VALUE or "
+                             "method/allocation=NAME, method/tokens=NAME (and keyword arguments: "
+                             f"sparsity, pattern, {', '.join(SETTINGS)})")
+    register_components()
+    try:
+        with _conf_dir():
+            cfg = compose(overrides=[f"+method={name}", *overrides])
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ValueError(f"method preset '{name}' with {list(overrides)}: {first_line(err)}") from None
+    return resolve_method(cfg.method)
+
+
+def prune_config(
+    config: PruneConfig | dict[str, Any] | str | Any | None,
+    sparsity: float | None = None,
+    pattern: str | None = None,
+    overrides: Sequence[str] = (),
+    **settings: Any,
+) -> PruneConfig:
+    """A checked PruneConfig from a preset name, a PruneConfig, a dict or an OmegaConf node, plus keywords.
+
+    `sparsity` and `pattern` set `sparsity.target` and `sparsity.pattern`; the other keywords set the
+    PruneConfig field of their name (seed, device, offload, progress, targets, ignore, keep_masks, ...).
+    """
+    from dataclasses import replace
+
+    from tamp.components import as_prune_config, resolve
+
+    unknown = sorted(set(settings) - set(SETTINGS))
+    if unknown:
+        raise ValueError(f"tamp.prune got an unknown setting '{unknown[0]}'; valid: sparsity, pattern, "
+                         f"overrides, {', '.join(SETTINGS)}")
+    if isinstance(config, dict) and isinstance(config.get("method"), str):  # {"method": "tamp", "sparsity": ...}
+        config = {**config, "method": compose_method(config["method"], overrides)}
+        overrides = ()
+    if isinstance(config, str):
+        cfg = PruneConfig(method=compose_method(config, overrides))
+    else:
+        if overrides:
+            raise ValueError("overrides apply to a preset by name (tamp.prune(model, samples, 'tamp', "
+                             "overrides=[...])); with a config object, set the values in it")
+        cfg = as_prune_config(config)
+    target = cfg.sparsity.target if sparsity is None else sparsity
+    cfg = replace(cfg, sparsity=SparsityConfig(target, cfg.sparsity.pattern if pattern is None else pattern),
+                  **settings)
+    return resolve(cfg)

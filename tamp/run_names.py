@@ -1,0 +1,211 @@
+"""What a run is called (sweep folders, W&B runs, the report's rows, the summary line): what tells runs apart.
+
+One rule everywhere: the method's name, plus each component (pruner, allocation, token selector) that
+differs from that preset's own (`das+tokens=random`); the target sparsity and an N:M pattern (none for
+the dense reference, which prunes nothing); the seed (`seed`, plus any other seed set apart from it,
+e.g. `calib.seed`), except for the dense reference, which draws nothing. A saved pruned checkpoint
+evaluated as is (`model.name=DIR method=dense`) is named by the method and sparsity of its manifest
+and measured weights (`wanda-saved`), never `dense`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tamp.method_names import PRESET_NAMES
+
+SEED = "seed"
+#: a dense model has next to no exact zeros; more than this and it is a pruned checkpoint
+DENSE_MAX_SPARSITY = 0.01
+#: the composition of each preset, by name (the inverse of tamp.method_names)
+PRESETS: dict[str, tuple[str, str, str]] = {name: parts for parts, name in PRESET_NAMES.items()}
+COMPONENTS = ("pruner", "allocation", "tokens")
+SAVED = "saved"
+
+
+def flat_items(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts -> {dotted.key: leaf}."""
+    if not isinstance(tree, Mapping):
+        return {prefix.rstrip("."): tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out |= flat_items(value, f"{prefix}{key}.")
+    return out
+
+
+def is_seed_key(key: str) -> bool:
+    """`seed`, `calib.seed`, `method.tokens.seed`, ...: every setting that only picks a random draw."""
+    return key == SEED or key.endswith(f".{SEED}")
+
+
+def seed_items(config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The seeds a resolved config set ({} when it recorded none); a component's `null` means the run's seed."""
+    if not isinstance(config, Mapping):
+        return {}
+    items = {k: v for k, v in flat_items(config).items() if is_seed_key(k) and v is not None}
+    return {k: v for k, v in items.items() if not (isinstance(v, str) and "${" in v)}
+
+
+def seed_label(items: Mapping[str, Any]) -> Any:
+    """The top-level seed when every other seed follows it (the rule), else `seed=1,calib.seed=7`; None if none."""
+    if not items:
+        return None
+    top = items.get(SEED)
+    apart = {k: v for k, v in sorted(items.items()) if k != SEED and v != top}
+    if not apart:
+        return top
+    return ",".join(f"{k}={v}" for k, v in ([(SEED, top)] if top is not None else []) + list(apart.items()))
+
+
+def method_label(name: str, pruner: str | None, allocation: str | None, tokens: str | None) -> str:
+    """`das` as its preset; `das+tokens=random` when a component was swapped (method.tokens.name=random)."""
+    own = PRESETS.get(name)
+    if own is None:
+        return name
+    parts = [f"{key}={value}" for key, value, preset in zip(COMPONENTS, (pruner, allocation, tokens), own, strict=True)
+             if value is not None and value != preset]
+    return "+".join([name, *parts])
+
+
+def saved_manifest(model_name: str | None) -> dict[str, Any] | None:
+    """The sparsity manifest of a saved checkpoint directory (tamp's own saves), None otherwise."""
+    if not model_name or not Path(model_name).expanduser().is_dir():
+        return None
+    from tamp.models.saving import read_manifest
+
+    return read_manifest(Path(model_name).expanduser())
+
+
+@dataclass(frozen=True)
+class RunName:
+    """The parts of a run's name; `folder()`, `wandb(model)` and `label()` spell them for each place."""
+
+    method: str
+    target: float | None  # None: the dense reference
+    pattern: str = "unstructured"
+    seed: Any = None
+    saved: bool = False  # a saved pruned checkpoint evaluated as is (method and sparsity are its own)
+
+    @property
+    def dense(self) -> bool:
+        return self.target is None
+
+    def _shows_seed(self) -> bool:
+        return self.seed is not None and not self.saved and not self.dense
+
+    def _seed_text(self) -> str:
+        """`seed42`; `seed3-calib.seed7` when another seed was set apart from `seed`."""
+        return f"seed{self.seed}".replace("seedseed=", "seed").replace("=", "").replace(",", "-")
+
+    def _sparsity(self) -> str:
+        return f"{round(100 * float(self.target or 0), 2):g}%"
+
+    def folder(self) -> str:
+        """`wanda_0.5_seed42`, `das+tokens=random_0.6_seed1`, `sparsegpt_0.5_2-4_seed42`, `dense`."""
+        method = f"{self.method}-{SAVED}" if self.saved else self.method
+        parts = [method]
+        if not self.dense:
+            parts.append(f"{round(float(self.target or 0), 4):g}")
+            if self.pattern != "unstructured":
+                parts.append(self.pattern.replace(":", "-"))
+        if self._shows_seed():
+            parts.append(self._seed_text())
+        return "_".join(parts).replace("/", "-")
+
+    def wandb(self, model: str) -> str:
+        """`llama3-llava-next-8b-hf/tamp/50%/seed42` (`.../dense`; `.../50%-2:4/...` for N:M)."""
+        method = f"{self.method}-{SAVED}" if self.saved else self.method
+        parts = [model_label(model), method]
+        if not self.dense:
+            parts.append(self._sparsity() + ("" if self.pattern == "unstructured" else f"-{self.pattern}"))
+        if self._shows_seed():
+            parts.append(self._seed_text())
+        return "/".join(parts)
+
+    def label(self) -> str:
+        """The method as the summary line and the report's rows read it: `wanda (saved checkpoint)`."""
+        return f"{self.method} (saved checkpoint)" if self.saved else self.method
+
+
+def model_label(name: str) -> str:
+    """A short model name: the Hub id's or directory's last part ('tiny:llava' stays as it is)."""
+    if name.startswith(("tiny:", "zoo")):
+        return name
+    return Path(name.rstrip("/")).name or name
+
+
+def _saved_name(manifest: Mapping[str, Any] | None, measured: float | None, seed: Any) -> RunName:
+    """A checkpoint pruned elsewhere: its manifest's method and pattern, the sparsity its weights have."""
+    manifest = manifest or {}
+    sparsity = measured if measured is not None else manifest.get("overall_sparsity")
+    target = round(float(sparsity), 3) if isinstance(sparsity, (int, float)) else 0.0
+    pattern = str(manifest.get("pattern") or "unstructured")
+    return RunName(str(manifest.get("method") or "unknown"), target, pattern, seed, saved=True)
+
+
+def name_of_config(config: Mapping[str, Any]) -> RunName:
+    """A run's name from its resolved config (a dict or DictConfig; before the model is loaded)."""
+    method = config.get("method") or {}
+    sparsity = config.get("sparsity") or {}
+    seed = seed_label(seed_items(_seed_tree(config)))
+    pruner = method.get("pruner")
+    if pruner == "none":
+        manifest = saved_manifest((config.get("model") or {}).get("name"))
+        if manifest is not None and float(manifest.get("overall_sparsity") or 0) >= DENSE_MAX_SPARSITY:
+            return _saved_name(manifest, None, seed)
+        return RunName(str(method.get("name") or "dense"), None)
+    allocation = _name(method.get("allocation"))
+    tokens = _name(method.get("tokens"))
+    name = method_label(str(method.get("name") or pruner), pruner, allocation, tokens)
+    return RunName(name, float(sparsity.get("target", 0.0)), str(sparsity.get("pattern") or "unstructured"), seed)
+
+
+def name_of_record(result: Mapping[str, Any]) -> RunName:
+    """A run's name from its results (results.json or W&B): measured sparsity decides a saved checkpoint."""
+    method = result.get("method") or {}
+    sparsity = result.get("sparsity") or {}
+    seed = seed_label(seed_items(result.get("config")))
+    achieved = sparsity.get("achieved")
+    unpruned = str(method.get("name")).lower() == "dense" or method.get("pruner") == "none"
+    if unpruned:
+        if isinstance(achieved, (int, float)) and achieved >= DENSE_MAX_SPARSITY:
+            return _saved_name(sparsity.get("manifest"), float(achieved), seed)
+        return RunName(str(method.get("name") or "dense"), None)
+    name = method_label(str(method.get("name")), method.get("pruner"), method.get("allocation"), method.get("tokens"))
+    target = sparsity.get("target")
+    return RunName(name, float(target) if target is not None else 0.0, str(sparsity.get("pattern") or "unstructured"),
+                   seed)
+
+
+def _name(node: Any) -> str | None:
+    if isinstance(node, str):
+        return node
+    return node.get("name") if hasattr(node, "get") else None
+
+
+def _seed_tree(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The config's seed settings, resolved one by one: a value elsewhere that cannot resolve yet (`???`,
+    a path only the run computes) never stops a folder from being named."""
+    try:
+        from omegaconf import DictConfig, OmegaConf
+    except ImportError:  # pragma: no cover - omegaconf is a dependency
+        return dict(config)
+    if not isinstance(config, DictConfig):
+        return {k: v for k, v in config.items() if k != "hydra"}
+    raw = OmegaConf.to_container(config, resolve=False)
+    keys = [k for k in flat_items({k: v for k, v in raw.items() if k != "hydra"}) if is_seed_key(k)]
+    tree: dict[str, Any] = {}
+    for key in keys:
+        try:
+            value = OmegaConf.select(config, key)
+        except Exception:  # noqa: BLE001 - an interpolation that does not resolve: no seed to name
+            continue
+        node = tree
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return tree

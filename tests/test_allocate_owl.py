@@ -2,28 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import math
 import random
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from official_data import load_official, official_cases
 
 from tamp.sparsity.allocate import allocate
 from tamp.sparsity.owl import outlier_ratio, owl_sparsity
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "reference"
-needs_fixtures = pytest.mark.skipif(
-    not (FIXTURES / "manifest.json").exists(), reason=f"reference fixtures not found at {FIXTURES}"
-)
-
 
 def _cases(kind: str) -> list[dict]:
-    if not (FIXTURES / "manifest.json").exists():
-        return []
-    return json.loads((FIXTURES / "manifest.json").read_text())[kind]
+    return official_cases(kind)
 
 
 def _kept(sparsity: dict[str, float], num_params: dict[str, int]) -> dict[str, int]:
@@ -35,7 +27,6 @@ def _as_official_float32(keep: int, n: int) -> float:
     return float(np.float32(1.0) - np.float32(keep) / np.float32(n))
 
 
-@needs_fixtures
 @pytest.mark.parametrize("official", [False, True])
 @pytest.mark.parametrize("index", range(len(_cases("allocator"))))
 def test_allocator_fixture(index: int, official: bool) -> None:
@@ -132,12 +123,9 @@ def test_allocator_rejects_mismatched_keys_and_nan() -> None:
         allocate({"a": float("nan")}, {"a": 10}, 0.5, 0.6)
 
 
-@needs_fixtures
 @pytest.mark.parametrize("case", _cases("owl"), ids=lambda c: c["file"])
 def test_owl_fixture(case: dict) -> None:
-    from safetensors.torch import load_file
-
-    data = load_file(str(FIXTURES / case["file"]))
+    data = load_official(case["file"])
     blocks = len(case["outlier_ratio_percent"])
     ratios = [outlier_ratio(data[f"block{b}.metric"], case["M"]) for b in range(blocks)]
     assert ratios == pytest.approx(case["outlier_ratio_percent"], abs=1e-9)

@@ -3,26 +3,20 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
 
 import pytest
 import torch
+from official_data import load_official, official_cases
 
 from tamp.tokens import amia
 from tamp.tokens.amia import select_tokens, selected_mask
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "reference"
-needs_fixtures = pytest.mark.skipif(
-    not (FIXTURES / "manifest.json").exists(), reason=f"reference fixtures not found at {FIXTURES}"
-)
 
 
 def _amia_cases() -> list[dict]:
-    if not (FIXTURES / "manifest.json").exists():
-        return []
-    return json.loads((FIXTURES / "manifest.json").read_text())["amia"]
+    return official_cases("amia")
 
 
 def _loop_module():
@@ -52,12 +46,9 @@ def _check_valid(indices: torch.Tensor, num_tokens: int) -> None:
     assert int(indices.min()) >= 0 and int(indices.max()) < num_tokens
 
 
-@needs_fixtures
 @pytest.mark.parametrize("case", _amia_cases(), ids=lambda c: c["file"])
 def test_amia_fixture_reference_variant(case: dict) -> None:
-    from safetensors.torch import load_file
-
-    data = load_file(str(FIXTURES / case["file"]))
+    data = load_official(case["file"])
     sq_sum = torch.zeros(data["weight"].shape[1], dtype=torch.float64)
     count = 0
     for i in range(case["samples"]):

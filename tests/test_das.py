@@ -2,31 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
+from official_data import load_official, official_cases
 
 from tamp.sparsity.das import DiversityAccumulator, all_token, diversity, term_keys
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "reference"
-needs_fixtures = pytest.mark.skipif(
-    not (FIXTURES / "manifest.json").exists(), reason=f"reference fixtures not found at {FIXTURES}"
-)
-
 
 def _das_cases() -> list[dict]:
-    if not (FIXTURES / "manifest.json").exists():
-        return []
-    return json.loads((FIXTURES / "manifest.json").read_text())["das"]
+    return official_cases("das")
 
 
 def _load(name: str) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(str(FIXTURES / name))
+    return load_official(name)
 
 
 def _brute_force(outputs: torch.Tensor, ids: torch.Tensor, variant: str) -> dict:
@@ -52,7 +42,6 @@ def _brute_force(outputs: torch.Tensor, ids: torch.Tensor, variant: str) -> dict
     return out
 
 
-@needs_fixtures
 @pytest.mark.parametrize("case", _das_cases(), ids=lambda c: c["file"])
 def test_das_fixture_reference_and_paper(case: dict) -> None:
     data = _load(case["file"])

@@ -1,36 +1,23 @@
-"""tamp.pruning against data recorded from the official Wanda and SparseGPT code (shared fixtures)."""
+"""tamp.pruning against data recorded from the official Wanda and SparseGPT code (tests/data/official)."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 import torch
+from official_data import load_official, official_cases
 
 from tamp.pruning.masks import nm_mask, unstructured_mask
 from tamp.pruning.sparsegpt import sparsegpt_prune
 from tamp.pruning.stats import HessianStats, SquaredNormStats
 from tamp.pruning.wanda import wanda_metric
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "reference"
-
-pytestmark = pytest.mark.skipif(
-    not (FIXTURES / "manifest.json").is_file(),
-    reason=f"reference fixtures not found at {FIXTURES} (the shared/ folder beside the repository)",
-)
-
 
 def _manifest(section: str) -> list[dict]:
-    if not (FIXTURES / "manifest.json").is_file():
-        return []
-    return json.loads((FIXTURES / "manifest.json").read_text())[section]
+    return official_cases(section)
 
 
 def _load(case: dict) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(str(FIXTURES / case["file"]))
+    return load_official(case["file"])
 
 
 def _rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:

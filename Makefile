@@ -91,6 +91,7 @@ bench: install  ## benchmarks (numbers, not tests)
 	$(PY) benchmarks/bench_amia.py
 	$(PY) benchmarks/bench_ecoflap_precision.py
 	$(PY) benchmarks/bench_video_decode.py
+	$(PY) benchmarks/bench_offload.py
 
 clean:  ## remove caches (keeps .venv)
 	rm -rf .pytest_cache .ruff_cache outputs/*/ multirun

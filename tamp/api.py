@@ -17,6 +17,7 @@ from tamp.config import PruneConfig
 from tamp.data.sample import CalibSample
 from tamp.method import ComposedMethod
 from tamp.models.base import FamilyAdapter
+from tamp.models.dispatch import refuse_dispatched
 from tamp.models.registry import get_adapter
 from tamp.pipeline.checkpoint import PruneCheckpoint
 from tamp.pipeline.engine import LayerwiseEngine, Reducer, resolve_device
@@ -56,6 +57,7 @@ def prune(
         cfg = prune_config(config, sparsity, pattern, overrides, **settings)
     else:
         cfg = as_prune_config(config)
+    refuse_dispatched(model)  # a device_map over several devices or offloaded modules: one line, no work
     adapter = adapter or get_adapter(model)
     torch.manual_seed(cfg.seed)
     start = time.perf_counter()
@@ -109,6 +111,7 @@ def prune(
         device=str(engine.device),
         allocation_scores={k: float(v) for k, v in getattr(method.allocation, "scores", {}).items()},
         nm=summarise(plan, *method.nm, cfg.method.allocation.name) if method.nm else None,
+        transfers=engine.transfers.summary(),
         masks={k: v.cpu() for k, v in masks.items()} if cfg.keep_masks else None,
     )
 

@@ -48,6 +48,8 @@ class PruneReport:
     allocation_scores: dict[str, float] = field(default_factory=dict)
     #: N:M patterns only: how many linears got each N, whether the plan is mixed (tamp.sparsity.mixed_nm)
     nm: dict[str, Any] | None = None
+    #: host <-> device copies the engine made (tamp.pipeline.transfer: counts and bytes each way)
+    transfers: dict[str, dict[str, int]] = field(default_factory=dict)
     masks: dict[str, torch.Tensor] | None = field(default=None, repr=False)
 
     @property

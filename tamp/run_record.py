@@ -25,7 +25,7 @@ FIELDS = (
     "variants",
 )
 #: top-level keys written only when they hold something (files without them read and write back unchanged)
-OPTIONAL_FIELDS = ("calibration",)
+OPTIONAL_FIELDS = ("calibration", "devices")
 _LAYER_INDEX = re.compile(r"layers\.(\d+)\.")
 _ANY_INDEX = re.compile(r"\.(\d+)\.")  # names of hand-made files whose blocks are not called `layers`
 
@@ -207,6 +207,8 @@ class RunRecord:
     timings: dict[str, float] = field(default_factory=dict)
     #: the calibration set as pruned: samples, tokens, how many were cut to which limit (tamp.data.fit)
     calibration: dict[str, Any] = field(default_factory=dict)
+    #: where the run pruned and evaluated ({"prune": "cuda:0", "offload": true, "eval": "cuda:0"})
+    devices: dict[str, Any] = field(default_factory=dict)
     sparsity_per_linear: dict[str, LinearEntry] = field(default_factory=dict)
     allocation_scores: dict[str, Any] = field(default_factory=dict)
     #: lmms-eval's per-task results as it returns them ({task: {"metric,filter": value}})
@@ -265,6 +267,8 @@ class RunRecord:
         }
         if self.calibration:
             out["calibration"] = dict(self.calibration)
+        if self.devices:  # written by runs since issue 22; an older file reads and writes back unchanged
+            out["devices"] = dict(self.devices)
         return out | self.extra
 
     @classmethod
@@ -285,6 +289,7 @@ class RunRecord:
             versions=_dict(data.get("versions")),
             timings=_dict(data.get("timings")),
             calibration=_dict(data.get("calibration")),
+            devices=_dict(data.get("devices")),
             sparsity_per_linear=linears_from_json(data.get("sparsity_per_linear")),
             allocation_scores=_dict(data.get("allocation_scores")),
             scores={k: v for k, v in _dict(data.get("scores")).items() if isinstance(v, dict)},

@@ -98,6 +98,11 @@ def _check_runner(settings: RunConfig, local: bool, skipped: list[str]) -> None:
         raise ValueError(f"runner.device='{r.device}' is not valid; valid: auto, cpu, cuda, cuda:N")
     if r.device.startswith("cuda") and not cuda:
         raise ValueError(f"runner.device={r.device} but no CUDA device is present; valid here: auto, cpu")
+    from tamp.eval.placement import check_eval_device
+
+    check_eval_device(r.eval_device)
+    if r.eval_device.startswith("cuda") and not cuda:
+        raise ValueError(f"runner.eval_device={r.eval_device} but no CUDA device is present; valid here: auto, cpu")
     for key in ("targets", "ignore"):
         for pattern in getattr(r, key):
             try:
@@ -164,14 +169,13 @@ def _check_calibration(settings: RunConfig) -> None:
         return
     if scheme == "zoo":
         return  # the zoo's calibration split is written by the zoo build, on first use of the model
-    from tamp.data.calib import as_calib_config, check_media, draw, open_source, select_indices
+    from tamp.data.calib import as_calib_config, check_media, draw_records
 
     fields = OmegaConf.to_container(OmegaConf.structured(calib), resolve=True)
     cfg = as_calib_config(fields)
     if cfg.source != "llava_json":
         return  # an HF dataset is opened with the model's processor; its errors come then
-    source = open_source(cfg)
-    check_media(source, draw(select_indices(source, cfg), cfg, source.label), cfg)
+    check_media(draw_records(cfg), cfg)  # the process's one parse of the file: the run reuses this draw
 
 
 def _check_names(cfg: DictConfig) -> None:
@@ -221,13 +225,16 @@ def _check_tasks(
     check_task_hazards(manager, names, {**os.environ, **dict(eval_env)})
 
 
-def check_run_config(cfg: DictConfig, local: bool = True, skipped: list[str] | None = None) -> RunConfig:
+def check_run_config(
+    cfg: DictConfig, local: bool = True, skipped: list[str] | None = None, calibration: bool = True
+) -> RunConfig:
     """The typed run config, or a one-line ValueError / OSError naming the bad key or file.
 
     `local=False` checks a config meant for another machine (a cluster node, submitted from a login
     node): keys, types and ranges as always, and the model and calibration files where this machine
     sees them (a shared file system); what only the node has (CUDA devices, a file or cached model
     not found here) is left to the job, which checks it again on its node, and appended to `skipped`.
+    `calibration=False` skips the calibration file (the other ranks of a run: rank 0 parses it once).
     """
     from tamp.method import ComposedMethod
 
@@ -240,7 +247,8 @@ def check_run_config(cfg: DictConfig, local: bool = True, skipped: list[str] | N
     ComposedMethod.from_config(settings.prune_config())  # pruner, allocation and token selector ranges
     _check_model(settings, local, skipped)
     try:
-        _check_calibration(settings)
+        if calibration:
+            _check_calibration(settings)
     except FileNotFoundError as err:
         if local:
             raise

@@ -124,6 +124,8 @@ def preflight(argv: Sequence[str], local: bool | None = True) -> Checked:
             where = f" (cell {' '.join(cell)})" if args.multirun and len(cells) > 1 else ""
             try:
                 settings = check_run_config(cfg, local, skipped)
+                if remote:
+                    check_launcher(base, settings)
                 run_dir = settings.resume or (None if args.multirun else target)
                 if not local:  # the folders are on the other machine
                     continue
@@ -156,6 +158,30 @@ def _check_run_folder(run_dir: Path, key: str) -> None:
     who = holder(run_dir)
     if who is not None:
         raise PreflightError(in_use_message(run_dir, who))
+
+
+def _runs_elsewhere(base: DictConfig) -> bool:
+    return str(OmegaConf.select(base, "hydra.launcher._target_", default="")).endswith("SlurmLauncher")
+
+
+def check_launcher(base: DictConfig, settings) -> None:
+    """A SLURM launcher must start one task per device of a multi-GPU world (Lightning checks it on the
+    node, after the job waited in the queue): tasks_per_node == runner.devices, an integer."""
+    if not _runs_elsewhere(base):
+        return
+    r = settings.runner
+    if r.accelerator not in ("cuda", "gpu") or r.devices == 1:
+        return
+    try:
+        tasks = int(OmegaConf.select(base, "hydra.launcher.tasks_per_node", throw_on_resolution_failure=True))
+    except Exception:  # noqa: BLE001 - e.g. tasks_per_node: ${runner.devices} with devices=auto
+        tasks = None
+    if not isinstance(r.devices, int) or tasks != r.devices:
+        raise PreflightError(
+            f"runner.devices={r.devices} under SLURM needs one task per device, but the launcher asks for "
+            f"tasks_per_node={tasks}; use hydra/launcher=slurm_ddp with an integer runner.devices "
+            "(e.g. runner.devices=8), or runner.devices=1"
+        )
 
 
 def _parse(overrides: list[str]):

@@ -55,16 +55,21 @@ def run(cfg: DictConfig, run_dir: str | Path, cache_dir: str | Path | None = Non
 
     A run folder tamp did not make, one of another config, one in use by another process and a save
     target that is not tamp's to replace are refused before anything is written; a completed run of
-    this same config is returned as it is, nothing written.
+    this same config is returned as it is, nothing written. The other ranks of a world that SLURM
+    starts as tasks (slurm_ddp) work in rank 0's folder under its lock; only rank 0 records and prints.
     """
+    from contextlib import nullcontext
+
     from omegaconf import OmegaConf
 
     from tamp.cli.checks import check_run_config
+    from tamp.cli.launch import cell_world, launch_rank
     from tamp.cli.rundir import check_not_foreign, check_run_dir, completed_message, completed_run
     from tamp.cli.runlock import RunLock
-    from tamp.cli.runner import make_fabric, run_cell
+    from tamp.cli.runner import SealedConfig, make_fabric, run_cell
     from tamp.cli.save_target import check_run_save
 
+    rank = launch_rank()
     resume = bool(cfg.get("resume"))
     check_not_foreign(run_dir, "resume" if resume else "hydra.run.dir")
     check_run_dir(run_dir, cfg, resume=resume)  # refusals leave the directory untouched
@@ -72,16 +77,22 @@ def run(cfg: DictConfig, run_dir: str | Path, cache_dir: str | Path | None = Non
     if done is not None:
         log.info(completed_message(run_dir))
         return done.to_json()
-    with RunLock(run_dir):
+    with RunLock(run_dir) if rank == 0 else nullcontext():  # ranks > 0 work under rank 0's lock
         started = time.time()
         try:
-            settings = check_run_config(cfg)  # one-line error for a bad value or file, before any heavy work
+            # one-line error for a bad value or file, before any heavy work; the calibration file on rank 0 only
+            settings = check_run_config(cfg, calibration=rank == 0)
             check_run_save(settings, OmegaConf.to_container(cfg, resolve=True), run_dir)  # type: ignore[arg-type]
             fabric = make_fabric(settings)
-            fabric.launch(run_cell, cfg, str(run_dir), str(cache_dir) if cache_dir else None)
+            cache = str(cache_dir) if cache_dir else None
+            with cell_world(fabric, cache):  # ddp's re-executed ranks run this cell only, as a single run
+                fabric.launch(run_cell, SealedConfig(cfg), str(run_dir), cache)
         except BaseException as err:  # run_cell records its own failures; this covers what comes before
-            record_failure(cfg, run_dir, err, since=started)
+            if rank == 0:
+                record_failure(cfg, run_dir, err, since=started)
             raise
+        if fabric.global_rank != 0:  # rank 0 writes results.json and prints the summary line
+            return {"status": "worker", "rank": fabric.global_rank}
         record = RunRecord.read(Path(run_dir) / RESULTS_FILE)
     _print_summary(record, run_dir)
     return record.to_json()
@@ -144,24 +155,36 @@ def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from tamp.cli.launch import (
+        CACHE_ENV,
+        is_script_child,
+        launch_rank,
+        requeue_signalled,
+        watch_requeue_signal,
+    )
+
+    watch_requeue_signal()  # a submitit job being requeued records "interrupted", not "failed"
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
-    cache_dir = Path(hc.sweep.dir) / ".cache" if multirun else None
+    cache_dir = Path(hc.sweep.dir) / ".cache" if multirun else os.environ.get(CACHE_ENV)  # a ddp child: its cell's
     run_dir = cfg.get("resume") or hc.runtime.output_dir  # resume=PATH continues the run in PATH
     try:
         try:
             run(cfg, run_dir, cache_dir)
         except SystemExit as exit_:  # code inside the cell called sys.exit: fail this cell, not the sweep
+            if requeue_signalled():  # submitit requeues this job by exiting: let it
+                raise
             raise CellExit(exit_.code) from exit_
     except Exception as err:  # noqa: BLE001 - every failure becomes a recorded, one-line error
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         message = first_line(err)
-        if not isinstance(err, (RunDirRefused, RunDirInUse)):  # another run's directory: never write into it
+        if not isinstance(err, (RunDirRefused, RunDirInUse)) and launch_rank() == 0:  # never another run's folder
             record_failure(cfg, run_dir, err)
         log.error("cell %s failed: %s", hc.job.num if multirun else hc.job.name, message)
         print(f"tamp: error: {message}", file=sys.stderr)
-        if not multirun:
+        # a ddp child exits 0: rank 0 records the cell, and Lightning would kill the whole sweep on a non-zero
+        if not multirun and not is_script_child():
             sys.exit(2)
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from tamp.cli.runlock import LOCK_FILE
-from tamp.pipeline.checkpoint import PROGRESS
+from tamp.pipeline.checkpoint import PROGRESS, has_checkpoint
 from tamp.run_record import COMPLETED, FAILED, RESULTS_FILE, RunRecord, RunRecordError
 
 #: dotted prefixes of settings that may differ between the run and its resumption
@@ -67,7 +67,7 @@ def check_run_dir(run_dir: str | Path, cfg: DictConfig, resume: bool) -> None:
         if not run_dir.is_dir():
             raise RunDirRefused(f"resume={run_dir} does not exist; valid: the directory of an interrupted "
                                     "run (it holds checkpoint/progress.json)")
-        if not (run_dir / "checkpoint" / PROGRESS).is_file():
+        if not has_checkpoint(run_dir / "checkpoint"):  # pruned blocks, or an interrupted scoring pass
             if recorded is not None and recorded.status == COMPLETED:
                 raise RunDirRefused(f"resume={run_dir} is a completed run, there is nothing to resume; "
                                  "valid: the directory of an interrupted run")
@@ -75,7 +75,7 @@ def check_run_dir(run_dir: str | Path, cfg: DictConfig, resume: bool) -> None:
                              "of an interrupted run")
     if recorded is None or recorded.config is None:
         return
-    disposable = recorded.status == FAILED and not (run_dir / "checkpoint" / PROGRESS).is_file()
+    disposable = recorded.status == FAILED and not has_checkpoint(run_dir / "checkpoint")
     if not disposable:  # a failed start may be replaced
         now = OmegaConf.to_container(cfg, resolve=True)
         diff = first_difference(recorded.config, now)  # type: ignore[arg-type]

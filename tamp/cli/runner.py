@@ -17,8 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from tamp.cli.schema import RunConfig, validate
-from tamp.data.sources import calibration_set
+from tamp.cli.schema import RunConfig, typed, validate
 from tamp.io import write_json_atomic
 from tamp.models.named import load_named_model, scheme_of
 from tamp.pipeline.checkpoint import PruneCheckpoint
@@ -29,6 +28,22 @@ from tamp.tracking.results import ResultsFile
 log = logging.getLogger("tamp")
 RESOLVED_CONFIG = "config_resolved.yaml"
 WANDB_TAG_CHARS = 64
+
+
+class SealedConfig:
+    """A run's config resolved in the launching process and carried to the workers as one object.
+
+    Resolved here because `${hydra:...}` and `${now:...}` only resolve where Hydra runs; one opaque
+    object because launchers rebuild the mappings they are given (Lightning's CPU ddp_spawn turns a
+    DictConfig into a plain dict), which would drop every component's settings type.
+    """
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg = typed(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+
+    @staticmethod
+    def open(cfg: DictConfig | SealedConfig) -> DictConfig:
+        return cfg.cfg if isinstance(cfg, SealedConfig) else cfg
 
 
 def make_fabric(settings: RunConfig):
@@ -112,18 +127,29 @@ def dense_reference(settings: RunConfig, cache_dir: str | Path | None, record: R
     return json.loads(cached.read_text()) if cached is not None and cached.exists() else None
 
 
-def evaluate_model(settings: RunConfig, model, processor, adapter, fabric, cache_dir: Path | None) -> dict:
-    """lmms-eval scores (rank 0 gets them); a dense model's scores are reused within a sweep."""
+def evaluate_model(
+    settings: RunConfig, model, processor, adapter, fabric, cache_dir: Path | None
+) -> tuple[dict, str | None]:
+    """(lmms-eval scores, the device they were computed on); a dense model's scores are reused in a sweep.
+
+    The device is `runner.eval_device` (auto: this process's Fabric device); the whole model moves
+    there first, whatever the pruning left where (offload keeps the decoder blocks in CPU memory).
+    """
     e = settings.eval
     if not e.tasks:
-        return {}
+        return {}, None
     cached = _dense_cache(settings, cache_dir) if (_is_dense(settings) and cache_dir) else None
-    if cached is not None and cached.exists():
+    reuse = cached is not None and cached.exists()
+    if fabric.world_size > 1:  # every rank takes rank 0's decision: lmms-eval synchronises the ranks
+        reuse = fabric.broadcast(reuse, src=0)
+    if reuse:
         log.info("dense scores reused from %s", cached)
-        return json.loads(cached.read_text())
+        return json.loads(cached.read_text()), None  # type: ignore[union-attr]
     from tamp.eval.doc_media import VideoSampling
     from tamp.eval.evaluate import evaluate
+    from tamp.eval.placement import eval_device, place_for_eval
 
+    device = place_for_eval(model, eval_device(settings.runner.eval_device, fabric.device))
     os.environ.update({k: str(v) for k, v in e.env.items()})  # e.g. TAMP_ZOO_DIR, the zoo build's data
     out = evaluate(
         model,
@@ -138,16 +164,16 @@ def evaluate_model(settings: RunConfig, model, processor, adapter, fabric, cache
         rank=fabric.global_rank,
         world_size=fabric.world_size,
         video=VideoSampling(e.video.num_frames, e.video.fps),
+        device=device,
     )
     if cached is not None and fabric.global_rank == 0:
         write_json_atomic(cached, out)
-    return out
+    return out, str(device)
 
 
-def calibration_record(settings: RunConfig, samples: list) -> dict[str, Any]:
+def calibration_record(settings: RunConfig, ids: list[Any]) -> dict[str, Any]:
     """What results.json says about the calibration draw: which records the seed picked."""
     c = settings.calib
-    ids = [sample.meta.get("id") for sample in samples]
     return {"source": c.source, "seed": c.seed, "ids": ids if any(i is not None for i in ids) else []}
 
 
@@ -168,19 +194,33 @@ def save_resolved_config(config: dict[str, Any], run_dir: Path) -> None:
     log.info("resolved config (saved to %s):\n%s", path, "\n".join(compact))
 
 
-def run_cell(fabric, cfg: DictConfig, run_dir: str | Path, cache_dir: str | Path | None = None) -> dict[str, Any]:
+def _recorded(err: BaseException) -> BaseException:
+    """The error as results.json records it: a cell that submitit is requeuing is interrupted, not failed."""
+    from tamp.cli.launch import requeue_signalled
+
+    signalled = requeue_signalled()
+    if signalled is None:
+        return err
+    return KeyboardInterrupt(f"{signalled} (time limit or pre-emption): submitit requeues the job while it has "
+                             "requeues left; it, or the same command, resumes from the checkpoint")
+
+
+def run_cell(
+    fabric, cfg: DictConfig | SealedConfig, run_dir: str | Path, cache_dir: str | Path | None = None
+) -> dict[str, Any]:
     """The whole cell inside the Fabric world; returns the results dict (rank 0's is authoritative)."""
     with quiet_library_bars():  # off a terminal: no "Loading weights" / "Writing model shards" bars in the log
         return _run_cell(fabric, cfg, run_dir, cache_dir)
 
 
-def _run_cell(fabric, cfg: DictConfig, run_dir: str | Path, cache_dir: str | Path | None = None) -> dict[str, Any]:
+def _run_cell(fabric, cfg: DictConfig | SealedConfig, run_dir: str | Path, cache_dir: str | Path | None = None) -> dict[str, Any]:
     import tamp
-    from tamp.pipeline.distributed import fabric_reducer, shard
+    from tamp.pipeline.distributed import calibration_share, fabric_broadcast, fabric_reducer
     from tamp.run_names import model_label, name_of_config, name_of_record
     from tamp.tracking.wandb_keys import group_name
     from tamp.tracking.wandb_logger import WandbRun
 
+    cfg = SealedConfig.open(cfg)
     settings = validate(cfg)
     is_main = fabric.global_rank == 0
     run_dir = Path(run_dir)
@@ -222,9 +262,11 @@ def _run_cell(fabric, cfg: DictConfig, run_dir: str | Path, cache_dir: str | Pat
         measured: dict[str, Any] = {"timings": {}}  # RunRecord fields, recorded once the cell completes
         asked = results.record.sparsity
         if settings.method.pruner != "none":
-            calib, fitted = calibration_set(settings.calib_settings(), adapter, loaded.examples)
-            measured["calibration"] = {**fitted.as_dict(), **calibration_record(settings, calib)}
-            samples = shard(calib, fabric.global_rank, fabric.world_size)
+            samples, fitted, ids = calibration_share(  # the file parsed once (rank 0); each rank encodes its share
+                settings.calib_settings(), adapter, loaded.examples, fabric.global_rank, fabric.world_size,
+                fabric_broadcast(fabric), fabric_reducer(fabric),
+            )
+            measured["calibration"] = {**fitted.as_dict(), **calibration_record(settings, ids)}
             report = tamp.prune(
                 model, samples, prune_cfg, adapter=adapter, reducer=fabric_reducer(fabric), checkpoint_writer=is_main
             )
@@ -250,7 +292,11 @@ def _run_cell(fabric, cfg: DictConfig, run_dir: str | Path, cache_dir: str | Pat
             save_run_model(settings, model, processor, adapter, run_dir, measured["sparsity_per_linear"], report,
                            results.record.config or {})
         eval_start = time.perf_counter()
-        scores = evaluate_model(settings, model, processor, adapter, fabric, Path(cache_dir) if cache_dir else None)
+        scores, evaluated_on = evaluate_model(
+            settings, model, processor, adapter, fabric, Path(cache_dir) if cache_dir else None
+        )
+        measured["devices"] = {"prune": report.device if report else None, "offload": settings.runner.offload,
+                               "eval": evaluated_on, "transfers": report.transfers if report else {}}
         measured["timings"]["eval_s"] = time.perf_counter() - eval_start
         measured["timings"]["total_s"] = time.perf_counter() - start
         measured["scores"] = scores.get("scores", {})
@@ -266,7 +312,7 @@ def _run_cell(fabric, cfg: DictConfig, run_dir: str | Path, cache_dir: str | Pat
         return {"status": "completed", "results": str(results.path)}
     except BaseException as err:
         if is_main:
-            results.fail(err)
+            results.fail(_recorded(err))
             if tracker is not None:
                 tracker.log_results(results.record)
         raise

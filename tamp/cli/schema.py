@@ -69,6 +69,7 @@ class RunnerConfig:
     strategy: str = "auto"
     precision: str = "32-true"
     device: str = "auto"  # where the pruning math runs in each process: auto | cpu | cuda
+    eval_device: str = "auto"  # where lmms-eval runs the (whole) model: auto (the Fabric device) | cpu | cuda[:N]
     offload: bool = False
     progress: bool = True
     targets: list[str] = field(default_factory=lambda: [".*"])
@@ -216,10 +217,26 @@ def _zoo_data(model_name: str, cache_dir: str) -> str:
     return str(data_dir(model_name if model_name.startswith("zoo") else None, cache_dir))
 
 
-def validate(cfg: DictConfig) -> RunConfig:
+def typed(cfg: DictConfig | dict[str, Any]) -> DictConfig:
+    """A run config that lost its types, merged onto the schema with each component's own settings type.
+
+    A plain dict, or a config a launcher rebuilt (Lightning's ddp_spawn hands its workers DictConfigs
+    rebuilt as plain mappings), no longer knows that `method.tokens` is, say, the random selector's
+    settings: merged onto the bare schema, `num_random` would be an unknown key. The method node is
+    typed from the names it holds (pruner, allocation, tokens) before the rest is merged.
+    """
+    node = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
+    schema = OmegaConf.structured(RunConfig)
+    if isinstance(node.get("method"), DictConfig):
+        method = OmegaConf.to_container(node.method, resolve=True)
+        schema.method = OmegaConf.structured(resolve_method(method))
+    return OmegaConf.merge(schema, node)
+
+
+def validate(cfg: DictConfig | dict[str, Any]) -> RunConfig:
     """The typed run config; a value out of range raises ValueError with one line naming the key."""
-    if OmegaConf.get_type(cfg) is not RunConfig:  # e.g. a plain dict, or a config unpickled in a worker
-        cfg = OmegaConf.merge(OmegaConf.structured(RunConfig), cfg)
+    if not isinstance(cfg, DictConfig) or OmegaConf.get_type(cfg) is not RunConfig:
+        cfg = typed(cfg)  # e.g. a plain dict, or a config rebuilt in a spawned worker
     obj = OmegaConf.to_object(cfg)
     assert isinstance(obj, RunConfig)
     return obj

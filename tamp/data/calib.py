@@ -211,10 +211,10 @@ class _Plan:
     media: dict[str, list[Any]]
 
 
-def check_media(source: RecordSource, chosen: Sequence[int], cfg: CalibConfig) -> None:
+def check_media(records: Sequence[Record], cfg: CalibConfig) -> None:
     """The drawn records' media files exist and their images read whole: before the model loads."""
     media_dir = _media_dir(cfg)
-    for record in source.records(list(chosen)):
+    for record in records:
         for kind, refs in record.media.items():
             for ref in refs:
                 check_exists(ref, media_dir, record.id)
@@ -265,11 +265,67 @@ def encode_plan(plan: _Plan, adapter: SampleEncoder, cfg: CalibConfig, media_dir
     return sample
 
 
-@register_source("llava_json")
-@register_source("hf")
-def conversation_set(cfg: Any, encoder: SampleEncoder, examples: Sequence[Any] | None = None) -> list[CalibSample]:
-    """`calib.source=llava_json | hf`: samples drawn from a conversation set (`calib.*`)."""
-    return build_calibration(encoder, cfg)
+def _draw_key(cfg: CalibConfig) -> tuple[Any, ...]:
+    """What a draw depends on: the selection settings and the file as it is on disk now."""
+    path = Path(cfg.path)
+    stat = path.stat() if path.is_file() else None
+    skip = ("progress", "name", "num_frames", "fps", "max_tokens")
+    fields = {k: v for k, v in asdict(cfg).items() if k not in skip}
+    return (repr(sorted(fields.items())), str(path.resolve()), stat and (stat.st_mtime_ns, stat.st_size))
+
+
+_DRAWN: dict[tuple[Any, ...], list[Record]] = {}
+
+
+def draw_records(cfg: CalibConfig | Mapping[str, Any] | Any) -> list[Record]:
+    """The records a calibration set draws (filters, then the seeded draw), media not decoded.
+
+    This is the only step that parses the file (845 MB for ShareGPT4V: gigabytes of Python objects),
+    so it is remembered per process: the pre-run check and the run itself share one parse, and only
+    the drawn records (a few hundred small objects) are kept, never the parsed file.
+    """
+    cfg = as_calib_config(cfg)
+    key = _draw_key(cfg)
+    if key not in _DRAWN:
+        source = open_source(cfg)
+        chosen = draw(select_indices(source, cfg), cfg, source.label)
+        _DRAWN.clear()  # one set per process is enough (a sweep's cells share theirs)
+        _DRAWN[key] = source.records(chosen)
+    return list(_DRAWN[key])
+
+
+def encode_records(
+    records: Sequence[Record], adapter: SampleEncoder, cfg: CalibConfig | Mapping[str, Any] | Any
+) -> list[CalibSample]:
+    """Check every record first (fail before the slow part), then decode its media and encode it."""
+    cfg = as_calib_config(cfg)
+    media_dir = _media_dir(cfg)
+    plans = [plan_record(record, adapter, cfg, media_dir) for record in records]
+    samples = []
+    # a bar on a terminal; elsewhere (a cluster job's log) a line every 30 s and at the end
+    for plan in track(plans, f"calibration ({cfg.name or cfg.source})", enabled=cfg.progress, unit="sample"):
+        samples.append(encode_plan(plan, adapter, cfg, media_dir))
+    return samples
+
+
+class ConversationSet:
+    """`calib.source=llava_json | hf`: samples drawn from a conversation set (`calib.*`).
+
+    In two steps, `draw` (parse the file, filter, draw: done once, by rank 0 of a data-parallel run)
+    and `encode` (decode media, encode: each process its own share), see tamp.pipeline.distributed.
+    """
+
+    def draw(self, cfg: Any) -> list[Record]:
+        return draw_records(cfg)
+
+    def encode(self, records: Sequence[Record], encoder: SampleEncoder, cfg: Any) -> list[CalibSample]:
+        return encode_records(records, encoder, cfg)
+
+    def __call__(self, cfg: Any, encoder: SampleEncoder, examples: Sequence[Any] | None = None) -> list[CalibSample]:
+        return self.encode(self.draw(cfg), encoder, cfg)
+
+
+conversation_set = register_source("hf")(register_source("llava_json")(ConversationSet()))
 
 
 __all__ = ["CalibConfig", "build_calibration", "requires_modalities", "truncate"]
@@ -279,20 +335,14 @@ def build_calibration(
     adapter: SampleEncoder, cfg: CalibConfig | Mapping[str, Any] | Any
 ) -> list[CalibSample]:
     """Calibration samples for `adapter`'s model, drawn from the configured conversation set."""
-    cfg = as_calib_config(cfg)
-    return samples_from_source(adapter, open_source(cfg), cfg)
+    cfg = as_calib_config(cfg)  # the file is parsed once per process (draw_records), the draw seeded by calib.seed
+    return fit(encode_records(draw_records(cfg), adapter, cfg), token_limit(cfg.max_tokens, adapter))[0]
 
 
 def samples_from_source(adapter: SampleEncoder, source: RecordSource, cfg: CalibConfig) -> list[CalibSample]:
     """Filter, draw (seeded), check, decode and encode the records of an opened source."""
     chosen = draw(select_indices(source, cfg), cfg, source.label)
-    media_dir = _media_dir(cfg)
-    plans = [plan_record(record, adapter, cfg, media_dir) for record in source.records(chosen)]
-    samples = []
-    # a bar on a terminal; elsewhere (a cluster job's log) a line every 30 s and at the end
-    for plan in track(plans, f"calibration ({cfg.name or cfg.source})", enabled=cfg.progress, unit="sample"):
-        samples.append(encode_plan(plan, adapter, cfg, media_dir))
-    return fit(samples, token_limit(cfg.max_tokens, adapter))[0]
+    return fit(encode_records(source.records(chosen), adapter, cfg), token_limit(cfg.max_tokens, adapter))[0]
 
 
 @dataclass

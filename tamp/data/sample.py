@@ -9,6 +9,8 @@ import torch
 TEXT, IMAGE, VIDEO, AUDIO = 0, 1, 2, 3
 MODALITY_NAMES = {TEXT: "text", IMAGE: "image", VIDEO: "video", AUDIO: "audio"}
 MODALITY_CODES = {name: code for code, name in MODALITY_NAMES.items()}
+#: `meta` key of a sample's position in the whole calibration set (set when a process takes its share)
+INDEX_KEY = "index"
 
 
 @dataclass
@@ -32,3 +34,11 @@ class CalibSample:
     def modality_counts(self) -> dict[str, int]:
         codes, counts = torch.unique(self.modality_ids, return_counts=True)
         return {MODALITY_NAMES[int(c)]: int(n) for c, n in zip(codes, counts, strict=True)}
+
+
+def global_index(sample: CalibSample, position: int) -> int:
+    """The sample's position in the whole calibration set; `position` (in this list) when unsharded.
+
+    Seeded draws and sample subsets use it, so they do not depend on how many processes share the set.
+    """
+    return int(sample.meta.get(INDEX_KEY, position))

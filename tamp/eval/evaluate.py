@@ -62,13 +62,15 @@ def evaluate(
     bootstrap_iters: int = 1000,
     system_prompt: str | None = None,
     video: VideoSampling | None = None,
+    device: str | torch.device | None = None,
 ) -> dict[str, Any]:
     """Run lmms-eval on an in-memory model; see `summarise` for the returned dict.
 
     `gen_kwargs` override the tasks' generation_kwargs (e.g. {"max_new_tokens": 16}); without them
     each task generates with its own (lmms-eval's YAML), and `max_new_tokens` only fills in where a
     task sets none. `video` (tamp.eval.doc_media.VideoSampling) says how many frames of each video
-    are decoded. Under a Lightning Fabric / torch.distributed world each rank scores its shard of
+    are decoded; `device` moves the whole model there first (None: it stays where it is, on one
+    device). Under a Lightning Fabric / torch.distributed world each rank scores its shard of
     the documents and every rank gets the gathered result (rank and world size default to
     torch.distributed's).
     """
@@ -87,6 +89,7 @@ def evaluate(
         gen_kwargs=gen_kwargs,
         system_prompt=system_prompt,
         video=video,
+        device=device,
     )
     return _run(lm, names, manager, limit, log_samples, bootstrap_iters, lm.rank, lm.world_size)
 

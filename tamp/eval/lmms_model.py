@@ -32,6 +32,7 @@ from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria,
 from tamp.data.media import processor_sampling_rate
 from tamp.eval.batching import DEFAULT_BATCH_SIZE, left_pad_batch, signature
 from tamp.eval.doc_media import Media, MediaReader, VideoSampling
+from tamp.eval.placement import place_for_eval
 from tamp.models.base import FamilyAdapter, Message
 from tamp.progress import progress_bar, track
 
@@ -45,8 +46,8 @@ _CAST_PREFIXES = ("pixel_values", "input_features")
 class TampLMM(lmms):
     """lmms-eval model over an in-memory model; greedy unless a task's gen_kwargs ask to sample.
 
-    `device` defaults to where the model's parameters are (an explicit other device moves the
-    model); `gen_kwargs` override every task's generation_kwargs (only what the user set: a task's
+    `device` moves the whole model there (tamp.eval.placement); None keeps it where it is, which must
+    be one device (or an accelerate dispatch); `gen_kwargs` override every task's generation_kwargs (only what the user set: a task's
     own settings, such as MathVista's 16,384 new tokens, stand otherwise); `max_new_tokens` applies
     where a task sets none; rank / world_size default to torch.distributed's when a process group
     exists. `batch_size` prompts share one generate() call (greedy answers do not depend on it;
@@ -80,11 +81,9 @@ class TampLMM(lmms):
         self.max_new_tokens = int(max_new_tokens)
         self.gen_kwargs_override = dict(gen_kwargs or {})
         self.system_prompt = system_prompt
-        param = next(model.parameters())
-        self._device = torch.device(device) if device is not None else param.device
-        if param.device != self._device:
-            model.to(self._device)
-        self._dtype = param.dtype
+        # the whole model on one device (a pruned model with offload has its blocks in CPU memory)
+        self._device = place_for_eval(model, device)
+        self._dtype = next(model.parameters()).dtype
         self._rank, self._world_size = _ranks(rank, world_size)
         self.sampling_rate = processor_sampling_rate(processor)
         self.media_reader = MediaReader(

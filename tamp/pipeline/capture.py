@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from tamp.data.sample import CalibSample
-from tamp.pipeline.store import ActivationStore, move
+from tamp.pipeline.store import ActivationStore
 
 _DROPPED_KWARGS = ("past_key_values", "past_key_value", "use_cache", "output_attentions")
 
@@ -45,7 +45,7 @@ def capture_block_inputs(
     handle = first_block.register_forward_pre_hook(hook, with_kwargs=True)
     try:
         for sample in samples:
-            inputs = move(sample.inputs, store.compute_device)
+            inputs = store.transfers.to_device(sample.inputs, "inputs")
             try:
                 model(**inputs, use_cache=False)
             except _StopForward:

@@ -1,5 +1,10 @@
 """Per-block checkpoints so a pre-empted pruning run continues where it stopped.
 
+Before the plan, a scoring pass (DAS, OWL, ECoFLaP's zeroth-order scores: hours to days on an 8B
+model) saves its statistics after every block it completes (`scoring.safetensors`, one file written
+atomically with its phase and block count; the statistics are summed over processes, so any number of
+processes can resume them); a rerun replays the completed
+blocks' dense forwards (a fraction of the scoring) and goes on from the next block.
 After the plan and after every block, the run directory gets (each file written under a temporary
 name and renamed): the plan, the block's pruned linear weights with their packed masks, and the
 progress marker with the RNG state. The next block's inputs are not stored: on resume they are
@@ -18,12 +23,20 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tamp.io import first_line, safetensors_problem, write_atomic
 
 PROGRESS = "progress.json"
+SCORING = "scoring.safetensors"
+
+
+def has_checkpoint(directory: str | Path) -> bool:
+    """Whether a checkpoint directory holds progress to resume: a plan with blocks, or a scoring pass."""
+    directory = Path(directory)
+    return (directory / PROGRESS).is_file() or (directory / SCORING).is_file()
 
 
 class CheckpointMismatchError(ValueError):
@@ -126,6 +139,33 @@ class PruneCheckpoint:
         if self.writer:
             self.dir.mkdir(parents=True, exist_ok=True)
             self._write_progress(plan, 0)
+            (self.dir / SCORING).unlink(missing_ok=True)  # the plan holds what scoring was for
+
+    # ------------------------------------------------------------------ scoring passes
+    def save_scoring(self, phase: str, completed: int, state: dict[str, torch.Tensor]) -> None:
+        """A scoring pass's statistics after its first `completed` blocks (tensors summed over processes)."""
+        if not self.writer:
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+        meta = {"fingerprint": self.fingerprint, "phase": phase, "completed_blocks": str(completed)}
+        write_atomic(self.dir / SCORING, lambda p: save_file(tensors, str(p), metadata=meta))
+
+    def load_scoring(self, phase: str) -> tuple[int, dict[str, torch.Tensor]] | None:
+        """(completed blocks, statistics) of an interrupted scoring pass `phase` of this run, else None."""
+        path = self.dir / SCORING
+        if not path.exists():
+            return None
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("fingerprint") != self.fingerprint:
+                raise CheckpointMismatchError(
+                    f"{self.dir} holds a checkpoint of a different configuration; "
+                    "resume with the same config, or use a new run directory"
+                )
+            if meta.get("phase") != phase:
+                return None
+            return int(meta["completed_blocks"]), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
 
     def save_block(
         self, index: int, linears: dict[str, nn.Linear], masks: dict[str, torch.Tensor], plan: dict[str, float]

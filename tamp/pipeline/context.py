@@ -18,7 +18,7 @@ class SampleContext:
     linear of the block (e.g. the last-row attention computed once, not once per linear).
     """
 
-    index: int
+    index: int  # the sample's position in the whole calibration set (the same on any number of processes)
     block_index: int
     block: nn.Module
     modality_ids: torch.Tensor

@@ -17,13 +17,14 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from tamp.data.sample import CalibSample
+from tamp.data.sample import CalibSample, global_index
 from tamp.models.base import DEFAULT_TARGETS, FamilyAdapter
 from tamp.pipeline.capture import capture_block_inputs, run_block
 from tamp.pipeline.checkpoint import PruneCheckpoint
 from tamp.pipeline.context import LinearObserver, SampleContext
 from tamp.pipeline.hooks import LinearTap
 from tamp.pipeline.store import ActivationStore
+from tamp.pipeline.transfer import Transfers
 from tamp.progress import Progress, progress_bar
 
 Reducer = Callable[[list[torch.Tensor]], None]
@@ -84,6 +85,8 @@ class LayerwiseEngine:
         self.model = model
         self.adapter = adapter
         self.samples = list(samples)
+        #: each local sample's position in the whole calibration set (seeds and subsets use these)
+        self.indices = [global_index(s, i) for i, s in enumerate(self.samples)]
         self.device = torch.device(device)
         self.offload = offload
         self.progress = progress
@@ -93,26 +96,39 @@ class LayerwiseEngine:
         if not any(self.linears):
             raise ValueError(f"targets={list(targets)} ignore={list(ignore)} select no linear in the decoder blocks")
         self.timings = EngineTimings()
+        #: every host <-> device move of the engine goes through here, counted (tamp.pipeline.transfer)
+        self.transfers = Transfers(self.device)
+        #: the checkpoint of the run being pruned, if any (scoring passes save their progress there)
+        self.checkpoint: PruneCheckpoint | None = None
         self._captured: ActivationStore | None = None
+        self._modality_ids: list[torch.Tensor] = []
 
     # ------------------------------------------------------------------ placement
     def _place_model(self) -> None:
         """Put everything on the device, except the decoder blocks when offloading."""
         if not self.offload:
-            self.model.to(self.device)
+            self.transfers.module_to_device(self.model)
             return
-        _to_device_except(self.model, self.blocks, self.device)
         self.blocks.to("cpu")
+        _to_device_except(self.model, self.blocks, self.transfers)
 
     @contextmanager
-    def on_device(self, block: nn.Module) -> Iterator[nn.Module]:
-        if self.offload:
-            block.to(self.device)
-        try:
+    def on_device(self, block: nn.Module, writes: bool = False) -> Iterator[nn.Module]:
+        """`block` on the compute device inside the `with` (with offload: a visit from host memory).
+
+        Visits nest (the pruning pass holds a block for its statistics, masks and next inputs at
+        once); `writes=True` copies the weights back to the host afterwards (they were pruned), a
+        read-only visit puts the untouched host tensors back instead.
+        """
+        if not self.offload:
             yield block
-        finally:
-            if self.offload:
-                block.to("cpu")
+            return
+        with self.transfers.visiting(block, writes) as resident:
+            yield resident
+
+    def modality_ids(self, position: int) -> torch.Tensor:
+        """The modality ids of a local sample on the device (moved once, at capture)."""
+        return self._modality_ids[position]
 
     # ------------------------------------------------------------------ passes
     def _bar(self, total: int, desc: str, unit: str = "block", every_s: float = 0.0) -> Progress:
@@ -124,9 +140,10 @@ class LayerwiseEngine:
         if self._captured is None:
             start = time.perf_counter()
             self._place_model()
-            store = ActivationStore(self.device, self.offload)
+            store = ActivationStore(self.device, self.offload, self.transfers)
             with self._bar(len(self.samples), "capture", unit="sample", every_s=30.0) as bar:
                 capture_block_inputs(self.model, self.blocks[0], self.samples, store, bar)
+            self._modality_ids = [self.transfers.to_device(s.modality_ids) for s in self.samples]
             self._captured = store
             self.timings.capture_s = time.perf_counter() - start
         return self._captured
@@ -144,10 +161,10 @@ class LayerwiseEngine:
                 hidden, kwargs = store.get(i)
                 if tap is not None:
                     tap.ctx = SampleContext(
-                        index=i,
+                        index=self.indices[i],
                         block_index=index,
                         block=block,
-                        modality_ids=sample.modality_ids.to(self.device),
+                        modality_ids=self.modality_ids(i),
                         labels=sample.labels,
                         block_input=hidden,
                         block_kwargs=kwargs,
@@ -168,12 +185,28 @@ class LayerwiseEngine:
 
     @torch.no_grad()
     def scoring_pass(self, observer: BlockObserver, desc: str = "scoring") -> None:
-        """Dense pass over all blocks, every linear tapped (for allocations: DAS, OWL, ...)."""
+        """Dense pass over all blocks, every linear tapped (for allocations: DAS, OWL, ...).
+
+        An observer that can save its statistics (`state()` / `load_state()`, summed over processes
+        at each block's end) is checkpointed after every block when the run has a checkpoint: an
+        interrupted pass replays the completed blocks' dense forwards and goes on from the next block.
+        """
         store = self.captured().copy()
+        saving = self.checkpoint is not None and hasattr(observer, "state")
+        first, state = (self.checkpoint.load_scoring(desc) or (0, None)) if saving else (0, None)  # type: ignore[union-attr]
+        if state is not None:
+            observer.load_state(state)  # type: ignore[attr-defined]
         with self._bar(len(self.blocks), desc) as bar:
             for index in range(len(self.blocks)):
-                self.forward_block(index, store, observer)
-                observer.end_block(index, self.linears[index], self)
+                if index < first:  # resumed: only the dense inputs of the next block are needed
+                    self.forward_block(index, store)
+                    bar.update(1)
+                    continue
+                with self.on_device(self.blocks[index]):
+                    self.forward_block(index, store, observer)
+                    observer.end_block(index, self.linears[index], self)
+                if saving:
+                    self.checkpoint.save_scoring(desc, index + 1, observer.state())  # type: ignore[union-attr,attr-defined]
                 bar.update(1)
 
     def reduce_(self, tensors: list[torch.Tensor]) -> None:
@@ -201,16 +234,20 @@ class LayerwiseEngine:
             if hasattr(method, "restore_plan_state"):
                 method.restore_plan_state(checkpoint.plan_state)
         else:
-            plan = method.plan(self)
+            self.checkpoint = checkpoint  # scoring passes save their progress there
+            try:
+                plan = method.plan(self)
+            finally:
+                self.checkpoint = None
             first = 0
             if checkpoint is not None:
                 checkpoint.start(plan, method.plan_state() if hasattr(method, "plan_state") else None)
         self.timings.plan_s = time.perf_counter() - start
         start = time.perf_counter()
         for index in range(first):  # resume: restore and replay the completed blocks
-            with self.on_device(self.blocks[index]):
+            with self.on_device(self.blocks[index], writes=True):
                 masks.update(checkpoint.load_block(index, self.linears[index]))
-            self.forward_block(index, store)
+                self.forward_block(index, store)
         if progress is not None:
             PruneCheckpoint.restore_rng(progress)
         with self._bar(len(self.blocks), "pruning") as bar:
@@ -218,17 +255,19 @@ class LayerwiseEngine:
             for index in range(first, len(self.blocks)):
                 linears = self.linears[index]
                 block_start = time.perf_counter()
-                method.begin_block(index, linears)
-                if method.needs_block_forward and linears:
-                    self.forward_block(index, store, method, update=False)
-                with self.on_device(self.blocks[index]):
+                # one visit of the block per pruning step (offload): statistics accumulate on the device,
+                # the masks are computed there and the next block's inputs come from the pruned block
+                with self.on_device(self.blocks[index], writes=True):
+                    method.begin_block(index, linears)
+                    if method.needs_block_forward and linears:
+                        self.forward_block(index, store, method, update=False)
                     block_masks = method.end_block(index, linears, plan, self)
                     if checkpoint is not None:
                         checkpoint.save_block(index, linears, block_masks, plan)
                         _fault_injection_delay()
-                masks.update(block_masks)
-                if index + 1 < len(self.blocks):
-                    self.forward_block(index, store)  # the next block sees the pruned outputs
+                    masks.update(block_masks)
+                    if index + 1 < len(self.blocks):
+                        self.forward_block(index, store)  # the next block sees the pruned outputs
                 self.timings.blocks_s.append(time.perf_counter() - block_start)
                 bar.update(1)
         self.timings.prune_s = time.perf_counter() - start
@@ -243,19 +282,19 @@ def _fault_injection_delay() -> None:
         time.sleep(delay)
 
 
-def _to_device_except(root: nn.Module, skip: nn.Module, device: torch.device) -> None:
-    """Move `root` to `device` but leave the `skip` subtree where it is."""
+def _to_device_except(root: nn.Module, skip: nn.Module, transfers: Transfers) -> None:
+    """Move `root` to the device but leave the `skip` subtree where it is."""
     for child in root.children():
         if child is skip:
             continue
         if any(m is skip for m in child.modules()):
-            _to_device_except(child, skip, device)
+            _to_device_except(child, skip, transfers)
         else:
-            child.to(device)
+            transfers.module_to_device(child)
     for _name, param in list(root.named_parameters(recurse=False)):
-        param.data = param.data.to(device)
+        param.data = transfers.to_device(param.data, "model")
     for name, buf in list(root.named_buffers(recurse=False)):
-        root._buffers[name] = buf.to(device)
+        root._buffers[name] = transfers.to_device(buf, "model")
 
 
 def resolve_device(device: str) -> torch.device:

@@ -67,15 +67,24 @@ class DiversityObserver:
             acc.update(z, ctx.modality_ids)
 
     def end_block(self, index: int, linears: dict[str, nn.Linear], engine: LayerwiseEngine) -> None:
-        return None
+        """The block's linears have seen every sample: sum their terms over processes now."""
+        engine.reduce_([t for name in linears if name in self.accumulators for t in self.accumulators[name].tensors()])
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """Every linear's (sums, counts), for the scoring checkpoint (complete blocks are summed over processes)."""
+        return {f"{name}/{i}": t for name, acc in self.accumulators.items() for i, t in enumerate(acc.tensors())}
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        for name, acc in self.accumulators.items():
+            for i, tensor in enumerate(acc.tensors()):
+                tensor.copy_(state[f"{name}/{i}"].to(tensor.device))
 
 
 def layer_diversity(engine: LayerwiseEngine, variant: str, all_token: bool) -> dict[str, float]:
-    """{linear name: DAS score} from a dense scoring pass, statistics summed over processes."""
+    """{linear name: DAS score} from a dense scoring pass, statistics summed over processes block by block."""
     observer = DiversityObserver(engine, variant, all_token)
     engine.scoring_pass(observer, desc="das scoring")
     accumulators = observer.accumulators
-    engine.reduce_([t for acc in accumulators.values() for t in acc.tensors()])
     if not all_token and accumulators:
         terms = next(iter(accumulators.values())).result()
         if not terms.inter and set(terms.intra) <= {0}:

@@ -56,6 +56,13 @@ class OutlierObserver:
             ]
             self.ratios[block_name(engine, index)] = outlier_ratio(metrics, self.m)
 
+    def state(self) -> dict[str, torch.Tensor]:
+        """The outlier ratios of the blocks done so far, for the scoring checkpoint."""
+        return {name: torch.tensor([ratio], dtype=torch.float64) for name, ratio in self.ratios.items()}
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.ratios = {name: float(t.item()) for name, t in state.items()}
+
 
 @dataclass
 class OwlConfig(AllocationConfig):

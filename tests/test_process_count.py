@@ -1,0 +1,197 @@
+"""Masks do not depend on the number of processes: every method preset through the CLI, 1 versus 2.
+
+The README promises that data-parallel calibration gives the masks one process gives. These tests
+run `python -m tamp.run` as a user would, on a tiny LLaVA-NeXT calibrated on four distinct
+image-text conversations (a LLaVA JSON file: the path that rank 0 parses once and broadcasts), save
+the masks (`runner.save_masks=true`) and compare them bit for bit: one process (`runner=cpu`) against
+two with Lightning's `ddp_spawn` (`runner=ddp_cpu`) and with its script launcher (`runner.strategy=ddp`,
+which re-executes the command line in the second process, here inside a multirun).
+
+The default run covers a representative subset (TAMP: DAS scoring + AMIA; random tokens: seeded
+draws per sample; ECoFLaP: zeroth-order scores over a subset of the samples; SparseGPT: Hessians);
+the full grid over every preset in conf/method/ is marked slow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tamp.models.mask_file import load_masks
+from tamp.models.tiny import build_tiny
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true", "TAMP_PROGRESS": "log"}
+PRESETS = sorted(p.stem for p in (REPO / "conf" / "method").glob("*.yaml"))
+DEFAULT_PRESETS = ["ecoflap", "random_tokens", "sparsegpt", "tamp"]
+QUESTIONS = ["What colour is the square?", "Is there a circle?", "How many shapes are there?", "Describe the picture."]
+ANSWERS = ["It is red.", "No, there is a square.", "There is one shape.", "A square on a white background."]
+
+
+def write_calibration(root: Path, count: int = 4) -> Path:
+    """`count` distinct image-text conversations (LLaVA JSON) with their images."""
+    rng = np.random.default_rng(0)
+    records = []
+    for i in range(count):
+        pixels = rng.integers(0, 256, size=(32, 40, 3), dtype=np.uint8)
+        (root / "media").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(root / "media" / f"img{i}.png")
+        records.append({
+            "id": f"r{i}",
+            "image": f"img{i}.png",
+            "conversations": [
+                {"from": "human", "value": f"<image>\n{QUESTIONS[i % len(QUESTIONS)]}"},
+                {"from": "gpt", "value": ANSWERS[i % len(ANSWERS)]},
+            ],
+        })
+    path = root / "calib.json"
+    path.write_text(json.dumps(records))
+    return path
+
+
+@pytest.fixture(scope="module")
+def calib_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_calibration(tmp_path_factory.mktemp("calib"))
+
+
+def _sweep(sweep_dir: Path, calib: Path, presets: list[str], *overrides: str) -> subprocess.CompletedProcess:
+    timeout = 600 + 120 * len(presets)  # generous: two CPU cores shared with other jobs
+    cmd = [
+        sys.executable, "-m", "tamp.run", "-m", f"method={','.join(presets)}",
+        "calib.source=llava_json", f"calib.path={calib}", f"calib.media_dir={calib.parent / 'media'}",
+        "calib.num_samples=4", "eval=none", "logger=none", "runner.save_masks=true", "runner.progress=false",
+        f"hydra.sweep.dir={sweep_dir}", f"paths.output_dir={sweep_dir.parent / 'outputs'}", *overrides,
+    ]
+    return subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=timeout)
+
+
+def _masks_by_cell(sweep_dir: Path) -> dict[tuple[str, str], dict[str, torch.Tensor]]:
+    """{(preset, strategy): masks} of every completed cell of a sweep."""
+    out = {}
+    for results in sorted(sweep_dir.glob("*/results.json")):
+        record = json.loads(results.read_text())
+        assert record["status"] == "completed", (results, record.get("error"))
+        key = (record["config"]["method"]["name"], record["config"]["runner"]["strategy"])
+        out[key] = load_masks(results.parent / "model" / "masks.safetensors")
+    return out
+
+
+def _summary_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "cells completed" in line]
+
+
+def _compare(presets: list[str], tmp_path: Path, calib: Path) -> dict[str, dict[str, int]]:
+    """Run the presets on 1 process, then on 2 (ddp_spawn and ddp); {preset: {strategy: masks differing}}."""
+    one_dir, two_dir = tmp_path / "one", tmp_path / "two"
+    one = _sweep(one_dir, calib, presets, "runner=cpu")
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = _sweep(two_dir, calib, presets, "runner=ddp_cpu", "runner.strategy=ddp_spawn,ddp")
+    assert two.returncode == 0, two.stderr[-3000:]
+    cells = 2 * len(presets)
+    # one sweep folder and one summary line: the ddp children ran their own cell, not the sweep again
+    assert _summary_lines(two.stderr) == [f"{cells}/{cells} cells completed"], two.stderr[-3000:]
+    assert len(list(two_dir.glob("*/results.json"))) == cells
+    assert not (tmp_path / "outputs").exists(), "a ddp child wrote a sweep folder of its own"
+    assert "sparsity 0.0000" not in two.stdout, "a child printed a summary of a run it does not own"
+    summaries = [line for line in two.stdout.splitlines() if "; results in " in line]
+    assert len(summaries) == cells, two.stdout  # one line per cell, from rank 0 only
+    reference = _masks_by_cell(one_dir)
+    parallel = _masks_by_cell(two_dir)
+    table: dict[str, dict[str, int]] = {}
+    for preset in presets:
+        ref = reference[(preset, "auto")]
+        assert len(ref) > 0
+        for strategy in ("ddp_spawn", "ddp"):
+            got = parallel[(preset, strategy)]
+            assert got.keys() == ref.keys(), (preset, strategy)
+            table.setdefault(preset, {})[strategy] = sum(int((got[k] != ref[k]).sum()) for k in ref)
+    return table
+
+
+def test_representative_presets_give_the_same_masks_on_one_and_two_processes(tmp_path: Path, calib_file: Path) -> None:
+    table = _compare(DEFAULT_PRESETS, tmp_path, calib_file)
+    assert all(n == 0 for row in table.values() for n in row.values()), f"mask entries that differ: {table}"
+
+
+@pytest.mark.slow
+def test_every_preset_gives_the_same_masks_on_one_and_two_processes(tmp_path: Path, calib_file: Path) -> None:
+    table = _compare(PRESETS, tmp_path, calib_file)
+    print(json.dumps(table, indent=1))
+    assert all(n == 0 for row in table.values() for n in row.values()), f"mask entries that differ: {table}"
+
+
+def test_a_ddp_child_reruns_its_cell_only_as_a_single_run(monkeypatch) -> None:
+    from omegaconf import OmegaConf
+
+    from tamp.cli.launch import child_command, launch_rank
+
+    hc = OmegaConf.create({"overrides": {
+        "hydra": ["hydra.mode=MULTIRUN", "hydra.sweep.dir=/s", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                  "hydra.job.chdir=False", "hydra/job_logging=tamp"],
+        "task": ["+experiment=toy_demo", "method=wanda", "sparsity.target=0.6"],
+    }})
+    argv = ["-m", "--config-name", "run", "method=wanda,tamp", "sparsity.target=0.5,0.6"]
+    assert child_command(hc, argv) == ["--config-name", "run", "hydra.job.chdir=False", "hydra/job_logging=tamp",
+                                       "+experiment=toy_demo", "method=wanda", "sparsity.target=0.6"]
+    for name in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    assert launch_rank() == 0
+    monkeypatch.setenv("LOCAL_RANK", "1")  # a child of Lightning's script launcher
+    assert launch_rank() == 1
+    monkeypatch.setenv("SLURM_PROCID", "5")  # a SLURM task: its global rank wins
+    assert launch_rank() == 5
+
+
+def test_calibration_file_is_parsed_by_rank_zero_only(calib_file: Path, monkeypatch) -> None:
+    from tamp.data import calib as calib_module
+    from tamp.pipeline.distributed import calibration_share
+
+    bundle = build_tiny("llava_next", seed=0)
+    cfg = {"source": "llava_json", "path": str(calib_file), "media_dir": str(calib_file.parent / "media"),
+           "num_samples": 4, "progress": False}
+    opened: list[int] = []
+    real_open = calib_module.open_source
+
+    def counting_open(config, rank):
+        opened.append(rank)
+        return real_open(config)
+
+    drawn: dict[str, object] = {}
+
+    def share(rank: int):
+        calib_module._DRAWN.clear()  # as if every rank were its own process
+        monkeypatch.setattr(calib_module, "open_source", lambda config: counting_open(config, rank))
+        from tamp.data.calib import as_calib_config
+
+        def broadcast(obj):  # rank 0's object, as Fabric's broadcast hands it to every rank
+            if rank == 0:
+                drawn["records"] = obj
+            return drawn["records"]
+
+        return calibration_share(as_calib_config(cfg), bundle.adapter, None, rank, 2, broadcast)
+
+    zero, one = share(0).samples, share(1).samples
+    assert opened == [0], "rank 1 parsed the calibration file"
+    assert [s.meta["index"] for s in zero] == [0, 2] and [s.meta["index"] for s in one] == [1, 3]
+    assert [s.meta["id"] for s in zero + one] == [r.id for r in drawn["records"]][0::2] + [r.id for r in drawn["records"]][1::2]
+
+
+def test_a_failing_cell_under_ddp_is_recorded_and_the_sweep_goes_on(tmp_path: Path, calib_file: Path) -> None:
+    """A cell that fails on every rank after the launch: rank 0 records it, the child exits quietly (a
+    non-zero exit would make Lightning kill the whole sweep), and the next cell runs."""
+    proc = _sweep(tmp_path / "sweep", calib_file, ["wanda"], "runner=ddp_cpu", "runner.strategy=ddp",
+                  "runner.targets=[nomatch],[.*]")
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    lines = _summary_lines(proc.stderr)
+    assert len(lines) == 1 and lines[0].startswith("1/2 cells completed; failed: 0_wanda_0.5 ("), lines
+    records = {r.parent.name: json.loads(r.read_text()) for r in (tmp_path / "sweep").glob("*/results.json")}
+    assert records["0_wanda_0.5"]["status"] == "failed" and "select no linear" in records["0_wanda_0.5"]["error"]
+    assert records["1_wanda_0.5"]["status"] == "completed"

@@ -1,0 +1,78 @@
+"""Scoring passes (DAS, OWL, ECoFLaP) checkpoint block by block: a pre-empted run resumes its scoring.
+
+ECoFLaP's zeroth-order scoring of LLaVA-NeXT-8B takes hours; before, a pre-emption during it lost
+all of it (only the plan and the pruned blocks were checkpointed). Here a run is interrupted right
+after its scoring pass saved its first block, rerun with the same checkpoint directory, and must
+score only the remaining blocks and end with the allocation scores and masks of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from unittest import mock
+
+import pytest
+import torch
+
+import tamp
+from tamp.models.tiny import build_tiny
+from tamp.pipeline.checkpoint import SCORING, CheckpointMismatchError, PruneCheckpoint
+
+METHODS = {
+    "ecoflap": {"pruner": "wanda", "allocation": {"name": "ecoflap"}},
+    "das": {"pruner": "wanda", "allocation": {"name": "das"}, "tokens": {"name": "amia"}},
+    "owl": {"pruner": "wanda", "allocation": {"name": "owl", "owl_lambda": 0.02}},
+}
+
+
+class Preempted(KeyboardInterrupt):
+    """What SIGTERM becomes in tamp's CLI (tamp.cli.run)."""
+
+
+def _prune(method: dict, checkpoint_dir: Path | None):
+    bundle = build_tiny("llava_next", seed=0)
+    samples = [bundle.example_sample(0) for _ in range(3)]
+    config = {"method": method, "sparsity": {"target": 0.5}, "device": "cpu", "progress": False,
+              "keep_masks": True, "checkpoint_dir": str(checkpoint_dir) if checkpoint_dir else None}
+    return tamp.prune(bundle.model, samples, config, adapter=bundle.adapter)
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_a_preempted_scoring_pass_resumes_after_its_last_block(name: str, tmp_path: Path) -> None:
+    method = METHODS[name]
+    reference = _prune(method, None)
+    checkpoint = tmp_path / "checkpoint"
+    original = PruneCheckpoint.save_scoring
+    saved: list[int] = []
+
+    def save_then_preempt(self, phase, completed, state):
+        original(self, phase, completed, state)
+        saved.append(completed)
+        raise Preempted("signal SIGTERM")
+
+    with mock.patch.object(PruneCheckpoint, "save_scoring", save_then_preempt), pytest.raises(Preempted):
+        _prune(method, checkpoint)
+    assert saved == [1] and (checkpoint / SCORING).is_file() and not (checkpoint / "progress.json").exists()
+
+    resumed_saves: list[int] = []
+
+    def record(self, phase, completed, state):
+        resumed_saves.append(completed)
+        original(self, phase, completed, state)
+
+    with mock.patch.object(PruneCheckpoint, "save_scoring", record):
+        resumed = _prune(method, checkpoint)
+    blocks = len(reference.blocks_s)
+    assert resumed_saves == list(range(2, blocks + 1)), "the resumed pass scored block 0 again"
+    assert resumed.allocation_scores == reference.allocation_scores
+    assert resumed.masks.keys() == reference.masks.keys()
+    for key in reference.masks:
+        assert torch.equal(resumed.masks[key], reference.masks[key]), key
+    assert not (checkpoint / SCORING).exists(), "the plan replaces the scoring checkpoint"
+
+
+def test_a_scoring_checkpoint_of_another_configuration_is_refused(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "checkpoint"
+    PruneCheckpoint(checkpoint, "another-run").save_scoring("das scoring", 1, {"x": torch.zeros(1)})
+    with pytest.raises(CheckpointMismatchError, match="holds a checkpoint of a different configuration"):
+        _prune(METHODS["das"], checkpoint)

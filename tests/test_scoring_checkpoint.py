@@ -76,3 +76,15 @@ def test_a_scoring_checkpoint_of_another_configuration_is_refused(tmp_path: Path
     PruneCheckpoint(checkpoint, "another-run").save_scoring("das scoring", 1, {"x": torch.zeros(1)})
     with pytest.raises(CheckpointMismatchError, match="holds a checkpoint of a different configuration"):
         _prune(METHODS["das"], checkpoint)
+
+
+def test_a_cut_off_scoring_file_is_named_before_any_work(tmp_path: Path) -> None:
+    from tamp.pipeline.checkpoint import CheckpointCorruptError, check_checkpoint
+
+    checkpoint = tmp_path / "checkpoint"
+    PruneCheckpoint(checkpoint, "run").save_scoring("ecoflap scoring", 1, {"totals": torch.zeros(14)})
+    check_checkpoint(checkpoint)  # whole: fine
+    data = (checkpoint / SCORING).read_bytes()
+    (checkpoint / SCORING).write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointCorruptError, match=r"checkpoint scoring file .*scoring.safetensors is unreadable"):
+        check_checkpoint(checkpoint)

@@ -85,6 +85,12 @@ def check_checkpoint(directory: str | Path) -> None:
     safetensors' `incomplete metadata` after it.
     """
     progress = read_progress(directory)
+    scoring = Path(directory) / SCORING
+    if progress is None and scoring.is_file():  # an interrupted scoring pass: its statistics must read
+        problem = safetensors_problem(scoring)
+        if problem is not None:
+            raise CheckpointCorruptError(f"checkpoint scoring file {scoring} is unreadable: {problem}; "
+                                         f"{_START_OVER.format(dir=directory)}")
     if progress is None:
         return
     for index in range(progress["completed_blocks"]):
@@ -218,7 +224,8 @@ class PruneCheckpoint:
         if not self.writer or not self.dir.is_dir():
             return
         names = self.written()
-        temporary = re.compile(r"\.(block_\d{4}\.safetensors|" + re.escape(PROGRESS) + r")\.\d+\.tmp")
+        temporary = re.compile(r"\.(block_\d{4}\.safetensors|" + re.escape(PROGRESS) + "|" + re.escape(SCORING)
+                               + r")\.\d+\.tmp")
         for path in self.dir.iterdir():
             if (path.name in names and path.name != PROGRESS) or temporary.fullmatch(path.name):
                 path.unlink(missing_ok=True)

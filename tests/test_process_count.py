@@ -195,3 +195,26 @@ def test_a_failing_cell_under_ddp_is_recorded_and_the_sweep_goes_on(tmp_path: Pa
     records = {r.parent.name: json.loads(r.read_text()) for r in (tmp_path / "sweep").glob("*/results.json")}
     assert records["0_wanda_0.5"]["status"] == "failed" and "select no linear" in records["0_wanda_0.5"]["error"]
     assert records["1_wanda_0.5"]["status"] == "completed"
+
+
+def test_ecoflap_num_samples_takes_the_first_n_of_the_whole_set(calib_file: Path) -> None:
+    """Two shards scored apart (as two processes would, before their sum) give the one-process scores."""
+    from tamp.data.calib import build_calibration
+    from tamp.pipeline.distributed import shard
+    from tamp.pipeline.engine import LayerwiseEngine
+    from tamp.sparsity.ecoflap import EcoFlapAllocation, EcoflapConfig
+
+    def scores(samples) -> dict[str, float]:
+        bundle = build_tiny("llava_next", seed=0)
+        engine = LayerwiseEngine(bundle.model, bundle.adapter, samples, progress=False)
+        torch.manual_seed(0)
+        return EcoFlapAllocation(EcoflapConfig(num_samples=2)).importance(engine)
+
+    bundle = build_tiny("llava_next", seed=0)
+    samples = build_calibration(bundle.adapter, {"source": "llava_json", "path": str(calib_file),
+                                                 "media_dir": str(calib_file.parent / "media"), "num_samples": 4})
+    one = scores(samples)
+    parts = [scores(shard(samples, rank, 2)) for rank in (0, 1)]
+    two = {name: parts[0][name] + parts[1][name] for name in one}
+    assert two == pytest.approx(one, rel=1e-12)
+    assert parts[0] != one, "with one scored sample per process each half differs from the whole"

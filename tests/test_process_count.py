@@ -218,3 +218,21 @@ def test_ecoflap_num_samples_takes_the_first_n_of_the_whole_set(calib_file: Path
     two = {name: parts[0][name] + parts[1][name] for name in one}
     assert two == pytest.approx(one, rel=1e-12)
     assert parts[0] != one, "with one scored sample per process each half differs from the whole"
+
+
+def test_a_ddp_child_that_fails_before_joining_its_world_exits_non_zero(tmp_path: Path) -> None:
+    """Rank 1 of Lightning's script launcher, failing before the Fabric world exists: rank 0 would wait for
+    it in the process-group rendezvous, so it must exit non-zero (Lightning then stops the world) rather
+    than 0. It works in the folder its parent checked and holds: it never refuses it, never records in it."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "parent.txt").write_text("what the launching rank wrote")
+    env = {**ENV, "TAMP_DDP_CHILD": "1", "LOCAL_RANK": "1", "TAMP_PREFLIGHT": "0"}
+    env.pop("RANK", None), env.pop("SLURM_PROCID", None)
+    cmd = [sys.executable, "-m", "tamp.run", "sparsity.target=1.5", "eval=none", "logger=none",
+           f"hydra.run.dir={run_dir}", f"paths.output_dir={tmp_path / 'outputs'}"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "tamp: error: sparsity.target=1.5 is out of range" in proc.stderr  # not a refusal of the folder
+    assert not (run_dir / "results.json").exists(), "a rank > 0 recorded the cell"
+    assert (run_dir / "parent.txt").read_text() == "what the launching rank wrote"

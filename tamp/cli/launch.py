@@ -44,6 +44,19 @@ def launch_rank() -> int:
     return int(local) if local.isdigit() else 0
 
 
+_WORLD: dict[str, bool] = {}
+
+
+def joined_world() -> None:
+    """Called when this process runs inside the Fabric world (its collectives reach the other ranks)."""
+    _WORLD["joined"] = True
+
+
+def in_world() -> bool:
+    """Whether this process joined its run's world (a failure after that is every rank's to see)."""
+    return _WORLD.get("joined", False)
+
+
 def is_script_child() -> bool:
     """A rank > 0 that Lightning's script launcher started for one cell (see `cell_world`)."""
     return os.environ.get(CHILD_ENV) == "1" and launch_rank() != 0

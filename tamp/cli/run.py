@@ -63,7 +63,7 @@ def run(cfg: DictConfig, run_dir: str | Path, cache_dir: str | Path | None = Non
     from omegaconf import OmegaConf
 
     from tamp.cli.checks import check_run_config
-    from tamp.cli.launch import cell_world, launch_rank
+    from tamp.cli.launch import cell_world, is_script_child, launch_rank
     from tamp.cli.rundir import check_not_foreign, check_run_dir, completed_message, completed_run
     from tamp.cli.runlock import RunLock
     from tamp.cli.runner import SealedConfig, make_fabric, run_cell
@@ -71,9 +71,10 @@ def run(cfg: DictConfig, run_dir: str | Path, cache_dir: str | Path | None = Non
 
     rank = launch_rank()
     resume = bool(cfg.get("resume"))
-    check_not_foreign(run_dir, "resume" if resume else "hydra.run.dir")
-    check_run_dir(run_dir, cfg, resume=resume)  # refusals leave the directory untouched
-    done = None if resume else completed_run(run_dir, cfg)
+    if not is_script_child():  # a ddp child works in the folder its parent checked and holds
+        check_not_foreign(run_dir, "resume" if resume else "hydra.run.dir")
+        check_run_dir(run_dir, cfg, resume=resume)  # refusals leave the directory untouched
+    done = None if resume or is_script_child() else completed_run(run_dir, cfg)
     if done is not None:
         log.info(completed_message(run_dir))
         return done.to_json()
@@ -157,6 +158,7 @@ def main(cfg: DictConfig) -> None:
 
     from tamp.cli.launch import (
         CACHE_ENV,
+        in_world,
         is_script_child,
         launch_rank,
         requeue_signalled,
@@ -183,8 +185,9 @@ def main(cfg: DictConfig) -> None:
             record_failure(cfg, run_dir, err)
         log.error("cell %s failed: %s", hc.job.num if multirun else hc.job.name, message)
         print(f"tamp: error: {message}", file=sys.stderr)
-        # a ddp child exits 0: rank 0 records the cell, and Lightning would kill the whole sweep on a non-zero
-        if not multirun and not is_script_child():
+        # a ddp child that failed inside the world exits 0: rank 0 meets the failure too and records the cell,
+        # and a non-zero exit would make Lightning kill the whole sweep; one that never joined must say so
+        if not multirun and not (is_script_child() and in_world()):
             sys.exit(2)
 
 

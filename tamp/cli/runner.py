@@ -215,11 +215,13 @@ def run_cell(
 
 def _run_cell(fabric, cfg: DictConfig | SealedConfig, run_dir: str | Path, cache_dir: str | Path | None = None) -> dict[str, Any]:
     import tamp
+    from tamp.cli.launch import joined_world
     from tamp.pipeline.distributed import calibration_share, fabric_broadcast, fabric_reducer
     from tamp.run_names import model_label, name_of_config, name_of_record
     from tamp.tracking.wandb_keys import group_name
     from tamp.tracking.wandb_logger import WandbRun
 
+    joined_world()
     cfg = SealedConfig.open(cfg)
     settings = validate(cfg)
     is_main = fabric.global_rank == 0

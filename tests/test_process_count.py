@@ -176,7 +176,7 @@ def test_calibration_file_is_parsed_by_rank_zero_only(calib_file: Path, monkeypa
                 drawn["records"] = obj
             return drawn["records"]
 
-        return calibration_share(as_calib_config(cfg), bundle.adapter, None, rank, 2, broadcast)
+        return calibration_share(as_calib_config(cfg), bundle.adapter, None, rank, 2, broadcast, lambda tensors: None)
 
     zero, one = share(0).samples, share(1).samples
     assert opened == [0], "rank 1 parsed the calibration file"
@@ -191,10 +191,10 @@ def test_a_failing_cell_under_ddp_is_recorded_and_the_sweep_goes_on(tmp_path: Pa
                   "runner.targets=[nomatch],[.*]")
     assert proc.returncode == 1, proc.stderr[-3000:]
     lines = _summary_lines(proc.stderr)
-    assert len(lines) == 1 and lines[0].startswith("1/2 cells completed; failed: 0_wanda_0.5 ("), lines
+    assert len(lines) == 1 and lines[0].startswith("1/2 cells completed; failed: 0_wanda_0.5_seed42 ("), lines
     records = {r.parent.name: json.loads(r.read_text()) for r in (tmp_path / "sweep").glob("*/results.json")}
-    assert records["0_wanda_0.5"]["status"] == "failed" and "select no linear" in records["0_wanda_0.5"]["error"]
-    assert records["1_wanda_0.5"]["status"] == "completed"
+    assert records["0_wanda_0.5_seed42"]["status"] == "failed" and "select no linear" in records["0_wanda_0.5_seed42"]["error"]
+    assert records["1_wanda_0.5_seed42"]["status"] == "completed"
 
 
 def test_ecoflap_num_samples_takes_the_first_n_of_the_whole_set(calib_file: Path) -> None:

@@ -72,7 +72,8 @@ def test_slurm_ddp_preset_starts_one_task_per_gpu(compose_cfg, tmp_path: Path, m
 
 
 def _check(*overrides: str) -> int:
-    return check_command(["-m", "eval=none", "logger=none", *overrides])
+    """The pre-run check as tamp.run makes it: for the launcher's machines (local=None)."""
+    return check_command(["-m", "eval=none", "logger=none", *overrides], local=None)
 
 
 def test_preflight_needs_one_slurm_task_per_device() -> None:

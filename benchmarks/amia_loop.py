@@ -1,6 +1,6 @@
 """SLOW BASELINE, not used by the library: a direct transcription of the AMIA loop as the paper states it.
 
-Written in this project (from DESIGN.md's AMIA steps and the paper's equations 3-5) only so that
+Written in this project (from docs/DESIGN.md's AMIA steps and the paper's equations 3-5) only so that
 `bench_amia.py` and the tests can compare `tamp.tokens.amia.select_tokens` against the obvious
 implementation. It does what a straightforward port does:
 

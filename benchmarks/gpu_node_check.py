@@ -36,6 +36,8 @@ from unittest import mock
 
 import torch
 
+from tamp.conf import CONF_DIR
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -86,7 +88,7 @@ def check_placement(device: str, out: Path) -> None:
             _seen.append({str(d) for d in model_devices(self.model)} | {f"lm:{self.device}"})
             return _original(self, *args, **kwargs)
 
-        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = compose("run", overrides=[*overrides, "eval=tiny", "eval.limit=2", "calib.num_samples=2",
                                             "logger=none", "runner.progress=false"])
         run_dir = out / f"placement_{kind}"

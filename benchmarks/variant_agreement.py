@@ -29,6 +29,8 @@ from pathlib import Path
 
 import torch
 
+from tamp.conf import CONF_DIR
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
@@ -41,7 +43,7 @@ def _settings(method: str, *overrides: str):
     from tamp.cli.schema import register_schema, validate
 
     register_schema()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("run", overrides=["model=zoo_llava", "calib=zoo", f"method={method}", "logger=none",
                                         "runner.progress=false", *overrides])
     return validate(cfg)

@@ -17,7 +17,7 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
-CONF_DIR = REPO / "conf"
+from tamp.conf import CONF_DIR  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +27,7 @@ def repo_root() -> Path:
 
 @pytest.fixture(scope="session")
 def compose_cfg():
-    """`compose_cfg(overrides, hydra=False)`: conf/run.yaml composed by Hydra's own compose API.
+    """`compose_cfg(overrides, hydra=False)`: tamp/conf/run.yaml composed by Hydra's own compose API.
 
     The one way tests build a run config (as lightning-hydra-template's `cfg_train`): the schema and
     every component's settings are registered first, exactly as `python -m tamp.run` does.

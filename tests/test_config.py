@@ -9,10 +9,11 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from tamp.cli.schema import validate
+from tamp.conf import CONF_DIR
 
 REPO = Path(__file__).resolve().parents[1]
-EXPERIMENTS = sorted(p.stem for p in (REPO / "experiments").glob("*.yaml"))
-PRESETS = sorted(p.stem for p in (REPO / "conf" / "method").glob("*.yaml"))
+EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+PRESETS = sorted(p.stem for p in (CONF_DIR / "method").glob("*.yaml"))
 
 
 

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 import tamp
 from tamp.cli.schema import validate
+from tamp.conf import CONF_DIR
 from tamp.method_names import PRESET_NAMES, display_name, preset_name
 from tamp.models.tiny import build_tiny
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = CONF_DIR
 
 
 def _composition(compose_cfg, preset: str) -> tuple[str, str, str]:

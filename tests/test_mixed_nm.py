@@ -20,6 +20,7 @@ import torch
 
 import tamp
 from tamp.cli.run import run
+from tamp.conf import CONF_DIR
 from tamp.config import PruneConfig, SparsityConfig
 from tamp.method import ComposedMethod, allocation_groups
 from tamp.models.tiny import TinyBundle, build_tiny
@@ -211,7 +212,7 @@ def test_the_report_labels_nm_rows_by_what_they_did() -> None:
     assert pattern_of(result("das", None, "unstructured")) == "unstructured"
 
 
-PRESETS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "method").glob("*.yaml")
+PRESETS = sorted(p.stem for p in (CONF_DIR / "method").glob("*.yaml")
                  if p.stem != "dense")
 
 

@@ -15,6 +15,7 @@ import pytest
 import yaml
 from paper_tasks import FFMPEG, NO_FFMPEG, PAPER_TASKS, TASKS_ROOT, hf_home, write_local_tasks
 
+from tamp.conf import CONF_DIR
 from tamp.eval.judges import JUDGED, JudgeRequiredError, check_judges
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,9 +36,9 @@ def test_the_scorers_lmms_eval_does_not_install_are_installed(task: str) -> None
 
 def _suite_tasks() -> set[str]:
     names = {
-        n for s in SUITES for n in yaml.safe_load((REPO / "conf/eval" / f"{s}.yaml").read_text())["tasks"]
+        n for s in SUITES for n in yaml.safe_load((REPO / "tamp/conf/eval" / f"{s}.yaml").read_text())["tasks"]
     }
-    for path in (REPO / "experiments").glob("*.yaml"):
+    for path in (CONF_DIR / "experiment").glob("*.yaml"):
         names |= set((yaml.safe_load(path.read_text()) or {}).get("eval", {}).get("tasks", []))
     return names
 
@@ -70,7 +71,7 @@ def _stub_judge(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
 
 def test_every_suite_benchmark_has_a_local_copy():
     missing = _suite_tasks() - set(PAPER_TASKS)
-    assert not missing, f"benchmarks named in conf/eval or experiments without a local copy: {missing}"
+    assert not missing, f"benchmarks named in tamp/conf/eval or experiments without a local copy: {missing}"
 
 
 def _marks(name: str) -> list:
@@ -207,14 +208,17 @@ def test_paper_suites_leave_generation_to_the_tasks(compose_cfg, monkeypatch):
 
     seen: dict = {}
     monkeypatch.setattr("tamp.eval.evaluate.evaluate", lambda *a, **kw: seen.update(kw) or {})
-    fabric = type("F", (), {"global_rank": 0, "world_size": 1})()
+    import torch
+
+    fabric = type("F", (), {"global_rank": 0, "world_size": 1, "device": torch.device("cpu")})()
+    model = torch.nn.Linear(1, 1)  # placed for evaluation (on the Fabric device) before lmms-eval runs
     for suite in SUITES:
         settings = validate(compose_cfg([f"eval={suite}", "model=tiny_llava"]))
         assert settings.eval.max_new_tokens is None, suite
         seen.clear()
-        runner.evaluate_model(settings, None, None, None, fabric, None)
+        runner.evaluate_model(settings, model, None, None, fabric, None)
         assert seen["gen_kwargs"] is None, suite
         assert (seen["video"].num_frames, seen["video"].fps) == (settings.eval.video.num_frames, settings.eval.video.fps)
     settings = validate(compose_cfg(["eval=llava_next_suite", "eval.max_new_tokens=64"]))
-    runner.evaluate_model(settings, None, None, None, fabric, None)
+    runner.evaluate_model(settings, model, None, None, fabric, None)
     assert seen["gen_kwargs"] == {"max_new_tokens": 64}

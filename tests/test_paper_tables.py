@@ -1,7 +1,7 @@
 """The paper's own numbers in, the paper's averages out: Tables 1-5 through `python -m tamp.report`.
 
 tests/data/paper_tables.json holds the paper's printed dense and pruned scores (transcribed from
-../shared/paper/tamp-paper.txt). For every row this test builds what lmms-eval 0.7.3 would return for
+the paper, Lee et al., Findings of ACL 2025). For every row this test builds what lmms-eval 0.7.3 would return for
 the table's suite (the suite's tasks; groups and sub-tasks as lmms-eval reports them: `blink` its own
 aggregate plus 14 sub-tasks, `mvbench` 20 sub-tasks and no aggregate, tamp_mathvista_testmini its one
 member; sibling metrics the table does not use; each metric on lmms-eval's scale), passes it through

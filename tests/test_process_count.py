@@ -9,7 +9,7 @@ which re-executes the command line in the second process, here inside a multirun
 
 The default run covers a representative subset (TAMP: DAS scoring + AMIA; random tokens: seeded
 draws per sample; ECoFLaP: zeroth-order scores over a subset of the samples; SparseGPT: Hessians);
-the full grid over every preset in conf/method/ is marked slow.
+the full grid over every preset in tamp/conf/method/ is marked slow.
 """
 
 from __future__ import annotations
@@ -25,12 +25,13 @@ import pytest
 import torch
 from PIL import Image
 
+from tamp.conf import CONF_DIR
 from tamp.models.mask_file import load_masks
 from tamp.models.tiny import build_tiny
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true", "TAMP_PROGRESS": "log"}
-PRESETS = sorted(p.stem for p in (REPO / "conf" / "method").glob("*.yaml"))
+PRESETS = sorted(p.stem for p in (CONF_DIR / "method").glob("*.yaml"))
 DEFAULT_PRESETS = ["ecoflap", "random_tokens", "sparsegpt", "tamp"]
 QUESTIONS = ["What colour is the square?", "Is there a circle?", "How many shapes are there?", "Describe the picture."]
 ANSWERS = ["It is red.", "No, there is a square.", "There is one shape.", "A square on a white background."]

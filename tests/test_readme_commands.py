@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tamp.cli.preflight import check_command
+from tamp.conf import CONF_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
@@ -84,7 +85,7 @@ def test_make_help_lists_the_targets() -> None:
 
 
 def test_make_ablations_runs_a_sweep_whose_every_cell_checks() -> None:
-    """`make ablations` sweeps experiments/toy_ablations.yaml: 14 methods (dense included) x 2 targets."""
+    """`make ablations` sweeps tamp/conf/experiment/toy_ablations.yaml: 14 methods (dense included) x 2 targets."""
     make = (REPO / "Makefile").read_text()
     assert "-m +experiment=toy_ablations" in make
     assert check_command(["-m", "+experiment=toy_ablations"]) == 28
@@ -163,7 +164,7 @@ def test_readme_python_example_runs(tmp_path: Path) -> None:
 
 
 def test_readme_local_config_composes(tmp_path: Path) -> None:
-    """The README's conf/local/default.yaml (kept outside the checkout through hydra.searchpath here)."""
+    """The README's tamp/conf/local/default.yaml (kept outside the checkout through hydra.searchpath here)."""
     (local,) = [block for block in _readme_blocks("yaml") if "override /hydra/launcher: slurm" in block]
     (tmp_path / "local").mkdir()
     (tmp_path / "local" / "default.yaml").write_text(local)
@@ -172,7 +173,7 @@ def test_readme_local_config_composes(tmp_path: Path) -> None:
     from tamp.cli.schema import register_schema
 
     register_schema()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("run", overrides=[f"hydra.searchpath=[file://{tmp_path}]", "calib=sharegpt4v"],
                       return_hydra_config=True)
     assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")

@@ -7,7 +7,6 @@ they only look down. `python -m tamp.run` and `python -m tamp.report` keep worki
 modules tamp/run.py and tamp/report.py.
 """
 
-from pathlib import Path
+from tamp.conf import CONF_DIR  # the Hydra configs, inside the package (absolute: the same from any folder)
 
-#: the Hydra config folder of the checkout (absolute: Hydra reads it the same from any working directory)
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+__all__ = ["CONF_DIR"]

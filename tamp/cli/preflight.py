@@ -223,7 +223,7 @@ def _missing_option(err: MissingConfigException, overrides: list[str]) -> str:
     group, option = found.group(1), found.group(2)
     options = re.findall(r"^\t(\S+)$", text, flags=re.M)
     given = next((o for o in overrides if o.lstrip("+~").split("=")[0] == group), f"{group}={option}")
-    valid = ", ".join(options) if options else f"a file in conf/{group}/"
+    valid = ", ".join(options) if options else f"a file in tamp/conf/{group}/"
     return f"{given}: '{option}' is not an option of the '{group}' group; valid: {valid}"
 
 

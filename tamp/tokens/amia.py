@@ -1,6 +1,6 @@
 """Adaptive Multimodal Input Activation (AMIA): which tokens of a sample feed a linear's statistics.
 
-Per sample and linear (DESIGN.md, "AMIA"): the last attention row `a` says how much each token matters;
+Per sample and linear (docs/DESIGN.md, "AMIA"): the last attention row `a` says how much each token matters;
 a 3-nearest-neighbour graph on the output tokens (cosine distance D = 1 - U U^T) spreads it to
 neighbours (variant "paper": a token's 3 nearest other tokens, Eqs. 3-5; "reference": the official
 code's 4 nearest minus the first, which is a duplicated token's twin, not itself, when outputs repeat); tokens are then picked greedily by that contribution, penalising the neighbours of every

@@ -1,7 +1,7 @@
 """AMIA as a token selector: per linear, the tokens `select_tokens` picks from that linear's own output.
 
 The attention row is the block's (one per sample and block, memoised in the sample context); the output
-Z differs per linear, so the selection does too (DESIGN.md, "AMIA").
+Z differs per linear, so the selection does too (docs/DESIGN.md, "AMIA").
 """
 
 from __future__ import annotations

@@ -122,7 +122,7 @@ def _former_paper_variant(z: torch.Tensor, attention: torch.Tensor, ids: torch.T
 def amia() -> None:
     import numpy as np
 
-    import tamp.tokens.amia_selector as selector
+    import tamp.tokens.amia as selector
 
     seen = []
     real = selector.select_tokens

@@ -73,7 +73,7 @@ def _agreement(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> tuple[
 
 
 def sparsegpt() -> None:
-    import tamp.pruning.pruners as pruners
+    import tamp.pruning.sparsegpt as pruners
 
     on_failure = _prune("sparsegpt_official")
     always = _prune("sparsegpt")

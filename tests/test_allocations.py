@@ -21,7 +21,7 @@ from tamp.method import ComposedMethod
 from tamp.models.tiny import TinyBundle, build_tiny
 from tamp.pipeline.engine import LayerwiseEngine
 from tamp.pipeline.tail import tail_loss
-from tamp.pruning.pruners import build_pruner
+from tamp.pruning.registry import build_pruner
 from tamp.pruning.wanda import wanda_metric
 from tamp.sparsity.das import diversity
 from tamp.sparsity.owl import outlier_ratio, owl_sparsity

@@ -17,8 +17,7 @@ from torch import nn
 
 from tamp.config import AllocationConfig
 from tamp.pipeline.context import SampleContext
-from tamp.pruning.stats import SquaredNormStats
-from tamp.pruning.wanda import wanda_metric
+from tamp.pruning.wanda import SquaredNormStats, wanda_metric
 from tamp.sparsity.groups import Group, block_groups, block_name, expand, snap
 from tamp.sparsity.owl import COMPATS, outlier_ratio, owl_sparsity
 from tamp.sparsity.registry import register_allocation

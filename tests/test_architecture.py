@@ -99,6 +99,20 @@ def test_allocations_and_token_selectors_do_not_import_the_pipeline() -> None:
         assert not edges, f"tamp.{unit} imports tamp.pipeline: {edges}"
 
 
+def test_the_engine_offers_everything_an_allocation_may_ask() -> None:
+    """An allocation sees the model as a ScoringModel; the layer-wise engine must have every member of it."""
+    from tamp.pipeline.engine import LayerwiseEngine
+    from tamp.sparsity.registry import ScoringModel
+
+    bundle = build_tiny("llava_next", seed=0)
+    engine = LayerwiseEngine(bundle.model, bundle.adapter, [bundle.example_sample()], progress=False)
+    wanted = {n for n in vars(ScoringModel) if not n.startswith("_")} | set(ScoringModel.__annotations__)
+    assert {"linears", "block_name", "scoring_pass", "perturbation_pass"} <= wanted
+    missing = sorted(n for n in wanted if not hasattr(engine, n))
+    assert not missing, f"LayerwiseEngine lacks {missing} of tamp.sparsity.registry.ScoringModel"
+    assert engine.block_name(1) == f"{bundle.adapter.blocks_path}.1"
+
+
 def test_the_cycle_finder_finds_a_cycle() -> None:
     assert _find_cycle({"a": {"b": {"x"}}, "b": {"c": {"y"}}, "c": {"a": {"z"}}}) == ["a", "b", "c", "a"]
     assert _find_cycle({"a": {"b": {"x"}}, "b": {}}) is None

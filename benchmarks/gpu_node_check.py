@@ -138,10 +138,11 @@ def _profiled_copies(fn) -> tuple[Any, dict[str, int]]:
 
 def _statistics_devices(name: str, device: str) -> list[str]:
     """The devices the pruner's statistics (squared norms, Hessians) are created on, with offload."""
-    from tamp.pruning import stats as stats_module
+    from tamp.pruning.sparsegpt import HessianStats
+    from tamp.pruning.wanda import SquaredNormStats
 
     created: list[str] = []
-    classes = (stats_module.SquaredNormStats, stats_module.HessianStats)
+    classes = (SquaredNormStats, HessianStats)
     originals = {cls: cls.__init__ for cls in classes}
 
     def spying(cls):

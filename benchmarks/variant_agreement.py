@@ -75,7 +75,7 @@ def _agreement(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> tuple[
 
 
 def sparsegpt() -> None:
-    import tamp.pruning.pruners as pruners
+    import tamp.pruning.sparsegpt as pruners
 
     on_failure = _prune("sparsegpt_official")
     always = _prune("sparsegpt")
@@ -124,7 +124,7 @@ def _former_paper_variant(z: torch.Tensor, attention: torch.Tensor, ids: torch.T
 def amia() -> None:
     import numpy as np
 
-    import tamp.tokens.amia_selector as selector
+    import tamp.tokens.amia as selector
 
     seen = []
     real = selector.select_tokens

@@ -11,8 +11,9 @@ from torch import nn
 
 from tamp.config import PruneConfig, parse_pattern
 from tamp.pipeline.context import SampleContext
-from tamp.pruning.pruners import Pruner, build_pruner
-from tamp.sparsity.groups import Group, layer_groups
+from tamp.pruning.base import Pruner
+from tamp.pruning.registry import build_pruner
+from tamp.sparsity.allocate import Group, layer_groups
 from tamp.sparsity.mixed_nm import describe, linear_n, mixed_plan, summarise
 from tamp.sparsity.registry import Allocation, build_allocation
 from tamp.tokens.registry import TokenSelector, build_selector

@@ -21,7 +21,7 @@ from tamp.method import ComposedMethod
 from tamp.models.tiny import TinyBundle, build_tiny
 from tamp.pipeline.engine import LayerwiseEngine
 from tamp.pipeline.tail import tail_loss
-from tamp.pruning.pruners import build_pruner
+from tamp.pruning.registry import build_pruner
 from tamp.pruning.wanda import wanda_metric
 from tamp.sparsity.das import diversity
 from tamp.sparsity.owl import outlier_ratio, owl_sparsity
@@ -250,7 +250,7 @@ def test_das_on_three_modalities_hits_the_target() -> None:
 
 
 def test_das_on_text_only_calibration_warns_and_works(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="tamp.sparsity.das_allocation"):
+    with caplog.at_level(logging.WARNING, logger="tamp.sparsity.das"):
         engine, allocation, plan = _prune("llama", {"name": "das"})
     assert any("no non-text tokens" in r.getMessage() for r in caplog.records)
     linears = _named(engine)

@@ -1,7 +1,8 @@
 """The shape the code keeps: layers that only look down, and a new component is one file plus one preset.
 
 The first test reads every module's imports (module level and inside functions; `if TYPE_CHECKING:`
-blocks excepted) and fails on any cycle between tamp's subpackages and top-level modules. The others
+blocks excepted) and fails on any cycle between tamp's subpackages and top-level modules; the second
+checks that the pruners, allocations and token selectors do not import the pipeline. The others
 register a throwaway allocation and token selector from this module, exactly as a new file in
 tamp/sparsity or tamp/tokens would, write one preset for them, and run them through Hydra's
 composition, the schema's checks and `tamp.prune`.
@@ -87,6 +88,29 @@ def test_no_import_cycle_between_subpackages() -> None:
     if cycle:
         edges = [sorted(graph[a][b])[0] for a, b in zip(cycle, cycle[1:], strict=False)]
         pytest.fail(f"import cycle {' -> '.join(cycle)}: {'; '.join(edges)}")
+
+
+def test_allocations_and_token_selectors_do_not_import_the_pipeline() -> None:
+    """They get what they need as arguments (a ScoringModel, a sample context), not the engine's modules."""
+    graph = _import_graph()
+    assert graph["method"].get("pipeline"), "the graph should see method -> pipeline (sanity of the parser)"
+    for unit in ("sparsity", "tokens", "pruning"):
+        edges = sorted(graph.get(unit, {}).get("pipeline", set()))
+        assert not edges, f"tamp.{unit} imports tamp.pipeline: {edges}"
+
+
+def test_the_engine_offers_everything_an_allocation_may_ask() -> None:
+    """An allocation sees the model as a ScoringModel; the layer-wise engine must have every member of it."""
+    from tamp.pipeline.engine import LayerwiseEngine
+    from tamp.sparsity.registry import ScoringModel
+
+    bundle = build_tiny("llava_next", seed=0)
+    engine = LayerwiseEngine(bundle.model, bundle.adapter, [bundle.example_sample()], progress=False)
+    wanted = {n for n in vars(ScoringModel) if not n.startswith("_")} | set(ScoringModel.__annotations__)
+    assert {"linears", "block_name", "scoring_pass", "perturbation_pass"} <= wanted
+    missing = sorted(n for n in wanted if not hasattr(engine, n))
+    assert not missing, f"LayerwiseEngine lacks {missing} of tamp.sparsity.registry.ScoringModel"
+    assert engine.block_name(1) == f"{bundle.adapter.blocks_path}.1"
 
 
 def test_the_cycle_finder_finds_a_cycle() -> None:

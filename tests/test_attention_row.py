@@ -8,7 +8,7 @@ import torch
 from tamp.models.tiny import build_tiny
 from tamp.pipeline.context import SampleContext
 from tamp.pipeline.engine import LayerwiseEngine
-from tamp.tokens.attention_row import last_row_attention
+from tamp.tokens.attention import last_row_attention
 
 FAMILIES = ["llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl", "qwen2_5_omni"]
 FAMILIES += ["llama", "qwen2"]

@@ -8,7 +8,7 @@ from torch import nn
 
 from tamp.components import resolve_method
 from tamp.pruning.masks import unstructured_mask
-from tamp.pruning.pruners import build_pruner
+from tamp.pruning.registry import build_pruner
 
 
 def _linear(seed: int = 0) -> nn.Linear:

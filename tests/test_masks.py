@@ -9,9 +9,8 @@ import torch
 
 from tamp.pruning.magnitude import magnitude_metric, official_magnitude_sparsity
 from tamp.pruning.masks import make_mask, nm_mask, parse_pattern, tensor_mask, unstructured_mask
-from tamp.pruning.sparsegpt import SparseGPTError, sparsegpt_prune
-from tamp.pruning.stats import HessianStats, SquaredNormStats
-from tamp.pruning.wanda import wanda_metric
+from tamp.pruning.sparsegpt import HessianStats, SparseGPTError, sparsegpt_prune
+from tamp.pruning.wanda import SquaredNormStats, wanda_metric
 
 
 def _gen(seed: int = 0) -> torch.Generator:

@@ -27,7 +27,7 @@ from tamp.models.tiny import TinyBundle, build_tiny
 from tamp.pipeline.engine import LayerwiseEngine
 from tamp.reporting.runs import pattern_of
 from tamp.run_record import RunRecord
-from tamp.sparsity.groups import Group
+from tamp.sparsity.allocate import Group
 from tamp.sparsity.mixed_nm import group_n, linear_n, summarise
 from tamp.sparsity.registry import allocation_settings
 from tamp.tracking.wandb_keys import summary_metrics

@@ -7,9 +7,8 @@ import torch
 from official_data import load_official, official_cases
 
 from tamp.pruning.masks import nm_mask, unstructured_mask
-from tamp.pruning.sparsegpt import sparsegpt_prune
-from tamp.pruning.stats import HessianStats, SquaredNormStats
-from tamp.pruning.wanda import wanda_metric
+from tamp.pruning.sparsegpt import HessianStats, sparsegpt_prune
+from tamp.pruning.wanda import SquaredNormStats, wanda_metric
 
 
 def _manifest(section: str) -> list[dict]:

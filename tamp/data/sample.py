@@ -13,6 +13,9 @@ MODALITY_CODES = {name: code for code, name in MODALITY_NAMES.items()}
 INDEX_KEY = "index"
 
 
+#: the label of a position the loss does not count (the prompt; HF's convention)
+IGNORE_INDEX = -100
+
 @dataclass
 class CalibSample:
     """Processor outputs for one conversation, batch size 1, no padding.

@@ -2,7 +2,9 @@
 
 The engine knows blocks, linears, samples and devices; it never knows which method runs. A method
 (see `LayerwiseMethod`) plans per-linear sparsity, observes linear inputs/outputs per sample, and
-turns its statistics into masks at the end of each block.
+turns its statistics into masks at the end of each block. An allocation sees the engine only as a
+`tamp.sparsity.registry.ScoringModel`: the linears, `block_name`, and the dense passes (`scoring_pass`,
+`perturbation_pass`) with `reduce_` and `on_device`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from tamp.pipeline.capture import capture_block_inputs, run_block
 from tamp.pipeline.checkpoint import PruneCheckpoint
 from tamp.pipeline.context import LinearObserver, SampleContext
 from tamp.pipeline.hooks import LinearTap
+from tamp.pipeline.perturbation import Direction, PerturbedUnit, Score, perturbation_pass
 from tamp.pipeline.store import ActivationStore
 from tamp.pipeline.transfer import Transfers
 from tamp.progress import Progress, progress_bar
@@ -126,6 +129,10 @@ class LayerwiseEngine:
         with self.transfers.visiting(block, writes) as resident:
             yield resident
 
+    def block_name(self, index: int) -> str:
+        """The module path of decoder block `index` (`model.layers.3`)."""
+        return f"{self.adapter.blocks_path}.{index}"
+
     def modality_ids(self, position: int) -> torch.Tensor:
         """The modality ids of a local sample on the device (moved once, at capture)."""
         return self._modality_ids[position]
@@ -208,6 +215,21 @@ class LayerwiseEngine:
                 if saving:
                     self.checkpoint.save_scoring(desc, index + 1, observer.state())  # type: ignore[union-attr,attr-defined]
                 bar.update(1)
+
+    def perturbation_pass(
+        self,
+        units: Sequence[PerturbedUnit],
+        positions: Sequence[int],
+        labels: Sequence[torch.Tensor],
+        eps: float,
+        direction: Direction,
+        score: Score,
+        dtype: torch.dtype | None = None,
+        desc: str = "perturbation scoring",
+    ) -> list[float]:
+        """Per unit, the sum over the samples at `positions` of `score(L(w + eps d), L(w - eps d))`
+        (zeroth-order importance; tamp.pipeline.perturbation), checkpointed per block like `scoring_pass`."""
+        return perturbation_pass(self, units, positions, labels, eps, direction, score, dtype, phase=desc)
 
     def reduce_(self, tensors: list[torch.Tensor]) -> None:
         """Sum statistics across processes in place (no-op on one process)."""

@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
+from tamp.data.sample import IGNORE_INDEX
 from tamp.pipeline.capture import run_block
 
 if TYPE_CHECKING:
     from tamp.models.base import FamilyAdapter
     from tamp.pipeline.engine import LayerwiseEngine
 
-IGNORE_INDEX = -100
+__all__ = ["IGNORE_INDEX", "answer_positions", "lm_loss", "tail_loss"]
 
 
 def answer_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,10 +1,12 @@
-"""Pure math of the pruners: masks (per tensor, unstructured per row, N:M), metrics, SparseGPT, statistics."""
+"""The pruners, one module each (magnitude, wanda, sparsegpt, dense): math, statistic, settings and binding.
+
+Shared: masks.py (per tensor, unstructured per row, N:M) and base.py (the `Pruner` binding, statistics' input).
+"""
 
 from tamp.pruning.magnitude import magnitude_metric, official_magnitude_sparsity
 from tamp.pruning.masks import make_mask, nm_mask, parse_pattern, tensor_mask, unstructured_mask
-from tamp.pruning.sparsegpt import SparseGPTError, sparsegpt_prune
-from tamp.pruning.stats import HessianStats, SquaredNormStats
-from tamp.pruning.wanda import wanda_metric
+from tamp.pruning.sparsegpt import HessianStats, SparseGPTError, sparsegpt_prune
+from tamp.pruning.wanda import SquaredNormStats, wanda_metric
 
 __all__ = [
     "HessianStats",

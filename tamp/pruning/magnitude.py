@@ -1,10 +1,19 @@
-"""Magnitude pruning metric (plus the official TAMP code's behaviour, for reproduction only)."""
+"""Magnitude pruning: the metric |W|, its settings (comparison group, the official code's compat) and its pruner."""
 
 from __future__ import annotations
 
-from torch import Tensor
+from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["magnitude_metric", "official_magnitude_sparsity"]
+import torch
+from torch import Tensor, nn
+
+from tamp.config import MethodConfig
+from tamp.pruning.base import NM, Pruner
+from tamp.pruning.masks import tensor_mask
+from tamp.pruning.registry import register_pruner
+
+__all__ = ["MagnitudeMethodConfig", "MagnitudePruner", "magnitude_metric", "official_magnitude_sparsity"]
 
 
 def magnitude_metric(weight: Tensor, compat_official: bool = False) -> Tensor:
@@ -21,3 +30,65 @@ def magnitude_metric(weight: Tensor, compat_official: bool = False) -> Tensor:
 def official_magnitude_sparsity(sparsity: float) -> float:
     """Compat only: the official TAMP magnitude baseline prunes ``1 - p`` when asked for ``p``."""
     return 1.0 - sparsity
+
+
+MAGNITUDE_GROUPS = ("tensor", "row")
+
+
+@dataclass
+class MagnitudeMethodConfig(MethodConfig):
+    """A method with the magnitude pruner: its comparison group, `compat_magnitude` for the official code.
+
+    `tensor` (the default) compares |W| against one threshold over the whole weight, as Wanda's and
+    SparseGPT's magnitude baselines and the official TAMP code do; `row` ranks within each output row.
+    """
+
+    pruner: str = "magnitude"
+    magnitude_group: str = "tensor"
+    compat_magnitude: bool = False  # official code's signed-weight magnitude that prunes 1 - p
+
+    def check(self) -> None:
+        if self.magnitude_group not in MAGNITUDE_GROUPS:
+            raise ValueError(
+                f"method.magnitude_group={self.magnitude_group!r} is unknown; valid: {', '.join(MAGNITUDE_GROUPS)}"
+            )
+
+    def variant_notes(self) -> dict[str, str]:
+        if self.compat_magnitude:
+            return {"pruner": "magnitude as the TAMP repository (signed weights, prunes 1 - p; as published)"}
+        where = "one threshold per weight tensor" if self.magnitude_group == "tensor" else "ranked per output row"
+        return {"pruner": f"magnitude |W|, {where} (the original baseline)"}
+
+
+@register_pruner("magnitude", config=MagnitudeMethodConfig)
+class MagnitudePruner(Pruner):
+    """|W| over the whole tensor (or per row); `compat_official` is the official code's signed ranking and 1 - p."""
+
+    name = "magnitude"
+    needs_stats = False
+
+    def __init__(self, compat_official: bool | MagnitudeMethodConfig = False, group: str = "tensor") -> None:
+        if isinstance(compat_official, MagnitudeMethodConfig):
+            compat_official, group = compat_official.compat_magnitude, compat_official.magnitude_group
+        if group not in MAGNITUDE_GROUPS:
+            raise ValueError(f"method.magnitude_group={group!r} is unknown; valid: {', '.join(MAGNITUDE_GROUPS)}")
+        self.compat_official = compat_official
+        self.group = group
+
+    def _sparsity(self, sparsity: float) -> float:
+        return official_magnitude_sparsity(sparsity) if self.compat_official else sparsity
+
+    def planned_pruned(self, linear: nn.Linear, sparsity: float, nm: NM) -> int:
+        if self.group == "tensor" and not nm:
+            return int(linear.weight.numel() * self._sparsity(sparsity))
+        return super().planned_pruned(linear, self._sparsity(sparsity), nm)
+
+    def prune(self, linear: nn.Linear, stats: Any, sparsity: float, nm: NM, name: str) -> torch.Tensor:
+        if self.group == "tensor" and not nm:
+            mask = tensor_mask(self.metric(linear, stats), self._sparsity(sparsity))
+            linear.weight.data.masked_fill_(mask, 0)
+            return mask
+        return super().prune(linear, stats, self._sparsity(sparsity), nm, name)
+
+    def metric(self, linear: nn.Linear, stats: Any) -> torch.Tensor:
+        return magnitude_metric(linear.weight, compat_official=self.compat_official)

@@ -13,16 +13,24 @@ How H^-1 is factored (`damping`):
   the diagonal, again on every further failure; the same for the upper factor of H^-1, with
   percdamp * mean(|diag H^-1|); +-inf entries of H and H^-1 are replaced by their 0.999 / 0.001
   quantiles first. With more calibration tokens than columns H is positive definite and undamped.
+
+Below the math: `HessianStats` (the ``sum X^T X`` statistic), the method's settings and its pruner binding.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-__all__ = ["DAMPINGS", "SparseGPTError", "sparsegpt_prune"]
+from tamp.config import MethodConfig
+from tamp.pruning.base import NM, Pruner, token_rows
+from tamp.pruning.registry import register_pruner
+
+__all__ = ["DAMPINGS", "HessianStats", "SparseGPTError", "SparseGPTMethodConfig", "SparseGPTPruner", "sparsegpt_prune"]
 
 log = logging.getLogger(__name__)
 
@@ -220,3 +228,95 @@ def sparsegpt_prune(
         w[:, i1:i2] = q1
         w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
     return w.to(dtype=weight.dtype)
+
+
+class HessianStats:
+    """``sum X^T X`` over samples; ``hessian()`` = ``(2 / n_samples) * sum`` as SparseGPT averages it."""
+
+    def __init__(self, in_features: int, device: torch.device | str | None = None) -> None:
+        self.in_features = in_features
+        self.sum = torch.zeros(in_features, in_features, dtype=torch.float32, device=device)
+        self.counts = torch.zeros(1, dtype=torch.int64, device=device)
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.counts[0].item())
+
+    def add(self, x: Tensor) -> None:
+        """Accumulate one sample's (selected) tokens with a single matmul."""
+        tokens, samples = token_rows(x, self.in_features)
+        tokens = tokens.to(self.sum.device)
+        if tokens.shape[0] > 0:
+            self.sum.addmm_(tokens.T, tokens)
+        self.counts[0] += samples
+
+    def hessian(self) -> Tensor:
+        """``(2 / n_samples) * sum X^T X`` (a new tensor); zeros when nothing was counted."""
+        return self.sum * (2.0 / self.counts[0].clamp(min=1).to(torch.float32))
+
+    def tensors(self) -> list[Tensor]:
+        """The state tensors themselves (not copies): all-reduce(sum) them in place to merge processes."""
+        return [self.sum, self.counts]
+
+
+@dataclass
+class SparseGPTMethodConfig(MethodConfig):
+    """A method with the SparseGPT pruner: its column block size, Hessian dampening and when it applies.
+
+    `damping: always` is the original SparseGPT; `on_failure` the TAMP repository's `fastprune` (damped
+    only when Cholesky fails), which the paper's SparseGPT rows came from (preset sparsegpt_official).
+    """
+
+    pruner: str = "sparsegpt"
+    blocksize: int = 128
+    percdamp: float = 0.01
+    damping: str = "always"  # always | on_failure
+
+    def check(self) -> None:
+        if self.blocksize <= 0 or not math.isfinite(self.percdamp) or self.percdamp < 0:
+            bad = f"method.blocksize={self.blocksize}" if self.blocksize <= 0 else f"method.percdamp={self.percdamp}"
+            raise ValueError(f"{bad} is out of range; valid: method.blocksize >= 1, method.percdamp >= 0")
+        if self.damping not in DAMPINGS:
+            raise ValueError(f"method.damping='{self.damping}' is unknown; valid: {', '.join(DAMPINGS)}")
+
+    def variant_notes(self) -> dict[str, str]:
+        if self.damping == "on_failure":
+            return {"pruner": "SparseGPT as the TAMP repository's fastprune (undamped Hessian, damped only "
+                              "when Cholesky fails; as published)"}
+        return {"pruner": "the original SparseGPT (Hessian always damped)"}
+
+
+@register_pruner("sparsegpt", config=SparseGPTMethodConfig)
+class SparseGPTPruner(Pruner):
+    """OBS reconstruction from the input Hessian; the mask is read off the zeros it leaves."""
+
+    name = "sparsegpt"
+
+    def __init__(
+        self, blocksize: int | SparseGPTMethodConfig = 128, percdamp: float = 0.01, damping: str = "always"
+    ) -> None:
+        if isinstance(blocksize, SparseGPTMethodConfig):
+            blocksize, percdamp, damping = blocksize.blocksize, blocksize.percdamp, blocksize.damping
+        self.blocksize = blocksize
+        self.percdamp = percdamp
+        self.damping = damping
+
+    def new_stats(self, linear: nn.Linear) -> HessianStats:
+        return HessianStats(linear.in_features, linear.weight.device)
+
+    def planned_pruned(self, linear: nn.Linear, sparsity: float, nm: NM) -> int:
+        if nm or sparsity == 0.0:
+            return super().planned_pruned(linear, sparsity, nm)
+        # SparseGPT thresholds each column block at its int(numel * p)-th score and prunes `<=` it
+        rows, cols = linear.weight.shape
+        widths = [min(self.blocksize, cols - i) for i in range(0, cols, self.blocksize)]
+        return sum(int(rows * w * sparsity) + 1 for w in widths)
+
+    def prune(self, linear: nn.Linear, stats: HessianStats, sparsity: float, nm: NM, name: str) -> torch.Tensor:
+        n, m = nm or (0, 0)
+        pruned = sparsegpt_prune(
+            linear.weight.data, stats.hessian(), sparsity, n, m, self.blocksize, self.percdamp, name=name,
+            damping=self.damping,
+        )
+        linear.weight.data.copy_(pruned)
+        return pruned == 0

@@ -7,8 +7,14 @@ the gradient projected on z; the tensor's score is the sum of |.| over samples, 
 sqrt(2/pi) * num_samples * ||g_t||. A group's score is the sum of its tensors' scores. Groups are a
 block's child modules (`...layers.N.self_attn`, `...layers.N.mlp`: 2 per Llama/Qwen block), the
 allocator runs on them with sum aggregation and cap target + 0.1, and every linear of a group gets the
-group's sparsity. The mechanics (block order, cached inputs, seeds, restoring) are in
-tamp.sparsity.zeroth_order.
+group's sparsity. The forwards (block order, cached inputs, restoring the weights, checkpointing) are the
+pipeline's perturbation pass (tamp.pipeline.perturbation), reached through the model's
+`perturbation_pass`; this module chooses the units, the directions z and the score |(L+ - L-) / (2 eps)|.
+
+z is seeded per (seed, unit index, sample content): the same sample gets the same z on any number of
+processes. `num_samples` keeps the first N samples of the whole calibration set (by their global
+position, `model.indices`): each process scores those of them it holds, so the subset is the same
+on any number of processes.
 
 Options (this allocation's own settings, `method.allocation.*`):
 - estimator: per_tensor (default, the original) | joint: perturb every tensor of a group at once and
@@ -44,14 +50,16 @@ and G-JWLee/TAMP (llava/pruners/layer_single_base_pruner.py, same function; llav
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+import logging
+import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
+from torch import nn
 
-from tamp.pipeline.precision import scoring_modules, upcast
-from tamp.sparsity.groups import (
+from tamp.data.sample import IGNORE_INDEX, CalibSample
+from tamp.sparsity.allocate import (
     Group,
     GroupAllocationConfig,
     allocate_groups,
@@ -59,14 +67,11 @@ from tamp.sparsity.groups import (
     layer_groups,
     module_groups,
 )
-from tamp.sparsity.registry import register_allocation
-from tamp.sparsity.zeroth_order import Unit, loss_labels, sample_key, zeroth_order_scores
-from tamp.sparsity.zeroth_order import unit_seed as _seed
+from tamp.sparsity.registry import ScoringModel, register_allocation
 
-if TYPE_CHECKING:
-    from tamp.pipeline.engine import LayerwiseEngine
+__all__ = ["EcoFlapAllocation", "EcoflapConfig", "_seed", "loss_labels", "sample_key", "zeroth_order_scores"]
 
-__all__ = ["EcoFlapAllocation", "EcoflapConfig", "_seed", "loss_labels", "sample_key"]
+log = logging.getLogger(__name__)
 
 GRANULARITIES = ("module", "block", "layer")
 ESTIMATORS = ("per_tensor", "joint")
@@ -112,14 +117,14 @@ class EcoFlapAllocation:
         self.tensor_scores: dict[str, float] = {}  # per linear, with the per_tensor estimator
         self.group_sparsity: dict[str, float] = {}
 
-    def groups(self, engine: LayerwiseEngine) -> list[Group]:
+    def groups(self, model: ScoringModel) -> list[Group]:
         """The units allocated together: a block's child modules, blocks, or single linears."""
-        return _GROUPS[self.cfg.granularity](engine)
+        return _GROUPS[self.cfg.granularity](model)
 
-    def _units(self, engine: LayerwiseEngine, groups: list[Group]) -> tuple[list[Unit], list[int]]:
+    def _units(self, model: ScoringModel, groups: list[Group]) -> tuple[list[Unit], list[int]]:
         """(perturbation units, the group index of each). Seeds: a tensor's index among all targeted
         linears (per_tensor), or the group's index (joint, as before)."""
-        block_of = {name: b for b, linears in enumerate(engine.linears) for name in linears}
+        block_of = {name: b for b, linears in enumerate(model.linears) for name in linears}
         tensor_index = {name: i for i, name in enumerate(block_of)}
         units, owner = [], []
         for g_index, group in enumerate(groups):
@@ -137,15 +142,12 @@ class EcoFlapAllocation:
         return units, owner
 
     @torch.no_grad()
-    def importance(self, engine: LayerwiseEngine, groups: list[Group] | None = None) -> dict[str, float]:
+    def importance(self, model: ScoringModel, groups: list[Group] | None = None) -> dict[str, float]:
         """{group name: sum of its units' sums over samples of |projected gradient|}, over processes."""
-        groups = self.groups(engine) if groups is None else groups
-        units, owner = self._units(engine, groups)
+        groups = self.groups(model) if groups is None else groups
+        units, owner = self._units(model, groups)
         dtype = torch.float32 if self.cfg.precision == "float32" else None
-        with upcast(scoring_modules(engine), dtype) if dtype else nullcontext(False) as changed:
-            totals = zeroth_order_scores(
-                engine, units, self.seed, self.cfg.eps, self.cfg.num_samples, dtype if changed else None
-            )
+        totals = zeroth_order_scores(model, units, self.seed, self.cfg.eps, self.cfg.num_samples, dtype)
         scores = {g.name: 0.0 for g in groups}
         for g_index, total in zip(owner, totals, strict=True):
             scores[groups[g_index].name] += total
@@ -154,9 +156,92 @@ class EcoFlapAllocation:
             self.tensor_scores = {names[id(u.linears[0])]: t for u, t in zip(units, totals, strict=True)}
         return scores
 
-    def plan(self, engine: LayerwiseEngine, target: float) -> dict[str, float]:
-        groups = self.groups(engine)
-        self.scores = self.importance(engine, groups)
+    def plan(self, model: ScoringModel, target: float) -> dict[str, float]:
+        groups = self.groups(model)
+        self.scores = self.importance(model, groups)
         plan, self.group_sparsity = allocate_groups(groups, self.scores, target, self.cfg)
         return plan
 
+
+# --- the zeroth-order estimate: units, directions z, |(L+ - L-) / (2 eps)| ---
+
+@dataclass
+class Unit:
+    """Weight tensors perturbed together, the block that owns them, and the index that seeds their z."""
+
+    block: int
+    seed_index: int
+    linears: list[nn.Linear]
+
+
+def sample_key(sample: CalibSample) -> int:
+    """A process-independent identity of a sample: its record id or a checksum of its tokens."""
+    if "id" in sample.meta:
+        return zlib.crc32(str(sample.meta["id"]).encode())
+    tokens = sample.inputs.get("input_ids", sample.modality_ids)
+    return zlib.crc32(tokens.detach().cpu().contiguous().numpy().tobytes())
+
+
+def loss_labels(samples: list[CalibSample]) -> list[torch.Tensor]:
+    """Answer labels; a sample without an answer span counts every next token of its input_ids."""
+    out, missing = [], 0
+    for sample in samples:
+        labels = sample.labels
+        if labels is None or not bool((labels != IGNORE_INDEX).any()):
+            if "input_ids" not in sample.inputs:
+                raise ValueError("ecoflap: a calibration sample has neither answer labels nor input_ids")
+            labels, missing = sample.inputs["input_ids"], missing + 1
+        out.append(labels)
+    if missing:
+        log.warning(
+            "ecoflap: %d sample(s) without answer labels; their loss counts every next token", missing
+        )
+    return out
+
+
+def _seed(base: int, unit: int, key: int) -> int:
+    return (base * 1_000_003 + unit * 7_919 + key) % (2**63 - 1)
+
+
+def scored_positions(indices: Sequence[int], num_samples: int | None) -> list[int]:
+    """Local positions of the samples scored: those among the first `num_samples` of the whole set."""
+    return [i for i, g in enumerate(indices) if num_samples is None or g < num_samples]
+
+
+def _noise(device: torch.device, weights: list[nn.Parameter], seed: int) -> list[torch.Tensor]:
+    """z for one (unit, sample): drawn in float32 on the device, then rounded to the weights' dtype,
+    so a float32 and a bfloat16 copy of a model see the same directions."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    return [
+        torch.randn(w.shape, generator=gen, device=device, dtype=torch.float32).to(w.device, w.dtype)
+        for w in weights
+    ]
+
+
+@torch.no_grad()
+def zeroth_order_scores(
+    model: ScoringModel,
+    units: list[Unit],
+    seed: int,
+    eps: float,
+    num_samples: int | None,
+    dtype: torch.dtype | None = None,
+) -> list[float]:
+    """Per unit (ordered by block): sum over samples of |projected gradient|, summed over processes.
+
+    `dtype`: score with the model's blocks, final norm, LM head and cached inputs in this dtype.
+    """
+    positions = scored_positions(model.indices, num_samples)
+    samples = [model.samples[i] for i in positions]
+    keys = [sample_key(s) for s in samples]
+
+    def direction(unit: int, k: int) -> list[torch.Tensor]:
+        weights = [lin.weight for lin in units[unit].linears]
+        return _noise(model.device, weights, _seed(seed, units[unit].seed_index, keys[k]))
+
+    def score(plus: float, minus: float) -> float:
+        return abs((plus - minus) / (2 * eps))
+
+    return model.perturbation_pass(
+        units, positions, loss_labels(samples), eps, direction, score, dtype, desc="ecoflap scoring"
+    )

@@ -22,7 +22,7 @@ import math
 from collections import Counter
 from typing import Any
 
-from tamp.sparsity.groups import Group
+from tamp.sparsity.allocate import Group
 
 _EPS = 1e-9
 

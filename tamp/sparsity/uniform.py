@@ -13,5 +13,5 @@ class UniformAllocation:
     def __init__(self, cfg: AllocationConfig | None = None) -> None:
         self.cfg = cfg
 
-    def plan(self, engine, target: float) -> dict[str, float]:
-        return {name: target for linears in engine.linears for name in linears}
+    def plan(self, model, target: float) -> dict[str, float]:
+        return {name: target for linears in model.linears for name in linears}

@@ -1,5 +1,5 @@
-"""Which input tokens feed a linear's statistics (all, AMIA, attention, random, modality subsets)."""
+"""Which input tokens feed a linear's statistics: one module per selector (all_tokens, amia, attention,
+random_tokens, modality), each holding its settings, its registry binding and its math.
 
-from tamp.tokens.amia import select_tokens, selected_mask
-
-__all__ = ["select_tokens", "selected_mask"]
+AMIA's token choice, the stable entry point, is `tamp.tokens.amia.select_tokens`.
+"""

@@ -13,15 +13,26 @@ from K's column sums and a running sum of the picked rows, so the greedy part is
 the O(T^2) a direct evaluation needs. On CUDA the greedy steps run in chunks without host
 synchronisation; the stop condition is read once per chunk from a device-side MMD trace (earlier picks
 never depend on later ones, so the steps run past the stop point are simply discarded).
+
+The selector "amia" (`AmiaConfig`, `AmiaSelector`, at the end) binds `select_tokens` to the pipeline: per
+linear, from that linear's own output Z, with the block's attention row (tamp.tokens.attention), which is
+one per sample and block, memoised in the sample context; Z differs per linear, so the selection does too.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
+from tamp.config import TokensConfig
 from tamp.sparsity.das import score_tensor, similarity_terms, unit_rows
+from tamp.tokens.attention import last_row_attention
+from tamp.tokens.registry import register_selector
+
+if TYPE_CHECKING:
+    from tamp.pipeline.context import SampleContext
 
 VARIANTS = ("paper", "reference")
 _CPU_CHUNK = 8
@@ -221,3 +232,55 @@ def selected_mask(indices: torch.Tensor, num_tokens: int) -> torch.Tensor:
     mask = torch.zeros(num_tokens, dtype=torch.bool, device=indices.device)
     mask[indices] = True
     return mask
+
+
+# --- the selector: AMIA's settings and its binding to the layer-wise pipeline ---
+
+
+@dataclass
+class AmiaConfig(TokensConfig):
+    """AMIA's graph and penalty settings (the paper's defaults)."""
+
+    name: str = "amia"
+    variant: str = "paper"  # paper | reference
+    knn: int = 3
+    graph_gamma: float = 1.0
+    penalty_gamma: float = 0.2
+    mmd_scale: float = 0.1
+
+    def check(self) -> None:
+        if self.variant not in VARIANTS:
+            valid = ", ".join(VARIANTS)
+            raise ValueError(f"method.tokens.variant='{self.variant}' is unknown; valid: {valid}")
+        if self.knn < 1:
+            raise ValueError(f"method.tokens.knn={self.knn} is invalid; valid: an integer >= 1")
+        if self.mmd_scale < 0:
+            raise ValueError(f"method.tokens.mmd_scale={self.mmd_scale} is invalid; valid: >= 0")
+
+    def variant_notes(self) -> dict[str, str]:
+        if self.variant == "reference":
+            return {"tokens": "AMIA as the official code (top-4 neighbours minus the first, its similarity; "
+                              "as published)"}
+        return {"tokens": "AMIA as the paper's Eqs. 3-5 (a token is never its own neighbour)"}
+
+
+@register_selector("amia", config=AmiaConfig)
+class AmiaSelector:
+    """Adaptive Multimodal Input Activation (TAMP's token selection)."""
+
+    def __init__(self, cfg: AmiaConfig) -> None:
+        self.cfg = cfg
+
+    def select(self, name: str, x: torch.Tensor, z: torch.Tensor, ctx: SampleContext) -> torch.Tensor:
+        cfg = self.cfg
+        index = select_tokens(
+            z,
+            last_row_attention(ctx),
+            ctx.modality_ids.to(z.device),
+            variant=cfg.variant,
+            knn=cfg.knn,
+            graph_gamma=cfg.graph_gamma,
+            penalty_gamma=cfg.penalty_gamma,
+            mmd_scale=cfg.mmd_scale,
+        )
+        return index.to(x.device)

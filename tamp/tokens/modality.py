@@ -9,13 +9,16 @@ text-only sample): the statistics then count it as a sample with no tokens.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
 from tamp.config import TokensConfig
 from tamp.data.sample import MODALITY_CODES, TEXT
-from tamp.pipeline.context import SampleContext
 from tamp.tokens.registry import register_selector
+
+if TYPE_CHECKING:
+    from tamp.pipeline.context import SampleContext
 
 _CACHE_KEY = "modality_tokens"
 

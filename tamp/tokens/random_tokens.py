@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from tamp.config import TokensConfig
-from tamp.pipeline.context import SampleContext
 from tamp.tokens.registry import register_selector
+
+if TYPE_CHECKING:
+    from tamp.pipeline.context import SampleContext
 
 _CACHE_KEY = "random_tokens"
 

@@ -10,7 +10,7 @@ export TOKENIZERS_PARALLELISM ?= false
 
 comma := ,
 
-.PHONY: help install system-deps lock demo toy-demo ablations quick test test-slow test-all lint bench clean
+.PHONY: help install system-deps lock demo toy-demo ablations quick test test-fast test-slow test-all lint bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -76,6 +76,11 @@ quick: install  ## one pruning run (wanda, 50%) on a tiny random LLaVA-NeXT, in 
 
 test: install  ## the default test run (CPU, fast; slow tests excluded)
 	$(PY) -m pytest -q
+
+# only the files of the unit tier are collected: no model, no subprocess, no lmms-eval import
+FAST_TESTS = $(shell grep -l '^pytestmark = pytest.mark.fast' tests/test_*.py)
+test-fast: install  ## the unit tier: the math against the official code, config composition (< 1 min)
+	$(PY) -m pytest -q -m fast $(FAST_TESTS)
 
 test-slow: install  ## only the slow tests
 	$(PY) -m pytest -q -m slow

@@ -1,6 +1,6 @@
 """The paper's studies as a GPU node runs them, on tiny models: evaluation placement, offload, processes.
 
-What a cluster user relies on and a CPU-only machine cannot show (issue 22). Each check prints a
+What a cluster user relies on and a CPU-only machine cannot show. Each check prints a
 table row and ends PASS or FAIL; the exit status is 1 if any check failed. `--device cpu` runs the
 same script end to end on the CPU (offload simulated; the profiler comparison and the multi-GPU part
 are skipped), which is how it is tested.

@@ -267,7 +267,7 @@ class RunRecord:
         }
         if self.calibration:
             out["calibration"] = dict(self.calibration)
-        if self.devices:  # written by runs since issue 22; an older file reads and writes back unchanged
+        if self.devices:  # written since runs record where they ran; an older file reads and writes back unchanged
             out["devices"] = dict(self.devices)
         return out | self.extra
 

@@ -13,6 +13,8 @@ from official_data import load_official, official_cases
 from tamp.sparsity.allocate import allocate
 from tamp.sparsity.owl import outlier_ratio, owl_sparsity
 
+pytestmark = pytest.mark.fast  # the unit tier: make test-fast
+
 
 def _cases(kind: str) -> list[dict]:
     return official_cases(kind)

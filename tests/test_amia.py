@@ -12,6 +12,8 @@ from official_data import load_official, official_cases
 from tamp.tokens import amia
 from tamp.tokens.amia import select_tokens, selected_mask
 
+pytestmark = pytest.mark.fast  # the unit tier: make test-fast
+
 REPO = Path(__file__).resolve().parents[1]
 
 

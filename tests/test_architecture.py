@@ -26,6 +26,8 @@ from tamp.models.tiny import build_tiny
 from tamp.sparsity.registry import ALLOCATIONS, register_allocation
 from tamp.tokens.registry import SELECTORS, register_selector
 
+pytestmark = pytest.mark.fast  # the unit tier: make test-fast
+
 PACKAGE = Path(tamp.__file__).resolve().parent
 
 

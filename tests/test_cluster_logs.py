@@ -1,4 +1,4 @@
-"""A run whose output is not a terminal (SLURM, nohup) logs readable lines (issue 14.5), end to end.
+"""A run whose output is not a terminal (SLURM, nohup) logs readable lines, end to end.
 
 One log line per pruned block with elapsed time and ETA, in stderr and run.log; no carriage-return
 progress bars; no W&B banner; no numexpr thread line.
@@ -48,7 +48,7 @@ def test_redirected_run_logs_blocks_and_nothing_noisy(compose_cfg, tmp_path: Pat
     run_log = (tmp_path / "run.log").read_text()
     for text in (proc.stderr, run_log):
         assert "pruning: block 1/2, elapsed" in text and "pruning: block 2/2, elapsed" in text
-        assert "ETA" not in text  # two blocks: no rate after the first (issue 26.7)
+        assert "ETA" not in text  # two blocks: no rate (and no ETA) after the first
         assert f"resolved config (saved to {tmp_path / 'config_resolved.yaml'}):" in text
         assert "  sparsity: {target: 0.5, pattern: unstructured}" in text
     assert "W&B offline run" in run_log and "wandb sync" in run_log

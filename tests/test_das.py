@@ -10,6 +10,8 @@ from official_data import load_official, official_cases
 
 from tamp.sparsity.das import DiversityAccumulator, all_token, diversity, term_keys
 
+pytestmark = pytest.mark.fast  # the unit tier: make test-fast
+
 
 def _das_cases() -> list[dict]:
     return official_cases("das")

@@ -16,6 +16,8 @@ from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+pytestmark = pytest.mark.fast  # the unit tier: make test-fast
+
 REPO = Path(__file__).resolve().parents[1]
 LOCK = REPO / "requirements.lock"
 # what a virtual environment holds besides the lock: its seed installer and tamp itself (editable)

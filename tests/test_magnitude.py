@@ -10,6 +10,8 @@ from tamp.components import resolve_method
 from tamp.pruning.masks import unstructured_mask
 from tamp.pruning.registry import build_pruner
 
+pytestmark = pytest.mark.fast  # the unit tier: make test-fast
+
 
 def _linear(seed: int = 0) -> nn.Linear:
     linear = nn.Linear(24, 6, bias=False)

@@ -12,6 +12,8 @@ from tamp.pruning.masks import make_mask, nm_mask, parse_pattern, tensor_mask, u
 from tamp.pruning.sparsegpt import HessianStats, SparseGPTError, sparsegpt_prune
 from tamp.pruning.wanda import SquaredNormStats, wanda_metric
 
+pytestmark = pytest.mark.fast  # the unit tier: make test-fast
+
 
 def _gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)

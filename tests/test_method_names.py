@@ -1,4 +1,4 @@
-"""report.summary() names a method composed in Python by its preset (issue 14.7: TAMP printed `wanda (...)`)."""
+"""report.summary() names a method composed in Python by its preset (TAMP, not `wanda (...)`)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from tamp.cli.schema import validate
 from tamp.conf import CONF_DIR
 from tamp.method_names import PRESET_NAMES, display_name, preset_name
 from tamp.models.tiny import build_tiny
+
+pytestmark = pytest.mark.fast  # the unit tier: make test-fast
 
 CONF = CONF_DIR
 

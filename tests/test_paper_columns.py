@@ -142,7 +142,7 @@ def test_wandb_rel_averages_over_the_paper_columns():
 
 
 # ------------------------------------------------------------------------------------------------
-# Paper suites declare their columns; lmms-eval's groups are one number each (issue 20)
+# Paper suites declare their columns; lmms-eval's groups are one number each
 # ------------------------------------------------------------------------------------------------
 BLINK_RIGHT = 5  # the fake model answers the first 5 BLINK sub-tasks (in sorted order) right, the rest wrong
 

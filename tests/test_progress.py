@@ -1,4 +1,4 @@
-"""Progress a cluster job can read (issue 14.5): log lines with elapsed time and ETA when stderr is no terminal."""
+"""Progress a cluster job can read: log lines with elapsed time and ETA when stderr is no terminal."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import tqdm as tqdm_package
 from tamp.eval.quiet import QuietTqdm, quiet_bars
 from tamp.progress import LogProgress, duration, progress_bar, track
 from tamp.tracking.wandb_logger import console_settings
+
+pytestmark = pytest.mark.fast  # the unit tier: make test-fast
 
 
 class Clock:

@@ -10,6 +10,8 @@ from tamp.pruning.masks import nm_mask, unstructured_mask
 from tamp.pruning.sparsegpt import HessianStats, sparsegpt_prune
 from tamp.pruning.wanda import SquaredNormStats, wanda_metric
 
+pytestmark = pytest.mark.fast  # the unit tier: make test-fast
+
 
 def _manifest(section: str) -> list[dict]:
     return official_cases(section)

@@ -1,4 +1,4 @@
-"""The one-call Python API (issue 26.6): presets by name, the adapter from the model, samples from
+"""The one-call Python API: presets by name, the adapter from the model, samples from
 conversations or a dataset, and a save helper writing the model, its manifest and bit-packed masks."""
 
 from __future__ import annotations

@@ -149,7 +149,7 @@ def _readme_blocks(language: str) -> list[str]:
 
 
 def test_readme_python_example_runs(tmp_path: Path) -> None:
-    """The "From Python" example as printed (issue 26.6), its output folder moved to a temporary one."""
+    """The "From Python" example as printed, its output folder moved to a temporary one."""
     (example,) = _readme_blocks("python")
     assert 'tamp.prune(model, samples, "tamp", sparsity=0.5' in example
     script = tmp_path / "example.py"

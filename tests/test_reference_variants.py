@@ -20,6 +20,8 @@ from originals import amia_paper, fastprune
 from tamp.pruning.sparsegpt import sparsegpt_prune
 from tamp.tokens.amia import nearest_others, select_tokens
 
+pytestmark = pytest.mark.fast  # the unit tier: make test-fast
+
 FIXTURES = Path(__file__).resolve().parent / "data" / "reference"
 MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())
 

@@ -1,4 +1,4 @@
-"""The report never averages runs that are not comparable (issue 14.1) and reports what it cannot compute (14.2).
+"""The report never averages runs that are not comparable and reports what it cannot compute.
 
 Runs are made like the runner writes them: results.json with the resolved Hydra config under "config".
 """
@@ -18,6 +18,8 @@ from tamp.reporting import build_report
 from tamp.reporting.load import check_results
 from tamp.reporting.plots import plot_rel
 from tamp.reporting.render import report_markdown
+
+pytestmark = pytest.mark.fast  # the unit tier: make test-fast
 
 MODEL = "tiny:llava_next"
 CONFIG = {

@@ -1,4 +1,4 @@
-"""The researcher's loop, second pass (issue 26): a SLURM submission from a login node, a machine's own
+"""The researcher's loop: a SLURM submission from a login node, a machine's own
 `local` config, a sweep stopped with Ctrl-C, and the names runs get."""
 
 from __future__ import annotations

@@ -25,6 +25,8 @@ from tamp.run_record import (
 from tamp.tracking.results import ResultsFile
 from tamp.tracking.wandb_keys import summary_metrics
 
+pytestmark = pytest.mark.fast  # the unit tier: make test-fast
+
 FIXTURE = Path(__file__).parent / "data" / "report" / "sweep" / "1" / "results.json"
 Q = "model.language_model.layers.1.self_attn.q_proj"
 

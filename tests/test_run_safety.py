@@ -1,4 +1,4 @@
-"""Nothing outside the run is ever touched (issue 19): save targets, run folders, completed runs, signals, pipes.
+"""Nothing outside the run is ever touched: save targets, run folders, completed runs, signals, pipes.
 
 Every case hashes the user's files (sha256 of every file, and the list of every path) before and
 after and asserts they are identical, the source model's folder included. The refusal tables call

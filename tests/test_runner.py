@@ -72,7 +72,7 @@ def test_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path: Path, monkeypa
     # the CLI's preflight would refuse 3:2 before the sweep starts: switched off to fail inside a cell
     monkeypatch.setitem(ENV, "TAMP_PREFLIGHT", "0")
     proc = _sweep(tmp_path, "sparsity.pattern=3:2,2:4", "calib.num_samples=2", "logger=none")
-    assert proc.returncode == 1, proc.stderr[-2000:]  # issue 14: a sweep with a failed cell exits non-zero
+    assert proc.returncode == 1, proc.stderr[-2000:]  # a sweep with a failed cell exits non-zero
     assert "1/2 cells completed; failed: 0_wanda_0.5" in proc.stderr
     by_status = {r["sparsity"]["pattern"]: r for r in _results(tmp_path)}
     assert by_status["3:2"]["status"] == "failed" and "3:2" in by_status["3:2"]["error"]
@@ -86,7 +86,7 @@ def test_single_run_error_is_one_line_and_nonzero(tmp_path: Path) -> None:
     errors = [line for line in proc.stderr.splitlines() if line.startswith("tamp: error:")]
     assert errors == ["tamp: error: sparsity.target=1.2 is out of range; valid: 0 <= target < 1"]
     assert "Traceback" not in proc.stderr
-    assert not (tmp_path / "results.json").exists(), "refused before Hydra starts: nothing is written (issue 12)"
+    assert not (tmp_path / "results.json").exists(), "refused before Hydra starts: nothing is written"
 
 
 def _prune_in_world(fabric, family: str, pruner: str, out: str) -> str:

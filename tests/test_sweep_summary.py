@@ -1,4 +1,4 @@
-"""A multirun ends with one summary line and a non-zero exit when a cell failed (issue 14.3)."""
+"""A multirun ends with one summary line and a non-zero exit when a cell failed."""
 
 from __future__ import annotations
 

@@ -63,7 +63,7 @@ def sweep(tmp_path_factory) -> Path:
     """dense and wanda 60% on the zoo model over two seeds (dense scores are not 0, so Rel.% exists), W&B offline.
 
     Two calibration samples and 16 documents of two fragile tasks: the two seeds' draws give other masks
-    and other scores (issue 26.1: `seed` used to change nothing for these methods).
+    and other scores (`seed` draws the calibration samples, so it changes these methods' masks).
     """
     root = tmp_path_factory.mktemp("sweep") / "2026-01-01" / "10-00-00"
     cmd = [

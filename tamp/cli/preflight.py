@@ -4,7 +4,7 @@ Hydra reports a bad override or an unknown group option after composition with s
 a hint about HYDRA_FULL_ERROR, and values are otherwise checked only once a cell runs. Here the
 command's overrides are composed with Hydra's own compose API, for a multirun once per cell of the
 basic sweeper's grid (`hydra.sweeper.params` of an experiment included), and every cell goes
-through `tamp.checks.check_run_config`: a sweep with one bad cell fails in the first seconds,
+through `tamp.cli.checks.check_run_config`: a sweep with one bad cell fails in the first seconds,
 before any model loads and before anything is written.
 
 It also guards what exists before Hydra writes its own files into the run folder: a folder tamp

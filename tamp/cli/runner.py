@@ -47,7 +47,7 @@ class SealedConfig:
 
 
 def make_fabric(settings: RunConfig):
-    """The Fabric world the runner config asks for (devices were checked by tamp.checks)."""
+    """The Fabric world the runner config asks for (devices were checked by tamp.cli.checks)."""
     from lightning.fabric import Fabric
 
     r = settings.runner

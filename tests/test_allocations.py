@@ -14,11 +14,12 @@ from collections import defaultdict
 
 import pytest
 import torch
+from tiny_models import fresh_tiny
 from torch import nn
 
 from tamp.data.sample import CalibSample
 from tamp.method import ComposedMethod
-from tamp.models.tiny import TinyBundle, build_tiny
+from tamp.models.tiny import TinyBundle
 from tamp.pipeline.engine import LayerwiseEngine
 from tamp.pipeline.tail import tail_loss
 from tamp.pruning.registry import build_pruner
@@ -44,7 +45,7 @@ CASES = {
 
 @functools.cache
 def _pristine(family: str) -> TinyBundle:
-    return build_tiny(family, seed=0)
+    return fresh_tiny(family)
 
 
 def _bundle(family: str) -> TinyBundle:

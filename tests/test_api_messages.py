@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from tiny_models import fresh_tiny
 
 import tamp
 from tamp.data.sample import TEXT
-from tamp.models.tiny import build_tiny
 
 TEXT_ONLY = [
     {"role": "user", "content": [{"type": "text", "text": "What colour is the sky?"}]},
@@ -17,7 +17,7 @@ TEXT_ONLY = [
 @pytest.mark.parametrize("family", ["llava_next", "qwen2_5_vl"])
 @pytest.mark.parametrize("images", [[None], None, []], ids=["none_item", "none", "empty"])
 def test_text_only_sample_encodes_as_text(family: str, images) -> None:
-    bundle = build_tiny(family)
+    bundle = fresh_tiny(family)
     sample = bundle.adapter.encode(TEXT_ONLY, images=images)
     assert "pixel_values" not in sample.inputs
     assert bool((sample.modality_ids == TEXT).all())
@@ -27,7 +27,7 @@ def test_text_only_sample_encodes_as_text(family: str, images) -> None:
 
 
 def test_mixed_text_only_and_image_samples_prune() -> None:
-    bundle = build_tiny("llava_next")
+    bundle = fresh_tiny("llava_next")
     example = bundle.examples()[0]
     samples = [
         bundle.adapter.encode(example.messages, images=example.images),
@@ -39,7 +39,7 @@ def test_mixed_text_only_and_image_samples_prune() -> None:
 
 
 def test_placeholder_without_an_image_is_a_one_line_error() -> None:
-    bundle = build_tiny("llava_next")
+    bundle = fresh_tiny("llava_next")
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is it?"}]}]
     with pytest.raises(ValueError, match=r"1 \{'type': 'image'\} placeholder\(s\) but 0 image\(s\)"):
         bundle.adapter.encode(messages, images=[None])

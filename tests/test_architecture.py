@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.core.config_store import ConfigStore
+from tiny_models import fresh_tiny
 
 import tamp
 from tamp.cli.preflight import PreflightError, check_command
 from tamp.cli.schema import validate
 from tamp.config import AllocationConfig, TokensConfig
-from tamp.models.tiny import build_tiny
 from tamp.sparsity.registry import ALLOCATIONS, register_allocation
 from tamp.tokens.registry import SELECTORS, register_selector
 
@@ -106,7 +106,7 @@ def test_the_engine_offers_everything_an_allocation_may_ask() -> None:
     from tamp.pipeline.engine import LayerwiseEngine
     from tamp.sparsity.registry import ScoringModel
 
-    bundle = build_tiny("llava_next", seed=0)
+    bundle = fresh_tiny("llava_next")
     engine = LayerwiseEngine(bundle.model, bundle.adapter, [bundle.example_sample()], progress=False)
     wanted = {n for n in vars(ScoringModel) if not n.startswith("_")} | set(ScoringModel.__annotations__)
     assert {"linears", "block_name", "scoring_pass", "perturbation_pass"} <= wanted
@@ -202,7 +202,7 @@ def test_a_new_allocation_and_selector_are_one_file_plus_one_preset(compose_cfg,
     assert isinstance(method.allocation, TiltConfig) and method.allocation.tilt == 0.2
     assert isinstance(method.tokens, FirstTokensConfig) and method.tokens.count == 6
 
-    bundle = build_tiny("llava_next", seed=0)
+    bundle = fresh_tiny("llava_next")
     FirstTokens.seen.clear()
     report = tamp.prune(bundle.model, [bundle.example_sample()], settings.prune_config(), adapter=bundle.adapter)
     planned = {x.name: x.planned for x in report.linears}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_models import fresh_tiny
 
-from tamp.models.tiny import build_tiny
 from tamp.pipeline.context import SampleContext
 from tamp.pipeline.engine import LayerwiseEngine
 from tamp.tokens.attention import last_row_attention
@@ -42,7 +42,7 @@ def _rows_through_engine(bundle, samples) -> tuple[dict[tuple[int, int], torch.T
 @pytest.fixture(scope="module", params=FAMILIES)
 def family_samples(request):
     """One tiny model per family and all its examples, shared by the capture variants."""
-    bundle = build_tiny(request.param, seed=0)
+    bundle = fresh_tiny(request.param)
     return bundle, [bundle.example_sample(i) for i in range(len(bundle.examples()))]
 
 
@@ -71,7 +71,7 @@ def test_last_row_matches_eager_attention(family_samples, capture_impl: str) -> 
 
 def test_sliding_window_without_mask_hides_far_keys() -> None:
     """Flash/sdpa give no mask; a sliding-window layer must still hide keys outside its window."""
-    bundle = build_tiny("qwen2", seed=0)
+    bundle = fresh_tiny("qwen2")
     sample = bundle.example_sample(0)
     engine = LayerwiseEngine(bundle.model, bundle.adapter, [sample], progress=False)
     hidden, kwargs = engine.captured().get(0)

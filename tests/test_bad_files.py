@@ -27,8 +27,9 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 from safetensors.torch import save_file
+from tiny_models import fresh_tiny
 
-from tamp.models.tiny import build_tiny, save_tiny
+from tamp.models.tiny import save_tiny
 from tamp.run_record import INTERRUPTED, RunRecord
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,7 +40,7 @@ QUIET = ["logger=none", "runner.progress=false"]
 @pytest.fixture(scope="module")
 def tiny_llava(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("tiny") / "llava"
-    save_tiny(build_tiny("llava"), folder)
+    save_tiny(fresh_tiny("llava"), folder)
     return folder
 
 
@@ -342,7 +343,7 @@ def test_an_image_that_does_not_decode_names_itself_and_its_record(tmp_path: Pat
     monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
     _cut(_png(tmp_path, "cut.png"))
     path = _calib(tmp_path, "cut.png")
-    bundle = build_tiny("llava")
+    bundle = fresh_tiny("llava")
     with pytest.raises(ValueError) as err:  # build_calibration decodes without the pre-run verify
         build_calibration(bundle.adapter, {"source": "llava_json", "path": str(path), "num_samples": 1})
     message = str(err.value)

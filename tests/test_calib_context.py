@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from tiny_models import fresh_tiny
 
 from tamp.cli.run import run
 from tamp.data.calib import CalibConfig, build_calibration
 from tamp.data.sample import IMAGE
 from tamp.data.sources import calibration_set
-from tamp.models.tiny import build_tiny
 
 QUIET = ["logger=none", "runner.progress=false"]
 LONG = " ".join(["red square"] * 350)  # about 700 tokens of the tiny word-level vocabulary
@@ -45,7 +45,7 @@ def _cfg(path: Path, **extra) -> dict:
 
 @pytest.fixture(scope="module")
 def llava():
-    return build_tiny("llava")
+    return fresh_tiny("llava")
 
 
 def test_a_sample_longer_than_the_models_context_is_cut_after_its_media_and_counted(llava, tmp_path, caplog) -> None:

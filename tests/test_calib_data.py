@@ -14,12 +14,12 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
+from tiny_models import fresh_tiny
 
 from tamp.data.calib import CalibConfig, build_calibration, requires_modalities, truncate
 from tamp.data.conversations import Record, split_placeholders, to_messages
 from tamp.data.media import even_indices, load_audio, load_video
 from tamp.data.sample import AUDIO, IMAGE, TEXT, VIDEO
-from tamp.models.tiny import build_tiny
 
 av = pytest.importorskip("av")
 
@@ -233,7 +233,7 @@ def test_placeholders_become_content_in_place() -> None:
 # --------------------------------------------------------------------------------------- families
 @pytest.mark.parametrize("file", ["images.json", "images.jsonl"])
 def test_llava_next_images_with_prefix(media: Path, file: str) -> None:
-    bundle = build_tiny("llava_next")
+    bundle = fresh_tiny("llava_next")
     samples = build_calibration(bundle.adapter, cfg(media, file, prefix="sharegpt4v/", num_samples=3))
     assert len(samples) == 3
     assert all(s.meta["id"].startswith("sg") for s in samples)  # only the ShareGPT4V subset
@@ -247,7 +247,7 @@ def test_llava_next_images_with_prefix(media: Path, file: str) -> None:
 
 
 def test_multi_turn_and_multi_image(media: Path) -> None:
-    bundle = build_tiny("llava_next")
+    bundle = fresh_tiny("llava_next")
     samples = build_calibration(
         bundle.adapter, cfg(media, "images.json", prefix="coco/", num_samples=2, seed=0)
     )
@@ -259,7 +259,7 @@ def test_multi_turn_and_multi_image(media: Path) -> None:
 
 
 def test_seeded_selection_is_deterministic(media: Path) -> None:
-    bundle = build_tiny("llava")
+    bundle = fresh_tiny("llava")
     ids = [
         [
             s.meta["id"]
@@ -275,7 +275,7 @@ def test_seeded_selection_is_deterministic(media: Path) -> None:
 
 @pytest.mark.parametrize("family", ["llava_onevision", "qwen2_5_vl"])
 def test_video_families(media: Path, family: str) -> None:
-    bundle = build_tiny(family)
+    bundle = fresh_tiny(family)
     samples = build_calibration(bundle.adapter, cfg(media, "videos.json", num_samples=2, num_frames=4))
     for s in samples:
         c = counts(s)
@@ -285,7 +285,7 @@ def test_video_families(media: Path, family: str) -> None:
 
 
 def test_omni_audio_and_video(media: Path) -> None:
-    bundle = build_tiny("qwen2_5_omni")
+    bundle = fresh_tiny("qwen2_5_omni")
     samples = build_calibration(bundle.adapter, cfg(media, "av.jsonl", num_samples=2, num_frames=4))
     for s in samples:
         c = counts(s)
@@ -297,7 +297,7 @@ def test_omni_audio_and_video(media: Path) -> None:
 
 
 def test_omni_audio_from_video_in_video_mode(media: Path) -> None:
-    bundle = build_tiny("qwen2_5_omni")
+    bundle = fresh_tiny("qwen2_5_omni")
     bundle.adapter.use_audio_in_video = True  # each audio is its video's track, interleaved in its tokens
     spec = cfg(media, "videos.json", num_samples=1, num_frames=4, audio_from_video=True, where={"id": "v1"})
     (sample,) = build_calibration(bundle.adapter, spec)
@@ -333,14 +333,14 @@ def test_hf_dataset_source(media: Path, tmp_path: Path) -> None:
         "prefix": "sharegpt4v/",
         "num_samples": 3,
     }
-    bundle = build_tiny("llava_onevision")
+    bundle = fresh_tiny("llava_onevision")
     samples = build_calibration(bundle.adapter, spec)
     assert sorted(s.meta["id"] for s in samples) == ["sg0", "sg2", "sg3"]
     assert all(counts(s)[IMAGE] > 0 for s in samples)
 
 
 def test_truncation_keeps_media(media: Path) -> None:
-    bundle = build_tiny("llava")
+    bundle = fresh_tiny("llava")
     (sample,) = build_calibration(
         bundle.adapter, cfg(media, "images.json", num_samples=1, where={"id": "coco0"})
     )
@@ -420,7 +420,7 @@ def _bad_cases(root: Path) -> list[tuple[str, dict[str, Any], str]]:
 
 
 def test_bad_inputs_give_one_line_errors(media: Path) -> None:
-    bundle = build_tiny("llava")
+    bundle = fresh_tiny("llava")
     for name, spec, fragment in _bad_cases(media):
         config = {"source": "llava_json", "media_dir": str(media / "media"), "num_samples": None, **spec}
         with pytest.raises((ValueError, FileNotFoundError)) as info:
@@ -431,7 +431,7 @@ def test_bad_inputs_give_one_line_errors(media: Path) -> None:
 
 
 def test_config_dataclass_is_accepted(media: Path) -> None:
-    bundle = build_tiny("llava")
+    bundle = fresh_tiny("llava")
     spec = CalibConfig(
         path=str(media / "images.json"), media_dir=str(media / "media"), num_samples=1, progress=False
     )

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import pytest
 from test_calib_data import write_mp4, write_png
+from tiny_models import fresh_tiny
 
 from tamp.cli.checks import check_run_config
 from tamp.data.calib import build_calibration
 from tamp.data.sample import AUDIO, IMAGE, VIDEO
-from tamp.models.tiny import build_tiny
 
 
 def _turns(question: str, answer: str, placeholder: str = "<image>\n") -> list[dict]:
@@ -50,7 +50,7 @@ def test_sharegpt4v_from_the_raw_llava_next_release(compose_cfg, tmp_path):
     (root / "llava_next_raw_format_processed.json").write_text(json.dumps(records))
     settings = _settings(compose_cfg, "sharegpt4v", tmp_path, "model=tiny_llava_next", "calib.num_samples=3")
     assert settings.calib.path == str(root / "llava_next_raw_format_processed.json")
-    samples = build_calibration(build_tiny("llava_next").adapter, settings.calib_settings())
+    samples = build_calibration(fresh_tiny("llava_next").adapter, settings.calib_settings())
     assert sorted(_ids(samples)) == ["r0", "r2", "r5"]  # sharegpt4v/ only: not coco, ai2d or sharegpt4v_extra
     assert all(s.modality_counts().get("image", 0) > 0 for s in samples)
 
@@ -68,7 +68,7 @@ def test_nlvr2_from_m4_instruct(compose_cfg, tmp_path):
     (root / "m4_instruct_annotations.json").write_text(json.dumps(records))
     settings = _settings(compose_cfg, "nlvr2", tmp_path, "model=tiny_llava_onevision")
     assert settings.calib.path == str(root / "m4_instruct_annotations.json") and settings.calib.media_dir is None
-    adapter = build_tiny("llava_onevision").adapter
+    adapter = fresh_tiny("llava_onevision").adapter
     samples = build_calibration(adapter, settings.calib_settings())
     assert set(_ids(samples)) <= {"m0", "m2", "m4"} and len(samples) == 2
     first = samples[0]
@@ -160,13 +160,13 @@ def test_avinstruct_preset_with_audio_in_video(compose_cfg, tmp_path):
     settings = _settings(compose_cfg, "avinstruct", data, "model=tiny_qwen2_5_omni", "model.use_audio_in_video=true",
                          "calib.num_frames=4")
     assert settings.model.use_audio_in_video and settings.calib.path == str(out)
-    adapter = build_tiny("qwen2_5_omni").adapter
+    adapter = fresh_tiny("qwen2_5_omni").adapter
     adapter.use_audio_in_video = settings.model.use_audio_in_video  # as the runner sets it
     samples = build_calibration(adapter, settings.calib_settings())
     for sample in samples:  # the track rides inside the video (the processor places it by time)
         assert bool(sample.inputs["use_audio_in_video"]) and len(sample.meta["video_metadata"]) == 1
         assert int((sample.modality_ids == VIDEO).sum()) > 0 and int((sample.modality_ids == AUDIO).sum()) > 0
-    plain = build_tiny("qwen2_5_omni").adapter  # the mode off: the track goes in as a separate audio
+    plain = fresh_tiny("qwen2_5_omni").adapter  # the mode off: the track goes in as a separate audio
     sample = build_calibration(plain, settings.calib_settings())[0]
     assert "use_audio_in_video" not in sample.inputs and int((sample.modality_ids == AUDIO).sum()) > 0
 

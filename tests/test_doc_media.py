@@ -16,6 +16,7 @@ import pytest
 import torch
 from paper_tasks import FFMPEG, NO_FFMPEG
 from PIL import Image
+from tiny_models import fresh_tiny
 
 from tamp.data import video as video_mod
 from tamp.data.media import media_kind
@@ -118,12 +119,11 @@ def test_decoded_video_carries_its_timing():
 
 def test_qwen_processors_are_told_the_sampling_rate():
     """8 frames of an hour: Qwen2.5-VL's and Omni's grid step is 900 s, not a default rate's."""
-    from tamp.models.tiny import build_tiny
 
     frames = np.random.default_rng(0).integers(0, 255, (8, 32, 32, 3), dtype=np.uint8)
     hour = DecodedVideo(frames, 30.0, 30 * 3600, [int((i + 0.5) * 30 * 3600 / 8) for i in range(8)])
     for family, key in (("qwen2_5_vl", "second_per_grid_ts"), ("qwen2_5_omni", "video_second_per_grid")):
-        adapter = build_tiny(family).adapter
+        adapter = fresh_tiny(family).adapter
         text = adapter.render([{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "?"}]}], True)
         assert float(adapter.process(text, None, [hour], None)[key][0]) == pytest.approx(900.0), family
         assert float(adapter.process(text, None, [frames], None)[key][0]) <= 1.0, family  # a bare array: a default rate
@@ -219,9 +219,8 @@ def test_audio_prompt_parts_follow_the_mode(clips):
     """A video's own track gets no audio part in the prompt (the processor interleaves it)."""
     from tamp.eval.doc_media import Media
     from tamp.eval.lmms_model import TampLMM
-    from tamp.models.tiny import build_tiny
 
-    bundle = build_tiny("qwen2_5_omni")
+    bundle = fresh_tiny("qwen2_5_omni")
     lm = TampLMM(bundle.model, bundle.processor, bundle.adapter, batch_size=1)
     track = np.zeros(RATE, np.float32)
     separate = lm.messages("q", Media(videos=[np.zeros((2, 8, 8, 3), np.uint8)], audios=[track]))

@@ -11,8 +11,9 @@ import functools
 import pytest
 import torch
 from scipy.stats import spearmanr
+from tiny_models import fresh_tiny
 
-from tamp.models.tiny import TinyBundle, build_tiny
+from tamp.models.tiny import TinyBundle
 from tamp.pipeline.engine import LayerwiseEngine
 from tamp.sparsity.ecoflap import EcoFlapAllocation, _seed, sample_key
 from tamp.sparsity.registry import allocation_settings, build_allocation
@@ -23,7 +24,7 @@ TARGET = 0.5
 
 @functools.cache
 def _pristine() -> TinyBundle:
-    return build_tiny(FAMILY, seed=0)
+    return fresh_tiny(FAMILY)
 
 
 def _model(dtype: torch.dtype = torch.float32):

@@ -14,6 +14,8 @@ import textwrap
 import wave
 from pathlib import Path
 
+from tiny_models import fresh_tiny
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
@@ -23,7 +25,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from tamp.eval.evaluate import UnknownTaskError, evaluate, evaluate_saved  # noqa: E402
-from tamp.models.tiny import build_tiny, save_tiny  # noqa: E402
+from tamp.models.tiny import save_tiny  # noqa: E402
 
 TASKS = ["tamp_tiny_colour", "tamp_tiny_colour_mc"]
 TASKS_DIR = Path(__file__).resolve().parents[1] / "tamp" / "eval" / "tasks" / "tiny"
@@ -32,7 +34,7 @@ FAMILIES = ["llava_next", "qwen2_5_vl"]
 
 @pytest.fixture(scope="module")
 def bundles():
-    return {family: build_tiny(family) for family in FAMILIES}
+    return {family: fresh_tiny(family) for family in FAMILIES}
 
 
 def _lm(bundle, **kwargs):
@@ -252,7 +254,7 @@ def _has_decord() -> bool:
 )
 @pytest.mark.parametrize("force_simple", [False, True], ids=["chat", "simple"])
 def test_evaluate_saved_runs_lmms_evals_llava_hf_and_agrees_with_tamplmm(tmp_path, force_simple):
-    bundle = build_tiny("llava")
+    bundle = fresh_tiny("llava")
     save_tiny(bundle, tmp_path)
     saved = evaluate_saved(
         tmp_path, ["tamp_tiny_colour"], limit=3, log_samples=True, force_simple=force_simple
@@ -266,10 +268,10 @@ def test_evaluate_saved_runs_lmms_evals_llava_hf_and_agrees_with_tamplmm(tmp_pat
 
 
 def test_evaluate_saved_refuses_what_llava_hf_cannot_do(tmp_path):
-    build_tiny("qwen2_5_vl").model.config.save_pretrained(tmp_path / "qwen")
+    fresh_tiny("qwen2_5_vl").model.config.save_pretrained(tmp_path / "qwen")
     with pytest.raises(ValueError, match="qwen2_5_vl"):
         evaluate_saved(tmp_path / "qwen", ["tamp_tiny_colour"])
-    build_tiny("llava").model.config.save_pretrained(tmp_path / "llava")
+    fresh_tiny("llava").model.config.save_pretrained(tmp_path / "llava")
     with pytest.raises(ValueError, match="multiple-choice tasks on transformers 5: tamp_tiny_colour_mc"):
         evaluate_saved(tmp_path / "llava", ["tamp_tiny_colour_mc"])
 
@@ -288,7 +290,7 @@ def run(fabric):
     seen = []
     generate = lmms_model.TampLMM.generate
     lmms_model.TampLMM.generate = lambda self, c, m, g: seen.append(c) or generate(self, c, m, g)
-    b = build_tiny("llava_next")
+    b = fresh_tiny("llava_next")
     result = evaluate(b.model, b.processor, b.adapter, {tasks}, limit=6, log_samples=True)
     doc_ids = sorted(s["doc_id"] for s in result["samples"]["tamp_tiny_colour"])
     out = dict(scores=result["scores"], generated=len(seen), doc_ids=doc_ids, rank_env=os.environ.get("RANK"))

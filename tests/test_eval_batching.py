@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 import torch
 from PIL import Image
+from tiny_models import fresh_tiny
 
 from tamp.eval.batching import left_pad_batch, signature
-from tamp.models.tiny import build_tiny
 from tamp.models.tiny.llava import shape_image
 
 QUESTIONS = [
@@ -66,7 +66,7 @@ def _answers(bundle, docs: list[dict], gen_kwargs: dict, batch_size: int) -> lis
 
 @pytest.fixture(scope="module")
 def tiny():
-    return {family: build_tiny(family) for family in ("llava_next", "qwen2_5_vl")}
+    return {family: fresh_tiny(family) for family in ("llava_next", "qwen2_5_vl")}
 
 
 # ------------------------------------------------------------------------------------ tiny families

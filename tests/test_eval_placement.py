@@ -17,6 +17,7 @@ from unittest import mock
 
 import pytest
 import torch
+from tiny_models import fresh_tiny
 
 import tamp
 from tamp.cli.run import run
@@ -24,7 +25,6 @@ from tamp.cli.runner import make_fabric
 from tamp.cli.schema import validate
 from tamp.conf import CONF_DIR
 from tamp.eval.placement import eval_device, model_devices, place_for_eval
-from tamp.models.tiny import build_tiny
 
 REPO = Path(__file__).resolve().parents[1]
 SETUPS = sorted(p.stem for p in (CONF_DIR / "setup").glob("*.yaml"))
@@ -103,12 +103,12 @@ def test_recorded_eval_device_is_where_the_model_is_at_generate_time(kind: str, 
 
 
 def test_a_model_on_several_devices_is_moved_whole_or_refused() -> None:
-    bundle = build_tiny("llava_next", seed=0)
+    bundle = fresh_tiny("llava_next")
     model = bundle.model
     model.lm_head.to("meta")  # stands in for a part left on another device (offload leaves the blocks)
     with pytest.raises(ValueError, match=r"parameters are on cpu, meta: evaluation needs one device"):
         place_for_eval(model, None)
-    other = build_tiny("llava_next", seed=0).model
+    other = fresh_tiny("llava_next").model
     assert place_for_eval(other, "cpu") == torch.device("cpu") and model_devices(other) == {torch.device("cpu")}
 
 
@@ -116,7 +116,7 @@ def test_a_model_on_several_devices_is_moved_whole_or_refused() -> None:
 def test_a_device_map_dispatched_model_is_refused_before_any_work(tmp_path: Path) -> None:
     from accelerate import dispatch_model
 
-    bundle = build_tiny("llava_next", seed=0)
+    bundle = fresh_tiny("llava_next")
     blocks = "model.language_model.layers"
     device_map = {"model.vision_tower": "cpu", "model.multi_modal_projector": "cpu", "model.image_newline": "cpu",
                   "model.language_model.embed_tokens": "cpu", f"{blocks}.0": "cpu", f"{blocks}.1": "disk",

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from tiny_models import fresh_tiny
 
 import tamp
 from tamp.cli.schema import validate
 from tamp.conf import CONF_DIR
 from tamp.method_names import PRESET_NAMES, display_name, preset_name
-from tamp.models.tiny import build_tiny
 
 pytestmark = pytest.mark.fast  # the unit tier: make test-fast
 
@@ -27,7 +27,7 @@ def test_table_matches_the_presets_of_conf_method(compose_cfg, name: str) -> Non
 
 
 def test_summary_of_tamp_composed_in_python_says_tamp() -> None:
-    bundle = build_tiny("llava_next", seed=0)
+    bundle = fresh_tiny("llava_next")
     config = {
         "method": {"pruner": "wanda", "allocation": {"name": "das"}, "tokens": {"name": "amia"}},
         "sparsity": {"target": 0.5},

@@ -17,13 +17,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import fresh_tiny
 
 import tamp
 from tamp.cli.run import run
 from tamp.conf import CONF_DIR
 from tamp.config import PruneConfig, SparsityConfig
 from tamp.method import ComposedMethod, allocation_groups
-from tamp.models.tiny import TinyBundle, build_tiny
+from tamp.models.tiny import TinyBundle
 from tamp.pipeline.engine import LayerwiseEngine
 from tamp.reporting.runs import pattern_of
 from tamp.run_record import RunRecord
@@ -37,7 +38,7 @@ ALLOCATIONS = ["owl", "das", "das_all_token", "das_block", "ecoflap"]
 
 @functools.cache
 def _pristine() -> TinyBundle:
-    return build_tiny("llava_next", seed=0)
+    return fresh_tiny("llava_next")
 
 
 def _copy() -> TinyBundle:

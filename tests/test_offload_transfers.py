@@ -14,10 +14,10 @@ from unittest import mock
 
 import pytest
 import torch
+from tiny_models import fresh_tiny
 
 import tamp
 from tamp.method import ComposedMethod
-from tamp.models.tiny import build_tiny
 from tamp.pipeline.engine import LayerwiseEngine
 
 METHODS = {
@@ -30,7 +30,7 @@ SAMPLES = 3
 
 
 def _prune(name: str, offload: bool):
-    bundle = build_tiny("llava_next", seed=0)
+    bundle = fresh_tiny("llava_next")
     samples = [bundle.example_sample(0) for _ in range(SAMPLES)]
     config = {"method": METHODS[name], "sparsity": {"target": 0.5}, "device": "cpu", "offload": offload,
               "progress": False, "keep_masks": True}
@@ -91,7 +91,7 @@ def test_copy_counts_with_and_without_offload() -> None:
 
 
 def test_a_read_only_visit_copies_nothing_back_and_a_pruning_visit_does() -> None:
-    bundle = build_tiny("llava_next", seed=0)
+    bundle = fresh_tiny("llava_next")
     samples = [bundle.example_sample(0) for _ in range(2)]
     engine = LayerwiseEngine(bundle.model, bundle.adapter, samples, device="cpu", offload=True, progress=False)
     engine.captured()

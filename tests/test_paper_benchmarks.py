@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 from paper_tasks import FFMPEG, NO_FFMPEG, PAPER_TASKS, TASKS_ROOT, hf_home, write_local_tasks
+from tiny_models import fresh_tiny
 
 from tamp.conf import CONF_DIR
 from tamp.eval.judges import JUDGED, JudgeRequiredError, check_judges
@@ -45,13 +46,12 @@ def _suite_tasks() -> set[str]:
 
 @pytest.fixture(scope="module")
 def tiny():
-    from tamp.models.tiny import build_tiny
 
     cache: dict[str, object] = {}
 
     def get(family: str):
         if family not in cache:
-            cache[family] = build_tiny(family)
+            cache[family] = fresh_tiny(family)
         return cache[family]
 
     return get

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_models import fresh_tiny
 
 import tamp
-from tamp.models.tiny import build_tiny
 from tamp.pipeline.engine import LayerwiseEngine
 
 FAMILIES = ["llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl", "qwen2_5_omni", "llama", "qwen2"]
@@ -14,7 +14,7 @@ PRUNERS = ["magnitude", "wanda", "sparsegpt"]
 
 
 def _bundle_and_samples(family: str):
-    bundle = build_tiny(family, seed=0)
+    bundle = fresh_tiny(family)
     samples = [bundle.example_sample(i) for i in range(len(bundle.examples()))]
     return bundle, samples
 

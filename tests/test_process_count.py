@@ -24,10 +24,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tiny_models import fresh_tiny
 
 from tamp.conf import CONF_DIR
 from tamp.models.mask_file import load_masks
-from tamp.models.tiny import build_tiny
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true", "TAMP_PROGRESS": "log"}
@@ -155,7 +155,7 @@ def test_calibration_file_is_parsed_by_rank_zero_only(calib_file: Path, monkeypa
     from tamp.data import calib as calib_module
     from tamp.pipeline.distributed import calibration_share
 
-    bundle = build_tiny("llava_next", seed=0)
+    bundle = fresh_tiny("llava_next")
     cfg = {"source": "llava_json", "path": str(calib_file), "media_dir": str(calib_file.parent / "media"),
            "num_samples": 4, "progress": False}
     opened: list[int] = []
@@ -206,12 +206,12 @@ def test_ecoflap_num_samples_takes_the_first_n_of_the_whole_set(calib_file: Path
     from tamp.sparsity.ecoflap import EcoFlapAllocation, EcoflapConfig
 
     def scores(samples) -> dict[str, float]:
-        bundle = build_tiny("llava_next", seed=0)
+        bundle = fresh_tiny("llava_next")
         engine = LayerwiseEngine(bundle.model, bundle.adapter, samples, progress=False)
         torch.manual_seed(0)
         return EcoFlapAllocation(EcoflapConfig(num_samples=2)).importance(engine)
 
-    bundle = build_tiny("llava_next", seed=0)
+    bundle = fresh_tiny("llava_next")
     samples = build_calibration(bundle.adapter, {"source": "llava_json", "path": str(calib_file),
                                                  "media_dir": str(calib_file.parent / "media"), "num_samples": 4})
     one = scores(samples)

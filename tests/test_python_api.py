@@ -9,12 +9,12 @@ import datasets
 import pytest
 import torch
 from PIL import Image
+from tiny_models import fresh_tiny
 
 import tamp
 from tamp.models.loading import load_model
 from tamp.models.mask_file import MASKS_FILE, load_masks
 from tamp.models.saving import MANIFEST
-from tamp.models.tiny import build_tiny
 from tamp.presets import prune_config
 
 TAMP_AS_DICT = {"method": {"pruner": "wanda", "allocation": {"name": "das"}, "tokens": {"name": "amia"}}}
@@ -30,7 +30,7 @@ def _records(n: int = 4) -> list[dict]:
 
 def test_a_preset_by_name_prunes_as_its_composition_does() -> None:
     samples_of = lambda b: [b.example_sample(i % len(b.examples())) for i in range(3)]  # noqa: E731
-    by_name, by_dict = build_tiny("llava_next", seed=0), build_tiny("llava_next", seed=0)
+    by_name, by_dict = fresh_tiny("llava_next"), fresh_tiny("llava_next")
     named = tamp.prune(by_name.model, samples_of(by_name), "tamp", sparsity=0.5, **QUIET)
     composed = tamp.prune(by_dict.model, samples_of(by_dict), {**TAMP_AS_DICT, "sparsity": {"target": 0.5}, **QUIET})
     assert named.method_name == "tamp" and (named.allocation, named.tokens) == ("das", "amia")
@@ -71,7 +71,7 @@ def test_bad_presets_and_settings_are_one_line(call, message) -> None:
 
 
 def test_samples_from_records_chat_entries_and_a_dataset_are_the_same() -> None:
-    bundle = build_tiny("llava_next", seed=0)
+    bundle = fresh_tiny("llava_next")
     adapter = tamp.get_adapter(bundle.model, bundle.processor)  # found from model.config.model_type
     assert adapter.family == "llava_next"
     records = _records()
@@ -100,14 +100,14 @@ def test_samples_from_records_chat_entries_and_a_dataset_are_the_same() -> None:
     ],
 )
 def test_bad_conversations_are_one_line(conversations, message) -> None:
-    bundle = build_tiny("llava_next", seed=0)
+    bundle = fresh_tiny("llava_next")
     with pytest.raises(ValueError, match=message):
         tamp.build_samples(bundle.adapter, conversations)
 
 
 @pytest.mark.parametrize("keep_masks", [True, False])
 def test_save_writes_the_model_its_manifest_and_bit_packed_masks(tmp_path, keep_masks: bool) -> None:
-    bundle = build_tiny("llava_next", seed=0)
+    bundle = fresh_tiny("llava_next")
     samples = tamp.build_samples(bundle.adapter, _records(2), progress=False)
     report = tamp.prune(bundle.model, samples, "wanda", sparsity=0.5, device="cpu", progress=False,
                         keep_masks=keep_masks)

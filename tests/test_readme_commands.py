@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tiny_models import fresh_tiny
 
 from tamp.cli.preflight import check_command
 from tamp.conf import CONF_DIR
@@ -111,9 +112,9 @@ def test_readme_sweep_then_report(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_readme_lmms_eval_command_scores_a_saved_model(tmp_path: Path) -> None:
-    from tamp.models.tiny import build_tiny, save_tiny
+    from tamp.models.tiny import save_tiny
 
-    save_tiny(build_tiny("llava_next"), tmp_path / "run" / "model")
+    save_tiny(fresh_tiny("llava_next"), tmp_path / "run" / "model")
     command = next(c for c in readme_commands() if _kind(c) == "lmms_eval")
     command = command.replace("RUN/model", str(tmp_path / "run" / "model"))
     command = command.replace("outputs/lmms_eval", str(tmp_path / "out"))

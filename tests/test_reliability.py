@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from tiny_models import fresh_tiny
 
 import tamp
 from tamp.cli.run import run
-from tamp.models.tiny import build_tiny, save_tiny
+from tamp.models.tiny import save_tiny
 from tamp.pipeline.checkpoint import CheckpointMismatchError
 from tamp.pipeline.engine import NonFiniteError
 
@@ -64,7 +65,7 @@ def test_killed_run_resumes_to_the_same_masks(tmp_path: Path) -> None:
 
 
 def test_checkpoint_of_another_config_is_refused(tmp_path: Path) -> None:
-    bundle = build_tiny("llava_next")
+    bundle = fresh_tiny("llava_next")
     samples = [bundle.example_sample()]
     base = {"device": "cpu", "progress": False, "checkpoint_dir": str(tmp_path)}
     (tmp_path / "progress.json").parent.mkdir(exist_ok=True)
@@ -132,7 +133,7 @@ def test_bad_run_input_is_one_line(compose_cfg, overrides: list[str], fragment: 
 
 
 def test_unknown_family_of_a_local_model_is_one_line(compose_cfg, tmp_path: Path) -> None:
-    save_tiny(build_tiny("llava"), tmp_path / "model")
+    save_tiny(fresh_tiny("llava"), tmp_path / "model")
     with pytest.raises(ValueError, match="unknown model family 'foo'; valid: "):
         run(compose_cfg([*QUIET, f"model.name={tmp_path / 'model'}", "model.family=foo"]), tmp_path / "run")
 
@@ -150,7 +151,7 @@ def test_online_wandb_without_credentials_falls_back_to_offline(compose_cfg, tmp
 
 
 def test_nan_activations_stop_with_the_block_named() -> None:
-    bundle = build_tiny("llava_next")
+    bundle = fresh_tiny("llava_next")
     block = bundle.adapter.decoder_blocks()[1]
     with torch.no_grad():
         block.mlp.down_proj.weight[0, 0] = float("nan")
@@ -164,7 +165,7 @@ def test_nan_statistics_stop_with_the_linear_named() -> None:
     from tamp.method import ComposedMethod
     from tamp.pipeline.engine import LayerwiseEngine
 
-    bundle = build_tiny("llava_next")
+    bundle = fresh_tiny("llava_next")
     engine = LayerwiseEngine(bundle.model, bundle.adapter, [bundle.example_sample()], progress=False)
     method = ComposedMethod.from_config(PruneConfig())
     linears = engine.linears[0]

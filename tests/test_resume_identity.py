@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import fresh_tiny
 
 import tamp
 from tamp.api import fingerprint
@@ -33,7 +34,7 @@ QUIET = ["logger=none", "runner.progress=false"]
 
 @pytest.fixture(scope="module")
 def bundle():
-    return build_tiny("llava_next")
+    return fresh_tiny("llava_next")
 
 
 def test_the_fingerprint_covers_the_calibration_pixels(bundle) -> None:
@@ -55,7 +56,7 @@ def test_the_fingerprint_covers_the_weights(bundle) -> None:
 def test_resumed_plan_keeps_its_allocation_scores(tmp_path: Path) -> None:
     cfg = {"device": "cpu", "progress": False, "checkpoint_dir": str(tmp_path),
            "method": {"pruner": "wanda", "allocation": {"name": "das"}}}
-    first = build_tiny("llava_next")
+    first = fresh_tiny("llava_next")
     samples = [first.example_sample()]
     full = tamp.prune(first.model, samples, cfg, adapter=first.adapter)
     assert full.allocation_scores, "DAS scores every linear"
@@ -63,7 +64,7 @@ def test_resumed_plan_keeps_its_allocation_scores(tmp_path: Path) -> None:
     saved = json.loads(progress.read_text())
     saved["completed_blocks"] = 1  # as if killed after the first block
     progress.write_text(json.dumps(saved))
-    again = build_tiny("llava_next")
+    again = fresh_tiny("llava_next")
     resumed = tamp.prune(again.model, [again.example_sample()], cfg, adapter=again.adapter)
     assert resumed.allocation_scores == full.allocation_scores
 
@@ -103,7 +104,7 @@ def test_float16_is_applied_to_tiny_models(compose_cfg, tmp_path: Path) -> None:
 
 
 def test_nan_logits_fail_the_evaluation(bundle) -> None:
-    model = build_tiny("llava_next").model
+    model = fresh_tiny("llava_next").model
     with torch.no_grad():
         model.lm_head.weight.fill_(float("nan"))
     for task in ("tamp_tiny_colour", "tamp_tiny_colour_mc"):  # generation and log-likelihood
@@ -127,7 +128,7 @@ def test_engine_protocol_is_unchanged_for_methods_without_plan_state(bundle) -> 
         def end_block(self, index, linears, plan, engine):
             return {n: torch.zeros_like(lin.weight, dtype=torch.bool) for n, lin in linears.items()}
 
-    model = build_tiny("llava_next")
+    model = fresh_tiny("llava_next")
     engine = LayerwiseEngine(model.model, model.adapter, [model.example_sample()], device=torch.device("cpu"),
                              progress=False)
     plan, masks = engine.prune(Plain())

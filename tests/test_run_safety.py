@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tiny_models import fresh_tiny
 
 from tamp.cli.run import cli, run
 from tamp.cli.rundir import RunDirRefused
@@ -75,10 +76,10 @@ def _calib(folder: Path) -> Path:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Path:
     """A user's disk: a source model with a README, a thesis folder, an old experiment, a file, a link..."""
-    from tamp.models.tiny import build_tiny, save_tiny
+    from tamp.models.tiny import save_tiny
 
     root = tmp_path_factory.mktemp("world")
-    save_tiny(build_tiny("llava"), root / "src_model")
+    save_tiny(fresh_tiny("llava"), root / "src_model")
     (root / "src_model" / "README.md").write_text("my model card\n")
     _calib(root / "calib")
     (root / "thesis" / "data").mkdir(parents=True)

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import fresh_tiny
 
 import tamp
 from tamp.cli.run import run
-from tamp.models.tiny import build_tiny
 from tamp.pipeline.distributed import fabric_reducer, shard
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,7 +91,7 @@ def test_single_run_error_is_one_line_and_nonzero(tmp_path: Path) -> None:
 
 def _prune_in_world(fabric, family: str, pruner: str, out: str) -> str:
     """Prune on this rank's shard; rank 0 saves the masks (a spawned worker's return value must be small)."""
-    bundle = build_tiny(family, seed=0)
+    bundle = fresh_tiny(family)
     samples = [bundle.example_sample(i % len(bundle.examples())) for i in range(4)]
     local = shard(samples, fabric.global_rank, fabric.world_size)
     config = {"method": {"pruner": pruner}, "sparsity": {"target": 0.5}, "device": "cpu", "progress": False,

@@ -13,9 +13,9 @@ from unittest import mock
 
 import pytest
 import torch
+from tiny_models import fresh_tiny
 
 import tamp
-from tamp.models.tiny import build_tiny
 from tamp.pipeline.checkpoint import SCORING, CheckpointMismatchError, PruneCheckpoint
 
 METHODS = {
@@ -30,7 +30,7 @@ class Preempted(KeyboardInterrupt):
 
 
 def _prune(method: dict, checkpoint_dir: Path | None):
-    bundle = build_tiny("llava_next", seed=0)
+    bundle = fresh_tiny("llava_next")
     samples = [bundle.example_sample(0) for _ in range(3)]
     config = {"method": method, "sparsity": {"target": 0.5}, "device": "cpu", "progress": False,
               "keep_masks": True, "checkpoint_dir": str(checkpoint_dir) if checkpoint_dir else None}

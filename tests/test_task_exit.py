@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from paper_tasks import hf_home, write_local_tasks
+from tiny_models import fresh_tiny
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true", "TAMP_PREFLIGHT": "0"}
@@ -22,13 +23,12 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "WANDB_SILE
 def test_sys_exit_in_task_code_is_a_one_line_task_error(tmp_path, monkeypatch):
     """videomme's own utils on a local copy with one video missing: TaskExitError naming the video."""
     from tamp.eval.evaluate import TaskExitError, evaluate
-    from tamp.models.tiny import build_tiny
 
     monkeypatch.setenv("HF_HOME", str(hf_home(tmp_path)))
     include = write_local_tasks(tmp_path, ["videomme"])
     missing = next((hf_home(tmp_path) / "videomme" / "data").glob("vid1.mp4"))
     missing.unlink()
-    bundle = build_tiny("qwen2_5_omni")
+    bundle = fresh_tiny("qwen2_5_omni")
     with pytest.raises(TaskExitError) as err:
         evaluate(bundle.model, bundle.processor, bundle.adapter, ["videomme"], include_paths=include, batch_size=1,
                  gen_kwargs={"max_new_tokens": 2}, bootstrap_iters=0)

@@ -7,11 +7,11 @@ import re
 import pytest
 import torch
 from omegaconf import OmegaConf
+from tiny_models import fresh_tiny
 
 import tamp
 from tamp.data.sample import TEXT
 from tamp.method import ComposedMethod
-from tamp.models.tiny import build_tiny
 from tamp.models.tiny.llava import text_example
 from tamp.tokens.attention import above_mean
 from tamp.tokens.random_tokens import draw_seed, random_tokens
@@ -21,13 +21,13 @@ from tamp.tokens.registry import build_selector
 @pytest.fixture(scope="module")
 def llava_next_samples():
     """An image sample (text + image tokens) and a text-only one; they do not depend on the weights."""
-    bundle = build_tiny("llava_next", seed=0)
+    bundle = fresh_tiny("llava_next")
     text = text_example()
     return [bundle.example_sample(0), bundle.adapter.encode(text.messages)]
 
 
 def _prune(samples, tokens: dict, pruner: str = "wanda", family: str = "llava_next", seed: int = 42):
-    bundle = build_tiny(family, seed=0)  # fresh weights every run: pruning is in place
+    bundle = fresh_tiny(family)  # fresh weights every run: pruning is in place
     config = {
         "method": {"pruner": pruner, "tokens": tokens},
         "sparsity": {"target": 0.5},
@@ -165,7 +165,7 @@ def test_modality_empty_selection_does_not_crash(llava_next_samples) -> None:
 
 
 def test_amia_selects_a_subset_on_a_text_only_decoder(monkeypatch) -> None:
-    bundle = build_tiny("llama", seed=0)
+    bundle = fresh_tiny("llama")
     samples = [bundle.example_sample(0)]
     spy = _StatsSpy(monkeypatch)
     report = _prune(samples, {"name": "amia"}, family="llama")
@@ -186,7 +186,7 @@ def test_tamp_sparsegpt_preset(llava_next_samples, compose_cfg) -> None:
     """tamp/conf/method/tamp_sparsegpt.yaml (SparseGPT + DAS + AMIA) as Hydra composes it from its preset files."""
     method = OmegaConf.to_container(compose_cfg(["method=tamp_sparsegpt"]).method)
     assert method["pruner"] == "sparsegpt" and method["tokens"]["name"] == "amia"
-    bundle = build_tiny("llava_next", seed=0)
+    bundle = fresh_tiny("llava_next")
     config = {"method": method, "sparsity": {"target": 0.5}, "device": "cpu", "progress": False}
     report = tamp.prune(bundle.model, llava_next_samples, config, adapter=bundle.adapter)
     _assert_planned(report)

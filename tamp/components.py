@@ -11,15 +11,24 @@ from __future__ import annotations
 from dataclasses import is_dataclass
 from typing import Any
 
-from tamp.config import MethodConfig, PruneConfig, from_dict
-from tamp.pruning.registry import pruner_settings
+from tamp.config import AllocationConfig, MethodConfig, PruneConfig, TokensConfig, from_dict
+from tamp.pruning.registry import PRUNERS, pruner_settings
 from tamp.registry import as_fields
-from tamp.sparsity.registry import allocation_settings
-from tamp.tokens.registry import selector_settings
+from tamp.sparsity.registry import ALLOCATIONS, allocation_settings
+from tamp.tokens.registry import SELECTORS, selector_settings
 
 
 def resolve_method(value: MethodConfig | Any) -> MethodConfig:
-    """Checked, typed method settings from a MethodConfig, a mapping or an OmegaConf node."""
+    """Checked, typed method settings from a MethodConfig, a mapping or an OmegaConf node.
+
+    Settings already resolved (each component's own settings type, a name) are only checked again,
+    and returned as they are: a run resolves its method once and passes it down unchanged.
+    """
+    if _resolved(value):
+        value.check()
+        value.allocation.check()
+        value.tokens.check()
+        return value
     data, _ = as_fields(value)
     allocation = allocation_settings(data.pop("allocation", {}))
     tokens = selector_settings(data.pop("tokens", {}))
@@ -28,6 +37,19 @@ def resolve_method(value: MethodConfig | Any) -> MethodConfig:
     if not method.name:
         method.name = method.pruner
     return method
+
+
+def _resolved(value: Any) -> bool:
+    """Whether `value` is method settings typed as the registered settings of each component it names."""
+    if not isinstance(value, MethodConfig) or not value.name:
+        return False
+    parts = ((PRUNERS, value, "pruner", MethodConfig), (ALLOCATIONS, value.allocation, "name", AllocationConfig),
+             (SELECTORS, value.tokens, "name", TokensConfig))
+    for registry, settings, key, base in parts:
+        name = getattr(settings, key, None) if isinstance(settings, base) else None
+        if name not in registry or type(settings) is not (registry.get(name).config or base):
+            return False
+    return True
 
 
 def resolve(cfg: PruneConfig) -> PruneConfig:

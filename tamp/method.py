@@ -9,14 +9,15 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
+from tamp.components import resolve_method
 from tamp.config import PruneConfig, parse_pattern
 from tamp.pipeline.context import SampleContext
 from tamp.pruning.base import Pruner
-from tamp.pruning.registry import build_pruner
+from tamp.pruning.registry import PRUNERS
 from tamp.sparsity.allocate import Group, layer_groups
 from tamp.sparsity.mixed_nm import describe, linear_n, mixed_plan, summarise
-from tamp.sparsity.registry import Allocation, build_allocation
-from tamp.tokens.registry import TokenSelector, build_selector
+from tamp.sparsity.registry import ALLOCATIONS, Allocation
+from tamp.tokens.registry import SELECTORS, TokenSelector
 
 S = TypeVar("S")
 log = logging.getLogger("tamp")
@@ -52,13 +53,12 @@ class ComposedMethod:
 
     @classmethod
     def from_config(cls, cfg: PruneConfig) -> ComposedMethod:
-        from tamp.components import resolve_method
-
+        """The method of `cfg`; resolved settings (tamp.prune's, a RunConfig's) are only checked, not rebuilt."""
         m = resolve_method(cfg.method)
         return cls(
-            build_pruner(m),
-            build_allocation(with_run_seed(m.allocation, cfg.seed)),
-            build_selector(with_run_seed(m.tokens, cfg.seed)),
+            PRUNERS.build(m, name_key="pruner"),
+            ALLOCATIONS.build(with_run_seed(m.allocation, cfg.seed)),
+            SELECTORS.build(with_run_seed(m.tokens, cfg.seed)),
             cfg.sparsity.target,
             cfg.sparsity.pattern,
             m.allocation.name,

@@ -87,7 +87,7 @@ def run(cfg: DictConfig, run_dir: str | Path, cache_dir: str | Path | None = Non
             fabric = make_fabric(settings)
             cache = str(cache_dir) if cache_dir else None
             with cell_world(fabric, cache):  # ddp's re-executed ranks run this cell only, as a single run
-                fabric.launch(run_cell, SealedConfig(cfg), str(run_dir), cache)
+                fabric.launch(run_cell, SealedConfig(cfg, settings), str(run_dir), cache)
         except BaseException as err:  # run_cell records its own failures; this covers what comes before
             if rank == 0:
                 record_failure(cfg, run_dir, err, since=started)

@@ -17,7 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from tamp.cli.schema import RunConfig, typed, validate
+from tamp.cli.schema import CHECKPOINT_DIR, RunConfig, validate
 from tamp.io import write_json_atomic
 from tamp.models.named import load_named_model, scheme_of
 from tamp.pipeline.checkpoint import PruneCheckpoint
@@ -31,19 +31,22 @@ WANDB_TAG_CHARS = 64
 
 
 class SealedConfig:
-    """A run's config resolved in the launching process and carried to the workers as one object.
+    """A run's config resolved and validated in the launching process, carried to the workers as one object.
 
     Resolved here because `${hydra:...}` and `${now:...}` only resolve where Hydra runs; one opaque
     object because launchers rebuild the mappings they are given (Lightning's CPU ddp_spawn turns a
-    DictConfig into a plain dict), which would drop every component's settings type.
+    DictConfig into a plain dict), which would drop every component's settings type. It holds the
+    typed run config the launching process checked (`settings`), so a worker neither validates nor
+    resolves the method again, and the resolved config as results.json records it (`config`).
     """
 
-    def __init__(self, cfg: DictConfig) -> None:
-        self.cfg = typed(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+    def __init__(self, cfg: DictConfig, settings: RunConfig | None = None) -> None:
+        self.config: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+        self.settings = settings if settings is not None else validate(cfg)
 
     @staticmethod
-    def open(cfg: DictConfig | SealedConfig) -> DictConfig:
-        return cfg.cfg if isinstance(cfg, SealedConfig) else cfg
+    def of(cfg: DictConfig | SealedConfig) -> SealedConfig:
+        return cfg if isinstance(cfg, SealedConfig) else SealedConfig(cfg)
 
 
 def make_fabric(settings: RunConfig):
@@ -79,15 +82,15 @@ def run_variants(settings: RunConfig) -> dict[str, str]:
     return notes
 
 
-def start_record(settings: RunConfig, cfg: DictConfig) -> RunRecord:
-    """What this cell runs, as its results.json says from the first write on."""
+def start_record(settings: RunConfig, cfg: DictConfig | dict[str, Any]) -> RunRecord:
+    """What this cell runs, as its results.json says from the first write on (`cfg`: the run's config)."""
     m = settings.method
     return RunRecord(
         experiment=settings.experiment,
         model=ModelId(settings.model.name, settings.model.family),
         method=MethodId(m.name, m.pruner, m.allocation.name, m.tokens.name),
         sparsity=Sparsity(settings.sparsity.target, settings.sparsity.pattern),
-        config=OmegaConf.to_container(cfg, resolve=True),  # type: ignore[arg-type]
+        config=cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True),  # type: ignore[arg-type]
         variants=run_variants(settings),
     )
 
@@ -222,11 +225,11 @@ def _run_cell(fabric, cfg: DictConfig | SealedConfig, run_dir: str | Path, cache
     from tamp.tracking.wandb_logger import WandbRun
 
     joined_world()
-    cfg = SealedConfig.open(cfg)
-    settings = validate(cfg)
+    sealed = SealedConfig.of(cfg)
+    settings = sealed.settings
     is_main = fabric.global_rank == 0
     run_dir = Path(run_dir)
-    results = ResultsFile(run_dir, start_record(settings, cfg))
+    results = ResultsFile(run_dir, start_record(settings, sealed.config))
     tracker = None
     if is_main:
         results.start()
@@ -255,11 +258,7 @@ def _run_cell(fabric, cfg: DictConfig | SealedConfig, run_dir: str | Path, cache
             check_audio_in_video(True, adapter)
             adapter.use_audio_in_video = True
         results.record.model.family = adapter.family
-        prune_cfg = settings.prune_config()
-        if prune_cfg.device == "auto":
-            prune_cfg.device = str(fabric.device)
-        prune_cfg.checkpoint_dir = str(run_dir / "checkpoint")
-        prune_cfg.keep_masks = settings.runner.save_masks
+        prune_cfg = settings.prune_config(device=str(fabric.device), run_dir=run_dir)
         report = None
         measured: dict[str, Any] = {"timings": {}}  # RunRecord fields, recorded once the cell completes
         asked = results.record.sparsity
@@ -309,7 +308,7 @@ def _run_cell(fabric, cfg: DictConfig | SealedConfig, run_dir: str | Path, cache
         if is_main:
             results.complete(**measured)
             tracker.log_results(results.record, dense_reference(settings, cache_dir, results.record))
-            PruneCheckpoint(run_dir / "checkpoint", "", writer=True).clear()  # finished: weights are final
+            PruneCheckpoint(run_dir / CHECKPOINT_DIR, "", writer=True).clear()  # finished: weights are final
         # spawned workers hand their return value through a pipe: keep it small, the file has the rest
         return {"status": "completed", "results": str(results.path)}
     except BaseException as err:

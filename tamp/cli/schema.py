@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from tamp.components import as_prune_config, resolve_method
+from tamp.components import resolve_method
 from tamp.config import MethodConfig, PruneConfig, SparsityConfig
 from tamp.data.calib import DRAWS
 from tamp.data.calib import CalibConfig as DataCalibConfig
@@ -24,6 +25,8 @@ from tamp.eval.columns import ColumnSpec
 from tamp.models.named import ModelSettings
 
 WANDB_MODES = ("offline", "online", "disabled")
+#: the per-block checkpoints of a run, inside its run folder
+CHECKPOINT_DIR = "checkpoint"
 
 
 def _check(ok: bool, message: str) -> None:
@@ -163,8 +166,8 @@ class RunConfig:
     seed: int = 42
 
     def __post_init__(self) -> None:
-        self.method = resolve_method(self.method)  # each component's own settings type and checks
-        self.prune_config()  # sparsity range and pattern against the pruner
+        self.method = resolve_method(self.method)  # once per run: each component's own settings type and checks
+        self.sparsity.check(self.method.pruner)  # range and pattern against the pruner
 
     def model_settings(self) -> ModelSettings:
         """What loading `model.name` needs from this run (tamp.models.named)."""
@@ -176,18 +179,26 @@ class RunConfig:
         """`calib.*`, with progress bars only where the runner shows them."""
         return dataclasses.replace(self.calib, progress=self.calib.progress and self.runner.progress)
 
-    def prune_config(self) -> PruneConfig:
+    def prune_config(self, device: str | None = None, run_dir: str | Path | None = None) -> PruneConfig:
+        """The whole pruning job of this run, complete: `tamp.prune` gets it as it is.
+
+        `device` is where `runner.device=auto` prunes (the runner passes its Fabric device; None: tamp.prune
+        picks); `run_dir` holds the per-block checkpoints (RUN_DIR/checkpoint; None: no checkpoints). The
+        method is the one resolved when this config was built, not resolved again.
+        """
         r = self.runner
-        return as_prune_config(PruneConfig(
+        return PruneConfig(
             method=self.method,
             sparsity=self.sparsity,
             targets=list(r.targets),
             ignore=list(r.ignore),
-            device=r.device,
+            device=device if r.device == "auto" and device is not None else r.device,
             offload=r.offload,
+            keep_masks=r.save_masks,
             progress=r.progress,
             seed=self.seed,
-        ))
+            checkpoint_dir=str(Path(run_dir) / CHECKPOINT_DIR) if run_dir is not None else None,
+        )
 
 
 def register_schema() -> None:

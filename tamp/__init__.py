@@ -6,18 +6,56 @@ One call for a model of your own (README, From Python):
     samples = tamp.build_samples(adapter, conversations)       # records, chat entries or a datasets.Dataset
     report = tamp.prune(model, samples, "tamp", sparsity=0.5)  # a tamp/conf/method preset by name, plus overrides
     tamp.save(model, processor, "pruned/", report)             # weights, sparsity manifest, bit-packed masks
+
+The public names load on first use (PEP 562): `import tamp` or `import tamp.config` costs what that
+module imports, not torch and the whole library.
 """
 
-from tamp.api import prune, save
-from tamp.config import MethodConfig, PruneConfig, SparsityConfig
-from tamp.data.records import build_samples
-from tamp.data.sample import CalibSample
-from tamp.models.registry import get_adapter
-from tamp.presets import preset_names
-from tamp.prune_report import PruneReport
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+#: public name -> the module that defines it
+_PUBLIC = {
+    "CalibSample": "tamp.data.sample",
+    "MethodConfig": "tamp.config",
+    "PruneConfig": "tamp.config",
+    "PruneReport": "tamp.prune_report",
+    "SparsityConfig": "tamp.config",
+    "build_samples": "tamp.data.records",
+    "get_adapter": "tamp.models.registry",
+    "preset_names": "tamp.presets",
+    "prune": "tamp.api",
+    "save": "tamp.api",
+}
 
 __all__ = [
     "CalibSample", "MethodConfig", "PruneConfig", "PruneReport", "SparsityConfig", "build_samples", "get_adapter",
     "preset_names", "prune", "save",
 ]
+assert sorted(_PUBLIC) == __all__, "every public name has its module in _PUBLIC"
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from tamp.api import prune, save
+    from tamp.config import MethodConfig, PruneConfig, SparsityConfig
+    from tamp.data.records import build_samples
+    from tamp.data.sample import CalibSample
+    from tamp.models.registry import get_adapter
+    from tamp.presets import preset_names
+    from tamp.prune_report import PruneReport
+
+
+def __getattr__(name: str) -> Any:
+    """A public name, imported from its module on first access (then cached in this module)."""
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tamp' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_PUBLIC})

@@ -21,6 +21,7 @@ from tamp.models.dispatch import refuse_dispatched
 from tamp.models.registry import get_adapter
 from tamp.pipeline.checkpoint import PruneCheckpoint
 from tamp.pipeline.engine import LayerwiseEngine, Reducer, resolve_device
+from tamp.presets import prune_config
 from tamp.prune_report import LinearSparsity, PruneReport
 from tamp.sparsity.mixed_nm import summarise
 
@@ -52,8 +53,6 @@ def prune(
     """
     named = isinstance(config, str) or isinstance(config, dict) and isinstance(config.get("method"), str)
     if named or sparsity is not None or pattern is not None or overrides or settings:
-        from tamp.presets import prune_config
-
         cfg = prune_config(config, sparsity, pattern, overrides, **settings)
     else:
         cfg = as_prune_config(config)

@@ -12,6 +12,7 @@ from torch import nn
 from tamp.components import resolve_method
 from tamp.config import PruneConfig, parse_pattern
 from tamp.pipeline.context import SampleContext
+from tamp.pipeline.engine import NonFiniteError
 from tamp.pruning.base import Pruner
 from tamp.pruning.registry import PRUNERS
 from tamp.sparsity.allocate import Group, layer_groups
@@ -31,8 +32,6 @@ def with_run_seed(settings: S, seed: int) -> S:
 
 
 def _check_finite(name: str, tensors: list[torch.Tensor]) -> None:
-    from tamp.pipeline.engine import NonFiniteError
-
     for tensor in tensors:
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise NonFiniteError(f"non-finite calibration statistics (NaN/inf) for {name}; masks would be meaningless")

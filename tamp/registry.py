@@ -4,6 +4,8 @@ Families, tiny builders, pruners, allocations, token selectors and calibration s
 `Registry`. An entry is a factory plus, optionally, the dataclass of its own settings (defaults and
 range checks beside the component). Nothing lists the modules by hand: on the first lookup the
 registry imports every module of its packages (a package walk), so a new component is one new file.
+The packages are named literally in each `Registry(...)` declaration: tests/test_architecture.py reads
+them there and checks that every walked package registers with (imports) the registry it is walked by.
 An unknown name is a one-line error naming the config key and the valid names.
 """
 

@@ -2,7 +2,9 @@
 
 The first test reads every module's imports (module level and inside functions; `if TYPE_CHECKING:`
 blocks excepted) and fails on any cycle between tamp's subpackages and top-level modules; the second
-checks that the pruners, allocations and token selectors do not import the pipeline. The others
+checks that the pruners, allocations and token selectors do not import the pipeline; the registries'
+package walks are read from their declarations and must load only packages that register with them.
+`import tamp` and `import tamp.config` load neither torch nor the rest of the library. The others
 register a throwaway allocation and token selector from this module, exactly as a new file in
 tamp/sparsity or tamp/tokens would, write one preset for them, and run them through Hydra's
 composition, the schema's checks and `tamp.prune`.
@@ -11,6 +13,9 @@ composition, the schema's checks and `tamp.prune`.
 from __future__ import annotations
 
 import ast
+import importlib
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,28 +42,59 @@ def _unit(module: str) -> str:
     return parts[1] if len(parts) > 1 else "__init__"
 
 
-def _import_graph() -> dict[str, dict[str, set[str]]]:
-    """unit -> imported unit -> the 'module -> import' lines that make the edge."""
-    units = {p.stem if p.is_file() else p.name for p in PACKAGE.iterdir() if p.suffix == ".py" or p.is_dir()}
-    graph: dict[str, dict[str, set[str]]] = {}
+def _module_imports() -> dict[str, set[str]]:
+    """tamp module -> the tamp names it imports (module level and inside functions; not `if TYPE_CHECKING:`)."""
+    imports: dict[str, set[str]] = {}
     for path in PACKAGE.rglob("*.py"):
         module = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
         tree = ast.parse(path.read_text())
         type_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
                      and "TYPE_CHECKING" in ast.unparse(node.test) for n in ast.walk(node)}
+        found = imports.setdefault(module, set())
         for node in ast.walk(tree):
             if id(node) in type_only:
                 continue
             if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
-            else:
-                continue
-            for name in names:
-                if name.startswith("tamp.") and _unit(name) in units and _unit(name) != _unit(module):
-                    graph.setdefault(_unit(module), {}).setdefault(_unit(name), set()).add(f"{module} -> {name}")
+                found.update(a.name for a in node.names if a.name.startswith("tamp."))
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and node.module.startswith("tamp."):
+                found.update([node.module, *(f"{node.module}.{a.name}" for a in node.names)])
+    return imports
+
+
+def _import_graph() -> dict[str, dict[str, set[str]]]:
+    """unit -> imported unit -> the 'module -> import' lines that make the edge."""
+    units = {p.stem if p.is_file() else p.name for p in PACKAGE.iterdir() if p.suffix == ".py" or p.is_dir()}
+    graph: dict[str, dict[str, set[str]]] = {}
+    for module, names in _module_imports().items():
+        for name in names:
+            if _unit(name) in units and _unit(name) != _unit(module):
+                graph.setdefault(_unit(module), {}).setdefault(_unit(name), set()).add(f"{module} -> {name}")
     return graph
+
+
+def _registry_walks() -> list[tuple[str, str, str]]:
+    """(module, variable, walked package) of every `Registry(...)` declared in tamp, read from the source.
+
+    A registry imports every module of the packages it names on its first lookup (tamp.registry):
+    import edges no import statement shows, so this test reads them from the declarations.
+    """
+    walks = []
+    for path in PACKAGE.rglob("*.py"):
+        module = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
+        for node in ast.walk(ast.parse(path.read_text())):
+            value = node.value if isinstance(node, (ast.Assign, ast.AnnAssign)) else None
+            if not (isinstance(value, ast.Call) and ast.unparse(value.func) == "Registry"):
+                continue
+            target = node.targets[0] if isinstance(node, ast.Assign) else node.target
+            given = {k.arg: k.value for k in value.keywords}
+            packages = value.args[2] if len(value.args) > 2 else given.get("packages")
+            try:
+                names = ast.literal_eval(packages)
+            except ValueError:
+                pytest.fail(f"{module}: {ast.unparse(target)}'s packages are not literal ({ast.unparse(packages)}); "
+                            "name them in the Registry(...) call, where this test reads them")
+            walks += [(module, ast.unparse(target), package) for package in names]
+    return walks
 
 
 def _find_cycle(graph: dict[str, dict[str, set[str]]]) -> list[str] | None:
@@ -113,6 +149,45 @@ def test_the_engine_offers_everything_an_allocation_may_ask() -> None:
     missing = sorted(n for n in wanted if not hasattr(engine, n))
     assert not missing, f"LayerwiseEngine lacks {missing} of tamp.sparsity.registry.ScoringModel"
     assert engine.block_name(1) == f"{bundle.adapter.blocks_path}.1"
+
+
+def test_every_registry_walk_is_a_package_that_registers_with_it() -> None:
+    """A package walk loads a package at run time; it must be one that imports the registry (to register its
+    components), so the walk is the inverse of an edge the graph above has and adds no dependency of its own."""
+    walks = _registry_walks()
+    seen = {(module, package) for module, _, package in walks}
+    assert {("tamp.pruning.registry", "tamp.pruning"), ("tamp.sparsity.registry", "tamp.sparsity"),
+            ("tamp.tokens.registry", "tamp.tokens"), ("tamp.data.sources", "tamp.models.tiny"),
+            ("tamp.models.named", "tamp.zoo")} <= seen, "the reader should see the registries (sanity)"
+    imports = _module_imports()
+    for module, name, package in walks:
+        inside = [m for m in imports if m == package or m.startswith(f"{package}.")]
+        assert inside, f"{module}.{name} walks {package}, which is not a tamp package"
+        registering = [m for m in inside if any(i == module or i.startswith(f"{module}.") for i in imports[m])]
+        assert registering, (f"{module}.{name} walks {package}, where no module imports {module} to register: an "
+                             f"import edge {_unit(module)} -> {_unit(package)} no import statement shows")
+        live = getattr(importlib.import_module(module), name)
+        assert package in live.packages
+
+
+def _loaded_by(statement: str) -> list[str]:
+    """The tamp modules (and torch) a fresh interpreter has loaded after `statement`."""
+    code = f"import sys; {statement}; print(*sorted(m for m in sys.modules if m == 'torch' or m.split('.')[0] == 'tamp'))"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+
+
+def test_importing_tamp_or_its_config_loads_neither_torch_nor_the_library() -> None:
+    assert _loaded_by("import tamp.config") == ["tamp", "tamp.config"]
+    assert _loaded_by("import tamp") == ["tamp"]
+    assert "torch" in _loaded_by("import tamp; tamp.prune")  # the public API loads on first use
+
+
+def test_the_public_api_is_every_name_of_all() -> None:
+    for name in tamp.__all__:
+        assert getattr(tamp, name) is getattr(importlib.import_module(tamp._PUBLIC[name]), name)
+    assert set(tamp.__all__) <= set(dir(tamp))
+    with pytest.raises(AttributeError, match="no attribute 'prunee'"):
+        tamp.prunee  # noqa: B018
 
 
 def test_the_cycle_finder_finds_a_cycle() -> None:

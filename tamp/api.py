@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from tamp.components import as_prune_config
-from tamp.config import PruneConfig
+from tamp.config import PRUNE_VOLATILE, PruneConfig
 from tamp.data.sample import CalibSample
 from tamp.method import ComposedMethod
 from tamp.models.base import FamilyAdapter
@@ -136,7 +136,7 @@ def fingerprint(
     """
     h = hashlib.sha256()
     keys = cfg.to_dict()
-    for volatile in ("device", "offload", "progress", "keep_masks", "checkpoint_dir"):
+    for volatile in PRUNE_VOLATILE:
         keys.pop(volatile, None)
     h.update(json.dumps(keys, sort_keys=True, default=str).encode())
     h.update(model.config.to_json_string(use_diff=False).encode() if hasattr(model, "config") else b"")

@@ -4,16 +4,31 @@ A method is a composition: pruner x allocation x tokens. This module holds only 
 shares (names, the sparsity target and pattern, the job's switches); each pruner, allocation and token
 selector declares its own settings as a subclass of `MethodConfig`, `AllocationConfig` or
 `TokensConfig` beside its code, with its defaults and range checks, and registers it with the
-component (tamp.registry). `tamp.components` resolves a dict or a Hydra node into those types. This
-module imports nothing from tamp, so every layer can build on it.
+component (tamp.registry). `tamp.components` resolves a dict or a Hydra node into those types. It
+also holds the one rule of which settings change no result (the mask fingerprint, a run folder's
+identity and the report's rows read it) and the dotted-key view of a config those use. This module
+imports nothing from tamp, so every layer can build on it.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any
 
+#: where and how a job runs: the masks are the same whatever these say (PruneConfig's fields; `runner.*` in a run)
+EXECUTION = ("device", "offload", "progress")
+#: PruneConfig's settings that change no mask: the checkpoint fingerprint (tamp.api) leaves them out
+PRUNE_VOLATILE = (*EXECUTION, "keep_masks", "checkpoint_dir")
+#: a run config's dotted settings that change neither masks nor scores: a run folder's identity leaves them
+#: out (tamp.cli.rundir: a run resumes, or reruns in its folder, with them changed)
+RUN_VOLATILE = ("resume", "logger", "paths",
+                *(f"runner.{name}" for name in (*EXECUTION, "accelerator", "devices", "strategy", "save_model")))
+#: besides RUN_VOLATILE, what the report does not tell rows apart by (tamp.reporting.keys): the seed (runs
+#: that differ only in seeds are repeats), names and bookkeeping
+REPORT_NOT_DEFINING = ("seed", "experiment", "hydra", "model.family", "model.trust_remote_code", "calib.name",
+                       "calib.progress")
 PATTERNS_HELP = "'unstructured' or 'N:M' with N < M (e.g. 2:4, 4:8)"
 _NM_RE = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
 
@@ -146,3 +161,22 @@ def from_dict(cls: type, data: dict[str, Any] | None, path: str = "") -> Any:
         else:
             kwargs[name] = value
     return cls(**kwargs)
+
+
+def flatten(tree: Any, prefix: str = "", keep_empty: bool = False) -> dict[str, Any]:
+    """Nested mappings -> {dotted.key: leaf}; lists stay leaves (their order is part of the setting).
+
+    An empty mapping below the top has no leaf: it is dropped, or kept as a `{}` leaf with `keep_empty`
+    (the report: a component's empty settings node is still a recorded item).
+    """
+    if not isinstance(tree, Mapping) or (keep_empty and prefix and not tree):
+        return {prefix.rstrip("."): tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out |= flatten(value, f"{prefix}{key}.", keep_empty)
+    return out
+
+
+def is_under(key: str, prefixes: Iterable[str]) -> bool:
+    """Whether the dotted `key` is one of `prefixes` or a setting inside one (`logger.wandb.mode` is under `logger`)."""
+    return any(key == p or key.startswith(f"{p}.") for p in prefixes)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -85,3 +86,8 @@ def check_safetensors(path: str | Path, what: str = "safetensors file") -> None:
     problem = safetensors_problem(path)
     if problem is not None:
         raise ValueError(f"{what} {path} is unreadable: {problem}")
+
+
+def natural_key(path: str | Path) -> list[Any]:
+    """Sort key: 0, 1, ..., 10 in number order (Hydra names a multirun's cells by job number)."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]

@@ -10,14 +10,17 @@ and measured weights (`wanda-saved`), never `dense`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tamp.config import flatten
 from tamp.method_names import PRESET_NAMES
 
 SEED = "seed"
+DENSE = "dense"
 #: a dense model has next to no exact zeros; more than this and it is a pruned checkpoint
 DENSE_MAX_SPARSITY = 0.01
 #: the composition of each preset, by name (the inverse of tamp.method_names)
@@ -26,14 +29,23 @@ COMPONENTS = ("pruner", "allocation", "tokens")
 SAVED = "saved"
 
 
-def flat_items(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts -> {dotted.key: leaf}."""
-    if not isinstance(tree, Mapping):
-        return {prefix.rstrip("."): tree}
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        out |= flat_items(value, f"{prefix}{key}.")
-    return out
+def is_unpruned(method: Mapping[str, Any]) -> bool:
+    """The method prunes nothing: the dense preset, or any method whose pruner is `none`."""
+    return str(method.get("name")).lower() == DENSE or method.get("pruner") == "none"
+
+
+def measured_sparse(achieved: Any) -> bool:
+    """Measured weights this sparse are a pruned checkpoint, whatever method evaluated them."""
+    return (isinstance(achieved, (int, float)) and not isinstance(achieved, bool) and math.isfinite(achieved)
+            and achieved >= DENSE_MAX_SPARSITY)
+
+
+def is_dense(result: Mapping[str, Any]) -> bool:
+    """The unpruned reference (a results dict): a method that prunes nothing, on weights measured dense.
+
+    Not a saved pruned checkpoint evaluated with `method=dense`: its measured sparsity says it is sparse.
+    """
+    return is_unpruned(result.get("method") or {}) and not measured_sparse((result.get("sparsity") or {}).get("achieved"))
 
 
 def is_seed_key(key: str) -> bool:
@@ -45,7 +57,7 @@ def seed_items(config: Mapping[str, Any] | None) -> dict[str, Any]:
     """The seeds a resolved config set ({} when it recorded none); a component's `null` means the run's seed."""
     if not isinstance(config, Mapping):
         return {}
-    items = {k: v for k, v in flat_items(config).items() if is_seed_key(k) and v is not None}
+    items = {k: v for k, v in flatten(config).items() if is_seed_key(k) and v is not None}
     return {k: v for k, v in items.items() if not (isinstance(v, str) and "${" in v)}
 
 
@@ -169,9 +181,8 @@ def name_of_record(result: Mapping[str, Any]) -> RunName:
     sparsity = result.get("sparsity") or {}
     seed = seed_label(seed_items(result.get("config")))
     achieved = sparsity.get("achieved")
-    unpruned = str(method.get("name")).lower() == "dense" or method.get("pruner") == "none"
-    if unpruned:
-        if isinstance(achieved, (int, float)) and achieved >= DENSE_MAX_SPARSITY:
+    if is_unpruned(method):
+        if measured_sparse(achieved):
             return _saved_name(sparsity.get("manifest"), float(achieved), seed)
         return RunName(str(method.get("name") or "dense"), None)
     name = method_label(str(method.get("name")), method.get("pruner"), method.get("allocation"), method.get("tokens"))
@@ -196,7 +207,7 @@ def _seed_tree(config: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(config, DictConfig):
         return {k: v for k, v in config.items() if k != "hydra"}
     raw = OmegaConf.to_container(config, resolve=False)
-    keys = [k for k in flat_items({k: v for k, v in raw.items() if k != "hydra"}) if is_seed_key(k)]
+    keys = [k for k in flatten({k: v for k, v in raw.items() if k != "hydra"}) if is_seed_key(k)]
     tree: dict[str, Any] = {}
     for key in keys:
         try:

@@ -118,7 +118,7 @@ def test_zoo_tasks_find_the_checkouts_build_from_another_folder(tmp_path: Path, 
 
 
 def test_a_sparse_checkpoint_evaluated_as_dense_is_not_the_rel_reference() -> None:
-    from tamp.reporting.runs import is_dense
+    from tamp.run_names import is_dense
 
     method = {"name": "dense", "pruner": "none"}
     assert is_dense({"method": method, "sparsity": {"target": 0.0, "achieved": 0.0}})

@@ -17,7 +17,7 @@ from typing import Any
 from tamp.reporting import Report, ReportError, build_report, load_results
 from tamp.reporting.plots import write_plots
 from tamp.reporting.render import report_markdown, write_csv
-from tamp.reporting.runs import is_dense
+from tamp.run_names import is_dense
 
 __all__ = ["Report", "ReportError", "build_report", "main", "write_report"]
 

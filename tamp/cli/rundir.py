@@ -18,31 +18,19 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from tamp.cli.runlock import LOCK_FILE
+from tamp.config import RUN_VOLATILE, flatten, is_under
 from tamp.pipeline.checkpoint import PROGRESS, has_checkpoint
 from tamp.run_record import COMPLETED, FAILED, RESULTS_FILE, RunRecord, RunRecordError
-
-#: dotted prefixes of settings that may differ between the run and its resumption
-VOLATILE = ("resume", "runner.progress", "runner.devices", "runner.accelerator", "runner.strategy",
-            "runner.device", "runner.offload", "runner.save_model", "logger", "paths")
 
 
 class RunDirRefused(ValueError):
     """The run directory belongs to another run (or holds nothing to resume): it is left untouched."""
 
 
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, dict):
-        out: dict[str, Any] = {}
-        for key, value in tree.items():
-            out.update(flatten(value, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: tree}
-
-
 def identity(config: dict[str, Any]) -> dict[str, Any]:
-    """The flattened config less the volatile settings: what defines the experiment."""
-    return {k: v for k, v in flatten(config).items()
-            if not any(k == p or k.startswith(p + ".") for p in VOLATILE)}
+    """The flattened config less the volatile settings (tamp.config.RUN_VOLATILE: what may differ between
+    the run and its resumption): what defines the experiment."""
+    return {k: v for k, v in flatten(config).items() if not is_under(k, RUN_VOLATILE)}
 
 
 def first_difference(old: dict[str, Any], new: dict[str, Any]) -> tuple[str, Any, Any] | None:

@@ -22,6 +22,7 @@ from tamp.io import write_json_atomic
 from tamp.models.named import load_named_model, scheme_of
 from tamp.pipeline.checkpoint import PruneCheckpoint
 from tamp.progress import quiet_library_bars
+from tamp.run_names import measured_sparse
 from tamp.run_record import LinearEntry, MethodId, ModelId, RunRecord, Sparsity
 from tamp.tracking.results import ResultsFile
 
@@ -114,7 +115,8 @@ def _dense_cache_key(settings: RunConfig) -> str:
     return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _is_dense(settings: RunConfig) -> bool:
+def _prunes_nothing(settings: RunConfig) -> bool:
+    """The dense preset (or any method with pruner `none`): its scores are the sweep's dense reference."""
     return settings.method.pruner == "none"
 
 
@@ -124,8 +126,8 @@ def _dense_cache(settings: RunConfig, cache_dir: Path) -> Path:
 
 def dense_reference(settings: RunConfig, cache_dir: str | Path | None, record: RunRecord) -> RunRecord | dict | None:
     """The Rel.% reference known now: this cell's own scores if it is dense, else the sweep's dense scores."""
-    if _is_dense(settings):  # unless it is a saved pruned checkpoint evaluated as is
-        return record if (record.sparsity.achieved or 0.0) < 0.01 else None
+    if _prunes_nothing(settings):  # unless it is a saved pruned checkpoint evaluated as is (tamp.run_names)
+        return record if not measured_sparse(record.sparsity.achieved) else None
     cached = _dense_cache(settings, Path(cache_dir)) if cache_dir else None
     return json.loads(cached.read_text()) if cached is not None and cached.exists() else None
 
@@ -141,7 +143,7 @@ def evaluate_model(
     e = settings.eval
     if not e.tasks:
         return {}, None
-    cached = _dense_cache(settings, cache_dir) if (_is_dense(settings) and cache_dir) else None
+    cached = _dense_cache(settings, cache_dir) if (_prunes_nothing(settings) and cache_dir) else None
     reuse = cached is not None and cached.exists()
     if fabric.world_size > 1:  # every rank takes rank 0's decision: lmms-eval synchronises the ranks
         reuse = fabric.broadcast(reuse, src=0)

@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from tamp.io import first_line
+from tamp.io import first_line, natural_key
 from tamp.run_record import COMPLETED, FAILED, RESULTS_FILE, RunRecord, RunRecordError
 
 EXIT_FAILED = 1
@@ -75,14 +75,7 @@ def find_cells(sweep_dir: Path, since: float) -> list[Cell]:
         if results.stat().st_mtime >= since:
             jobs.add(results.parent)
     jobs.discard(sweep_dir)
-    return [read_cell(sweep_dir, job, since) for job in sorted(jobs, key=_natural)]
-
-
-def _natural(path: Path) -> list[Any]:
-    """0, 1, ..., 10 in number order (Hydra names cells by job number first)."""
-    import re
-
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
+    return [read_cell(sweep_dir, job, since) for job in sorted(jobs, key=natural_key)]
 
 
 def planned_cells(sweep_dir: Path, since: float) -> tuple[list[Cell], int] | None:

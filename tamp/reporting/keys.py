@@ -15,30 +15,13 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from tamp.reporting.runs import is_dense, pattern_of, run_tasks
-from tamp.run_names import is_seed_key, seed_items, seed_label
+from tamp.config import REPORT_NOT_DEFINING, RUN_VOLATILE, flatten, is_under
+from tamp.reporting.runs import pattern_of, run_tasks
+from tamp.run_names import is_dense, is_seed_key, seed_items, seed_label
 
 SEED = "seed"
 #: settings that do not change what is measured: bookkeeping, where things run, how progress is shown
-NOT_DEFINING = (
-    "seed",
-    "experiment",
-    "resume",
-    "logger",
-    "paths",
-    "hydra",
-    "model.family",
-    "model.trust_remote_code",
-    "calib.name",
-    "calib.progress",
-    "runner.accelerator",
-    "runner.devices",
-    "runner.strategy",
-    "runner.device",
-    "runner.offload",
-    "runner.progress",
-    "runner.save_model",
-)
+NOT_DEFINING = (*RUN_VOLATILE, *REPORT_NOT_DEFINING)
 #: the settings a table shares with its dense reference run
 TABLE_PREFIXES = ("model.", "eval.", "runner.precision")
 Items = dict[str, str]
@@ -58,20 +41,10 @@ def text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
 
-def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts -> {dotted.key: leaf}; lists stay leaves (their order is part of the setting)."""
-    if not isinstance(node, dict) or (prefix and not node):
-        return {prefix.rstrip("."): node}
-    out: dict[str, Any] = {}
-    for key, value in node.items():
-        out |= flatten(value, f"{prefix}{key}.")
-    return out
-
-
 def _defining(key: str) -> bool:
     if is_seed_key(key):
         return False
-    return not any(key == skip or key.startswith(f"{skip}.") for skip in NOT_DEFINING)
+    return not is_under(key, NOT_DEFINING)
 
 
 def _unresolved(value: Any) -> bool:
@@ -99,7 +72,7 @@ def _fallback(result: dict[str, Any]) -> dict[str, Any]:
 def experiment_items(result: dict[str, Any]) -> dict[str, Any]:
     """All defining items of a run that it recorded (unresolved ones left out)."""
     config = result.get("config") if isinstance(result.get("config"), dict) else {}
-    items = {k: v for k, v in flatten(config).items() if k and _defining(k)}
+    items = {k: v for k, v in flatten(config, keep_empty=True).items() if k and _defining(k)}
     sections = {k.split(".", 1)[0] for k in items}
     for key, value in _fallback(result).items():
         if key.split(".", 1)[0] not in sections:

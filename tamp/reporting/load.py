@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
+from tamp.io import natural_key
 from tamp.run_record import RESULTS_FILE as RESULTS_NAME
 from tamp.run_record import RunRecord, RunRecordError
 
 
 class ReportError(Exception):
     """A user-facing problem with the inputs; main() prints it as one line and exits non-zero."""
-
-
-def _natural_key(path: Path) -> list[Any]:
-    """Hydra multirun dirs are 0, 1, ..., 10: sort them as numbers, not strings."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
 
 
 def find_results(dirs: list[str | Path]) -> list[Path]:
@@ -26,7 +21,7 @@ def find_results(dirs: list[str | Path]) -> list[Path]:
         if entry.is_file():
             found[entry.resolve()] = None
         elif entry.is_dir():
-            for path in sorted(entry.rglob(RESULTS_NAME), key=_natural_key):
+            for path in sorted(entry.rglob(RESULTS_NAME), key=natural_key):
                 found[path.resolve()] = None
         else:
             raise ReportError(f"{entry}: no such file or directory")

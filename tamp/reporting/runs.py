@@ -6,25 +6,12 @@ import math
 from typing import Any
 
 from tamp.eval.columns import Column, detail_columns, record_columns
+from tamp.run_names import is_dense
 from tamp.run_record import pattern_label
 
-DENSE = "dense"
-#: a dense model has next to no exact zeros; more than this and it is a pruned checkpoint
-DENSE_MAX_SPARSITY = 0.01
 COMPLETED = "completed"
 # the paper's row order (Tables 2, 3, 5); other methods follow alphabetically
 METHOD_ORDER = ("magnitude", "sparsegpt", "wanda", "owl", "ecoflap", "tamp")
-
-
-def is_dense(result: dict[str, Any]) -> bool:
-    """The unpruned reference: the dense preset, or any method whose pruner is `none`.
-
-    Not a saved pruned checkpoint evaluated with `method=dense`: its measured sparsity says it is sparse.
-    """
-    method = result["method"]
-    unpruned = str(method["name"]).lower() == DENSE or method.get("pruner") == "none"
-    measured = number(result.get("sparsity", {}).get("achieved"))
-    return unpruned and (measured is None or measured < DENSE_MAX_SPARSITY)
 
 
 def is_completed(result: dict[str, Any]) -> bool:

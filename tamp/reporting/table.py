@@ -25,18 +25,16 @@ from tamp.reporting.load import ReportError
 from tamp.reporting.rank import rank_marks
 from tamp.reporting.runs import (
     COMPLETED,
-    DENSE,
     Column,
     columns_of,
     details_of,
     is_completed,
-    is_dense,
     method_rank,
     pattern_of,
     score,
 )
 from tamp.reporting.stats import by_seed, seed_mean, stat
-from tamp.run_names import name_of_record
+from tamp.run_names import DENSE, is_dense, name_of_record
 
 Pair = tuple[RunKey, dict[str, Any]]
 NOT_EVALUATED = (

@@ -4,8 +4,8 @@ One call for a model of your own (README, From Python):
 
     adapter = tamp.get_adapter(model, processor)               # the family, from model.config.model_type
     samples = tamp.build_samples(adapter, conversations)       # records, chat entries or a datasets.Dataset
-    report = tamp.prune(model, samples, "tamp", sparsity=0.5)  # a tamp/conf/method preset by name, plus overrides
-    tamp.save(model, processor, "pruned/", report)             # weights, sparsity manifest, bit-packed masks
+    summary = tamp.prune(model, samples, "tamp", sparsity=0.5)  # a tamp/conf/method preset by name, plus overrides
+    tamp.save(model, processor, "pruned/", summary)             # weights, sparsity manifest, bit-packed masks
 
 The public names load on first use (PEP 562): `import tamp` or `import tamp.config` costs what that
 module imports, not torch and the whole library.
@@ -21,7 +21,8 @@ _PUBLIC = {
     "CalibSample": "tamp.data.sample",
     "MethodConfig": "tamp.config",
     "PruneConfig": "tamp.config",
-    "PruneReport": "tamp.prune_report",
+    "PruneReport": "tamp.prune_summary",  # PruneSummary's earlier name
+    "PruneSummary": "tamp.prune_summary",
     "SparsityConfig": "tamp.config",
     "build_samples": "tamp.data.records",
     "get_adapter": "tamp.models.registry",
@@ -31,7 +32,7 @@ _PUBLIC = {
 }
 
 __all__ = [
-    "CalibSample", "MethodConfig", "PruneConfig", "PruneReport", "SparsityConfig", "build_samples", "get_adapter",
+    "CalibSample", "MethodConfig", "PruneConfig", "PruneReport", "PruneSummary", "SparsityConfig", "build_samples", "get_adapter",
     "preset_names", "prune", "save",
 ]
 assert sorted(_PUBLIC) == __all__, "every public name has its module in _PUBLIC"
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
     from tamp.data.sample import CalibSample
     from tamp.models.registry import get_adapter
     from tamp.presets import preset_names
-    from tamp.prune_report import PruneReport
+    from tamp.prune_summary import PruneReport, PruneSummary
 
 
 def __getattr__(name: str) -> Any:

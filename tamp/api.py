@@ -22,7 +22,7 @@ from tamp.models.registry import get_adapter
 from tamp.pipeline.checkpoint import PruneCheckpoint
 from tamp.pipeline.engine import LayerwiseEngine, Reducer, resolve_device
 from tamp.presets import prune_config
-from tamp.prune_report import LinearSparsity, PruneReport
+from tamp.prune_summary import LinearSparsity, PruneSummary
 from tamp.sparsity.mixed_nm import summarise
 
 
@@ -38,7 +38,7 @@ def prune(
     pattern: str | None = None,
     overrides: Sequence[str] = (),
     **settings: Any,
-) -> PruneReport:
+) -> PruneSummary:
     """Prune `model` in place with the method of `config`, calibrated on `samples`.
 
     `config` is a method preset by name (`"tamp"`, `"wanda"`, `"sparsegpt"`, ... the files of
@@ -95,7 +95,7 @@ def prune(
                 )
             )
     t = engine.timings
-    return PruneReport(
+    return PruneSummary(
         method=cfg.method.name,
         pruner=cfg.method.pruner,
         allocation=cfg.method.allocation.name,
@@ -182,16 +182,17 @@ def sample_digest(sample: CalibSample) -> bytes:
     return h.digest()
 
 
-def save(model: nn.Module, processor: Any, directory: str | Path, report: PruneReport, masks: bool = True) -> Path:
+def save(model: nn.Module, processor: Any, directory: str | Path, report: PruneSummary, masks: bool = True) -> Path:
     """Save a pruned model so it loads anywhere: `save_pretrained` weights (zeros kept) and processor,
     `sparsity_manifest.json` (method, target, pattern, overall and per-linear sparsity) and, with `masks`,
     `masks.safetensors` (1 bit per weight; `tamp.models.mask_file.load_masks` unpacks it).
 
-    The masks are the report's (`keep_masks=True` in `tamp.prune`), else the pruned linears' exact zeros.
+    `report` is the pruning summary `tamp.prune` returned; the masks are its own (`keep_masks=True` in
+    `tamp.prune`), else the pruned linears' exact zeros.
     The directory appears complete or not at all.
     """
     from tamp.models.saving import save_pruned
-    from tamp.run_record import LinearEntry, linears_to_json
+    from tamp.tracking.run_record import LinearEntry, linears_to_json
 
     table = {x.name: LinearEntry.of(x.name, x.planned, x.achieved, x.numel) for x in report.linears}
     kept = None

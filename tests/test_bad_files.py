@@ -30,7 +30,7 @@ from safetensors.torch import save_file
 from tiny_models import fresh_tiny
 
 from tamp.models.tiny import save_tiny
-from tamp.run_record import INTERRUPTED, RunRecord
+from tamp.tracking.run_record import INTERRUPTED, RunRecord
 
 REPO = Path(__file__).resolve().parents[1]
 QUIET = ["logger=none", "runner.progress=false"]

@@ -27,10 +27,10 @@ from tamp.method import ComposedMethod, allocation_groups
 from tamp.models.tiny import TinyBundle
 from tamp.pipeline.engine import LayerwiseEngine
 from tamp.reporting.runs import pattern_of
-from tamp.run_record import RunRecord
 from tamp.sparsity.allocate import Group
 from tamp.sparsity.mixed_nm import group_n, linear_n, summarise
 from tamp.sparsity.registry import allocation_settings
+from tamp.tracking.run_record import RunRecord
 from tamp.tracking.wandb_keys import summary_metrics
 
 ALLOCATIONS = ["owl", "das", "das_all_token", "das_block", "ecoflap"]

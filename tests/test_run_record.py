@@ -1,4 +1,4 @@
-"""results.json as tamp.run_record.RunRecord: round trips, older files, failures, and the report reading it back."""
+"""results.json as tamp.tracking.run_record.RunRecord: round trips, older files, failures, and the report reading it back."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from omegaconf import OmegaConf
 from tamp.cli.run import record_failure
 from tamp.io import first_line, write_json_atomic
 from tamp.reporting import build_report, load_results
-from tamp.run_record import (
+from tamp.tracking.results import ResultsFile
+from tamp.tracking.run_record import (
     COMPLETED,
     FIELDS,
     LinearEntry,
@@ -22,7 +23,6 @@ from tamp.run_record import (
     Sparsity,
     block_index,
 )
-from tamp.tracking.results import ResultsFile
 from tamp.tracking.wandb_keys import summary_metrics
 
 pytestmark = pytest.mark.fast  # the unit tier: make test-fast

@@ -26,7 +26,7 @@ from tamp.cli.runlock import RunDirInUse
 from tamp.cli.schema import register_schema
 from tamp.eval.columns import column_scores
 from tamp.io import first_line
-from tamp.run_record import (
+from tamp.tracking.run_record import (
     FAILED,
     INTERRUPTED,
     RESULTS_FILE,

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from tamp.cli.runlock import LOCK_FILE
 from tamp.config import RUN_VOLATILE, flatten, is_under
 from tamp.pipeline.checkpoint import PROGRESS, has_checkpoint
-from tamp.run_record import COMPLETED, FAILED, RESULTS_FILE, RunRecord, RunRecordError
+from tamp.tracking.run_record import COMPLETED, FAILED, RESULTS_FILE, RunRecord, RunRecordError
 
 
 class RunDirRefused(ValueError):

@@ -22,9 +22,10 @@ from tamp.io import write_json_atomic
 from tamp.models.named import load_named_model, scheme_of
 from tamp.pipeline.checkpoint import PruneCheckpoint
 from tamp.progress import quiet_library_bars
+from tamp.prune_summary import PruneSummary
 from tamp.run_names import measured_sparse
-from tamp.run_record import LinearEntry, MethodId, ModelId, RunRecord, Sparsity
 from tamp.tracking.results import ResultsFile
+from tamp.tracking.run_record import LinearEntry, MethodId, ModelId, RunRecord, Sparsity
 
 log = logging.getLogger("tamp")
 RESOLVED_CONFIG = "config_resolved.yaml"
@@ -58,10 +59,10 @@ def make_fabric(settings: RunConfig):
     return Fabric(accelerator=r.accelerator, devices=r.devices, strategy=r.strategy, precision=r.precision)
 
 
-def linear_table(report) -> dict[str, LinearEntry]:
-    """The pruning report's linears as results.json's per-linear table."""
+def linear_table(summary: PruneSummary) -> dict[str, LinearEntry]:
+    """The pruning summary's linears (tamp.prune_summary) as results.json's per-linear table."""
     return {x.name: LinearEntry.of(x.name, x.planned, x.achieved, x.numel, x.planned_pattern, x.achieved_pattern)
-            for x in report.linears}
+            for x in summary.linears}
 
 
 def run_variants(settings: RunConfig) -> dict[str, str]:
@@ -261,7 +262,7 @@ def _run_cell(fabric, cfg: DictConfig | SealedConfig, run_dir: str | Path, cache
             adapter.use_audio_in_video = True
         results.record.model.family = adapter.family
         prune_cfg = settings.prune_config(device=str(fabric.device), run_dir=run_dir)
-        report = None
+        pruning = None
         measured: dict[str, Any] = {"timings": {}}  # RunRecord fields, recorded once the cell completes
         asked = results.record.sparsity
         if settings.method.pruner != "none":
@@ -270,17 +271,17 @@ def _run_cell(fabric, cfg: DictConfig | SealedConfig, run_dir: str | Path, cache
                 fabric_broadcast(fabric), fabric_reducer(fabric),
             )
             measured["calibration"] = {**fitted.as_dict(), **calibration_record(settings, ids)}
-            report = tamp.prune(
+            pruning = tamp.prune(
                 model, samples, prune_cfg, adapter=adapter, reducer=fabric_reducer(fabric), checkpoint_writer=is_main
             )
-            measured["sparsity"] = replace(asked, achieved=report.achieved, planned=report.planned, nm=report.nm)
-            measured["sparsity_per_linear"] = linear_table(report)
-            measured["allocation_scores"] = report.allocation_scores
-            measured["timings"].update(report.timings)
+            measured["sparsity"] = replace(asked, achieved=pruning.achieved, planned=pruning.planned, nm=pruning.nm)
+            measured["sparsity_per_linear"] = linear_table(pruning)
+            measured["allocation_scores"] = pruning.allocation_scores
+            measured["timings"].update(pruning.timings)
             if is_main:
-                (run_dir / "prune_report.md").write_text(report.summary() + "\n")
+                (run_dir / "prune_report.md").write_text(pruning.summary() + "\n")
         else:  # nothing pruned here, but a saved pruned checkpoint is sparse: measure what is evaluated
-            from tamp.models.measure import unpruned_run_sparsity
+            from tamp.tracking.measure import unpruned_run_sparsity
 
             r = settings.runner
             measured["sparsity"], measured["sparsity_per_linear"] = unpruned_run_sparsity(
@@ -292,14 +293,14 @@ def _run_cell(fabric, cfg: DictConfig | SealedConfig, run_dir: str | Path, cache
         if is_main:
             from tamp.cli.save_run import save_run_model
 
-            save_run_model(settings, model, processor, adapter, run_dir, measured["sparsity_per_linear"], report,
+            save_run_model(settings, model, processor, adapter, run_dir, measured["sparsity_per_linear"], pruning,
                            results.record.config or {})
         eval_start = time.perf_counter()
         scores, evaluated_on = evaluate_model(
             settings, model, processor, adapter, fabric, Path(cache_dir) if cache_dir else None
         )
-        measured["devices"] = {"prune": report.device if report else None, "offload": settings.runner.offload,
-                               "eval": evaluated_on, "transfers": report.transfers if report else {}}
+        measured["devices"] = {"prune": pruning.device if pruning else None, "offload": settings.runner.offload,
+                               "eval": evaluated_on, "transfers": pruning.transfers if pruning else {}}
         measured["timings"]["eval_s"] = time.perf_counter() - eval_start
         measured["timings"]["total_s"] = time.perf_counter() - start
         measured["scores"] = scores.get("scores", {})

@@ -1,6 +1,6 @@
 """A run's `runner.save_model` / `save_dir` / `save_masks`: what the runner saves once a cell is pruned.
 
-The masks come from the pruning report when the run pruned; a run that pruned nothing (a saved
+The masks come from the pruning summary (tamp.prune_summary) when the run pruned; a run that pruned nothing (a saved
 checkpoint evaluated again) saves the zeros it has, so its masks and manifest still describe it.
 """
 
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tamp.cli.schema import RunConfig
-    from tamp.run_record import LinearEntry
+    from tamp.tracking.run_record import LinearEntry
 
 log = logging.getLogger("tamp")
 
@@ -24,7 +24,7 @@ def save_run_model(
     adapter: Any,
     run_dir: Path,
     per_linear: dict[str, LinearEntry] | None,
-    report: Any,
+    summary: Any,
     config: dict[str, Any],
 ) -> None:
     """runner.save_model / save_dir / save_masks: the weights, the manifest and optionally the packed masks.
@@ -40,13 +40,13 @@ def save_run_model(
     if directory is None:
         return
     r = settings.runner
-    from tamp.models.measure import measure_sparsity
     from tamp.models.saving import save_pruned
-    from tamp.run_record import linears_to_json
+    from tamp.tracking.measure import measure_sparsity
+    from tamp.tracking.run_record import linears_to_json
 
     masks = None
     if r.save_masks:
-        masks = report.masks if report is not None and report.masks is not None else {
+        masks = summary.masks if summary is not None and summary.masks is not None else {
             name: linear.weight == 0 for block in adapter.target_linears(r.targets, r.ignore)
             for name, linear in block.items()
         }

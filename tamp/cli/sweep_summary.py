@@ -28,7 +28,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from tamp.io import first_line, natural_key
-from tamp.run_record import COMPLETED, FAILED, RESULTS_FILE, RunRecord, RunRecordError
+from tamp.tracking.run_record import COMPLETED, FAILED, RESULTS_FILE, RunRecord, RunRecordError
 
 EXIT_FAILED = 1
 REASON_CHARS = 160

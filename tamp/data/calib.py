@@ -32,9 +32,9 @@ from tamp.data.media import (
 )
 from tamp.data.sample import CalibSample
 from tamp.data.sources import register_source
+from tamp.data.types import Message, SampleEncoder
 from tamp.io import first_line
 from tamp.progress import track
-from tamp.types import Message, SampleEncoder
 
 SOURCES = ("llava_json", "hf")
 #: how `num_samples` records are drawn: python's random.sample, or numpy's choice as the official code

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tamp.types import Message
+from tamp.data.types import Message
 
 MEDIA_KINDS = ("image", "video", "audio")
 ROLES = {

@@ -18,7 +18,7 @@ from typing import Any
 from tamp.data.calib import CalibConfig, samples_from_source
 from tamp.data.conversations import Record, record_from_dict
 from tamp.data.sample import CalibSample
-from tamp.types import SampleEncoder
+from tamp.data.types import SampleEncoder
 
 MEDIA = ("images", "videos", "audios")
 

@@ -13,8 +13,8 @@ from typing import Any
 
 from tamp.data.fit import FitReport, fit, token_limit
 from tamp.data.sample import CalibSample
+from tamp.data.types import SampleEncoder
 from tamp.registry import Registry
-from tamp.types import SampleEncoder
 
 log = logging.getLogger("tamp")
 Source = Callable[[Any, SampleEncoder, Sequence[Any] | None], list[CalibSample]]

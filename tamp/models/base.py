@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from tamp.data.sample import TEXT, CalibSample
+from tamp.data.types import Message
 from tamp.data.video import DecodedVideo
-from tamp.types import Message
 
 DEFAULT_TARGETS: tuple[str, ...] = (r".*",)  # every nn.Linear inside the decoder blocks
 #: config keys that hold a language model's context length, by family convention

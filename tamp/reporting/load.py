@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from tamp.io import natural_key
-from tamp.run_record import RESULTS_FILE as RESULTS_NAME
-from tamp.run_record import RunRecord, RunRecordError
+from tamp.tracking.run_record import RESULTS_FILE as RESULTS_NAME
+from tamp.tracking.run_record import RunRecord, RunRecordError
 
 
 class ReportError(Exception):

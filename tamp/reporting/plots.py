@@ -14,7 +14,7 @@ from matplotlib.ticker import MaxNLocator
 from tamp.reporting.load import ReportError
 from tamp.reporting.runs import number
 from tamp.reporting.table import Report, Row, Table
-from tamp.run_record import block_index, projection_kind
+from tamp.tracking.run_record import block_index, projection_kind
 
 KIND_ORDER = ("q", "k", "v", "o", "gate", "up", "down")
 
@@ -99,7 +99,7 @@ def kind_of(name: str, entry: dict[str, Any]) -> str:
 
 
 def block_of(name: str, entry: dict[str, Any]) -> int | None:
-    """The recorded block (tamp.run_record fills it in for files that lack it), else the name's."""
+    """The recorded block (tamp.tracking.run_record fills it in for files that lack it), else the name's."""
     return int(entry["block"]) if entry.get("block") is not None else block_index(name)
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from tamp.eval.columns import Column, detail_columns, record_columns
 from tamp.run_names import is_dense
-from tamp.run_record import pattern_label
+from tamp.tracking.run_record import pattern_label
 
 COMPLETED = "completed"
 # the paper's row order (Tables 2, 3, 5); other methods follow alphabetically
@@ -53,7 +53,7 @@ def method_rank(label: str) -> tuple[int, str]:
 
 
 def pattern_of(result: dict[str, Any]) -> str:
-    """The pattern as tables label it (`mixed 2:4`, `2:4 uniform`: tamp.run_record.pattern_label)."""
+    """The pattern as tables label it (`mixed 2:4`, `2:4 uniform`: tamp.tracking.run_record.pattern_label)."""
     sparsity = result["sparsity"]
     if is_dense(result):
         return str(sparsity.get("pattern") or "unstructured")

@@ -7,8 +7,8 @@ from typing import Any
 
 from tamp.io import first_line
 from tamp.reporting.load import ReportError, check_results
-from tamp.run_record import COMPLETED
-from tamp.run_record import FIELDS as RECORD_FIELDS
+from tamp.tracking.run_record import COMPLETED
+from tamp.tracking.run_record import FIELDS as RECORD_FIELDS
 
 #: the results.json fields a W&B run's summary may hold (the config is the run's own config)
 FIELDS = tuple(f for f in RECORD_FIELDS if f != "config")

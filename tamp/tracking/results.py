@@ -1,7 +1,7 @@
 """results.json: written atomically, "running" until the run completes, "failed" with the error otherwise.
 
 A reader (the report, a person) can trust `status == "completed"`: nothing half-written ever has it.
-What the file holds is `tamp.run_record.RunRecord`; this module owns its life on disk.
+What the file holds is `tamp.tracking.run_record.RunRecord`; this module owns its life on disk.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from tamp.run_record import RESULTS_FILE, RUNNING, RunRecord
+from tamp.tracking.run_record import RESULTS_FILE, RUNNING, RunRecord
 
 _VERSIONED = ("tamp", "torch", "torchvision", "transformers", "lightning", "hydra-core", "lmms-eval", "wandb")
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from tamp.eval.columns import column_scores
 from tamp.run_names import RunName
-from tamp.run_record import RunRecord, pattern_label
+from tamp.tracking.run_record import RunRecord, pattern_label
 
 #: a run's results: its record, or anything results.json-shaped (the dense scores cached by a sweep)
 Results = RunRecord | Mapping[str, Any]

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tamp.run_record import RunRecord
+from tamp.tracking.run_record import RunRecord
 from tamp.tracking.wandb_keys import Results, summary_metrics
 
 log = logging.getLogger(__name__)

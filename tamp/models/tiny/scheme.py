@@ -7,9 +7,9 @@ from typing import Any
 
 from tamp.data.sample import CalibSample
 from tamp.data.sources import register_source
+from tamp.data.types import SampleEncoder
 from tamp.models.named import LoadedModel, ModelSettings, register_scheme
 from tamp.models.tiny import TinyExample, build_tiny, tiny_names
-from tamp.types import SampleEncoder
 
 
 @register_scheme("tiny")

@@ -1,4 +1,6 @@
-"""What a pruning run reports: per-linear planned and achieved sparsity, and where the time went."""
+"""A run's pruning summary (what `tamp.prune` returns): per-linear planned and achieved sparsity, and where the
+time went. "Report" is the sweep report's word (tamp.reporting, `python -m tamp.report`); the runner writes
+this summary as RUN_DIR/prune_report.md, the file name the README and scripts already know."""
 
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ class LinearSparsity:
 
 
 @dataclass
-class PruneReport:
+class PruneSummary:
     method: str
     pruner: str
     allocation: str
@@ -101,3 +103,7 @@ class PruneReport:
         lines += ["", "| linear | numel | planned | achieved |", "|---|---:|---:|---:|"]
         lines += [f"| {x.name} | {x.numel} | {x.planned:.4f} | {x.achieved:.4f} |" for x in self.linears]
         return "\n".join(lines)
+
+
+#: the summary's earlier name, kept for code written against it (`tamp.PruneReport`)
+PruneReport = PruneSummary

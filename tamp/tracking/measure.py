@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tamp.models.base import FamilyAdapter
 from tamp.models.saving import read_manifest
-from tamp.run_record import LinearEntry, Sparsity
+from tamp.tracking.run_record import LinearEntry, Sparsity
 
 
 def measure_sparsity(

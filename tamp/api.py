@@ -192,13 +192,12 @@ def save(model: nn.Module, processor: Any, directory: str | Path, report: PruneS
     The directory appears complete or not at all.
     """
     from tamp.models.saving import save_pruned
-    from tamp.tracking.run_record import LinearEntry, linears_to_json
+    from tamp.tracking.run_record import linears_to_json
 
-    table = {x.name: LinearEntry.of(x.name, x.planned, x.achieved, x.numel) for x in report.linears}
     kept = None
     if masks:
         kept = report.masks if report.masks is not None else {
             x.name: model.get_submodule(x.name).weight.detach() == 0 for x in report.linears
         }
     info = {"method": report.method_name, "target": report.target, "pattern": report.pattern}
-    return save_pruned(model, processor, directory, linears_to_json(table), kept, info)
+    return save_pruned(model, processor, directory, linears_to_json(report.table()), kept, info)

@@ -10,10 +10,13 @@ from typing import Any
 import torch
 
 from tamp.method_names import display_name
+from tamp.tracking.run_record import LinearEntry, linears_to_json
 
 
 @dataclass
 class LinearSparsity:
+    """One pruned linear as pruning measured it: exact counts (`table()` turns them into the recorded form)."""
+
     name: str
     block: int
     numel: int
@@ -62,13 +65,14 @@ class PruneSummary:
     def achieved(self) -> float:
         return sum(x.pruned for x in self.linears) / max(1, sum(x.numel for x in self.linears))
 
+    def table(self) -> dict[str, LinearEntry]:
+        """The linears as results.json's `sparsity_per_linear` and the sparsity manifest hold them (fractions,
+        block, projection kind, N:M patterns): the one recorded form of a linear's sparsity."""
+        return {x.name: LinearEntry.of(x.name, x.planned, x.achieved, x.numel, x.planned_pattern, x.achieved_pattern)
+                for x in self.linears}
+
     def per_linear(self) -> dict[str, dict[str, Any]]:
-        out: dict[str, dict[str, Any]] = {}
-        for x in self.linears:
-            out[x.name] = {"planned": x.planned, "achieved": x.achieved, "numel": x.numel}
-            if x.planned_pattern is not None:
-                out[x.name] |= {"pattern": x.planned_pattern, "achieved_pattern": x.achieved_pattern}
-        return out
+        return linears_to_json(self.table())
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

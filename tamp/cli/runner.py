@@ -22,10 +22,9 @@ from tamp.io import write_json_atomic
 from tamp.models.named import load_named_model, scheme_of
 from tamp.pipeline.checkpoint import PruneCheckpoint
 from tamp.progress import quiet_library_bars
-from tamp.prune_summary import PruneSummary
 from tamp.run_names import measured_sparse
 from tamp.tracking.results import ResultsFile
-from tamp.tracking.run_record import LinearEntry, MethodId, ModelId, RunRecord, Sparsity
+from tamp.tracking.run_record import MethodId, ModelId, RunRecord, Sparsity
 
 log = logging.getLogger("tamp")
 RESOLVED_CONFIG = "config_resolved.yaml"
@@ -57,12 +56,6 @@ def make_fabric(settings: RunConfig):
 
     r = settings.runner
     return Fabric(accelerator=r.accelerator, devices=r.devices, strategy=r.strategy, precision=r.precision)
-
-
-def linear_table(summary: PruneSummary) -> dict[str, LinearEntry]:
-    """The pruning summary's linears (tamp.prune_summary) as results.json's per-linear table."""
-    return {x.name: LinearEntry.of(x.name, x.planned, x.achieved, x.numel, x.planned_pattern, x.achieved_pattern)
-            for x in summary.linears}
 
 
 def run_variants(settings: RunConfig) -> dict[str, str]:
@@ -275,7 +268,7 @@ def _run_cell(fabric, cfg: DictConfig | SealedConfig, run_dir: str | Path, cache
                 model, samples, prune_cfg, adapter=adapter, reducer=fabric_reducer(fabric), checkpoint_writer=is_main
             )
             measured["sparsity"] = replace(asked, achieved=pruning.achieved, planned=pruning.planned, nm=pruning.nm)
-            measured["sparsity_per_linear"] = linear_table(pruning)
+            measured["sparsity_per_linear"] = pruning.table()
             measured["allocation_scores"] = pruning.allocation_scores
             measured["timings"].update(pruning.timings)
             if is_main:

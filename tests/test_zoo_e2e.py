@@ -88,8 +88,8 @@ def test_model_loads_like_any_llava_next_with_a_word_level_tokenizer(micro: zoo_
     assert model.model.image_newline.shape == (model.config.text_config.hidden_size,)
     tokenizer = processor.tokenizer
     assert len(tokenizer) == len(PANELS.vocabulary()) + 8  # 5 specials + USER, ASSISTANT, ':'
-    words = "what color is the object in the top left panel ?".split()
-    ids = tokenizer("what color is the object in the top left panel?")["input_ids"]
+    words = "which row of its panel is the red square in ?".split()
+    ids = tokenizer("which row of its panel is the red square in?")["input_ids"]
     assert tokenizer.convert_ids_to_tokens(ids) == words
     for linear in (m for m in adapter.decoder_blocks().modules() if isinstance(m, torch.nn.Linear)):
         assert linear.in_features % 8 == 0, "2:4 and 4:8 need in_features divisible by 8"

@@ -21,8 +21,6 @@ from tamp.zoo.panel_questions import ANSWER_TYPES, PANEL_FAMILIES
 from tamp.zoo.panel_scene import (
     HALF,
     HEIGHT,
-    PANEL_COLUMN_NAMES,
-    PANEL_ROW_NAMES,
     PATCH,
     TILE,
     WIDTH,
@@ -32,7 +30,7 @@ from tamp.zoo.panel_scene import (
     cell_patch,
 )
 from tamp.zoo.tasks import holdout_key, is_heldout, tokenize
-from tamp.zoo.world import PLURALS, Dice
+from tamp.zoo.world import COLUMNS, PLURALS, ROWS, Dice
 from tamp.zoo.worlds import PANELS, V1
 
 SIZES = {"train": 120, "calib": 12, "test": 60}
@@ -98,9 +96,10 @@ def test_an_item_is_a_pure_function_of_split_index_and_seed(zoo, tmp_path):
 _SINGULAR = {p: s for s, p in PLURALS.items()}
 
 
-def _panel(o) -> tuple[str, str]:
+def _in_panel(o) -> tuple[str, str]:
+    """Row and column of the object's cell inside its panel, from its pixel centre."""
     x, y = cell_center(o.row, o.col)
-    return PANEL_ROW_NAMES[y // TILE], PANEL_COLUMN_NAMES[x // TILE]
+    return ROWS[(y % TILE) // PATCH], COLUMNS[(x % TILE) // PATCH]
 
 
 def _scene_answer(q: str, scene: PanelScene) -> str:
@@ -111,27 +110,19 @@ def _scene_answer(q: str, scene: PanelScene) -> str:
         assert len(found) == 1, (q, attrs)
         return found[0]
 
-    def alone(row: str, col: str):
-        found = [o for o in objs if _panel(o) == (row, col)]
-        assert len(found) == 1, q
-        return found[0]
-
     rules = [
         (r"what color is the (\w+) (\w+)\?", lambda m: one(size=m[1], shape=m[2]).color),
         (r"what color is the (\w+)\?", lambda m: one(shape=m[1]).color),
-        (r"what color is the object in the (\w+) (\w+) panel\?", lambda m: alone(m[1], m[2]).color),
         (r"what shape is the (\w+) object\?", lambda m: one(color=m[1]).shape),
-        (r"what shape is the object in the (\w+) (\w+) panel\?", lambda m: alone(m[1], m[2]).shape),
         (r"what size is the (\w+) (\w+)\?", lambda m: one(color=m[1], shape=m[2]).size),
         (r"how many objects are there\?", lambda m: str(len(objs))),
-        (r"how many objects are in the (\w+) (\w+) panel\?",
-         lambda m: str(sum(_panel(o) == (m[1], m[2]) for o in objs))),
         (r"how many (\w+) objects are there\?", lambda m: str(sum(o.color == m[1] for o in objs))),
         (r"how many (\w+) are there\?", lambda m: str(sum(o.shape == _SINGULAR[m[1]] for o in objs))),
         (r"how many (\w+) (\w+) are there\?",
          lambda m: str(sum(o.color == m[1] and o.shape == _SINGULAR[m[2]] for o in objs))),
-        (r"which row is the (\w+) (\w+) in\?", lambda m: _panel(one(color=m[1], shape=m[2]))[0]),
-        (r"which column is the (\w+) (\w+) in\?", lambda m: _panel(one(color=m[1], shape=m[2]))[1]),
+        (r"which row of its panel is the (\w+) (\w+) in\?", lambda m: _in_panel(one(color=m[1], shape=m[2]))[0]),
+        (r"which column of its panel is the (\w+) (\w+) in\?",
+         lambda m: _in_panel(one(color=m[1], shape=m[2]))[1]),
     ]
     for pattern, rule in rules:
         if m := re.fullmatch(pattern, q):

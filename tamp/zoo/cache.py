@@ -168,7 +168,7 @@ def _build_model(recipe: ZooRecipe, root: Path, progress: bool | None, workers: 
 
     from tamp.zoo.encode import encode_file, image_processor_pixels, token_stats
     from tamp.zoo.model import build_model, image_tokens
-    from tamp.zoo.pretrain import patch_labels, pretrain_vision, split_tiles
+    from tamp.zoo.pretrain import pretrain_tower
     from tamp.zoo.train import answer_accuracy, total_steps, train
     from tamp.zoo.worlds import get_world
 
@@ -191,15 +191,7 @@ def _build_model(recipe: ZooRecipe, root: Path, progress: bool | None, workers: 
     _say(f"data ready in {data_s:.0f}s; training {params / 1e6:.2f}M parameters for {steps} steps "
          f"of {recipe.train.batch_size} on {torch.get_num_threads()} threads")
     r = recipe.train
-    pre_start = time.perf_counter()
-    count = r.vision_pretrain_images or len(train_set.images)
-    images, layouts = train_set.images[:count], (train_set.layouts or [])[:count]
-    labels = patch_labels(layouts, images.shape[1], m.patch_size, images.shape[2])
-    if m.family == "llava_next":  # the tower reads tiles: pretrain it on them
-        images, labels = split_tiles(images, labels, m.image_size, m.patch_size)
-    pre_loss = pretrain_vision(model.model.vision_tower, images, m.patch_size, r.vision_pretrain_steps,
-                               r.vision_pretrain_lr, r.batch_size, r.seed, labels)
-    pretrain = {"steps": r.vision_pretrain_steps, "final_loss": pre_loss, "seconds": time.perf_counter() - pre_start}
+    pretrain = pretrain_tower(model.model.vision_tower, train_set, m, r)
     log = train(model, train_set, r, tokenizer.pad_token_id, progress, log_every=max(1, steps // 10))
     accuracy = answer_accuracy(model, test_set, tokenizer.pad_token_id)
     tmp = root / "model.tmp"

@@ -1,9 +1,12 @@
 """Questions of the panel world (tamp.zoo.panel_scene): every one needs the image to be answered.
 
 Six tasks like the first world's image tasks (color, shape, count, position, compose, chart), asked
-about a 64 x 96 image of 2 x 3 panels: an object is named by its attributes or by its panel ("the
-object in the top left panel"), positions are panel rows (top, bottom) and columns (left, center,
-right), counts run over the whole image. As in tamp.zoo.questions, each template builds the
+about a 64 x 96 image of 2 x 3 panels: an object is named by its attributes, a position is the row or
+column of the 3 x 3 grid inside its panel, counts run over the whole image. No question names a panel:
+the vision tower reads each tile alone, so which panel a token comes from is known only from its
+place in the sequence, and a trial of the 1M-parameter decoder with "the object in the top left panel"
+and "which row (top, bottom) is ..." stayed near chance on them after 1200 steps (45% where chance is
+42%) while it learned the other questions. As in tamp.zoo.questions, each template builds the
 image around the answer (the answer or referent first, then fillers that keep it well defined).
 The panel world keeps its own phrase list, so the first world's vocabulary does not change.
 """
@@ -19,19 +22,13 @@ from tamp.zoo.panel_scene import (
     GRID_ROWS,
     MAX_BARS,
     MAX_HEIGHT,
-    PANEL_COLS,
-    PANEL_COLUMN_NAMES,
-    PANEL_ROW_NAMES,
-    PANEL_ROWS,
     SLOTS,
     PanelBar,
     PanelChart,
     PanelScene,
-    panel_cells,
-    panel_of,
 )
 from tamp.zoo.questions import TINT
-from tamp.zoo.world import COLOR_NAMES, PLURALS, SHAPES, SIZES, Dice, Draft, Obj, numbers
+from tamp.zoo.world import COLOR_NAMES, COLUMNS, PLURALS, ROWS, SHAPES, SIZES, Dice, Draft, Obj, numbers
 
 PanelTemplate = Callable[[Dice, bool], Draft]
 
@@ -40,7 +37,6 @@ MAX_OBJECTS = 8  # objects in an ordinary scene (54 cells)
 MAX_COUNT_OBJECTS = 10  # "how many objects": 1..10
 COUNT_MAX = 6  # largest count of one colour or one shape
 COUNT_BOTH_MAX = 4
-PANEL_COUNT_MAX = 3  # objects in one panel for "how many objects are in the ... panel?"
 
 PHRASES: list[str] = []
 
@@ -55,8 +51,8 @@ ANSWER_TYPES: dict[str, tuple[str, ...]] = {
     "color": COLOR_NAMES,
     "shape": SHAPES,
     "size": SIZES,
-    "row": PANEL_ROW_NAMES,
-    "column": PANEL_COLUMN_NAMES,
+    "row": ROWS,
+    "column": COLUMNS,
     "count": numbers(0, MAX_COUNT_OBJECTS),
     "height": numbers(1, MAX_HEIGHT),
 }
@@ -103,24 +99,9 @@ class PanelBuilder:
         return PanelScene(tuple(self.objects), _background(self.d))
 
 
-def _panel_names(obj: Obj) -> dict[str, str]:
-    row, col = panel_of(obj.row, obj.col)
-    return {"row": PANEL_ROW_NAMES[row], "column": PANEL_COLUMN_NAMES[col]}
-
-
-def _random_panel(d: Dice) -> tuple[int, int]:
-    return d.randint(0, PANEL_ROWS - 1), d.randint(0, PANEL_COLS - 1)
-
-
-def _outside(panel: tuple[int, int]) -> list[int]:
-    inside = set(panel_cells(*panel))
-    return [c for c in ALL_CELLS if c not in inside]
-
-
 # ---------------------------------------------------------------- color
 
 COLOR_OF_SHAPE = phrase("what color is the {shape}?")
-COLOR_IN_PANEL = phrase("what color is the object in the {row} {column} panel?")
 
 
 def color_of_shape(d: Dice, heldout: bool) -> Draft:
@@ -130,24 +111,9 @@ def color_of_shape(d: Dice, heldout: bool) -> Draft:
     return Draft(COLOR_OF_SHAPE.format(shape=t.shape), t.color, "color", "color_of_shape", b.scene())
 
 
-def _alone_in_panel(d: Dice) -> tuple[Obj, PanelBuilder]:
-    """One object alone in a random panel, 1..MAX_OBJECTS - 1 others in the other panels."""
-    panel = _random_panel(d)
-    b = PanelBuilder(d)
-    t = b.add(d.choice(SHAPES), d.choice(COLOR_NAMES), cells=panel_cells(*panel))
-    b.fill(d.randint(1, MAX_OBJECTS - 1), cells=_outside(panel))
-    return t, b
-
-
-def color_in_panel(d: Dice, heldout: bool) -> Draft:
-    t, b = _alone_in_panel(d)
-    return Draft(COLOR_IN_PANEL.format(**_panel_names(t)), t.color, "color", "color_in_panel", b.scene())
-
-
 # ---------------------------------------------------------------- shape
 
 SHAPE_OF_COLOR = phrase("what shape is the {color} object?")
-SHAPE_IN_PANEL = phrase("what shape is the object in the {row} {column} panel?")
 SIZE_OF = phrase("what size is the {color} {shape}?")
 
 
@@ -156,11 +122,6 @@ def shape_of_color(d: Dice, heldout: bool) -> Draft:
     t = b.add(d.choice(SHAPES), d.choice(COLOR_NAMES))
     b.fill(d.randint(1, MAX_OBJECTS - 1), lambda s, c: c != t.color)
     return Draft(SHAPE_OF_COLOR.format(color=t.color), t.shape, "shape", "shape_of_color", b.scene())
-
-
-def shape_in_panel(d: Dice, heldout: bool) -> Draft:
-    t, b = _alone_in_panel(d)
-    return Draft(SHAPE_IN_PANEL.format(**_panel_names(t)), t.shape, "shape", "shape_in_panel", b.scene())
 
 
 def size_of(d: Dice, heldout: bool) -> Draft:
@@ -208,9 +169,8 @@ def count_shape(d: Dice, heldout: bool) -> Draft:
 
 # ---------------------------------------------------------------- position
 
-ROW_OF = phrase("which row is the {color} {shape} in?")
-COLUMN_OF = phrase("which column is the {color} {shape} in?")
-COUNT_IN_PANEL = phrase("how many objects are in the {row} {column} panel?")
+ROW_OF = phrase("which row of its panel is the {color} {shape} in?")
+COLUMN_OF = phrase("which column of its panel is the {color} {shape} in?")
 
 
 def _unique_target(d: Dice) -> tuple[Obj, PanelScene]:
@@ -222,23 +182,12 @@ def _unique_target(d: Dice) -> tuple[Obj, PanelScene]:
 
 def row_of(d: Dice, heldout: bool) -> Draft:
     t, scene = _unique_target(d)
-    return Draft(ROW_OF.format(color=t.color, shape=t.shape), _panel_names(t)["row"], "row", "row_of", scene)
+    return Draft(ROW_OF.format(color=t.color, shape=t.shape), ROWS[t.row % CELLS], "row", "row_of", scene)
 
 
 def column_of(d: Dice, heldout: bool) -> Draft:
     t, scene = _unique_target(d)
-    return Draft(COLUMN_OF.format(color=t.color, shape=t.shape), _panel_names(t)["column"], "column",
-                 "column_of", scene)
-
-
-def count_in_panel(d: Dice, heldout: bool) -> Draft:
-    """Objects in one panel (0..3, drawn first), others elsewhere."""
-    panel, k = _random_panel(d), d.randint(0, PANEL_COUNT_MAX)
-    b = PanelBuilder(d)
-    b.fill(k, cells=panel_cells(*panel))
-    b.fill(d.randint(1, MAX_OBJECTS - k), cells=_outside(panel))
-    names = {"row": PANEL_ROW_NAMES[panel[0]], "column": PANEL_COLUMN_NAMES[panel[1]]}
-    return Draft(COUNT_IN_PANEL.format(**names), str(k), "count", "count_in_panel", b.scene())
+    return Draft(COLUMN_OF.format(color=t.color, shape=t.shape), COLUMNS[t.col % CELLS], "column", "column_of", scene)
 
 
 # ---------------------------------------------------------------- compose
@@ -318,23 +267,23 @@ def bar_count(d: Dice, heldout: bool) -> Draft:
 
 
 PANEL_FAMILIES: dict[str, tuple[PanelTemplate, ...]] = {
-    "color": (color_of_shape, color_in_panel),
-    "shape": (shape_of_color, shape_in_panel, size_of),
+    "color": (color_of_shape,),
+    "shape": (shape_of_color, size_of),
     "count": (count_all, count_color, count_shape),
-    "position": (row_of, column_of, count_in_panel),
+    "position": (row_of, column_of),
     "compose": (count_both, color_of_sized),
     "chart": (tallest, shortest, height_of, bar_count),
 }
 PANEL_DESCRIPTIONS: dict[str, str] = {
-    "color": "color of a shape or of the object alone in a panel",
-    "shape": "shape of a colored object or of the object alone in a panel; size of an object",
+    "color": "color of a shape",
+    "shape": "shape of a colored object; size of an object",
     "count": "count all objects (1-10), one color or one shape (0-6), over the six panels",
-    "position": "panel row or column of a colored shape; objects in one panel (0-3)",
+    "position": "row or column of a colored shape inside its panel",
     "compose": "two-attribute counts, size-disambiguated color",
     "chart": "bar charts across the image: tallest, shortest, height, number of bars",
 }
 PANEL_ANSWER_TYPES: dict[str, tuple[str, ...]] = {
-    "color": ("color",), "shape": ("shape", "size"), "count": ("count",), "position": ("row", "column", "count"),
+    "color": ("color",), "shape": ("shape", "size"), "count": ("count",), "position": ("row", "column"),
     "compose": ("count", "color"), "chart": ("color", "height", "count"),
 }
 
@@ -345,7 +294,7 @@ def panel_vocabulary_words() -> set[str]:
     for text in PHRASES:
         for literal, _, _, _ in string.Formatter().parse(text):
             words.add(literal)
-    for values in [*ANSWER_TYPES.values(), PLURALS.values(), SIZES, PANEL_ROW_NAMES, PANEL_COLUMN_NAMES]:
+    for values in [*ANSWER_TYPES.values(), PLURALS.values(), SIZES]:
         words.update(values)
     return words
 

@@ -31,10 +31,6 @@ GRID_ROWS, GRID_COLS = PANEL_ROWS * CELLS, PANEL_COLS * CELLS  # 6 x 9 cells in 
 PATCHES_PER_TILE = TILE // PATCH
 PATCH_ROWS, PATCH_COLS = HEIGHT // PATCH, WIDTH // PATCH  # 8 x 12
 
-#: panel names: rows and columns of the 2 x 3 panel layout
-PANEL_ROW_NAMES: tuple[str, ...] = ("top", "bottom")
-PANEL_COLUMN_NAMES: tuple[str, ...] = ("left", "center", "right")
-
 SLOTS = WIDTH // PATCH  # 12 bar slots, one patch column each
 MAX_BARS = 6
 MAX_HEIGHT = 8
@@ -50,16 +46,6 @@ def cell_center(row: int, col: int) -> tuple[int, int]:
 def cell_patch(row: int, col: int) -> tuple[int, int]:
     """(patch row, patch column) of the image's 8 x 12 patch grid that holds global cell (row, col)."""
     return ((row // CELLS) * PATCHES_PER_TILE + row % CELLS, (col // CELLS) * PATCHES_PER_TILE + col % CELLS)
-
-
-def panel_of(row: int, col: int) -> tuple[int, int]:
-    """(panel row, panel column) of global cell (row, col)."""
-    return row // CELLS, col // CELLS
-
-
-def panel_cells(panel_row: int, panel_col: int) -> tuple[int, ...]:
-    """The flat cell indices (row * GRID_COLS + col) of one panel."""
-    return tuple((panel_row * CELLS + r) * GRID_COLS + panel_col * CELLS + c for r in range(CELLS) for c in range(CELLS))
 
 
 @dataclass(frozen=True)

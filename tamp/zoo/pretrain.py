@@ -7,15 +7,21 @@ mask of the pixels that differ from the background, read off the pixels), the si
 colour, and, where the build recorded the image's layout, the named shape, colour and size of what
 the patch holds (the scene spec the image was rendered from, as CLIP learns names from captions),
 and its own grid position (which a token must carry for "which column is ...?").
-The decoder then learns to route and answer instead of to see.
+The decoder then learns to route and answer instead of to see. A LLaVA-NeXT zoo model's tower learns on
+the tiles of its images (what it reads at full resolution, where every object lies inside one patch);
+the base view (the whole image resized to one tile) it meets first in the LLaVA stage, frozen.
 """
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
-from tamp.zoo.encode import normalise
+from tamp.zoo.encode import EncodedSplit, normalise
+from tamp.zoo.recipe import ModelRecipe, TrainRecipe
 from tamp.zoo.render import BASELINE, SLOT, UNIT
 from tamp.zoo.world import COLOR_NAMES, SHAPES, SIZES
 
@@ -135,3 +141,21 @@ def pretrain_vision(tower: torch.nn.Module, images: torch.Tensor, patch: int, st
             loss.backward()
             optimizer.step()
     return loss.item()
+
+
+def pretrain_tower(tower: torch.nn.Module, data: EncodedSplit, m: ModelRecipe, r: TrainRecipe) -> dict[str, Any]:
+    """Stage 0 on a training split's images: on whole images (LLaVA-1.5) or on their tiles (LLaVA-NeXT).
+
+    The first `r.vision_pretrain_images` images (all when 0) with their layouts' patch labels; returns the
+    stage's record (steps, last loss, seconds).
+    """
+    start = time.perf_counter()
+    count = r.vision_pretrain_images or len(data.images)
+    images, layouts = data.images[:count], (data.layouts or [])[:count]
+    labels = patch_labels(layouts, images.shape[1], m.patch_size, images.shape[2])
+    if m.family == "llava_next":  # the tower reads tiles (the base view is the whole image resized)
+        images, labels = split_tiles(images, labels, m.image_size, m.patch_size)
+    loss = pretrain_vision(tower, images, m.patch_size, r.vision_pretrain_steps, r.vision_pretrain_lr,
+                           r.batch_size, r.seed, labels)
+    return {"steps": r.vision_pretrain_steps, "final_loss": loss, "seconds": time.perf_counter() - start}
+

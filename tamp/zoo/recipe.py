@@ -87,7 +87,7 @@ class TrainRecipe:
     vision_pretrain_images: int = 0  # pretrain on the first N training images' tiles (0: all of them)
     #: (steps, task or template names): the first steps sample only these items, then everything.
     curriculum: tuple[tuple[int, tuple[str, ...]], ...] = (
-        (600, ("color_of_shape", "shape_of_color", "color_in_panel", "shape_in_panel")),
+        (600, ("color_of_shape", "shape_of_color", "row_of", "column_of")),
     )
     #: (task or template name, weight) for sampling after the curriculum (others weigh 1); empty:
     #: plain epochs over the training split

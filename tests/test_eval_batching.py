@@ -150,7 +150,7 @@ def test_batch_size_is_lmms_evals_property(tiny):
 # ------------------------------------------------------------------------------------ the zoo model
 @pytest.fixture(scope="module")
 def zoo(tmp_path_factory):
-    """The shipped zoo model (a LLaVA-NeXT) and a 48-document test split (8 per task) of freshly generated zoo data."""
+    """The shipped zoo model and a 48-document test split (6 per task) of freshly generated zoo data."""
     from tamp.models.loading import load_model
     from tamp.zoo.build import build_zoo
     from tamp.zoo.cache import ZOO_DIR_ENV
@@ -161,7 +161,7 @@ def zoo(tmp_path_factory):
     build_zoo(data, {"train": 0, "calib": 0, "test": 48}, DEFAULT.data.seed, progress=False, world=DEFAULT.data.world)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(ZOO_DIR_ENV, str(data))
-        yield load_model(str(shipped_dir(DEFAULT) / "model"), "llava_next", "float32")
+        yield load_model(str(shipped_dir(DEFAULT) / "model"), DEFAULT.model.family, "float32")
 
 
 def test_zoo_batches_give_the_unbatched_answers(zoo):
@@ -174,7 +174,7 @@ def test_zoo_batches_give_the_unbatched_answers(zoo):
         }
 
     one = answers(1)
-    assert len(one) == 6 and sum(len(v) for v in one.values()) == 48
+    assert len(one) == 8 and sum(len(v) for v in one.values()) == 48
     assert len({str(resps) for rows in one.values() for _, resps in rows}) > 8
     assert answers(8) == one
     assert answers(32) == one

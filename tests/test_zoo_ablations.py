@@ -1,9 +1,9 @@
 """The toy Table 4 says something in every row: each ablation's masks differ from the row it ablates.
 
-On the micro recipe (the default zoo model's kind: LLaVA-NeXT samples of 133 tokens, 120 of them
-image tokens), every method of experiments/toy_ablations.yaml is composed as `make ablations`
-composes it and pruned at 50% on the micro calibration split. On the first zoo model two rows
-were copies of Wanda by construction (Random kept all of a sample's < 100 tokens; block-wise DAS
+On the micro_next recipe (the experimental `next` zoo model's kind: LLaVA-NeXT samples of 134
+tokens, 120 of them image tokens), every method of experiments/toy_ablations.yaml is composed as `make ablations`
+composes it and pruned at 50% on the micro_next calibration split. On the default zoo model (a
+LLaVA-1.5 on the first world) two rows are copies of Wanda by construction (Random kept all of a sample's < 100 tokens; block-wise DAS
 snapped every block to 50% on a 1/32 grid); here none may be.
 """
 
@@ -39,13 +39,13 @@ BASES: dict[str, tuple[str, ...]] = {
 
 @pytest.fixture(scope="module")
 def cache_dir(zoo_cache_dir: Path) -> Path:
-    zoo_cache.ensure_zoo("micro", zoo_cache_dir, progress=False)
+    zoo_cache.ensure_zoo("micro_next", zoo_cache_dir, progress=False)
     return zoo_cache_dir
 
 
 def _compose(compose_cfg, cache_dir: Path, method: str):
     return compose_cfg(["+experiment=toy_ablations", f"method={method}", "sparsity.target=0.5",
-                        "model.name=zoo:micro", f"paths.cache_dir={cache_dir}", "calib.num_samples=32",
+                        "model.name=zoo:micro_next", f"paths.cache_dir={cache_dir}", "calib.num_samples=32",
                         "logger=none", "runner.progress=false"])
 
 

@@ -1,7 +1,7 @@
 """The toy zoo's model end to end on the micro recipes: build, cache, encode, load, prune, evaluate.
 
-`micro` is the default model's kind (a LLaVA-NeXT on the panel world), `micro_v1` the first one's
-(a LLaVA-1.5 on the first world).
+`micro` is the default model's kind (a LLaVA-1.5 on the first world), `micro_next` the experimental
+`next` model's (a LLaVA-NeXT on the panel world).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from tamp.models.loading import load_model
 from tamp.zoo import cache as zoo_cache
 from tamp.zoo import worlds
 from tamp.zoo.encode import IGNORE, encode_records, image_processor_pixels
-from tamp.zoo.recipe import DEFAULT, MICRO, V1, TrainRecipe, recipe_hash, replace
+from tamp.zoo.recipe import DEFAULT, MICRO, MICRO_NEXT, NEXT, TrainRecipe, recipe_hash, replace
 from tamp.zoo.worlds import PANELS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,13 +36,13 @@ def cache_dir(zoo_cache_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def micro(cache_dir: Path) -> zoo_cache.ZooBuild:
-    return zoo_cache.ensure_zoo("micro", cache_dir, progress=False)
+def micro_next(cache_dir: Path) -> zoo_cache.ZooBuild:
+    return zoo_cache.ensure_zoo("micro_next", cache_dir, progress=False)
 
 
 @pytest.fixture(scope="module")
-def micro_v1(cache_dir: Path) -> zoo_cache.ZooBuild:
-    return zoo_cache.ensure_zoo("micro_v1", cache_dir, progress=False)
+def micro(cache_dir: Path) -> zoo_cache.ZooBuild:
+    return zoo_cache.ensure_zoo("micro", cache_dir, progress=False)
 
 
 def test_recipe_hash_is_stable_and_follows_the_recipe() -> None:
@@ -53,10 +53,11 @@ def test_recipe_hash_is_stable_and_follows_the_recipe() -> None:
         replace(MICRO, data=replace(MICRO.data, train=481)),
         replace(MICRO, model=replace(MICRO.model, layers=3)),
         replace(MICRO, train=TrainRecipe()),
-        replace(MICRO, data=replace(MICRO.data, world="v1")),
-        replace(MICRO, model=replace(MICRO.model, tiles=(2, 2))),
+        replace(MICRO, data=replace(MICRO.data, world="panels")),
+        replace(MICRO_NEXT, model=replace(MICRO_NEXT.model, tiles=(2, 2))),
+        MICRO_NEXT,
         DEFAULT,
-        V1,
+        NEXT,
     ]
     hashes = {recipe_hash(r) for r in changed}
     assert len(hashes) == len(changed) and recipe_hash(MICRO) not in hashes
@@ -65,8 +66,9 @@ def test_recipe_hash_is_stable_and_follows_the_recipe() -> None:
     assert other.stdout.strip() == recipe_hash(MICRO), "the hash must not depend on the process"
 
 
-def test_build_layout_and_cache_reuse(micro: zoo_cache.ZooBuild, cache_dir: Path, monkeypatch) -> None:
-    assert micro.root == cache_dir / "zoo" / recipe_hash(MICRO)
+def test_build_layout_and_cache_reuse(micro_next: zoo_cache.ZooBuild, cache_dir: Path, monkeypatch) -> None:
+    micro = micro_next
+    assert micro.root == cache_dir / "zoo" / recipe_hash(MICRO_NEXT)
     assert (micro.data_dir / "calib.json").is_file() and (micro.model_dir / "model.safetensors").is_file()
     assert all((micro.data_dir / f"test_{t}.json").is_file() for t in PANELS.task_names)
     info = json.loads((micro.root / "build.json").read_text())
@@ -77,12 +79,12 @@ def test_build_layout_and_cache_reuse(micro: zoo_cache.ZooBuild, cache_dir: Path
         raise AssertionError("a cached build was rebuilt")
 
     monkeypatch.setattr(zoo_cache, "_build", no_training)
-    again = zoo_cache.ensure_zoo("zoo:micro", cache_dir)
+    again = zoo_cache.ensure_zoo("zoo:micro_next", cache_dir)
     assert again.root == micro.root and again.info == micro.info
 
 
-def test_model_loads_like_any_llava_next_with_a_word_level_tokenizer(micro: zoo_cache.ZooBuild) -> None:
-    model, processor, adapter = load_model(str(micro.model_dir), dtype="float32")
+def test_model_loads_like_any_llava_next_with_a_word_level_tokenizer(micro_next: zoo_cache.ZooBuild) -> None:
+    model, processor, adapter = load_model(str(micro_next.model_dir), dtype="float32")
     assert isinstance(adapter, LlavaNextAdapter) and adapter.family == "llava_next"
     assert type(model).__name__ == "LlavaNextForConditionalGeneration" and model.config.image_grid_pinpoints
     assert model.model.image_newline.shape == (model.config.text_config.hidden_size,)
@@ -95,8 +97,8 @@ def test_model_loads_like_any_llava_next_with_a_word_level_tokenizer(micro: zoo_
         assert linear.in_features % 8 == 0, "2:4 and 4:8 need in_features divisible by 8"
 
 
-def test_v1_model_loads_as_llava(micro_v1: zoo_cache.ZooBuild) -> None:
-    model, processor, adapter = load_model(str(micro_v1.model_dir), dtype="float32")
+def test_default_kind_loads_as_llava(micro: zoo_cache.ZooBuild) -> None:
+    model, processor, adapter = load_model(str(micro.model_dir), dtype="float32")
     assert isinstance(adapter, LlavaAdapter) and adapter.family == "llava"
     assert len(processor.tokenizer) == len(worlds.V1.vocabulary()) + 8
 
@@ -108,13 +110,13 @@ def _first_image(build: zoo_cache.ZooBuild, raw: dict):
         return [img.convert("RGB")]
 
 
-@pytest.mark.parametrize("recipe", ["micro", "micro_v1"])
+@pytest.mark.parametrize("recipe", ["micro", "micro_next"])
 def test_bulk_encoding_equals_the_adapter(recipe: str, cache_dir: Path, request) -> None:
     """Training sees exactly what calibration and evaluation see: ids, answer labels, pixels."""
     build = request.getfixturevalue(recipe)
     model, processor, adapter = load_model(str(build.model_dir), dtype="float32")
     records = json.loads((build.data_dir / "train.json").read_text())[:16]
-    if recipe == "micro_v1":  # the first world mixes text-only questions in
+    if recipe == "micro":  # the first world mixes text-only questions in
         assert any("image" in r for r in records) and any("image" not in r for r in records)
         n_image, pixels = model.config.image_seq_length, None
     else:
@@ -137,8 +139,9 @@ def test_bulk_encoding_equals_the_adapter(recipe: str, cache_dir: Path, request)
             assert torch.equal(logits, model(**sample.inputs).logits), raw["id"]
 
 
-def test_calibration_and_test_samples_are_long_and_image_dominated(micro: zoo_cache.ZooBuild) -> None:
+def test_calibration_and_test_samples_are_long_and_image_dominated(micro_next: zoo_cache.ZooBuild) -> None:
     """The paper's regime at toy scale: > 100 tokens a sample, >= 80% of them image tokens (LLaVA-NeXT: ~2,900, 92%)."""
+    micro = micro_next
     model, processor, adapter = load_model(str(micro.model_dir), dtype="float32")
     for split in ("calib", "test"):
         for i, raw in enumerate(json.loads((micro.data_dir / f"{split}.json").read_text())):
@@ -154,17 +157,20 @@ def test_calibration_and_test_samples_are_long_and_image_dominated(micro: zoo_ca
 
 
 
-@pytest.mark.parametrize("method", ["wanda", "tamp"])
-def test_micro_zoo_prunes_and_evaluates_end_to_end(compose_cfg, micro, cache_dir: Path, tmp_path: Path, method: str) -> None:
+@pytest.mark.parametrize(("recipe", "method"), [("micro", "wanda"), ("micro", "tamp"), ("micro_next", "tamp")])
+def test_micro_zoo_prunes_and_evaluates_end_to_end(compose_cfg, cache_dir: Path, tmp_path: Path, recipe: str,
+                                                    method: str, request) -> None:
+    micro = request.getfixturevalue(recipe)
+    world = worlds.V1 if recipe == "micro" else PANELS
     cfg = compose_cfg([
-        "+experiment=toy_demo", f"+cell={method}_50", "model.name=zoo:micro", f"paths.cache_dir={cache_dir}",
+        "+experiment=toy_demo", f"+cell={method}_50", f"model.name=zoo:{recipe}", f"paths.cache_dir={cache_dir}",
         "calib.num_samples=8", "eval.limit=2", "logger=none", "runner.progress=false",
     ])
     assert cfg.calib.path == str(micro.data_dir / "calib.json")
     out = run(cfg, tmp_path)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert out["status"] == saved["status"] == "completed"
-    assert set(saved["scores"]) == {f"tamp_zoo_{t}" for t in PANELS.task_names}
+    assert set(saved["scores"]) == {f"tamp_zoo_{t}" for t in world.task_names}
     assert all(saved["primary_metric"][t] == "exact_match,none" for t in saved["scores"])
     assert abs(saved["sparsity"]["achieved"] - 0.5) < 0.02
     assert os.environ[zoo_cache.ZOO_DIR_ENV] == str(micro.data_dir.resolve())

@@ -31,9 +31,9 @@ from tamp.io import write_text_atomic
 from tamp.zoo.worlds import WORLDS, World, get_world
 
 RECIPE_VERSION = "zoo-3"  # bump whenever generation changes what an item is
-DEFAULT_WORLD = "panels"  # the default zoo model's world (tamp.zoo.worlds)
+DEFAULT_WORLD = "v1"  # the default zoo model's world (tamp.zoo.worlds)
 SPLITS: tuple[str, ...] = ("train", "calib", "test")
-DEFAULT_SIZES: dict[str, int] = {"train": 40_000, "calib": 256, "test": 1_200}
+DEFAULT_SIZES: dict[str, int] = {"train": 40_000, "calib": 256, "test": 1_600}
 MANIFEST = "manifest.json"
 IMAGES = "images"
 CHUNK = 2_000  # items per unit of work (and per worker task)

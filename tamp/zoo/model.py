@@ -1,11 +1,11 @@
 """The zoo's tiny LLaVA-NeXT (or LLaVA-1.5) with its processor, built locally from a `ModelRecipe`.
 
-family "llava_next" (the default): transformers' LlavaNextForConditionalGeneration with a
+family "llava_next" (the `next` recipes): transformers' LlavaNextForConditionalGeneration with a
 LlavaNextProcessor, so it saves and loads like any LLaVA-NeXT checkpoint (`from_pretrained`,
 `tamp.models.loading.load_model(dir)` gives the llava_next adapter). The image processor's grid
 pinpoints hold the world's tile grid; an image becomes its base view (the whole image resized to one
 tile) and its tiles, neither resized nor cropped further, and the model packs the tile features with
-its learned `image_newline` after every row, as LLaVA-NeXT does. family "llava": the first zoo model,
+its learned `image_newline` after every row, as LLaVA-NeXT does. family "llava": the default zoo model,
 LlavaForConditionalGeneration on image_size squares, whose image processor only rescales and
 normalises (which `tamp.zoo.encode` reproduces in bulk for training). In both, the CLIP tower keeps
 its CLS token and the "default" feature strategy drops it, so a tile is (image_size / patch_size)^2

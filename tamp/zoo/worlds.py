@@ -1,9 +1,10 @@
 """The zoo's worlds: what a data recipe generates (its tasks, images, vocabulary and generator code).
 
 `v1`: the first world (tamp.zoo.tasks): 32 x 32 scenes and charts plus text-only arithmetic and
-facts, under 100 tokens a sample; the `v1` zoo model (a LLaVA-1.5) is trained on it. `panels`: the
-default world (tamp.zoo.panel_scene, panel_questions): 64 x 96 images of 2 x 3 panels, one
-LLaVA-NeXT tile each, and image questions only, so a sample is 120 image tokens of ~133.
+facts, under 100 tokens a sample; the default zoo model (a LLaVA-1.5) is trained on it. `panels`: an
+experimental world (tamp.zoo.panel_scene, panel_questions): 64 x 96 images of 2 x 3 panels, one
+LLaVA-NeXT tile each, and image questions only, so a sample is 120 image tokens of ~134; the `next`
+recipes train a LLaVA-NeXT on it.
 A world is plain data plus functions; the build (tamp.zoo.build) asks it for items by index.
 """
 
@@ -71,7 +72,7 @@ def _panel_words() -> list[str]:
 
 
 V1 = World("v1", v1.TASKS, V1_ANSWERS, render_v1, IMAGE_SIZE, IMAGE_SIZE,
-           ("worlds.py", "world.py", "render.py", "questions.py", "textq.py", "tasks.py"), v1.vocabulary, "tamp_zoo_v1")
+           ("worlds.py", "world.py", "render.py", "questions.py", "textq.py", "tasks.py"), v1.vocabulary, "tamp_zoo")
 PANELS = World(
     "panels",
     tuple(v1.Task(name, PANEL_DESCRIPTIONS[name], True, PANEL_ANSWER_TYPES[name], templates)
@@ -79,7 +80,7 @@ PANELS = World(
     PANEL_ANSWERS, render_panels, HEIGHT, WIDTH,
     ("worlds.py", "world.py", "render.py", "questions.py", "tasks.py", "panel_scene.py", "panel_questions.py"),
     _panel_words,
-    "tamp_zoo",
+    "tamp_zoo_panels",
 )
 WORLDS: dict[str, World] = {w.name: w for w in (V1, PANELS)}
 

@@ -132,11 +132,13 @@ MICRO = ZooRecipe(
                       vision_intermediate=64, hidden=64, layers=2, heads=4, kv_heads=2, intermediate=128,
                       max_positions=128),
     train=TrainRecipe(epochs=2.0, batch_size=32, lr=2e-3, warmup_steps=4, vision_pretrain_steps=10,
-                      curriculum=((4, ("color", "shape")),), freeze_vision=False),
+                      curriculum=((4, ("color", "shape")),), freeze_vision=False,
+                      task_weights=DEFAULT.train.task_weights),
 )
 #: the micro recipe of the panel world and the LLaVA-NeXT path (tests)
 MICRO_NEXT = replace(MICRO, name="micro_next", data=replace(MICRO.data, world="panels", test=60),
-                     model=replace(MICRO.model, family="llava_next", tiles=(2, 3), max_positions=256))
+                     model=replace(MICRO.model, family="llava_next", tiles=(2, 3), max_positions=256),
+                     train=replace(MICRO.train, task_weights=()))
 RECIPES: dict[str, ZooRecipe] = {r.name: r for r in (DEFAULT, NEXT, MICRO, MICRO_NEXT)}
 
 

@@ -128,6 +128,27 @@ def test_no_import_cycle_between_subpackages() -> None:
         pytest.fail(f"import cycle {' -> '.join(cycle)}: {'; '.join(edges)}")
 
 
+def _file_graph() -> dict[str, dict[str, set[str]]]:
+    """tamp module -> the tamp modules it imports (`from tamp.a import b` counts tamp.a.b when b is a module)."""
+    modules = set(_module_imports())
+    graph: dict[str, dict[str, set[str]]] = {}
+    for module, names in _module_imports().items():
+        for name in names:
+            target = name if name in modules else name.rpartition(".")[0]
+            if target in modules and target != module:
+                graph.setdefault(module, {}).setdefault(target, set()).add(f"{module} -> {name}")
+    return graph
+
+
+def test_no_import_cycle_between_files() -> None:
+    """Not even inside a subpackage, and not through an import hidden in a function."""
+    graph = _file_graph()
+    assert "tamp.pruning.base" in graph.get("tamp.pruning.wanda", {}), "sanity of the parser"
+    cycle = _find_cycle(graph)
+    if cycle:
+        pytest.fail(f"import cycle between files: {' -> '.join(cycle)}")
+
+
 def test_allocations_and_token_selectors_do_not_import_the_pipeline() -> None:
     """They get what they need as arguments (a ScoringModel, a sample context), not the engine's modules."""
     graph = _import_graph()

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFile
 
+from tamp.data.media_ref import resolve
 from tamp.data.video import DecodedVideo, even_indices, frame_indices, load_video
 
 __all__ = [
@@ -35,18 +36,6 @@ __all__ = [
 DEFAULT_SAMPLING_RATE = 16000  # Whisper-style feature extractors
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".gif", ".flv", ".mpeg", ".mpg"})
 AUDIO_EXTENSIONS = frozenset({".wav", ".mp3", ".flac", ".ogg", ".m4a", ".opus", ".aac"})
-
-
-def resolve(ref: Any, media_dir: str | Path | None) -> Any:
-    """A string reference becomes a path under `media_dir` (absolute paths stay); others pass through."""
-    if isinstance(ref, dict) and not ref.get("bytes") and ref.get("path") and "array" not in ref:
-        ref = ref["path"]
-    if isinstance(ref, (str, Path)):
-        path = Path(ref)
-        if not path.is_absolute() and media_dir is not None:
-            path = Path(media_dir) / path
-        return path
-    return ref
 
 
 def check_exists(ref: Any, media_dir: str | Path | None, record_id: str) -> None:

@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from tamp.data.media_ref import resolve
+
 
 @dataclass
 class DecodedVideo:
@@ -172,8 +174,6 @@ def load_video(
 ) -> DecodedVideo:
     """Decode the frames `frame_indices` picks (RGB); `seek=False` decodes start to end (the old path)."""
     import av
-
-    from tamp.data.media import resolve
 
     name = resolve(ref, media_dir)
     with av.open(_source(name)) as container:

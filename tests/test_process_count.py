@@ -63,6 +63,12 @@ def calib_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_calibration(tmp_path_factory.mktemp("calib"))
 
 
+#: presets that factor SparseGPT's Hessian without damping (`method.damping=on_failure`), and the mask
+#: entries (of 73,728) they may differ by between 1 and 2 processes: float summation order, see below
+UNDAMPED = ("sparsegpt_official",)
+UNDAMPED_BUDGET = 37  # 0.05%
+
+
 def _sweep(sweep_dir: Path, calib: Path, presets: list[str], *overrides: str) -> subprocess.CompletedProcess:
     timeout = 600 + 120 * len(presets)  # generous: two CPU cores shared with other jobs
     cmd = [
@@ -127,7 +133,13 @@ def test_representative_presets_give_the_same_masks_on_one_and_two_processes(tmp
 def test_every_preset_gives_the_same_masks_on_one_and_two_processes(tmp_path: Path, calib_file: Path) -> None:
     table = _compare(PRESETS, tmp_path, calib_file)
     print(json.dumps(table, indent=1))
-    assert all(n == 0 for row in table.values() for n in row.values()), f"mask entries that differ: {table}"
+    exact = {preset: row for preset, row in table.items() if preset not in UNDAMPED}
+    assert all(n == 0 for row in exact.values() for n in row.values()), f"mask entries that differ: {exact}"
+    # measured 2026-12-02: 6 of 73,728 entries on both strategies. The undamped Hessian of the TAMP
+    # repository's fastprune is near-singular on 4 samples, so the float order of the cross-process sum
+    # flips near-tied entries; SparseGPT with its damping (every other SparseGPT preset) is exact.
+    for preset in UNDAMPED:
+        assert all(n <= UNDAMPED_BUDGET for n in table[preset].values()), (preset, table[preset])
 
 
 def test_a_ddp_child_reruns_its_cell_only_as_a_single_run(monkeypatch) -> None:

@@ -42,9 +42,3 @@ def compose_cfg():
             return compose("run", overrides=list(overrides), return_hydra_config=hydra)
 
     return _compose
-
-
-@pytest.fixture(scope="session")
-def zoo_cache_dir(tmp_path_factory) -> Path:
-    """One cache folder for the session's micro zoo builds (each recipe is trained once, then reused)."""
-    return tmp_path_factory.mktemp("zoo_cache")

@@ -42,3 +42,12 @@ def compose_cfg():
             return compose("run", overrides=list(overrides), return_hydra_config=hydra)
 
     return _compose
+
+
+@pytest.fixture
+def hub_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Hugging Face Hub client offline even where its constants were read before the test set the env."""
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)

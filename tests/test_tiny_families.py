@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import huggingface_hub.constants
 import pytest
 import torch
-from tiny_models import LLAVA_NAMES, NAMES, QWEN_NAMES, expected_counts, shared_tiny, tiny_sample
+from tiny_models import LLAVA_NAMES, NAMES, QWEN_NAMES, expected_counts, logits, shared_tiny, tiny_sample
 
 from tamp.data.sample import AUDIO, IMAGE, TEXT, VIDEO
 from tamp.models.loading import WeightsNotAvailableError, load_model
@@ -36,15 +35,7 @@ LINEARS = (
 )
 
 
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-
-
-def logits(model: torch.nn.Module, inputs: dict) -> torch.Tensor:
-    with torch.no_grad():
-        return model(**inputs, use_cache=False).logits
+pytestmark = pytest.mark.usefixtures("hub_offline")
 
 
 @pytest.mark.parametrize(("name", "index"), CASES)

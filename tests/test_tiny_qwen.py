@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import huggingface_hub.constants
 import pytest
 import torch
 import transformers
 from safetensors.torch import load_file, save_file
-from tiny_models import QWEN_NAMES, expected_counts, shared_tiny, tiny_sample
+from tiny_models import QWEN_NAMES, expected_counts, logits, shared_tiny, tiny_sample
 
 from tamp.data.sample import AUDIO, TEXT, VIDEO
 from tamp.models.loading import load_model
@@ -22,15 +21,7 @@ from tamp.models.tiny.qwen import omni_examples, omni_processor, omni_thinker_co
 CASES = [(n, i) for n in QWEN_NAMES for i in (0, 1)]
 
 
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-
-
-def logits(model: torch.nn.Module, inputs: dict) -> torch.Tensor:
-    with torch.no_grad():
-        return model(**inputs, use_cache=False).logits
+pytestmark = pytest.mark.usefixtures("hub_offline")
 
 
 @pytest.mark.parametrize(("name", "index"), CASES)

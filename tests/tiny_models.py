@@ -10,6 +10,8 @@ from __future__ import annotations
 import copy
 import functools
 
+import torch
+
 from tamp.data.sample import AUDIO, IMAGE, VIDEO, CalibSample
 from tamp.models.tiny import TinyBundle, build_tiny
 
@@ -48,3 +50,9 @@ def expected_counts(b: TinyBundle, inputs: dict) -> dict[int, int]:
         _, lengths = tower._get_feat_extract_output_lengths(inputs["feature_attention_mask"].sum(-1))
         counts[AUDIO] = int(lengths.sum())
     return counts
+
+
+def logits(model: torch.nn.Module, inputs: dict) -> torch.Tensor:
+    """A tiny model's logits without a KV cache (no state carried between calls)."""
+    with torch.no_grad():
+        return model(**inputs, use_cache=False).logits

@@ -148,3 +148,25 @@ def to_messages(
         for message in messages:
             message["content"] = [c for c in message["content"] if c["type"] not in drop]
     return messages
+
+
+class RecordsInMemory:
+    """A calibration source whose records are all parsed (tamp.data.calib.RecordSource): a subclass sets
+    `label` and `_records`; lookups by field, media prefix and index are the same for all of them."""
+
+    label: str
+    _records: list[Record]
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def field_values(self, field: str) -> list[Any]:
+        return [record.fields.get(field) for record in self._records]
+
+    def prefix_values(self, prefix_field: str | None) -> list[str | None]:
+        if prefix_field:
+            return [None if v is None else str(v) for v in self.field_values(prefix_field)]
+        return [record.first_media_path() for record in self._records]
+
+    def records(self, indices: list[int]) -> list[Record]:
+        return [self._records[i] for i in indices]

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tamp.data.conversations import Record, record_from_dict
+from tamp.data.conversations import Record, RecordsInMemory, record_from_dict
 
 FORMATS = "a JSON list of records or JSONL (one record object per line)"
 
@@ -64,24 +64,10 @@ def load_llava_records(path: str | Path, keys: Mapping[str, str] | None = None) 
     return [record_from_dict(item, index, keys) for index, item in enumerate(raw)]
 
 
-class JsonSource:
+class JsonSource(RecordsInMemory):
     """A LLaVA JSON/JSONL file as a calibration source (all records parsed, media undecoded)."""
 
     def __init__(self, path: str | Path, keys: Mapping[str, str] | None = None) -> None:
         self.path = Path(path)
         self.label = f"calibration file {self.path}"
         self._records = load_llava_records(self.path, keys)
-
-    def __len__(self) -> int:
-        return len(self._records)
-
-    def field_values(self, field: str) -> list[Any]:
-        return [record.fields.get(field) for record in self._records]
-
-    def prefix_values(self, prefix_field: str | None) -> list[str | None]:
-        if prefix_field:
-            return [None if v is None else str(v) for v in self.field_values(prefix_field)]
-        return [record.first_media_path() for record in self._records]
-
-    def records(self, indices: list[int]) -> list[Record]:
-        return [self._records[i] for i in indices]

@@ -16,33 +16,19 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tamp.data.calib import CalibConfig, samples_from_source
-from tamp.data.conversations import Record, record_from_dict
+from tamp.data.conversations import RecordsInMemory, record_from_dict
 from tamp.data.sample import CalibSample
 from tamp.data.types import SampleEncoder
 
 MEDIA = ("images", "videos", "audios")
 
 
-class RecordList:
+class RecordList(RecordsInMemory):
     """LLaVA-style records held in a list, as a calibration source (tamp.data.calib.RecordSource)."""
 
     def __init__(self, records: Sequence[Mapping[str, Any]], columns: Mapping[str, str] | None = None) -> None:
         self.label = f"the {len(records)} conversations given"
         self._records = [record_from_dict(raw, i, columns) for i, raw in enumerate(records)]
-
-    def __len__(self) -> int:
-        return len(self._records)
-
-    def field_values(self, field: str) -> list[Any]:
-        return [record.fields.get(field) for record in self._records]
-
-    def prefix_values(self, prefix_field: str | None) -> list[str | None]:
-        if prefix_field:
-            return [None if v is None else str(v) for v in self.field_values(prefix_field)]
-        return [record.first_media_path() for record in self._records]
-
-    def records(self, indices: list[int]) -> list[Record]:
-        return [self._records[i] for i in indices]
 
 
 def _is_dataset(value: Any) -> bool:

@@ -51,3 +51,9 @@ def hub_offline(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+
+@pytest.fixture(scope="session")
+def zoo_cache_dir(tmp_path_factory) -> Path:
+    """One cache folder for the session's micro zoo builds (each recipe is trained once, then reused)."""
+    return tmp_path_factory.mktemp("zoo_cache")

@@ -158,10 +158,10 @@ def zoo(tmp_path_factory):
     from tamp.zoo.shipped import shipped_dir
 
     data = tmp_path_factory.mktemp("zoo") / "data"
-    build_zoo(data, {"train": 0, "calib": 0, "test": 48}, DEFAULT.data.seed, progress=False)
+    build_zoo(data, {"train": 0, "calib": 0, "test": 48}, DEFAULT.data.seed, progress=False, world=DEFAULT.data.world)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(ZOO_DIR_ENV, str(data))
-        yield load_model(str(shipped_dir(DEFAULT) / "model"), "llava", "float32")
+        yield load_model(str(shipped_dir(DEFAULT) / "model"), DEFAULT.model.family, "float32")
 
 
 def test_zoo_batches_give_the_unbatched_answers(zoo):

@@ -1,4 +1,5 @@
-"""The toy zoo's data: determinism, split hygiene, labels, vocabulary, balance and the build cache."""
+"""The toy zoo's data on the first world (v1): determinism, split hygiene, labels, vocabulary, balance and the
+build cache. The panel world's own promises are in tests/test_zoo_panels.py."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def _load(path: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def zoo(tmp_path_factory) -> dict[str, Path]:
-    return build_zoo(tmp_path_factory.mktemp("zoo"), MICRO, seed=3, progress=False)
+    return build_zoo(tmp_path_factory.mktemp("zoo"), MICRO, seed=3, progress=False, world="v1")
 
 
 def _files(root: Path) -> list[Path]:
@@ -51,18 +52,18 @@ def _files(root: Path) -> list[Path]:
 
 def test_micro_build_is_fast_and_byte_identical(zoo, tmp_path):
     start = time.perf_counter()
-    again = build_zoo(tmp_path / "again", MICRO, seed=3, progress=False)
+    again = build_zoo(tmp_path / "again", MICRO, seed=3, progress=False, world="v1")
     assert time.perf_counter() - start < 5.0
     a, b = zoo["train"].parent, again["train"].parent
     assert _files(a) == _files(b)
     _, mismatch, errors = filecmp.cmpfiles(a, b, [str(p) for p in _files(a)], shallow=False)
     assert not mismatch and not errors
-    other = build_zoo(tmp_path / "other", MICRO, seed=4, progress=False)
+    other = build_zoo(tmp_path / "other", MICRO, seed=4, progress=False, world="v1")
     assert other["train"].read_bytes() != zoo["train"].read_bytes()
 
 
 def test_item_does_not_depend_on_split_size(zoo, tmp_path):
-    small = build_zoo(tmp_path / "small", {"train": 40, "calib": 0, "test": 8}, seed=3, progress=False)
+    small = build_zoo(tmp_path / "small", {"train": 40, "calib": 0, "test": 8}, seed=3, progress=False, world="v1")
     assert _load(small["train"]) == _load(zoo["train"])[:40]
     assert _load(small["test"]) == _load(zoo["test"])[:8]
     small_root, big_root = small["train"].parent, zoo["train"].parent
@@ -145,24 +146,24 @@ def test_test_split_never_repeats_a_train_item():
 
 def test_manifest_skips_an_intact_build_and_rebuilds_otherwise(tmp_path, monkeypatch):
     sizes = {"train": 48, "calib": 8, "test": 16}
-    paths = build_zoo(tmp_path, sizes, seed=1, progress=False)
+    paths = build_zoo(tmp_path, sizes, seed=1, progress=False, world="v1")
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["recipe"] == zoo_build.RECIPE_VERSION and manifest["sizes"] == sizes
     calls = []
     real = zoo_build._generate
     monkeypatch.setattr(zoo_build, "_generate", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
-    assert build_zoo(tmp_path, sizes, seed=1, progress=False) == paths
+    assert build_zoo(tmp_path, sizes, seed=1, progress=False, world="v1") == paths
     assert calls == []
     images = sorted((tmp_path / "images").iterdir())
     images[-1].unlink()  # a missing image is noticed
-    build_zoo(tmp_path, sizes, seed=1, progress=False)
+    build_zoo(tmp_path, sizes, seed=1, progress=False, world="v1")
     assert calls == ["train", "calib", "test"] and images[-1].exists()
     calls.clear()
     paths["calib"].write_text("[]")  # an edited file is noticed
-    build_zoo(tmp_path, sizes, seed=1, progress=False)
+    build_zoo(tmp_path, sizes, seed=1, progress=False, world="v1")
     assert len(_load(paths["calib"])) == 8 and calls
     calls.clear()
-    build_zoo(tmp_path, {**sizes, "train": 16}, seed=1, progress=False)  # new sizes: rebuilt, stale gone
+    build_zoo(tmp_path, {**sizes, "train": 16}, seed=1, progress=False, world="v1")  # new sizes: rebuilt, stale gone
     assert calls and not (tmp_path / "images" / "train-000040.png").exists()
     assert json.loads((tmp_path / "manifest.json").read_text())["content_hash"] != manifest["content_hash"]
 

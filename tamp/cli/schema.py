@@ -210,6 +210,8 @@ def register_schema() -> None:
     register_components()
     if not OmegaConf.has_resolver("zoo_data"):
         OmegaConf.register_new_resolver("zoo_data", _zoo_data)
+    if not OmegaConf.has_resolver("zoo_tasks"):
+        OmegaConf.register_new_resolver("zoo_tasks", _zoo_tasks)
     if not OmegaConf.has_resolver("run_name"):
         OmegaConf.register_new_resolver("run_name", _run_name)
 
@@ -226,6 +228,15 @@ def _zoo_data(model_name: str, cache_dir: str) -> str:
     from tamp.zoo.cache import data_dir
 
     return str(data_dir(model_name if model_name.startswith("zoo") else None, cache_dir))
+
+
+def _zoo_tasks(model_name: str, kind: str = "") -> list[str]:
+    """`${zoo_tasks:MODEL[,mc]}`: the lmms-eval tag of the zoo model's world (its test tasks; `mc`: multiple choice)."""
+    from tamp.zoo.cache import recipe_of
+    from tamp.zoo.worlds import get_world
+
+    world = get_world(recipe_of(model_name if model_name.startswith("zoo") else None).data.world)
+    return [f"{world.eval_tag}_{kind}" if kind else world.eval_tag]
 
 
 def typed(cfg: DictConfig | dict[str, Any]) -> DictConfig:

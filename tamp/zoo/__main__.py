@@ -51,6 +51,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         origin = f"trained here in {build.info.get('build_s', 0):.0f}s"
     print(f"  {origin}; test accuracy: {json.dumps(accuracy)}")
+    tokens = build.info.get("calib_tokens")
+    if tokens:
+        print(f"  calibration samples: {tokens['tokens_mean']:.1f} tokens on average ({tokens['tokens_min']}-"
+              f"{tokens['tokens_max']}), {tokens['image_share_mean']:.1%} image tokens (least {tokens['image_share_min']:.1%})")
     return 0
 
 

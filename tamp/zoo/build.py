@@ -5,11 +5,11 @@ Layout of OUT_DIR (the zoo owns these names; nothing else there is touched):
   test_<task>.json                   the test split of one task (what an lmms-eval task points at)
   images/<id>.png                    the images of every split (PNG, compression level 1)
   vocab.json, tasks.json             words for a word-level tokenizer; the task table
-  manifest.json                      recipe version, code hash, sizes, seed, file hashes, content hash
+  manifest.json                      recipe version, world, code hash, sizes, seed, file hashes, content hash
 Train images are PNG files like the others (about 0.1 ms each to write, so 50k take seconds), so the
 one LLaVA loader reads every split; a trainer that wants an array decodes them once.
 
-    python -m tamp.zoo.build OUT_DIR [--train N] [--calib N] [--test N] [--seed S] [--workers W]
+    python -m tamp.zoo.build OUT_DIR [--world v1|panels] [--train N] [--calib N] [--test N] [--seed S] [--workers W]
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from tamp.io import write_text_atomic
-from tamp.zoo.tasks import TASK_NAMES, TASKS, make_item, task_table, vocabulary
+from tamp.zoo.worlds import WORLDS, World, get_world
 
 RECIPE_VERSION = "zoo-3"  # bump whenever generation changes what an item is
-GENERATOR_FILES = ("world.py", "render.py", "questions.py", "textq.py", "tasks.py")
+DEFAULT_WORLD = "v1"  # the default zoo model's world (tamp.zoo.worlds)
 SPLITS: tuple[str, ...] = ("train", "calib", "test")
 DEFAULT_SIZES: dict[str, int] = {"train": 40_000, "calib": 256, "test": 1_600}
 MANIFEST = "manifest.json"
@@ -48,26 +48,28 @@ def source_hash(names: Sequence[str]) -> str:
     return h.hexdigest()[:16]
 
 
-def code_hash() -> str:
-    """Hash of the generator's source: an edit that forgot to bump RECIPE_VERSION still rebuilds."""
-    return source_hash(GENERATOR_FILES)
+def code_hash(world: str = DEFAULT_WORLD) -> str:
+    """Hash of a world's generator source: an edit that forgot to bump RECIPE_VERSION still rebuilds."""
+    return source_hash(get_world(world).files)
 
 
-def _recipe(sizes: dict[str, int] | None, seed: int) -> dict:
-    return {"recipe": RECIPE_VERSION, "code": code_hash(), "seed": int(seed), "sizes": _check_sizes(sizes)}
+def _recipe(sizes: dict[str, int] | None, seed: int, world: str = DEFAULT_WORLD) -> dict:
+    return {"recipe": RECIPE_VERSION, "world": world, "code": code_hash(world), "seed": int(seed),
+            "sizes": _check_sizes(sizes)}
 
 
-def split_paths(out_dir: str | os.PathLike) -> dict[str, Path]:
+def split_paths(out_dir: str | os.PathLike, world: str = DEFAULT_WORLD) -> dict[str, Path]:
     """The data files of a built zoo: one per split plus `test_<task>` for every task."""
     out = Path(out_dir)
     paths = {split: out / f"{split}.json" for split in SPLITS}
-    paths.update({f"test_{name}": out / f"test_{name}.json" for name in TASK_NAMES})
+    paths.update({f"test_{name}": out / f"test_{name}.json" for name in get_world(world).task_names})
     return paths
 
 
-def expected_images(split: str, n: int) -> list[str]:
-    """Image file names of a split: known without reading it, since the task is index % len(TASKS)."""
-    return [f"{split}-{i:06d}.png" for i in range(n) if TASKS[i % len(TASKS)].image]
+def expected_images(split: str, n: int, world: World | str = DEFAULT_WORLD) -> list[str]:
+    """Image file names of a split: known without reading it, since the task is index % len(tasks)."""
+    w = get_world(world) if isinstance(world, str) else world
+    return [f"{split}-{i:06d}.png" for i in range(n) if w.has_image(i)]
 
 
 def png_bytes(image) -> bytes:
@@ -76,9 +78,10 @@ def png_bytes(image) -> bytes:
     return buf.getvalue()
 
 
-def _chunk(job: tuple[str, int, int, int, str]) -> tuple[list[dict], list[bytes]]:
+def _chunk(job: tuple[str, int, int, int, str, str]) -> tuple[list[dict], list[bytes]]:
     """Generate items start..stop of a split, write their images, return records and image digests."""
-    split, start, stop, seed, images_dir = job
+    split, start, stop, seed, images_dir, world = job
+    make_item = WORLDS[world].make_item
     records, digests = [], []
     for i in range(start, stop):
         item = make_item(split, i, seed)
@@ -92,8 +95,8 @@ def _chunk(job: tuple[str, int, int, int, str]) -> tuple[list[dict], list[bytes]
 
 
 def _generate(split: str, n: int, seed: int, images: Path, workers: int,
-              progress: bool | None) -> tuple[list[dict], str]:
-    jobs = [(split, s, min(s + CHUNK, n), seed, str(images)) for s in range(0, n, CHUNK)]
+              progress: bool | None, world: str = DEFAULT_WORLD) -> tuple[list[dict], str]:
+    jobs = [(split, s, min(s + CHUNK, n), seed, str(images), world) for s in range(0, n, CHUNK)]
     bar = tqdm(total=n, desc=f"zoo {split}", unit="item", disable=None if progress is None else not progress)
     records: list[dict] = []
     digests: list[bytes] = []
@@ -143,7 +146,8 @@ def _up_to_date(out: Path, recipe: dict) -> bool:
     if any(_sha256(out / name) != digest for name, digest in m.get("files", {}).items()):
         return False
     present = set(os.listdir(out / IMAGES)) if (out / IMAGES).is_dir() else set()
-    return all(name in present for split in SPLITS for name in expected_images(split, recipe["sizes"][split]))
+    return all(name in present for split in SPLITS
+               for name in expected_images(split, recipe["sizes"][split], recipe["world"]))
 
 
 def _check_sizes(sizes: dict[str, int] | None) -> dict[str, int]:
@@ -157,17 +161,19 @@ def _check_sizes(sizes: dict[str, int] | None) -> dict[str, int]:
 
 
 def build_zoo(out_dir: str | os.PathLike, sizes: dict[str, int] | None = None, seed: int = 0, *,
-              workers: int = 1, force: bool = False, progress: bool | None = None) -> dict[str, Path]:
-    """Build (or find already built) the zoo's splits under `out_dir`; returns {split: json path}.
+              workers: int = 1, force: bool = False, progress: bool | None = None,
+              world: str = DEFAULT_WORLD) -> dict[str, Path]:
+    """Build (or find already built) the splits of `world` under `out_dir`; returns {split: json path}.
 
     `sizes` overrides DEFAULT_SIZES per split (test is the total over tasks, balanced). A manifest,
-    written last, records the recipe (version and a hash of the generator's code), sizes, seed and
-    hashes: a matching, intact build is skipped, any other is rebuilt (an interrupted build has no
+    written last, records the recipe (version, world and a hash of its generator's code), sizes, seed
+    and hashes: a matching, intact build is skipped, any other is rebuilt (an interrupted build has no
     manifest, so it is rebuilt too). `workers` > 1 generates train in parallel, with the same bytes.
     """
+    w = get_world(world)
     out = Path(out_dir)
-    recipe = _recipe(sizes, seed)
-    paths = split_paths(out)
+    recipe = _recipe(sizes, seed, world)
+    paths = split_paths(out, world)
     if not force and _up_to_date(out, recipe):
         return paths
     out.mkdir(parents=True, exist_ok=True)
@@ -180,28 +186,28 @@ def build_zoo(out_dir: str | os.PathLike, sizes: dict[str, int] | None = None, s
     image_hashes: dict[str, str] = {}
     for split in SPLITS:
         n = recipe["sizes"][split]
-        records, image_hashes[split] = _generate(split, n, seed, images, workers, progress)
+        records, image_hashes[split] = _generate(split, n, seed, images, workers, progress, world)
         files[paths[split].name] = _write_json(paths[split], records, lines=True)
         if split == "test":
-            for name in TASK_NAMES:
+            for name in w.task_names:
                 files[paths[f"test_{name}"].name] = _write_json(
                     paths[f"test_{name}"], [r for r in records if r["task"] == name], lines=True)
-    files["vocab.json"] = _write_json(out / "vocab.json", vocabulary())
-    files["tasks.json"] = _write_json(out / "tasks.json", task_table())
+    files["vocab.json"] = _write_json(out / "vocab.json", w.vocabulary())
+    files["tasks.json"] = _write_json(out / "tasks.json", w.task_table())
 
-    _remove_stale(out, old, files, recipe["sizes"])
+    _remove_stale(out, old, files, recipe["sizes"], w)
     content = hashlib.sha256(json.dumps({"files": files, "images": image_hashes}, sort_keys=True).encode())
     manifest = {**recipe, "content_hash": content.hexdigest(), "files": files, "images": image_hashes}
     _write_json(out / MANIFEST, manifest)
     return paths
 
 
-def _remove_stale(out: Path, old: dict, files: dict[str, str], sizes: dict[str, int]) -> None:
+def _remove_stale(out: Path, old: dict, files: dict[str, str], sizes: dict[str, int], world: World) -> None:
     """Delete what an earlier build wrote and this one did not (only names the zoo owns)."""
     for name in old.get("files", {}):
         if name not in files and "/" not in name:
             (out / name).unlink(missing_ok=True)
-    keep = {name for split in SPLITS for name in expected_images(split, sizes[split])}
+    keep = {name for split in SPLITS for name in expected_images(split, sizes[split], world)}
     for name in os.listdir(out / IMAGES):
         if _OWNED_IMAGE.match(name) and name not in keep:
             (out / IMAGES / name).unlink()
@@ -210,6 +216,7 @@ def _remove_stale(out: Path, old: dict, files: dict[str, str], sizes: dict[str, 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tamp.zoo.build", description=__doc__.split("\n")[0])
     parser.add_argument("out_dir")
+    parser.add_argument("--world", default=DEFAULT_WORLD, choices=sorted(WORLDS))
     for split in SPLITS:
         parser.add_argument(f"--{split}", type=int, default=DEFAULT_SIZES[split], help=f"{split} items")
     parser.add_argument("--seed", type=int, default=0)
@@ -218,10 +225,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     start = time.perf_counter()
     sizes = {split: getattr(args, split) for split in SPLITS}
-    fresh = args.force or not _up_to_date(Path(args.out_dir), _recipe(sizes, args.seed))
-    paths = build_zoo(args.out_dir, sizes, args.seed, workers=args.workers, force=args.force)
+    fresh = args.force or not _up_to_date(Path(args.out_dir), _recipe(sizes, args.seed, args.world))
+    paths = build_zoo(args.out_dir, sizes, args.seed, workers=args.workers, force=args.force, world=args.world)
     state = "built" if fresh else "up to date"
-    print(f"zoo {state} in {time.perf_counter() - start:.1f}s: {sizes} seed {args.seed}")
+    print(f"zoo {state} in {time.perf_counter() - start:.1f}s: {args.world} world, {sizes} seed {args.seed}")
     for split in SPLITS:
         print(f"  {split}: {paths[split]}")
 

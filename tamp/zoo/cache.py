@@ -5,7 +5,8 @@ Layout of a build directory:
   model/       a LLaVA checkpoint: config, safetensors, tokenizer, processor, chat template
   build.json   written last: recipe, hash, timings, per-task answer accuracy (its presence = done)
 When the package ships a model trained from the same recipe hash (tamp/zoo/shipped.py), a build
-regenerates only the data (seconds) and copies the shipped weights; `force` always trains.
+regenerates only the calibration and test data (seconds; the training split stays empty) and copies
+the shipped weights; `force` always trains.
 A build is locked (fcntl) so parallel sweep cells wait for one builder instead of racing, and the
 model is written to a temporary folder first, so an interrupted build is simply redone.
 """
@@ -109,11 +110,14 @@ def _say(message: str) -> None:
     print(f"tamp.zoo: {message}", file=sys.stderr, flush=True)
 
 
-def _build_data(recipe: ZooRecipe, root: Path, progress: bool | None, workers: int | None) -> dict[str, Path]:
+def _build_data(recipe: ZooRecipe, root: Path, progress: bool | None, workers: int | None,
+                train: bool = True) -> dict[str, Path]:
+    """The recipe's splits; without `train` an empty training split (what a shipped model's install needs)."""
     from tamp.zoo.build import build_zoo
 
-    return build_zoo(root / "data", recipe.data.sizes(), recipe.data.seed,
-                     workers=workers or min(4, os.cpu_count() or 1), progress=progress)
+    sizes = {**recipe.data.sizes(), **({} if train else {"train": 0})}
+    return build_zoo(root / "data", sizes, recipe.data.seed,
+                     workers=workers or min(4, os.cpu_count() or 1), progress=progress, world=recipe.data.world)
 
 
 def _write_info(root: Path, info: dict[str, Any]) -> dict[str, Any]:
@@ -127,8 +131,9 @@ def _install_shipped(recipe: ZooRecipe, root: Path, shipped: dict[str, Any], pro
                      workers: int | None) -> dict[str, Any]:
     start = time.perf_counter()
     (root / BUILD_FILE).unlink(missing_ok=True)
-    _say(f"using the shipped '{recipe.name}' model (recipe hash {shipped['hash']}); making its data in {root}")
-    _build_data(recipe, root, progress, workers)
+    _say(f"using the shipped '{recipe.name}' model (recipe hash {shipped['hash']}); making its calibration "
+         f"and test data in {root}")
+    _build_data(recipe, root, progress, workers, train=False)
     copy_model(recipe, root / "model")
     info = _write_info(root, {**shipped, "source": "shipped", "install_s": time.perf_counter() - start})
     _say(f"ready in {info['install_s']:.0f}s (`python -m tamp.zoo build --force` trains it from scratch)")
@@ -161,31 +166,32 @@ def _build(recipe: ZooRecipe, root: Path, progress: bool | None, workers: int | 
 def _build_model(recipe: ZooRecipe, root: Path, progress: bool | None, workers: int | None) -> dict[str, Any]:
     import torch
 
-    from tamp.zoo.encode import encode_file
+    from tamp.zoo.encode import encode_file, image_processor_pixels, token_stats
     from tamp.zoo.model import build_model, image_tokens
-    from tamp.zoo.pretrain import pretrain_vision
+    from tamp.zoo.pretrain import pretrain_tower
     from tamp.zoo.train import answer_accuracy, total_steps, train
+    from tamp.zoo.worlds import get_world
 
     start = time.perf_counter()
     (root / BUILD_FILE).unlink(missing_ok=True)
     _say(f"building the '{recipe.name}' toy model in {root} (once per recipe; later runs reuse it)")
     paths = _build_data(recipe, root, progress, workers)
     data_s = time.perf_counter() - start
-    model, processor = build_model(recipe.model, seed=recipe.train.seed)
+    m = recipe.model
+    model, processor = build_model(m, get_world(recipe.data.world).vocabulary(), seed=recipe.train.seed)
     tokenizer = processor.tokenizer
-    n_image = image_tokens(recipe.model)
-    train_set = encode_file(paths["train"], tokenizer, n_image)
-    test_set = encode_file(paths["test"], tokenizer, n_image)
+    n_image = image_tokens(m)
+    pixels = image_processor_pixels(processor.image_processor) if m.family == "llava_next" else None
+    train_set = encode_file(paths["train"], tokenizer, n_image, pixels)
+    test_set = encode_file(paths["test"], tokenizer, n_image, pixels)
+    image_id = tokenizer.convert_tokens_to_ids("<image>")
+    calib_tokens = token_stats(encode_file(paths["calib"], tokenizer, n_image, pixels), image_id)
     steps = total_steps(len(train_set), recipe.train)
     params = sum(p.numel() for p in model.parameters())
     _say(f"data ready in {data_s:.0f}s; training {params / 1e6:.2f}M parameters for {steps} steps "
          f"of {recipe.train.batch_size} on {torch.get_num_threads()} threads")
     r = recipe.train
-    pre_start = time.perf_counter()
-    pre_loss = pretrain_vision(model.model.vision_tower, train_set.images, recipe.model.patch_size,
-                               r.vision_pretrain_steps, r.vision_pretrain_lr, r.batch_size, r.seed,
-                               train_set.layouts)
-    pretrain = {"steps": r.vision_pretrain_steps, "final_loss": pre_loss, "seconds": time.perf_counter() - pre_start}
+    pretrain = pretrain_tower(model.model.vision_tower, train_set, m, r)
     log = train(model, train_set, r, tokenizer.pad_token_id, progress, log_every=max(1, steps // 10))
     accuracy = answer_accuracy(model, test_set, tokenizer.pad_token_id)
     tmp = root / "model.tmp"
@@ -203,6 +209,7 @@ def _build_model(recipe: ZooRecipe, root: Path, progress: bool | None, workers: 
         "train": log,
         "build_s": time.perf_counter() - start,
         "test_answer_accuracy": accuracy,
+        "calib_tokens": calib_tokens,  # the calibration split's samples: lengths and image-token shares
         "threads": torch.get_num_threads(),
     }
     info = _write_info(root, info)
@@ -222,4 +229,4 @@ def load_zoo(name: str, cache_dir: str | os.PathLike | None = None, dtype: str =
     from tamp.models.loading import load_model
 
     build = ensure_zoo(name, cache_dir, progress=None if progress else False)
-    return load_model(str(build.model_dir), "llava", dtype)
+    return load_model(str(build.model_dir), build.recipe.model.family, dtype)

@@ -5,13 +5,15 @@ which is right for 128 calibration samples and too slow for 40k training items. 
 is rendered once with the chat template (prompt with the generation prefix, and the whole
 conversation), tokenised in one batch call with the image placeholder already expanded as the
 processor expands it, and labelled from the prompt's length on; images are decoded once into a
-uint8 array and normalised per batch exactly like the CLIP image processor (rescale, normalise).
-tests/test_zoo_e2e.py checks both against the adapter on real records.
+uint8 array. Per batch, a LLaVA-1.5 zoo model's images are normalised exactly like its CLIP image
+processor (rescale, normalise); a LLaVA-NeXT model's go through its own image processor (base view
+and tiles; 20 ms for 64 images). tests/test_zoo_e2e.py checks both against the adapter on real records.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +26,8 @@ from tamp.zoo.model import CLIP_MEAN, CLIP_STD
 from tamp.zoo.tasks import IMAGE_TOKEN
 
 IGNORE = -100
+#: (B, H, W, 3) uint8 images -> the model's image inputs (pixel_values, and image_sizes for LLaVA-NeXT)
+PixelFn = Callable[[torch.Tensor], dict[str, torch.Tensor]]
 
 
 @dataclass
@@ -39,6 +43,7 @@ class EncodedSplit:
     answers: list[str]
     layouts: list[dict] | None = None  # per row of `images`: its objects or bars (Item.layout)
     templates: list[str] | None = None  # per item: the question template (the curriculum selects by it)
+    pixels: PixelFn | None = None  # None: `normalise` (a LLaVA-1.5 zoo model's CLIP processor)
 
     def __len__(self) -> int:
         return len(self.tasks)
@@ -55,7 +60,8 @@ class EncodedSplit:
         which = self.image_index[rows]
         which = which[which >= 0]
         if which.numel():
-            out["pixel_values"] = normalise(self.images[which])
+            images = self.images[which]
+            out.update(self.pixels(images) if self.pixels else {"pixel_values": normalise(images)})
         return out
 
 
@@ -80,8 +86,22 @@ def render_pairs(records: list[dict], tokenizer) -> tuple[list[str], list[str]]:
     return prompts, fulls
 
 
-def encode_records(records: list[dict], root: Path, tokenizer, image_seq_length: int) -> EncodedSplit:
-    """Tokenise and label `records` (image paths relative to `root`); one answer turn per record."""
+def image_processor_pixels(image_processor) -> PixelFn:
+    """A PixelFn running a (LLaVA-NeXT) image processor on a batch, as the processor does per prompt."""
+
+    def pixels(images: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = image_processor(images=list(images.permute(0, 3, 1, 2)), return_tensors="pt")
+        return {"pixel_values": out["pixel_values"], "image_sizes": out["image_sizes"]}
+
+    return pixels
+
+
+def encode_records(records: list[dict], root: Path, tokenizer, image_seq_length: int,
+                   pixels: PixelFn | None = None) -> EncodedSplit:
+    """Tokenise and label `records` (image paths relative to `root`); one answer turn per record.
+
+    `image_seq_length`: placeholder tokens per image (LLaVA-NeXT: base view, tiles and newlines).
+    """
     prompts, fulls = render_pairs(records, tokenizer)
     expand = IMAGE_TOKEN * image_seq_length
     enc = tokenizer([t.replace(IMAGE_TOKEN, expand) for t in prompts + fulls], add_special_tokens=False)
@@ -99,18 +119,30 @@ def encode_records(records: list[dict], root: Path, tokenizer, image_seq_length:
         labels[i, len(prompt) : len(full)] = torch.tensor(full[len(prompt) :])
         lengths[i] = len(full)
     image_index = torch.full((n,), -1, dtype=torch.long)
-    pixels, layouts = [], []
+    arrays, layouts = [], []
     for i, raw in enumerate(records):
         if raw.get("image"):
-            image_index[i] = len(pixels)
+            image_index[i] = len(arrays)
             layouts.append({k: raw[k] for k in ("objects", "bars") if k in raw})
             with Image.open(root / raw["image"]) as img:
-                pixels.append(np.asarray(img.convert("RGB")))
-    images = torch.from_numpy(np.stack(pixels)) if pixels else torch.zeros((0, 1, 1, 3), dtype=torch.uint8)
+                arrays.append(np.asarray(img.convert("RGB")))
+    images = torch.from_numpy(np.stack(arrays)) if arrays else torch.zeros((0, 1, 1, 3), dtype=torch.uint8)
     return EncodedSplit(input_ids, labels, lengths, image_index, images,
                         [r["task"] for r in records], [r["answer"] for r in records], layouts,
-                        [r.get("template", r["task"]) for r in records])
+                        [r.get("template", r["task"]) for r in records], pixels)
 
 
-def encode_file(path: Path, tokenizer, image_seq_length: int) -> EncodedSplit:
-    return encode_records(json.loads(Path(path).read_text()), Path(path).parent, tokenizer, image_seq_length)
+def encode_file(path: Path, tokenizer, image_seq_length: int, pixels: PixelFn | None = None) -> EncodedSplit:
+    return encode_records(json.loads(Path(path).read_text()), Path(path).parent, tokenizer, image_seq_length,
+                          pixels)
+
+
+def token_stats(data: EncodedSplit, image_token_id: int) -> dict[str, float]:
+    """Sample lengths and image-token shares of a split (whole conversations: prompt, answer and </s>)."""
+    image = (data.input_ids == image_token_id).sum(dim=1).double()
+    lengths = data.lengths.double()
+    share = image / lengths
+    return {"samples": len(data), "tokens_mean": lengths.mean().item(), "tokens_min": int(lengths.min()),
+            "tokens_max": int(lengths.max()), "image_tokens_mean": image.mean().item(),
+            "image_share_mean": share.mean().item(), "image_share_min": share.min().item()}
+

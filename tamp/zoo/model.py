@@ -1,11 +1,15 @@
-"""The zoo's tiny LLaVA: transformers' LlavaForConditionalGeneration with a LlavaProcessor, built locally.
+"""The zoo's tiny LLaVA-NeXT (or LLaVA-1.5) with its processor, built locally from a `ModelRecipe`.
 
-Built from a `ModelRecipe` so it saves and loads like any LLaVA checkpoint (`from_pretrained`,
-`tamp.models.loading.load_model(dir)` gives the llava adapter). The CLIP tower keeps its CLS token
-and the "default" feature strategy drops it, so an image is (image_size / patch_size)^2 tokens and
-the processor is told about the one additional token. The image processor neither resizes nor
-crops (zoo images are already image_size square): it only rescales and normalises with CLIP's
-statistics, which `tamp.zoo.encode` reproduces in bulk for training.
+family "llava_next" (the `next` recipes): transformers' LlavaNextForConditionalGeneration with a
+LlavaNextProcessor, so it saves and loads like any LLaVA-NeXT checkpoint (`from_pretrained`,
+`tamp.models.loading.load_model(dir)` gives the llava_next adapter). The image processor's grid
+pinpoints hold the world's tile grid; an image becomes its base view (the whole image resized to one
+tile) and its tiles, neither resized nor cropped further, and the model packs the tile features with
+its learned `image_newline` after every row, as LLaVA-NeXT does. family "llava": the default zoo model,
+LlavaForConditionalGeneration on image_size squares, whose image processor only rescales and
+normalises (which `tamp.zoo.encode` reproduces in bulk for training). In both, the CLIP tower keeps
+its CLS token and the "default" feature strategy drops it, so a tile is (image_size / patch_size)^2
+tokens and the processor is told about the one additional token.
 """
 
 from __future__ import annotations
@@ -13,21 +17,51 @@ from __future__ import annotations
 import transformers as tf
 
 from tamp.models.tiny import seeded
-from tamp.zoo.recipe import ModelRecipe
+from tamp.zoo.recipe import FAMILIES, ModelRecipe
 from tamp.zoo.tokenizer import CHAT_TEMPLATE, build_tokenizer
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-def image_tokens(m: ModelRecipe) -> int:
+def tile_tokens(m: ModelRecipe) -> int:
+    """Tokens of one tile (or of a LLaVA-1.5 image): its patches."""
     return (m.image_size // m.patch_size) ** 2
 
 
-def llava_config(m: ModelRecipe, tokenizer: tf.PreTrainedTokenizerBase) -> tf.LlavaConfig:
+def image_tokens(m: ModelRecipe) -> int:
+    """Placeholder tokens of one image: LLaVA-NeXT's base view + tile patches + one newline per patch row."""
+    if m.family == "llava":
+        return tile_tokens(m)
+    side = m.image_size // m.patch_size
+    rows, cols = m.tiles[0] * side, m.tiles[1] * side
+    return side * side + rows * (cols + 1)
+
+
+def image_shape(m: ModelRecipe) -> tuple[int, int]:
+    """(height, width) of the images the model is made for."""
+    return m.tiles[0] * m.image_size, m.tiles[1] * m.image_size
+
+
+def grid_pinpoints(m: ModelRecipe) -> list[list[int]]:
+    """LLaVA-NeXT's candidate resolutions: the world's grid, its transpose and the smaller 1 x 2 / 2 x 2 grids."""
+    s = m.image_size
+    grids = dict.fromkeys([m.tiles, m.tiles[::-1], (1, 2), (2, 1), (2, 2)])
+    return [[r * s, c * s] for r, c in grids]
+
+
+def _check(m: ModelRecipe) -> None:
     for name in ("hidden", "intermediate"):
         if getattr(m, name) % 8:
             raise ValueError(f"zoo model.{name}={getattr(m, name)} must be a multiple of 8 (for 2:4 / 4:8)")
+    if m.family not in FAMILIES:
+        raise ValueError(f"zoo model.family='{m.family}' is unknown; valid: llava, llava_next")
+    if m.family == "llava" and tuple(m.tiles) != (1, 1):
+        raise ValueError(f"zoo model.tiles={m.tiles}: a llava model takes one image_size square, tiles (1, 1)")
+
+
+def llava_config(m: ModelRecipe, tokenizer: tf.PreTrainedTokenizerBase) -> tf.LlavaConfig | tf.LlavaNextConfig:
+    _check(m)
     vision = tf.CLIPVisionConfig(
         hidden_size=m.vision_hidden,
         intermediate_size=m.vision_intermediate,
@@ -51,19 +85,41 @@ def llava_config(m: ModelRecipe, tokenizer: tf.PreTrainedTokenizerBase) -> tf.Ll
         eos_token_id=tokenizer.eos_token_id,
         tie_word_embeddings=False,
     )
-    return tf.LlavaConfig(
-        vision_config=vision,
-        text_config=text,
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
-        image_seq_length=image_tokens(m),
-        vision_feature_select_strategy="default",
-        vision_feature_layer=-1,  # a 3-layer tower has no layer to spare (LLaVA-1.5 uses -2 of 24)
-        projector_hidden_act="gelu",
-    )
+    common = {
+        "vision_config": vision,
+        "text_config": text,
+        "image_token_id": tokenizer.convert_tokens_to_ids("<image>"),
+        "image_seq_length": tile_tokens(m),
+        "vision_feature_select_strategy": "default",
+        "vision_feature_layer": -1,  # a 3-layer tower has no layer to spare (LLaVA uses -2 of 24)
+        "projector_hidden_act": "gelu",
+    }
+    if m.family == "llava_next":
+        return tf.LlavaNextConfig(**common, image_grid_pinpoints=grid_pinpoints(m))
+    return tf.LlavaConfig(**common)
 
 
-def build_processor(m: ModelRecipe, tokenizer: tf.PreTrainedTokenizerBase) -> tf.LlavaProcessor:
+def build_processor(m: ModelRecipe, tokenizer: tf.PreTrainedTokenizerBase) -> tf.LlavaProcessor | tf.LlavaNextProcessor:
     side = {"height": m.image_size, "width": m.image_size}
+    if m.family == "llava_next":
+        # tiles are cut at image_size exactly and not resized again; only the base view is resized
+        image_processor = tf.LlavaNextImageProcessor(
+            size={"shortest_edge": m.image_size},
+            crop_size=side,
+            image_grid_pinpoints=grid_pinpoints(m),
+            do_resize=False,
+            do_center_crop=False,
+            image_mean=list(CLIP_MEAN),
+            image_std=list(CLIP_STD),
+        )
+        return tf.LlavaNextProcessor(
+            image_processor=image_processor,
+            tokenizer=tokenizer,
+            patch_size=m.patch_size,
+            vision_feature_select_strategy="default",
+            num_additional_image_tokens=1,
+            chat_template=CHAT_TEMPLATE,
+        )
     image_processor = tf.CLIPImageProcessor(
         size={"shortest_edge": m.image_size},
         crop_size=side,
@@ -82,10 +138,16 @@ def build_processor(m: ModelRecipe, tokenizer: tf.PreTrainedTokenizerBase) -> tf
     )
 
 
-def build_model(m: ModelRecipe, seed: int = 0) -> tuple[tf.LlavaForConditionalGeneration, tf.LlavaProcessor]:
-    """A freshly initialised (seeded) model and its processor, float32, in train mode."""
-    tokenizer = build_tokenizer()
+def build_model(m: ModelRecipe, words: list[str] | None = None,
+                seed: int = 0) -> tuple[tf.PreTrainedModel, tf.ProcessorMixin]:
+    """A freshly initialised (seeded) model and its processor, float32, in train mode.
+
+    `words`: the world's vocabulary (None: the first world's, tamp.zoo.tasks.vocabulary()).
+    """
+    tokenizer = build_tokenizer(words)
     processor = build_processor(m, tokenizer)
+    config = llava_config(m, tokenizer)
+    cls = tf.LlavaNextForConditionalGeneration if m.family == "llava_next" else tf.LlavaForConditionalGeneration
     with seeded(seed):
-        model = tf.LlavaForConditionalGeneration(llava_config(m, tokenizer))
+        model = cls(config)
     return model.float(), processor

@@ -1,9 +1,12 @@
 """What a zoo model is made of: data recipe x model config x training recipe, and its cache key.
 
 A recipe is plain data (nested dataclasses), so its hash is the hash of its JSON plus the source of
-every file that turns it into data, weights or a tokenizer: changing a number or the code rebuilds,
-anything else reuses the cache. Named recipes: `default` (the demo's model, minutes to build) and
-`micro` (seconds: a few hundred items, a smaller model, a few steps; for tests).
+every file that turns it into data, weights or a tokenizer (its world's generator and MODEL_FILES):
+changing a number or that code rebuilds, anything else reuses the cache. Named recipes: `default` (the
+demo's shipped model: a LLaVA-1.5 on 32 x 32 scenes and text questions, under 100 tokens a sample),
+`next` (experimental, not shipped: a LLaVA-NeXT on the panel world, 134-token samples of which 120
+are image tokens), and `micro` / `micro_next` (seconds: a few hundred items, a smaller model of the
+same kind as `default` / `next`, a few steps; for tests).
 """
 
 from __future__ import annotations
@@ -12,20 +15,26 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field, replace
 
-from tamp.zoo.build import DEFAULT_SIZES, source_hash
 from tamp.zoo.build import RECIPE_VERSION as DATA_VERSION
 from tamp.zoo.build import code_hash as data_code_hash
+from tamp.zoo.build import source_hash
 
-#: files of this package whose source decides the model (the data generator hashes its own)
-MODEL_FILES = ("recipe.py", "tokenizer.py", "model.py", "encode.py", "pretrain.py", "train.py")
+#: files of this package whose source decides the model (the data generator hashes its own). This file is
+#: not among them: a recipe's numbers enter the hash as JSON, so changing one recipe leaves the others' hashes
+#: (and their shipped weights) alone.
+MODEL_FILES = ("tokenizer.py", "model.py", "encode.py", "pretrain.py", "train.py")
 RECIPE_FORMAT = "zoo-model-1"  # bump when the cache layout changes
+FAMILIES = ("llava", "llava_next")
 
 
 @dataclass(frozen=True)
 class DataRecipe:
-    train: int = DEFAULT_SIZES["train"]
-    calib: int = DEFAULT_SIZES["calib"]
-    test: int = DEFAULT_SIZES["test"]
+    """Which world (tamp.zoo.worlds) and how many items per split."""
+
+    world: str = "panels"
+    train: int = 40_000
+    calib: int = 256
+    test: int = 1_200
     seed: int = 0
 
     def sizes(self) -> dict[str, int]:
@@ -34,12 +43,18 @@ class DataRecipe:
 
 @dataclass(frozen=True)
 class ModelRecipe:
-    """A tiny LLaVA: CLIP-style tower on 32 x 32 images in 8 x 8 patches, Llama decoder with GQA + SwiGLU.
+    """A tiny LLaVA(-NeXT): CLIP-style tower on image_size tiles in patch_size patches, Llama decoder (GQA, SwiGLU).
 
-    Every decoder linear's in_features (hidden, heads x head_dim, intermediate) is a multiple of 8,
-    so 2:4 and 4:8 patterns apply.
+    family "llava_next": the any-resolution model; `tiles` (rows, columns) is the tile grid of the
+    world's images (the processor's grid pinpoints hold it), and every image becomes one base view
+    plus its tiles, with an image-newline token after each row of tile patches. family "llava": one
+    image_size square per image. Every decoder linear's in_features (hidden, heads x head_dim,
+    intermediate) is a multiple of 8, so 2:4 and 4:8 patterns apply; with intermediate a multiple
+    of hidden, a block's linears share a 1 / hidden grid of sparsities (tamp.sparsity.groups.snap).
     """
 
+    family: str = "llava_next"
+    tiles: tuple[int, int] = (2, 3)
     image_size: int = 32
     patch_size: int = 8
     vision_hidden: int = 64
@@ -50,15 +65,15 @@ class ModelRecipe:
     layers: int = 4
     heads: int = 4
     kv_heads: int = 2
-    intermediate: int = 352
-    max_positions: int = 128
+    intermediate: int = 384
+    max_positions: int = 256
 
 
 @dataclass(frozen=True)
 class TrainRecipe:
     """AdamW on answer tokens only; DESIGN found lr 5e-4 learns and 2e-3 does not at batch 64."""
 
-    epochs: float = 7.2  # 4500 steps of 64 over the 40k training items
+    epochs: float = 4.8  # 3000 steps of 64 over the 40k training items
     batch_size: int = 64
     lr: float = 5e-4
     weight_decay: float = 0.01
@@ -69,18 +84,14 @@ class TrainRecipe:
     freeze_vision: bool = True  # after stage 0 the tower is frozen, as LLaVA keeps its CLIP tower frozen
     vision_pretrain_steps: int = 1000  # stage 0: the tower learns what each patch holds (pretrain.py)
     vision_pretrain_lr: float = 1e-3
+    vision_pretrain_images: int = 0  # pretrain on the first N training images' tiles (0: all of them)
     #: (steps, task or template names): the first steps sample only these items, then everything.
-    #: A 1M-parameter decoder fed the whole 32-template mixture from the start stayed at chance on
-    #: every question that reads a shape for 3000 steps; on four core templates alone it learns
-    #: them in ~600 steps, and those skills then carry over to the rest.
     curriculum: tuple[tuple[int, tuple[str, ...]], ...] = (
-        (600, ("color_at", "color_of_shape", "shape_at", "shape_of_color")),
+        (600, ("color_of_shape", "shape_of_color", "row_of", "column_of")),
     )
     #: (task or template name, weight) for sampling after the curriculum (others weigh 1); empty:
     #: plain epochs over the training split
-    task_weights: tuple[tuple[str, float], ...] = (
-        ("arith", 1.5), ("compose", 2.5), ("count", 1.5), ("color", 0.5), ("shape", 0.5), ("facts", 0.75),
-    )
+    task_weights: tuple[tuple[str, float], ...] = ()
     seed: int = 0
 
 
@@ -95,16 +106,40 @@ class ZooRecipe:
         return asdict(self)
 
 
-DEFAULT = ZooRecipe()
+#: the default zoo model (the demo's, shipped): a LLaVA-1.5 on the first world, under 100 tokens a sample
+DEFAULT = ZooRecipe(
+    name="default",
+    data=DataRecipe(world="v1", train=40_000, calib=256, test=1_600),
+    model=ModelRecipe(family="llava", tiles=(1, 1), intermediate=352, max_positions=128),
+    train=TrainRecipe(
+        epochs=7.2,  # 4500 steps of 64 over the 40k training items
+        # A 1M-parameter decoder fed the whole 32-template mixture from the start stayed at chance on
+        # every question that reads a shape for 3000 steps; on four core templates alone it learns
+        # them in ~600 steps, and those skills then carry over to the rest.
+        curriculum=((600, ("color_at", "color_of_shape", "shape_at", "shape_of_color")),),
+        task_weights=(("arith", 1.5), ("compose", 2.5), ("count", 1.5), ("color", 0.5), ("shape", 0.5),
+                      ("facts", 0.75)),
+    ),
+)
+#: experimental, not shipped: a LLaVA-NeXT on the panel world (the paper's regime: 134-token samples,
+#: 120 of them image tokens); it has not yet learned its questions well in an affordable build (README)
+NEXT = ZooRecipe(name="next")
+#: the micro recipe of the default model's kind (tests): the first world, a LLaVA-1.5
 MICRO = ZooRecipe(
     name="micro",
-    data=DataRecipe(train=480, calib=32, test=64, seed=0),
-    model=ModelRecipe(vision_hidden=32, vision_layers=1, vision_heads=2, vision_intermediate=64,
-                      hidden=64, layers=2, heads=4, kv_heads=2, intermediate=128),
+    data=DataRecipe(world="v1", train=480, calib=32, test=64, seed=0),
+    model=ModelRecipe(family="llava", tiles=(1, 1), vision_hidden=32, vision_layers=1, vision_heads=2,
+                      vision_intermediate=64, hidden=64, layers=2, heads=4, kv_heads=2, intermediate=128,
+                      max_positions=128),
     train=TrainRecipe(epochs=2.0, batch_size=32, lr=2e-3, warmup_steps=4, vision_pretrain_steps=10,
-                      curriculum=((4, ("color", "shape")),), freeze_vision=False),
+                      curriculum=((4, ("color", "shape")),), freeze_vision=False,
+                      task_weights=DEFAULT.train.task_weights),
 )
-RECIPES: dict[str, ZooRecipe] = {r.name: r for r in (DEFAULT, MICRO)}
+#: the micro recipe of the panel world and the LLaVA-NeXT path (tests)
+MICRO_NEXT = replace(MICRO, name="micro_next", data=replace(MICRO.data, world="panels", test=60),
+                     model=replace(MICRO.model, family="llava_next", tiles=(2, 3), max_positions=256),
+                     train=replace(MICRO.train, task_weights=()))
+RECIPES: dict[str, ZooRecipe] = {r.name: r for r in (DEFAULT, NEXT, MICRO, MICRO_NEXT)}
 
 
 def get_recipe(name: str | ZooRecipe | None = None) -> ZooRecipe:
@@ -123,11 +158,12 @@ def code_hash() -> str:
 
 
 def recipe_hash(recipe: ZooRecipe) -> str:
-    """The cache key: recipe numbers (not its name), cache format, data and model source."""
+    """The cache key: recipe numbers (not its name), cache format, its world's and the model's source."""
     numbers = {k: v for k, v in recipe.as_dict().items() if k != "name"}
-    key = {"format": RECIPE_FORMAT, "recipe": numbers, "data": [DATA_VERSION, data_code_hash()], "code": code_hash()}
+    data = [DATA_VERSION, data_code_hash(recipe.data.world)]
+    key = {"format": RECIPE_FORMAT, "recipe": numbers, "data": data, "code": code_hash()}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
-__all__ = ["DEFAULT", "MICRO", "RECIPES", "DataRecipe", "ModelRecipe", "TrainRecipe", "ZooRecipe",
+__all__ = ["DEFAULT", "FAMILIES", "MICRO", "MICRO_NEXT", "NEXT", "RECIPES", "DataRecipe", "ModelRecipe", "TrainRecipe", "ZooRecipe",
            "get_recipe", "recipe_hash", "replace"]

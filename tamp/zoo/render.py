@@ -23,27 +23,31 @@ BASELINE = IMAGE_SIZE - 1  # the axis row; bars stand on it
 AXIS_COLOR = (128, 128, 128)
 
 
-def _tinted(color: str, tint: tuple[int, int, int]) -> tuple[int, int, int]:
+def tinted(color: str, tint: tuple[int, int, int]) -> tuple[int, int, int]:
     return tuple(max(0, min(255, c + t)) for c, t in zip(COLORS[color], tint, strict=True))
+
+
+def draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: int, cy: int, r: int, big: bool,
+               fill: tuple[int, int, int]) -> None:
+    """One shape of half-width r centred at (cx, cy) (the panel world draws with it too)."""
+    box = (cx - r, cy - r, cx + r, cy + r)
+    if shape == "square":
+        draw.rectangle(box, fill=fill)
+    elif shape == "circle":
+        draw.ellipse(box, fill=fill)
+    elif shape == "triangle":
+        draw.polygon([(cx, cy - r), (cx + r, cy + r), (cx - r, cy + r)], fill=fill)
+    elif shape == "cross":
+        t = 1 if big else 0  # arm half-thickness: 3 px arms when big, 1 px when small
+        draw.rectangle((cx - r, cy - t, cx + r, cy + t), fill=fill)
+        draw.rectangle((cx - t, cy - r, cx + t, cy + r), fill=fill)
+    else:
+        raise ValueError(f"unknown shape {shape!r}")
 
 
 def _draw_object(draw: ImageDraw.ImageDraw, obj: Obj) -> None:
     cx, cy = CELL_CENTERS[obj.col] + obj.dx, CELL_CENTERS[obj.row] + obj.dy
-    r = HALF[obj.size]
-    box = (cx - r, cy - r, cx + r, cy + r)
-    fill = _tinted(obj.color, obj.tint)
-    if obj.shape == "square":
-        draw.rectangle(box, fill=fill)
-    elif obj.shape == "circle":
-        draw.ellipse(box, fill=fill)
-    elif obj.shape == "triangle":
-        draw.polygon([(cx, cy - r), (cx + r, cy + r), (cx - r, cy + r)], fill=fill)
-    elif obj.shape == "cross":
-        t = 1 if obj.size == "big" else 0  # arm half-thickness: 3 px arms when big, 1 px when small
-        draw.rectangle((cx - r, cy - t, cx + r, cy + t), fill=fill)
-        draw.rectangle((cx - t, cy - r, cx + t, cy + r), fill=fill)
-    else:
-        raise ValueError(f"unknown shape {obj.shape!r}")
+    draw_shape(draw, obj.shape, cx, cy, HALF[obj.size], obj.size == "big", tinted(obj.color, obj.tint))
 
 
 def render_scene(scene: Scene) -> Image.Image:
@@ -61,7 +65,7 @@ def render_chart(chart: Chart) -> Image.Image:
     for i, bar in enumerate(chart.bars):
         x0 = (chart.first_slot + i) * SLOT + (SLOT - BAR_WIDTH) // 2
         top = BASELINE - bar.height * UNIT
-        draw.rectangle((x0, top, x0 + BAR_WIDTH - 1, BASELINE - 1), fill=_tinted(bar.color, bar.tint))
+        draw.rectangle((x0, top, x0 + BAR_WIDTH - 1, BASELINE - 1), fill=tinted(bar.color, bar.tint))
     return img
 
 

@@ -13,12 +13,14 @@ from __future__ import annotations
 import hashlib
 import re
 import string
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from tamp.zoo.questions import FAMILIES, Template
+from tamp.zoo.questions import FAMILIES
 from tamp.zoo.render import render
 from tamp.zoo.textq import TEXT_FAMILIES
 from tamp.zoo.world import (
@@ -50,7 +52,7 @@ class Task:
     description: str
     image: bool
     answer_types: tuple[str, ...]
-    templates: tuple[Template, ...]
+    templates: tuple[Callable[[Dice, bool], Any], ...]
 
 
 TASKS: tuple[Task, ...] = (
@@ -119,7 +121,7 @@ class Item:
     template: str
     choices: tuple[str, ...]
     image: Image.Image | None
-    visual: Scene | Chart | None = None  # the spec the image was rendered from
+    visual: Any = None  # the spec the image was rendered from (Scene, Chart or a panel world spec)
 
     def layout(self) -> dict:
         """The image's ground truth as JSON: objects (grid cell, shape, color, size) or bars (slot, color, height).
@@ -127,6 +129,8 @@ class Item:
         Not read by the model or the eval; the zoo's vision pretraining labels patches from it (the
         stand-in for the captions a CLIP tower learns from).
         """
+        if hasattr(self.visual, "layout"):  # the panel world's specs say it themselves
+            return self.visual.layout()
         if isinstance(self.visual, Scene):
             return {"objects": [{"row": o.row, "col": o.col, "shape": o.shape, "color": o.color, "size": o.size}
                                 for o in self.visual.objects]}
@@ -168,20 +172,26 @@ def item_rng(split: str, index: int, seed: int) -> np.random.Generator:
 
 
 def make_item(split: str, index: int, seed: int = 0) -> Item:
-    """Item `index` of `split`: retries its own random stream until the holdout bucket fits."""
+    """Item `index` of `split` of the first world (tamp.zoo.worlds names the others)."""
+    return build_item(TASKS, ANSWER_TYPES, render, split, index, seed)
+
+
+def build_item(tasks: Sequence[Task], answer_types: Mapping[str, Sequence[str]],
+               draw: Callable[[Any], Image.Image], split: str, index: int, seed: int = 0) -> Item:
+    """Item `index` of `split` of a world: retries its own random stream until the holdout bucket fits."""
     d = Dice(item_rng(split, index, seed))
-    task = TASKS[index % len(TASKS)]
+    task = tasks[index % len(tasks)]
     heldout = split in HELDOUT_SPLITS
     for _ in range(MAX_ATTEMPTS):
         draft = d.choice(task.templates)(d, heldout)
-        image = render(draft.visual) if draft.visual is not None else None
+        image = draw(draft.visual) if draft.visual is not None else None
         if draft.partitioned:
             break
         if is_heldout(holdout_key(image.tobytes() if image else None, draft.question)) == heldout:
             break
     else:  # pragma: no cover - (7/8)^400 odds
         raise RuntimeError(f"no {split} item found for index {index} of task {task.name}")
-    values = ANSWER_TYPES[draft.answer_type]
+    values = answer_types[draft.answer_type]
     distractors = d.sample([v for v in values if v != draft.answer], min(N_CHOICES - 1, len(values) - 1))
     return Item(
         id=f"{split}-{index:06d}",

@@ -150,7 +150,7 @@ def test_batch_size_is_lmms_evals_property(tiny):
 # ------------------------------------------------------------------------------------ the zoo model
 @pytest.fixture(scope="module")
 def zoo(tmp_path_factory):
-    """The shipped zoo model and a 48-document test split (6 per task) of freshly generated zoo data."""
+    """The shipped default zoo model (a LLaVA-NeXT) and a 48-document test split (8 per task) of fresh zoo data."""
     from tamp.models.loading import load_model
     from tamp.zoo.build import build_zoo
     from tamp.zoo.cache import ZOO_DIR_ENV
@@ -166,15 +166,19 @@ def zoo(tmp_path_factory):
 
 def test_zoo_batches_give_the_unbatched_answers(zoo):
     from tamp.eval.evaluate import evaluate
+    from tamp.zoo.recipe import DEFAULT
+    from tamp.zoo.worlds import PANELS
+
+    assert DEFAULT.data.world == PANELS.name
 
     def answers(batch_size: int) -> dict[str, list]:
-        result = evaluate(*zoo, ["tamp_zoo"], batch_size=batch_size, log_samples=True, bootstrap_iters=0)
+        result = evaluate(*zoo, [PANELS.eval_tag], batch_size=batch_size, log_samples=True, bootstrap_iters=0)
         return {
             task: [(s["doc_id"], s["resps"]) for s in samples] for task, samples in result["samples"].items()
         }
 
     one = answers(1)
-    assert len(one) == 8 and sum(len(v) for v in one.values()) == 48
+    assert len(one) == len(PANELS.tasks) == 6 and sum(len(v) for v in one.values()) == 48
     assert len({str(resps) for rows in one.values() for _, resps in rows}) > 8
     assert answers(8) == one
     assert answers(32) == one

@@ -1,10 +1,10 @@
 """The toy Table 4 says something in every row: each ablation's masks differ from the row it ablates.
 
-On the micro_next recipe (the experimental `next` zoo model's kind: LLaVA-NeXT samples of 134
-tokens, 120 of them image tokens), every method of experiments/toy_ablations.yaml is composed as `make ablations`
-composes it and pruned at 50% on the micro_next calibration split. On the default zoo model (a
-LLaVA-1.5 on the first world) two rows are copies of Wanda by construction (Random kept all of a sample's < 100 tokens; block-wise DAS
-snapped every block to 50% on a 1/32 grid); here none may be.
+On the micro_next recipe (the default zoo model's kind: LLaVA-NeXT samples of 134 tokens, 120 of
+them image tokens), every method of experiments/toy_ablations.yaml is composed as `make ablations`
+composes it and pruned at 50% on the micro_next calibration split. On the v1 zoo model (a LLaVA-1.5 on
+the first world, the default until 2026-12) two rows were copies of Wanda by construction (Random kept
+all of a sample's < 100 tokens; block-wise DAS snapped every block to 50% on a 1/32 grid); here none may be.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The toy zoo's model end to end on the micro recipes: build, cache, encode, load, prune, evaluate.
 
-`micro` is the default model's kind (a LLaVA-1.5 on the first world), `micro_next` the experimental
-`next` model's (a LLaVA-NeXT on the panel world).
+`micro_next` is the default model's kind (a LLaVA-NeXT on the panel world, started from `micro`'s
+weights), `micro` the v1 model's (a LLaVA-1.5 on the first world).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from tamp.models.loading import load_model
 from tamp.zoo import cache as zoo_cache
 from tamp.zoo import worlds
 from tamp.zoo.encode import IGNORE, encode_records, image_processor_pixels
-from tamp.zoo.recipe import DEFAULT, MICRO, MICRO_NEXT, NEXT, TrainRecipe, recipe_hash, replace
+from tamp.zoo.recipe import DEFAULT, MICRO, MICRO_NEXT, V1, TrainRecipe, recipe_hash, replace
 from tamp.zoo.worlds import PANELS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,8 +56,9 @@ def test_recipe_hash_is_stable_and_follows_the_recipe() -> None:
         replace(MICRO, data=replace(MICRO.data, world="panels")),
         replace(MICRO_NEXT, model=replace(MICRO_NEXT.model, tiles=(2, 2))),
         MICRO_NEXT,
+        replace(MICRO_NEXT, train=replace(MICRO_NEXT.train, init="")),
         DEFAULT,
-        NEXT,
+        V1,
     ]
     hashes = {recipe_hash(r) for r in changed}
     assert len(hashes) == len(changed) and recipe_hash(MICRO) not in hashes
@@ -97,7 +98,7 @@ def test_model_loads_like_any_llava_next_with_a_word_level_tokenizer(micro_next:
         assert linear.in_features % 8 == 0, "2:4 and 4:8 need in_features divisible by 8"
 
 
-def test_default_kind_loads_as_llava(micro: zoo_cache.ZooBuild) -> None:
+def test_v1_kind_loads_as_llava(micro: zoo_cache.ZooBuild) -> None:
     model, processor, adapter = load_model(str(micro.model_dir), dtype="float32")
     assert isinstance(adapter, LlavaAdapter) and adapter.family == "llava"
     assert len(processor.tokenizer) == len(worlds.V1.vocabulary()) + 8

@@ -1,4 +1,4 @@
-"""The panel world (the experimental `next` zoo model's data): images, labels, splits and vocabulary.
+"""The panel world (the default zoo model's data): images, labels, splits and vocabulary.
 
 The first world's tests (tests/test_zoo_data.py) cover the build mechanics both worlds share; here
 the panel world's own promises: 64 x 96 images whose objects each sit inside one patch of one tile,

@@ -169,11 +169,18 @@ def _build_model(recipe: ZooRecipe, root: Path, progress: bool | None, workers: 
     from tamp.zoo.encode import encode_file, image_processor_pixels, token_stats
     from tamp.zoo.model import build_model, image_tokens
     from tamp.zoo.pretrain import pretrain_tower
+    from tamp.zoo.recipe import init_recipe
     from tamp.zoo.train import answer_accuracy, total_steps, train
+    from tamp.zoo.warmstart import warm_start
     from tamp.zoo.worlds import get_world
 
     start = time.perf_counter()
     (root / BUILD_FILE).unlink(missing_ok=True)
+    source = None
+    if init_recipe(recipe) is not None:  # the model it starts from first (shipped, cached or trained now)
+        _say(f"the '{recipe.name}' model starts from the '{recipe.train.init}' model")
+        source = ensure_zoo(recipe.train.init, root.parent.parent, progress=progress, workers=workers)
+    init_s = time.perf_counter() - start
     _say(f"building the '{recipe.name}' toy model in {root} (once per recipe; later runs reuse it)")
     paths = _build_data(recipe, root, progress, workers)
     data_s = time.perf_counter() - start
@@ -191,7 +198,12 @@ def _build_model(recipe: ZooRecipe, root: Path, progress: bool | None, workers: 
     _say(f"data ready in {data_s:.0f}s; training {params / 1e6:.2f}M parameters for {steps} steps "
          f"of {recipe.train.batch_size} on {torch.get_num_threads()} threads")
     r = recipe.train
-    pretrain = pretrain_tower(model.model.vision_tower, train_set, m, r)
+    if source is not None:
+        init = {"recipe": r.init, "hash": source.info["hash"], "source": source.info.get("source", "trained"),
+                "build_s": source.info.get("build_s"), "ready_s": init_s, **warm_start(model, tokenizer, source.model_dir)}
+        pretrain = {"steps": 0, "from": r.init}
+    else:
+        init, pretrain = None, pretrain_tower(model.model.vision_tower, train_set, m, r)
     log = train(model, train_set, r, tokenizer.pad_token_id, progress, log_every=max(1, steps // 10))
     accuracy = answer_accuracy(model, test_set, tokenizer.pad_token_id)
     tmp = root / "model.tmp"
@@ -206,6 +218,7 @@ def _build_model(recipe: ZooRecipe, root: Path, progress: bool | None, workers: 
         "parameters": params,
         "data_s": data_s,
         "vision_pretrain": pretrain,
+        **({"init": init} if init else {}),
         "train": log,
         "build_s": time.perf_counter() - start,
         "test_answer_accuracy": accuracy,

@@ -3,10 +3,12 @@
 A recipe is plain data (nested dataclasses), so its hash is the hash of its JSON plus the source of
 every file that turns it into data, weights or a tokenizer (its world's generator and MODEL_FILES):
 changing a number or that code rebuilds, anything else reuses the cache. Named recipes: `default` (the
-demo's shipped model: a LLaVA-1.5 on 32 x 32 scenes and text questions, under 100 tokens a sample),
-`next` (experimental, not shipped: a LLaVA-NeXT on the panel world, 134-token samples of which 120
-are image tokens), and `micro` / `micro_next` (seconds: a few hundred items, a smaller model of the
-same kind as `default` / `next`, a few steps; for tests).
+demo's shipped model: a LLaVA-NeXT on the panel world, 134-token samples of which 120 are image
+tokens, started from `v1`'s weights), `v1` (shipped too: the first default, a LLaVA-1.5 on 32 x 32
+scenes and text questions, under 100 tokens a sample), and `micro` / `micro_next` (seconds: a few
+hundred items, a smaller model of the same kind as `v1` / `default`, a few steps; for tests).
+A recipe whose `train.init` names another starts from that recipe's trained weights, and its hash
+includes the other's, so retraining `v1` rebuilds `default` too.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from tamp.zoo.build import source_hash
 #: not among them: a recipe's numbers enter the hash as JSON, so changing one recipe leaves the others' hashes
 #: (and their shipped weights) alone.
 MODEL_FILES = ("tokenizer.py", "model.py", "encode.py", "pretrain.py", "train.py")
+#: what else decides a model started from another recipe's (`train.init`)
+INIT_FILES = ("warmstart.py",)
 RECIPE_FORMAT = "zoo-model-1"  # bump when the cache layout changes
 FAMILIES = ("llava", "llava_next")
 
@@ -85,6 +89,9 @@ class TrainRecipe:
     vision_pretrain_steps: int = 1000  # stage 0: the tower learns what each patch holds (pretrain.py)
     vision_pretrain_lr: float = 1e-3
     vision_pretrain_images: int = 0  # pretrain on the first N training images' tiles (0: all of them)
+    #: a recipe name: start from its trained model (tamp.zoo.warmstart) instead of random weights and
+    #: stage 0, as LLaVA-NeXT starts from LLaVA-1.5's; "" trains from scratch
+    init: str = ""
     #: (steps, task or template names): the first steps sample only these items, then everything.
     curriculum: tuple[tuple[int, tuple[str, ...]], ...] = (
         (600, ("color_of_shape", "shape_of_color", "row_of", "column_of")),
@@ -106,9 +113,10 @@ class ZooRecipe:
         return asdict(self)
 
 
-#: the default zoo model (the demo's, shipped): a LLaVA-1.5 on the first world, under 100 tokens a sample
-DEFAULT = ZooRecipe(
-    name="default",
+#: the first default zoo model (shipped; the default until 2026-12): a LLaVA-1.5 on the first world, under
+#: 100 tokens a sample, trained from scratch
+V1 = ZooRecipe(
+    name="v1",
     data=DataRecipe(world="v1", train=40_000, calib=256, test=1_600),
     model=ModelRecipe(family="llava", tiles=(1, 1), intermediate=352, max_positions=128),
     train=TrainRecipe(
@@ -121,10 +129,18 @@ DEFAULT = ZooRecipe(
                       ("facts", 0.75)),
     ),
 )
-#: experimental, not shipped: a LLaVA-NeXT on the panel world (the paper's regime: 134-token samples,
-#: 120 of them image tokens); it has not yet learned its questions well in an affordable build (README)
-NEXT = ZooRecipe(name="next")
-#: the micro recipe of the default model's kind (tests): the first world, a LLaVA-1.5
+#: the default zoo model (the demo's, shipped), in the paper's regime: a LLaVA-NeXT on the panel world,
+#: 134-token samples of which 120 are image tokens. Trained from random weights it had not learned its
+#: questions after 4000 steps (40 minutes; README); started from v1's tower, projector and decoder (the
+#: sizes match) it learns them in minutes.
+DEFAULT = ZooRecipe(
+    name="default",
+    data=DataRecipe(world="panels", train=40_000, calib=256, test=600),
+    model=ModelRecipe(family="llava_next", tiles=(2, 3), intermediate=352, max_positions=256),
+    train=TrainRecipe(epochs=1.6, batch_size=32, lr=5e-4, warmup_steps=50, vision_pretrain_steps=0,
+                      curriculum=(), init="v1"),
+)
+#: the micro recipe of v1's kind (tests): the first world, a LLaVA-1.5
 MICRO = ZooRecipe(
     name="micro",
     data=DataRecipe(world="v1", train=480, calib=32, test=64, seed=0),
@@ -133,13 +149,14 @@ MICRO = ZooRecipe(
                       max_positions=128),
     train=TrainRecipe(epochs=2.0, batch_size=32, lr=2e-3, warmup_steps=4, vision_pretrain_steps=10,
                       curriculum=((4, ("color", "shape")),), freeze_vision=False,
-                      task_weights=DEFAULT.train.task_weights),
+                      task_weights=V1.train.task_weights),
 )
-#: the micro recipe of the panel world and the LLaVA-NeXT path (tests)
+#: the micro recipe of the default's kind (tests): the panel world, a LLaVA-NeXT started from `micro`
 MICRO_NEXT = replace(MICRO, name="micro_next", data=replace(MICRO.data, world="panels", test=60),
                      model=replace(MICRO.model, family="llava_next", tiles=(2, 3), max_positions=256),
-                     train=replace(MICRO.train, task_weights=()))
-RECIPES: dict[str, ZooRecipe] = {r.name: r for r in (DEFAULT, NEXT, MICRO, MICRO_NEXT)}
+                     train=replace(MICRO.train, task_weights=(), curriculum=(), vision_pretrain_steps=0,
+                                   freeze_vision=True, init="micro"))
+RECIPES: dict[str, ZooRecipe] = {r.name: r for r in (DEFAULT, V1, MICRO, MICRO_NEXT)}
 
 
 def get_recipe(name: str | ZooRecipe | None = None) -> ZooRecipe:
@@ -157,13 +174,31 @@ def code_hash() -> str:
     return source_hash(MODEL_FILES)
 
 
+def init_recipe(recipe: ZooRecipe) -> ZooRecipe | None:
+    """The recipe whose trained model `recipe` starts from (`train.init`), or None."""
+    name = recipe.train.init
+    if not name:
+        return None
+    if name not in RECIPES:
+        raise ValueError(f"zoo recipe '{recipe.name}': train.init='{name}' is unknown; valid: {', '.join(RECIPES)}")
+    if name == recipe.name or RECIPES[name].train.init:
+        raise ValueError(f"zoo recipe '{recipe.name}': train.init='{name}' must name a recipe trained from scratch")
+    return RECIPES[name]
+
+
 def recipe_hash(recipe: ZooRecipe) -> str:
-    """The cache key: recipe numbers (not its name), cache format, its world's and the model's source."""
+    """The cache key: recipe numbers (not its name), cache format, its world's and the model's source, and
+    the hash of the recipe it starts from (so a change there rebuilds this one too)."""
     numbers = {k: v for k, v in recipe.as_dict().items() if k != "name"}
+    start = init_recipe(recipe)
+    if start is None:  # recipes from scratch hash as before `init` existed (their shipped weights stay valid)
+        del numbers["train"]["init"]
     data = [DATA_VERSION, data_code_hash(recipe.data.world)]
     key = {"format": RECIPE_FORMAT, "recipe": numbers, "data": data, "code": code_hash()}
+    if start is not None:
+        key["init"] = [recipe_hash(start), source_hash(INIT_FILES)]
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
-__all__ = ["DEFAULT", "FAMILIES", "MICRO", "MICRO_NEXT", "NEXT", "RECIPES", "DataRecipe", "ModelRecipe", "TrainRecipe", "ZooRecipe",
-           "get_recipe", "recipe_hash", "replace"]
+__all__ = ["DEFAULT", "FAMILIES", "MICRO", "MICRO_NEXT", "RECIPES", "V1", "DataRecipe", "ModelRecipe", "TrainRecipe", "ZooRecipe",
+           "get_recipe", "init_recipe", "recipe_hash", "replace"]

@@ -2,8 +2,9 @@
 
 The default LLaVA-NeXT starts from the v1 LLaVA-1.5 this way; here `micro_next` starts from `micro`.
 What a user relies on: the copied weights are the source's exactly (token rows matched by word, not
-by id), what is new stays new, a size mismatch stops with the parameter's name before any training,
-and a change to the source recipe rebuilds the recipe that starts from it.
+by id), what is new stays new, a widened MLP computes what the source's did, a size mismatch stops
+with the parameter's name before any training, and a change to the source recipe rebuilds the recipe
+that starts from it.
 """
 
 from __future__ import annotations
@@ -41,10 +42,17 @@ def test_warm_start_copies_every_shared_weight_and_matches_tokens_by_word(micro)
     ours = model.state_dict()
     assert record["fresh"] == ["model.image_newline"], "LLaVA-1.5 has no image_newline; everything else is copied"
     assert torch.equal(ours["model.image_newline"], before["model.image_newline"])
+    assert record["widened"] == 3 * MICRO.model.layers, "gate, up and down of every block: 128 -> 192 units"
+    units = MICRO.model.intermediate
     for name, tensor in ours.items():
         if name in VOCAB_PARAMS or name == "model.image_newline":
             continue
-        assert torch.equal(tensor, source[name]), name
+        if name.endswith("mlp.down_proj.weight"):
+            assert torch.equal(tensor[:, :units], source[name]) and not tensor[:, units:].any(), name
+        elif name.endswith(("mlp.gate_proj.weight", "mlp.up_proj.weight")) and "language_model" in name:
+            assert torch.equal(tensor[:units], source[name]) and torch.equal(tensor[units:], before[name][units:])
+        else:
+            assert torch.equal(tensor, source[name]), name
     vocab = processor.tokenizer.get_vocab()
     assert record["new_tokens"] == sorted(set(vocab) - set(src_vocab)) == ["panel"]
     assert vocab["square"] != src_vocab["square"], "the two worlds number their words differently"
@@ -54,9 +62,24 @@ def test_warm_start_copies_every_shared_weight_and_matches_tokens_by_word(micro)
         assert torch.equal(ours[name][vocab["panel"]], before[name][vocab["panel"]]), "an unseen word keeps its row"
 
 
-def test_a_source_of_other_sizes_stops_before_training(micro):
-    wider = replace(MICRO_NEXT.model, hidden=MICRO_NEXT.model.hidden * 2, intermediate=MICRO_NEXT.model.intermediate * 2)
-    model, processor = build_model(wider, PANELS.vocabulary())
+@torch.no_grad()
+def test_the_widened_decoder_computes_what_the_source_computed(micro):
+    model, processor = build_model(MICRO_NEXT.model, PANELS.vocabulary(), seed=3)
+    warm_start(model, processor.tokenizer, micro.model_dir)
+    source = AutoModelForImageTextToText.from_pretrained(str(micro.model_dir)).eval()
+    assert model.config.text_config.intermediate_size > source.config.text_config.intermediate_size
+    embeds = torch.randn(2, 40, MICRO.model.hidden, generator=torch.Generator().manual_seed(0))
+    ours = model.eval().model.language_model(inputs_embeds=embeds).last_hidden_state
+    theirs = source.model.language_model(inputs_embeds=embeds).last_hidden_state
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("sizes", [
+    {"hidden": 128, "intermediate": 384},  # another width
+    {"intermediate": 96},  # a narrower MLP: units would be lost
+])
+def test_a_source_of_other_sizes_stops_before_training(micro, sizes):
+    model, processor = build_model(replace(MICRO_NEXT.model, **sizes), PANELS.vocabulary())
     with pytest.raises(ValueError, match=r"'model\..*' is \(.*\) there and \(.*\) here; give both recipes the same"):
         warm_start(model, processor.tokenizer, micro.model_dir)
 

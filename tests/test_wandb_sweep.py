@@ -67,7 +67,7 @@ def sweep(tmp_path_factory) -> Path:
     """
     root = tmp_path_factory.mktemp("sweep") / "2026-01-01" / "10-00-00"
     cmd = [
-        sys.executable, "-m", "tamp.run", "-m", f"hydra.sweep.dir={root}", "model=zoo_llava", "calib=zoo",
+        sys.executable, "-m", "tamp.run", "-m", f"hydra.sweep.dir={root}", "model=zoo_llava_next", "calib=zoo",
         "eval=zoo", "eval.tasks=[tamp_zoo_count,tamp_zoo_position]", "eval.limit=16", "calib.num_samples=2",
         "runner=cpu", "logger=wandb", "method=dense,wanda", "sparsity.target=0.6",
         f"seed={','.join(map(str, SEEDS))}",

@@ -176,10 +176,10 @@ def _build_model(recipe: ZooRecipe, root: Path, progress: bool | None, workers: 
 
     start = time.perf_counter()
     (root / BUILD_FILE).unlink(missing_ok=True)
-    source = None
-    if init_recipe(recipe) is not None:  # the model it starts from first (shipped, cached or trained now)
-        _say(f"the '{recipe.name}' model starts from the '{recipe.train.init}' model")
-        source = ensure_zoo(recipe.train.init, root.parent.parent, progress=progress, workers=workers)
+    start_from, source = init_recipe(recipe), None
+    if start_from is not None:  # the model it starts from first (shipped, cached or trained now)
+        _say(f"the '{recipe.name}' model starts from the '{start_from.name}' model")
+        source = ensure_zoo(start_from, root.parent.parent, progress=progress, workers=workers)
     init_s = time.perf_counter() - start
     _say(f"building the '{recipe.name}' toy model in {root} (once per recipe; later runs reuse it)")
     paths = _build_data(recipe, root, progress, workers)

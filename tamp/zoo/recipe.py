@@ -195,12 +195,12 @@ def recipe_hash(recipe: ZooRecipe) -> str:
     """The cache key: recipe numbers (not its name), cache format, its world's and the model's source, and
     the hash of the recipe it starts from (so a change there rebuilds this one too)."""
     numbers = {k: v for k, v in recipe.as_dict().items() if k != "name"}
+    data = [DATA_VERSION, data_code_hash(recipe.data.world)]
+    key = {"format": RECIPE_FORMAT, "recipe": numbers, "data": data, "code": code_hash()}
     start = init_recipe(recipe)
     if start is None:  # recipes from scratch hash as before `init` existed (their shipped weights stay valid)
         del numbers["train"]["init"]
-    data = [DATA_VERSION, data_code_hash(recipe.data.world)]
-    key = {"format": RECIPE_FORMAT, "recipe": numbers, "data": data, "code": code_hash()}
-    if start is not None:
+    else:
         key["init"] = [recipe_hash(start), source_hash(INIT_FILES)]
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -151,3 +151,29 @@ def test_a_pickled_weight_file_is_refused_in_tamps_words(tmp_path: Path) -> None
     with pytest.raises(ValueError, match="pytorch_model.bin") as err:
         load_model(str(folder), dtype="float32")
     assert "weights_only" not in str(err.value) and "\n" not in str(err.value)
+
+
+def test_adding_a_save_to_a_completed_run_is_refused_by_the_cli_in_one_line(tmp_path: Path, monkeypatch,
+                                                                             capsys) -> None:
+    """`runner.save_model=true` and `runner.save_masks=true` added to a completed run get the same answer."""
+    from tamp.cli.run import run
+
+    monkeypatch.chdir(tmp_path)
+    run_dir = tmp_path / "run"
+    run(OmegaConf.create(OmegaConf.to_container(_compose_fast(), resolve=True)), run_dir)
+    before = (run_dir / "results.json").read_bytes()
+    for added in ("runner.save_model=true", "runner.save_masks=true"):
+        code, lines = _cli([*FAST, added, f"hydra.run.dir={run_dir}"], monkeypatch, capsys)
+        assert code == 2 and len(lines) == 1 and "completed run" in lines[-1] and added.split("=")[0] in lines[-1]
+    assert (run_dir / "results.json").read_bytes() == before
+
+
+def _compose_fast():
+    from hydra import compose, initialize_config_dir
+
+    from tamp.cli import CONF_DIR
+    from tamp.cli.schema import register_schema
+
+    register_schema()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("run", overrides=FAST)

@@ -4,7 +4,8 @@ Writes report.md, report.csv, sparsity_vs_rel.png, sparsity_per_projection.png a
 sparsity_per_block.png into OUT (default: the first DIR) and prints the markdown. Rel.% needs a
 completed dense run with the same model and eval settings: the sweep's own `method=dense` cell, or
 one from elsewhere given with `--dense` (only its dense runs are read). Without one the tables show
-the raw scores and say so.
+the raw scores and say so. The report replaces only its own earlier files (tamp.reporting.outputs):
+a report.md or report.csv it did not write, or a link at one of its names, is refused in one line.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from tamp.reporting import Report, ReportError, build_report, load_results
-from tamp.reporting.plots import write_plots
-from tamp.reporting.render import report_markdown, write_csv
+from tamp.reporting.outputs import ReportOutputs
+from tamp.reporting.plots import plot_files
+from tamp.reporting.render import report_csv, report_markdown
 from tamp.run_names import is_dense
 
 __all__ = ["Report", "ReportError", "build_report", "main", "write_report"]
@@ -73,12 +75,14 @@ def output_dir(args: argparse.Namespace) -> Path:
 
 
 def write_report(report: Report, out: Path, sparsity: float | None = None) -> str:
-    """Every output file of the report; returns the markdown."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Every output file of the report, all made before any is written; returns the markdown.
+
+    ReportError (one line, nothing written) when OUT holds a report file tamp.report did not write.
+    """
     markdown = report_markdown(report)
-    (out / "report.md").write_text(markdown)
-    write_csv(report, out / "report.csv")
-    write_plots(report, out, sparsity)
+    files = {"report.md": markdown.encode("utf-8"), "report.csv": report_csv(report).encode("utf-8"),
+             **plot_files(report, sparsity)}
+    ReportOutputs(out).write(files)
     return markdown
 
 

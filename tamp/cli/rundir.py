@@ -6,18 +6,22 @@ up to the settings that do not change masks or scores (devices, progress bars, l
 `resume=DIR` further needs DIR to exist and to hold a checkpoint of an unfinished run. A folder
 tamp did not make (not empty, no results.json of a tamp run) is never written into, and a
 completed run of the same config is left as it is (`completed_run`): there is nothing to do.
+tamp makes no links, so a symbolic link in a run folder or its .hydra (where tamp and Hydra write
+their files; Hydra's own writes would follow it) is refused in one line before anything is written.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from tamp.cli.runlock import LOCK_FILE
+from tamp.cli.runlock import LOCK_FILE, lock_refused_message, not_a_lock
+from tamp.cli.save_target import RUN_DIR_OWN
 from tamp.config import RUN_VOLATILE, flatten, is_under
 from tamp.pipeline.checkpoint import PROGRESS, has_checkpoint
 from tamp.tracking.run_record import COMPLETED, FAILED, RESULTS_FILE, RunRecord, RunRecordError
@@ -63,6 +67,12 @@ def check_run_dir(run_dir: str | Path, cfg: DictConfig, resume: bool) -> None:
                              "of an interrupted run")
     if recorded is None or recorded.config is None:
         return
+    if not resume and recorded.status == COMPLETED:  # save_model, save_masks, save_dir added: one answer for all
+        from tamp.cli.save_target import added_save
+
+        why = added_save(run_dir, recorded.config, OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+        if why is not None:
+            raise RunDirRefused(why)
     disposable = recorded.status == FAILED and not has_checkpoint(run_dir / "checkpoint")
     if not disposable:  # a failed start may be replaced
         now = OmegaConf.to_container(cfg, resolve=True)
@@ -71,6 +81,22 @@ def check_run_dir(run_dir: str | Path, cfg: DictConfig, resume: bool) -> None:
             key, there, here = diff
             raise RunDirRefused(f"{run_dir} holds a run of another configuration ({key}: {there!r} there, "
                              f"{here!r} now); resume with the same config, or use a new run directory")
+
+
+def resume_in_place(argv: list[str]) -> list[str]:
+    """`argv` with `hydra.run.dir=DIR` added to a single run's `resume=DIR` that names no run folder of its own.
+
+    Hydra makes its run folder (.hydra, run.log) before tamp runs; without this a resume left a new,
+    stray folder under paths.output_dir holding the resume's log, while the run went on in DIR. The
+    value is copied as it was typed, so Hydra reads it the same way (quotes, interpolations).
+    """
+    args = argv[1:]
+    if any(a in ("-m", "--multirun") for a in args) or any(a.lstrip("+").startswith("hydra.run.dir=") for a in args):
+        return list(argv)
+    values = [a.split("=", 1)[1] for a in args if a.lstrip("+").startswith("resume=")]
+    if not values or values[-1].strip().lower() in ("", "null", "none", "''", '""'):
+        return list(argv)
+    return [*argv, f"hydra.run.dir={values[-1]}"]
 
 
 def config_digest(config: dict[str, Any]) -> str:
@@ -83,6 +109,8 @@ def config_digest(config: dict[str, Any]) -> str:
 _TAMP_KEYS = ("model", "method", "sparsity", "runner")
 #: what Hydra and tamp write into a run folder before results.json exists
 _STARTED = {".hydra", "run.log", LOCK_FILE}
+#: every name tamp or Hydra writes directly in a run folder (a link at one of them is named as such)
+_RUN_NAMES = {*RUN_DIR_OWN, "model"}
 
 
 def _is_tamp_config(config: Any) -> bool:
@@ -119,10 +147,40 @@ def foreign_entries(run_dir: str | Path) -> list[str] | None:
     return entries
 
 
+def linked_entry(run_dir: str | Path) -> tuple[str, str] | None:
+    """The first symbolic link directly in `run_dir` or in its .hydra and its target (`run.log`, `/home/u/notes`).
+
+    tamp writes its run files by renaming a new file over the name, which replaces a link; Hydra writes
+    .hydra/*.yaml and appends to run.log with a plain open(), which would follow one. A run folder tamp
+    made holds no link, so one there was put by someone else and the folder is refused before Hydra runs.
+    """
+    run_dir = Path(run_dir)
+    for folder in (run_dir, run_dir / ".hydra"):
+        if folder.is_symlink() and folder != run_dir:
+            return str(folder.relative_to(run_dir)), os.readlink(folder)
+        try:
+            names = sorted(os.listdir(folder)) if folder.is_dir() else []
+        except OSError:
+            names = []
+        for name in names:
+            path = folder / name
+            if path.is_symlink():
+                return str(path.relative_to(run_dir)), os.readlink(path)
+    return None
+
+
 def check_not_foreign(run_dir: str | Path, key: str = "hydra.run.dir") -> None:
-    """RunDirRefused (one line) when `run_dir` exists and is a folder tamp did not make."""
+    """RunDirRefused (one line) when `run_dir` exists and is a folder tamp did not make, or holds a link."""
     entries = foreign_entries(run_dir)
+    link = linked_entry(run_dir) if Path(run_dir).is_dir() else None
+    if link is not None and (entries is None or Path(link[0]).parts[0] in _RUN_NAMES):
+        raise RunDirRefused(f"{key}={run_dir} holds a symbolic link where tamp writes ({link[0]} -> {link[1]}); "
+                            "tamp never writes through a link: remove the link, or use a new folder")
     if entries is None:
+        lock = Path(run_dir) / LOCK_FILE
+        why = not_a_lock(lock)
+        if why is not None:
+            raise RunDirRefused(lock_refused_message(lock, why))
         return
     if not Path(run_dir).is_dir():
         raise RunDirRefused(f"{key}={run_dir} is a file; valid: a new folder, an empty one or a tamp run folder")

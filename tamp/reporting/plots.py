@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -11,6 +12,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from tamp.io import write_bytes_atomic
 from tamp.reporting.load import ReportError
 from tamp.reporting.runs import number
 from tamp.reporting.table import Report, Row, Table
@@ -25,15 +27,23 @@ def _figure(width: float = 8.0) -> Figure:
     return fig
 
 
-def _finish(fig: Figure, ax: Any, path: Path, has_data: bool, target: float | None = None) -> None:
-    """Legend (and the target as a dotted line), or a note that there was nothing to draw."""
+def png_bytes(fig: Figure) -> bytes:
+    """The figure as PNG bytes (written by the caller beside the target and renamed, never through a link)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    return buffer.getvalue()
+
+
+def _finish(fig: Figure, ax: Any, path: Path | None, has_data: bool, target: float | None = None) -> None:
+    """Legend (and the target as a dotted line), or a note that there was nothing to draw; saved to `path` if given."""
     if target is not None and has_data:
         ax.axhline(target * 100, color="gray", linestyle=":", label="target")
     if has_data:  # outside the axes: bars and lines stay readable however many methods there are
         fig.legend(loc="outside right upper", fontsize="small")
     else:
         ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
-    fig.savefig(path, dpi=120)
+    if path is not None:
+        write_bytes_atomic(path, png_bytes(fig))
 
 
 def series_name(report: Report, table: Table, row: Row) -> str:
@@ -60,7 +70,7 @@ def runs_note(row: Row) -> str:
     return f" (mean of {count} runs)" if count > 1 else ""
 
 
-def plot_rel(report: Report, path: Path) -> Figure:
+def plot_rel(report: Report, path: Path | None = None) -> Figure:
     """Figure 5/6: Avg Rel.% against target sparsity, one line per method (error bars: std over seeds)."""
     fig = _figure()
     ax = fig.add_subplot()
@@ -126,7 +136,7 @@ def rows_at(report: Report, target: float | None) -> list[tuple[str, dict[str, d
     ]
 
 
-def plot_projection(report: Report, target: float | None, path: Path) -> None:
+def plot_projection(report: Report, target: float | None, path: Path | None = None) -> Figure:
     """Figure 7: mean achieved sparsity per projection kind (q, k, v, o, gate, up, down), bars per method."""
     data = rows_at(report, target)
     means: list[tuple[str, dict[str, float]]] = []
@@ -148,9 +158,10 @@ def plot_projection(report: Report, target: float | None, path: Path) -> None:
     title = f"at {target * 100:g}% target" if target is not None else ""
     ax.set(xlabel="projection", ylabel="mean achieved sparsity (%)", title=f"Sparsity per projection {title}")
     _finish(fig, ax, path, bool(means), target)
+    return fig
 
 
-def plot_blocks(report: Report, target: float | None, path: Path) -> None:
+def plot_blocks(report: Report, target: float | None, path: Path | None = None) -> Figure:
     """Figure 8: achieved sparsity of each block (weighted by the linears' sizes), one line per method."""
     fig = _figure(9.0)
     ax = fig.add_subplot()
@@ -170,13 +181,13 @@ def plot_blocks(report: Report, target: float | None, path: Path) -> None:
     title = f"at {target * 100:g}% target" if target is not None else ""
     ax.set(xlabel="block", ylabel="achieved sparsity (%)", title=f"Sparsity per block {title}")
     _finish(fig, ax, path, bool(data), target)
+    return fig
 
 
-def write_plots(report: Report, out: Path, sparsity: float | None = None) -> list[Path]:
-    """The three PNGs, always written (a figure without data says so) so a sweep's outputs stay predictable."""
+def plot_files(report: Report, sparsity: float | None = None) -> dict[str, bytes]:
+    """The three PNGs by file name, always all three (a figure without data says so): a sweep's outputs stay
+    predictable. Bytes, not files: tamp.reporting.outputs writes them, only where the report's own files are."""
     target = choose_sparsity(report, sparsity)
-    paths = [out / "sparsity_vs_rel.png", out / "sparsity_per_projection.png", out / "sparsity_per_block.png"]
-    plot_rel(report, paths[0])
-    plot_projection(report, target, paths[1])
-    plot_blocks(report, target, paths[2])
-    return paths
+    return {"sparsity_vs_rel.png": png_bytes(plot_rel(report)),
+            "sparsity_per_projection.png": png_bytes(plot_projection(report, target)),
+            "sparsity_per_block.png": png_bytes(plot_blocks(report, target))}

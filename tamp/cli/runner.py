@@ -6,7 +6,6 @@ process ends with the same masks; rank 0 writes results.json, the W&B run and th
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -17,8 +16,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from tamp.cli.dense_cache import DenseCache
 from tamp.cli.schema import CHECKPOINT_DIR, RunConfig, validate
-from tamp.io import write_json_atomic
 from tamp.models.named import load_named_model, scheme_of
 from tamp.pipeline.checkpoint import PruneCheckpoint
 from tamp.progress import quiet_library_bars
@@ -102,48 +101,49 @@ def table_columns(settings: RunConfig, scores: dict[str, Any]) -> list[dict[str,
     return [c.to_json() for c in columns]
 
 
-def _dense_cache_key(settings: RunConfig) -> str:
-    key = {"model": settings.model.name, "eval": OmegaConf.to_container(OmegaConf.structured(settings.eval))}
-    if scheme_of(settings.model.name) == "tiny":  # a tiny random model's weights are drawn with the seed
-        key["seed"] = settings.seed
-    return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def _prunes_nothing(settings: RunConfig) -> bool:
     """The dense preset (or any method with pruner `none`): its scores are the sweep's dense reference."""
     return settings.method.pruner == "none"
 
 
-def _dense_cache(settings: RunConfig, cache_dir: Path) -> Path:
-    return cache_dir / f"dense_{_dense_cache_key(settings)}.json"
+def dense_cache(settings: RunConfig, config: dict[str, Any], cache_dir: str | Path | None) -> DenseCache | None:
+    """The sweep's dense-score entry this cell's table is compared with (None outside a sweep)."""
+    if not cache_dir:
+        return None
+    tiny_seed = settings.seed if scheme_of(settings.model.name) == "tiny" else None  # weights drawn with the seed
+    return DenseCache.for_cell(config, tiny_seed, cache_dir)
 
 
-def dense_reference(settings: RunConfig, cache_dir: str | Path | None, record: RunRecord) -> RunRecord | dict | None:
+def dense_reference(settings: RunConfig, cache: DenseCache | None, record: RunRecord) -> RunRecord | dict | None:
     """The Rel.% reference known now: this cell's own scores if it is dense, else the sweep's dense scores."""
     if _prunes_nothing(settings):  # unless it is a saved pruned checkpoint evaluated as is (tamp.run_names)
         return record if not measured_sparse(record.sparsity.achieved) else None
-    cached = _dense_cache(settings, Path(cache_dir)) if cache_dir else None
-    return json.loads(cached.read_text()) if cached is not None and cached.exists() else None
+    cached = cache.read() if cache is not None else None
+    return cached["scores"] if cached is not None else None
 
 
 def evaluate_model(
-    settings: RunConfig, model, processor, adapter, fabric, cache_dir: Path | None
+    settings: RunConfig, model, processor, adapter, fabric, cache: DenseCache | None
 ) -> tuple[dict, str | None]:
     """(lmms-eval scores, the device they were computed on); a dense model's scores are reused in a sweep.
 
     The device is `runner.eval_device` (auto: this process's Fabric device); the whole model moves
     there first, whatever the pruning left where (offload keeps the decoder blocks in CPU memory).
+    Reused scores keep the device they were computed on.
     """
     e = settings.eval
     if not e.tasks:
         return {}, None
-    cached = _dense_cache(settings, cache_dir) if (_prunes_nothing(settings) and cache_dir) else None
-    reuse = cached is not None and cached.exists()
+    cache = cache if _prunes_nothing(settings) else None
+    cached = cache.read() if cache is not None else None
+    reuse = cached is not None
     if fabric.world_size > 1:  # every rank takes rank 0's decision: lmms-eval synchronises the ranks
         reuse = fabric.broadcast(reuse, src=0)
+        if reuse:  # rank 0's copy (every rank takes part in a broadcast)
+            cached = fabric.broadcast(cached, src=0)
     if reuse:
-        log.info("dense scores reused from %s", cached)
-        return json.loads(cached.read_text()), None  # type: ignore[union-attr]
+        log.info("dense scores reused from %s (same model, eval and precision settings)", cache.path)  # type: ignore[union-attr]
+        return cached["scores"], cached["device"]  # type: ignore[index]
     from tamp.eval.doc_media import VideoSampling
     from tamp.eval.evaluate import evaluate
     from tamp.eval.placement import eval_device, place_for_eval
@@ -165,8 +165,8 @@ def evaluate_model(
         video=VideoSampling(e.video.num_frames, e.video.fps),
         device=device,
     )
-    if cached is not None and fabric.global_rank == 0:
-        write_json_atomic(cached, out)
+    if cache is not None and fabric.global_rank == 0:
+        cache.write(out, str(device))
     return out, str(device)
 
 
@@ -178,12 +178,14 @@ def calibration_record(settings: RunConfig, ids: list[Any]) -> dict[str, Any]:
 
 def save_resolved_config(config: dict[str, Any], run_dir: Path) -> None:
     """The resolved config, printed to the log and saved as RUN_DIR/config_resolved.yaml (Hydra's
-    .hydra/config.yaml keeps the interpolations: `${seed}`, `${paths.data_dir}`, ...)."""
+    .hydra/config.yaml keeps the interpolations: `${seed}`, `${paths.data_dir}`, ...). Written beside and
+    renamed (tamp.io): a link put at its name is replaced, never written through."""
     import yaml
 
+    from tamp.io import write_text_atomic
+
     path = run_dir / RESOLVED_CONFIG
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
+    write_text_atomic(path, OmegaConf.to_yaml(OmegaConf.create(config)))
     def flow(value: Any) -> str:
         if not isinstance(value, (dict, list)):
             return json.dumps(value)
@@ -216,8 +218,8 @@ def _run_cell(fabric, cfg: DictConfig | SealedConfig, run_dir: str | Path, cache
     import tamp
     from tamp.cli.launch import joined_world
     from tamp.pipeline.distributed import calibration_share, fabric_broadcast, fabric_reducer
-    from tamp.run_names import model_label, name_of_config, name_of_record
-    from tamp.tracking.wandb_keys import group_name
+    from tamp.run_names import name_of_config, name_of_record
+    from tamp.tracking.wandb_keys import group_name, run_tags
     from tamp.tracking.wandb_logger import WandbRun
 
     joined_world()
@@ -231,8 +233,7 @@ def _run_cell(fabric, cfg: DictConfig | SealedConfig, run_dir: str | Path, cache
         results.start()
         save_resolved_config(results.record.config or {}, run_dir)
         cell = name_of_config(results.record.config or {})
-        tags = [settings.method.name, f"sparsity={settings.sparsity.target}", model_label(settings.model.name),
-                f"seed={settings.seed}"]
+        tags = run_tags(cell, results.record.config or {}, settings.model.name)
         tags = [tag[:WANDB_TAG_CHARS] for tag in tags]  # W&B refuses the run for a longer tag (a checkpoint path)
         group = group_name(settings.logger.wandb.group, Path(cache_dir).parent if cache_dir else None)
         tracker = WandbRun(settings.logger.wandb, cell.wandb(settings.model.name), results.record.config or {},
@@ -272,7 +273,9 @@ def _run_cell(fabric, cfg: DictConfig | SealedConfig, run_dir: str | Path, cache
             measured["allocation_scores"] = pruning.allocation_scores
             measured["timings"].update(pruning.timings)
             if is_main:
-                (run_dir / "prune_report.md").write_text(pruning.summary() + "\n")
+                from tamp.io import write_text_atomic
+
+                write_text_atomic(run_dir / "prune_report.md", pruning.summary() + "\n")  # never through a link
         else:  # nothing pruned here, but a saved pruned checkpoint is sparse: measure what is evaluated
             from tamp.tracking.measure import unpruned_run_sparsity
 
@@ -283,15 +286,16 @@ def _run_cell(fabric, cfg: DictConfig | SealedConfig, run_dir: str | Path, cache
             if tracker is not None:  # a sparse checkpoint without a manifest: named once its weights are measured
                 measured_name = name_of_record({**results.data, "sparsity": measured["sparsity"].to_json()})
                 tracker.rename(measured_name.wandb(settings.model.name))
+                tracker.retag([tag[:WANDB_TAG_CHARS] for tag in run_tags(
+                    measured_name, results.record.config or {}, settings.model.name)])
         if is_main:
             from tamp.cli.save_run import save_run_model
 
             save_run_model(settings, model, processor, adapter, run_dir, measured["sparsity_per_linear"], pruning,
                            results.record.config or {})
         eval_start = time.perf_counter()
-        scores, evaluated_on = evaluate_model(
-            settings, model, processor, adapter, fabric, Path(cache_dir) if cache_dir else None
-        )
+        cache = dense_cache(settings, results.record.config or sealed.config, cache_dir)
+        scores, evaluated_on = evaluate_model(settings, model, processor, adapter, fabric, cache)
         measured["devices"] = {"prune": pruning.device if pruning else None, "offload": settings.runner.offload,
                                "eval": evaluated_on, "transfers": pruning.transfers if pruning else {}}
         measured["timings"]["eval_s"] = time.perf_counter() - eval_start
@@ -303,7 +307,7 @@ def _run_cell(fabric, cfg: DictConfig | SealedConfig, run_dir: str | Path, cache
         failed = False
         if is_main:
             results.complete(**measured)
-            tracker.log_results(results.record, dense_reference(settings, cache_dir, results.record))
+            tracker.log_results(results.record, dense_reference(settings, cache, results.record))
             PruneCheckpoint(run_dir / CHECKPOINT_DIR, "", writer=True).clear()  # finished: weights are final
         # spawned workers hand their return value through a pipe: keep it small, the file has the rest
         return {"status": "completed", "results": str(results.path)}

@@ -85,10 +85,23 @@ def experiment_items(result: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in items.items() if not _unresolved(v)}
 
 
+def is_table_item(key: str) -> bool:
+    """Whether a dotted setting is one a run shares with its dense reference (model, eval, precision)."""
+    return key.startswith(TABLE_PREFIXES)
+
+
+def table_items(config: dict[str, Any]) -> Items:
+    """The defining model, eval and precision settings of a resolved config: what the report pairs a run
+    with its dense run by, and what the sweep's dense-score cache is keyed by (tamp.cli.dense_cache), so a
+    cell never reuses scores of a model the report would not compare it with."""
+    items = flatten(config, keep_empty=True).items()
+    return {k: text(v) for k, v in items if k and _defining(k) and is_table_item(k) and not _unresolved(v)}
+
+
 def run_key(result: dict[str, Any]) -> RunKey:
     """Split a run's items into its table key and row key (a dense run's row key is empty)."""
     items = experiment_items(result)
-    table = {k: text(v) for k, v in items.items() if k.startswith(TABLE_PREFIXES)}
+    table = {k: text(v) for k, v in items.items() if is_table_item(k)}
     row = {} if is_dense(result) else {k: text(v) for k, v in items.items() if k not in table}
     return RunKey(table=table, row=row, seed=seed_of(result))
 

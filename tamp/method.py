@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from tamp.components import resolve_method
-from tamp.config import PruneConfig, parse_pattern
+from tamp.components import check_sample_counts, resolve_method, sample_counts
+from tamp.config import MethodConfig, PruneConfig, parse_pattern
 from tamp.pipeline.context import SampleContext
 from tamp.pipeline.engine import NonFiniteError
 from tamp.pruning.base import Pruner
@@ -49,12 +49,14 @@ class ComposedMethod:
         self.target = target
         self.nm = parse_pattern(pattern)
         self.stats: dict[str, Any] = {}
+        #: the method's settings that count calibration samples, checked against the samples at plan time
+        self.settings: MethodConfig | None = None
 
     @classmethod
     def from_config(cls, cfg: PruneConfig) -> ComposedMethod:
         """The method of `cfg`; resolved settings (tamp.prune's, a RunConfig's) are only checked, not rebuilt."""
         m = resolve_method(cfg.method)
-        return cls(
+        method = cls(
             PRUNERS.build(m, name_key="pruner"),
             ALLOCATIONS.build(with_run_seed(m.allocation, cfg.seed)),
             SELECTORS.build(with_run_seed(m.tokens, cfg.seed)),
@@ -62,6 +64,8 @@ class ComposedMethod:
             cfg.sparsity.pattern,
             m.allocation.name,
         )
+        method.settings = m
+        return method
 
     def plan_state(self) -> dict[str, Any]:
         """What a checkpoint keeps beside the plan: the allocation's scores (restored on resume)."""
@@ -77,6 +81,7 @@ class ComposedMethod:
         return self.pruner.needs_stats
 
     def plan(self, engine) -> dict[str, float]:
+        self._check_sample_counts(engine)
         if not self.nm:
             return self.allocation.plan(engine, self.target)
         n, m = self.nm
@@ -96,6 +101,14 @@ class ComposedMethod:
         summary = summarise(plan, n, m, self.allocation_name)
         log.log(logging.INFO if summary["mixed"] else logging.WARNING, describe(summary))
         return plan
+
+    def _check_sample_counts(self, engine) -> None:
+        """Before any scoring: no setting counts more samples than the whole calibration set (all processes)."""
+        if self.settings is None or not sample_counts(self.settings):
+            return
+        total = torch.tensor([float(len(engine.samples))])
+        engine.reduce_([total])  # every process plans: the sum is the whole set's size
+        check_sample_counts(self.settings, int(total.item()))
 
     def nm_of(self, planned: float) -> tuple[int, int] | None:
         """The N:M pattern a linear with this planned sparsity is pruned with (N varies under an allocation)."""

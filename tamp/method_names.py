@@ -27,6 +27,28 @@ PRESET_NAMES: dict[tuple[str, str, str], str] = {
 }
 
 
+#: presets that run a variant (other settings) of a composition another preset names, or that share one
+VARIANT_PRESETS: dict[str, tuple[str, str, str]] = {
+    "ecoflap_official": ("wanda", "ecoflap", "all"),
+    "magnitude_official": ("magnitude", "uniform", "all"),
+    "modality_l": ("wanda", "uniform", "modality"),
+    "modality_vl": ("wanda", "uniform", "modality"),
+    "modality_vl2_l": ("wanda", "uniform", "modality"),
+    "owl_tamp_repository": ("wanda", "owl", "all"),
+    "sparsegpt_official": ("sparsegpt", "uniform", "all"),
+    "tamp_reference": ("wanda", "das", "amia"),
+}
+#: every preset of tamp/conf/method/ -> its composition (pruner, allocation, tokens); tests keep it equal to them
+PRESET_MAKEUP: dict[str, tuple[str, str, str]] = {
+    **{name: parts for parts, name in PRESET_NAMES.items()}, **VARIANT_PRESETS,
+}
+
+
+def preset_makeup(name: str) -> tuple[str, str, str] | None:
+    """(pruner, allocation, tokens) of the tamp/conf/method preset `name`; None when no preset has that name."""
+    return PRESET_MAKEUP.get(name)
+
+
 def preset_name(pruner: str, allocation: str, tokens: str) -> str | None:
     """The tamp/conf/method preset of this composition, None when there is none (or several)."""
     return PRESET_NAMES.get((pruner, allocation, tokens))

@@ -71,7 +71,7 @@ def compose_method(name: str, overrides: Sequence[str] = ()) -> MethodConfig:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from tamp.components import resolve_method
+    from tamp.components import check_makeup, override_message, resolve_method
     from tamp.io import first_line
 
     if name not in preset_names():
@@ -87,8 +87,13 @@ def compose_method(name: str, overrides: Sequence[str] = ()) -> MethodConfig:
         with _conf_dir():
             cfg = compose(overrides=[f"+method={name}", *overrides])
     except (HydraException, OmegaConfBaseException) as err:
-        raise ValueError(f"method preset '{name}' with {list(overrides)}: {first_line(err)}") from None
-    return resolve_method(cfg.method)
+        message = override_message(err, overrides)
+        raise ValueError(f"method preset '{name}': {message}" if message
+                         else f"method preset '{name}' with {list(overrides)}: {first_line(err)}") from None
+    method = resolve_method(cfg.method)
+    if any(line.lstrip("+~").split("=", 1)[0] == "method.name" for line in overrides):
+        check_makeup(method, name_given=True)  # a name set by hand may not name another preset
+    return method
 
 
 def prune_config(

@@ -326,6 +326,10 @@ def test_an_allocations_defaults_are_its_own_whatever_the_preset(compose_cfg) ->
     assert method.allocation.name == "ecoflap" and method.allocation.granularity == "module"
     changed = validate(compose_cfg(["method=tamp", "method/allocation=ecoflap"])).method
     assert changed.allocation.eps == 1e-3 and changed.tokens.name == "amia"
-    for preset in ("wanda", "sparsegpt", "magnitude", "dense", "das_block", "tamp_sparsegpt"):  # every preset picks both
+    for preset in ("wanda", "sparsegpt", "das_block", "tamp_sparsegpt"):  # every preset picks both
         swapped = validate(compose_cfg([f"method={preset}", "method/tokens=attention", "method/allocation=owl"])).method
         assert (swapped.tokens.name, swapped.allocation.name, swapped.allocation.owl_lambda) == ("attention", "owl", 0.08)
+    # magnitude reads no activations, so a selector is refused there (tests/test_method_validation.py); an allocation
+    # still comes with its own defaults
+    swapped = validate(compose_cfg(["method=magnitude", "method/tokens=all", "method/allocation=owl"])).method
+    assert (swapped.tokens.name, swapped.allocation.name, swapped.allocation.owl_lambda) == ("all", "owl", 0.08)

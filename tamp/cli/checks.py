@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -175,7 +176,40 @@ def _check_calibration(settings: RunConfig) -> None:
     cfg = as_calib_config(fields)
     if cfg.source != "llava_json":
         return  # an HF dataset is opened with the model's processor; its errors come then
-    check_media(draw_records(cfg), cfg)  # the process's one parse of the file: the run reuses this draw
+    records = draw_records(cfg)  # the process's one parse of the file: the run reuses this draw
+    check_media(records, cfg)
+    if calib.num_samples is None:  # every selected record: their number is known now
+        _check_sample_counts(settings, len(records), f"every record of calib.path={calib.path}")
+
+
+def _check_sample_counts(settings: RunConfig, available: int | None, source: str) -> None:
+    """Settings that count calibration samples (ECoFLaP's `num_samples`, the processes) against the set's size.
+
+    A count above it is not an error later: ECoFLaP scores the samples there are and the record keeps the
+    number asked for; a process without a sample fails only after the model has loaded.
+    """
+    if available is None or settings.method.pruner == "none":
+        return  # left to the run (tamp.method checks the whole set before scoring); dense draws nothing
+    from tamp.components import check_sample_counts, samples_phrase
+
+    check_sample_counts(settings.method, available, source)
+    devices = settings.runner.devices
+    processes = devices if isinstance(devices, int) else len(devices) if isinstance(devices, list) else None
+    if processes is not None and processes > available:
+        raise ValueError(f"runner.devices={devices} but {samples_phrase(available, source)} and each process "
+                         f"needs one; valid: runner.devices <= {available}, or more samples")
+
+
+def _check_given_name(settings: RunConfig, overrides: Sequence[str] | None) -> None:
+    """`method.name=X` set on the command line may not name a preset of another makeup (tamp.components)."""
+    if overrides is None:  # inside Hydra's run: the overrides it was started with
+        from hydra.core.hydra_config import HydraConfig
+
+        overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    if any(line.lstrip("+~").split("=", 1)[0] == "method.name" for line in overrides):
+        from tamp.components import check_makeup
+
+        check_makeup(settings.method, name_given=True)
 
 
 def _check_names(cfg: DictConfig) -> None:
@@ -205,11 +239,22 @@ def _environment_key() -> tuple[str, ...]:
     return tuple(os.environ.get(k, "") for k in keys)
 
 
-@functools.lru_cache(maxsize=32)
 def _check_tasks(
     tasks: tuple[str, ...], include_paths: tuple[str, ...], environment: tuple[str, ...],
     eval_env: tuple[tuple[str, str], ...] = (),
 ) -> None:
+    """`_task_problem`'s finding raised: a refusal is remembered too (lru_cache keeps no exception), so a
+    sweep checked for another machine, whose datasets are not here, reads lmms-eval's index once, not per cell."""
+    problem = _task_problem(tasks, include_paths, environment, eval_env)
+    if problem is not None:
+        raise problem
+
+
+@functools.lru_cache(maxsize=32)
+def _task_problem(
+    tasks: tuple[str, ...], include_paths: tuple[str, ...], environment: tuple[str, ...],
+    eval_env: tuple[tuple[str, str], ...] = (),
+) -> Exception | None:
     """Once per process and task list (imports lmms-eval, about 5 s; the runner needs it anyway).
 
     The datasets are here (tamp.eval.availability), and the tasks' own code will not reach for the
@@ -220,13 +265,18 @@ def _check_tasks(
     from tamp.eval.evaluate import resolve_tasks
     from tamp.eval.hazards import check_task_hazards
 
-    manager, names = resolve_tasks(list(tasks), list(include_paths))
-    check_task_datasets(manager, names)
-    check_task_hazards(manager, names, {**os.environ, **dict(eval_env)})
+    try:
+        manager, names = resolve_tasks(list(tasks), list(include_paths))
+        check_task_datasets(manager, names)
+        check_task_hazards(manager, names, {**os.environ, **dict(eval_env)})
+    except Exception as err:  # noqa: BLE001 - raised again by _check_tasks, for every cell that asks
+        return err.with_traceback(None)
+    return None
 
 
 def check_run_config(
-    cfg: DictConfig, local: bool = True, skipped: list[str] | None = None, calibration: bool = True
+    cfg: DictConfig, local: bool = True, skipped: list[str] | None = None, calibration: bool = True,
+    overrides: Sequence[str] | None = None,
 ) -> RunConfig:
     """The typed run config, or a one-line ValueError / OSError naming the bad key or file.
 
@@ -235,6 +285,8 @@ def check_run_config(
     sees them (a shared file system); what only the node has (CUDA devices, a file or cached model
     not found here) is left to the job, which checks it again on its node, and appended to `skipped`.
     `calibration=False` skips the calibration file (the other ranks of a run: rank 0 parses it once).
+    `overrides` are the cell's command-line overrides (None: Hydra's, inside a run; a name set there is
+    checked against the presets).
     """
     from tamp.method import ComposedMethod
 
@@ -242,7 +294,10 @@ def check_run_config(
     _check_unknown(cfg)
     _check_names(cfg)
     settings = validate(cfg)
+    _check_given_name(settings, overrides)
     _check_scalars(settings)
+    calib = settings.calib
+    _check_sample_counts(settings, calib.num_samples, f"calib.num_samples={calib.num_samples}")
     _check_runner(settings, local, skipped)
     ComposedMethod.from_config(settings.prune_config())  # pruner, allocation and token selector ranges
     _check_model(settings, local, skipped)

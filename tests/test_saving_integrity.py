@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 from tiny_models import fresh_tiny
 
 from tamp.cli.run import cli
-from tamp.cli.save_target import added_save
+from tamp.cli.rundir import added_save
 from tamp.models.disk import DiskWriteError
 from tamp.models.mask_file import MASKS_FILE, load_masks, save_masks
 from tamp.models.saving import MANIFEST, save_pruned

@@ -21,10 +21,13 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from tamp.cli.runlock import LOCK_FILE, lock_refused_message, not_a_lock
-from tamp.cli.save_target import RUN_DIR_OWN
 from tamp.config import RUN_VOLATILE, flatten, is_under
 from tamp.pipeline.checkpoint import PROGRESS, has_checkpoint
 from tamp.tracking.run_record import COMPLETED, FAILED, RESULTS_FILE, RunRecord, RunRecordError
+
+#: what a run keeps in its own folder: never a save target
+RUN_DIR_OWN = (".hydra", "checkpoint", "wandb", "results.json", "run.log", "prune_report.md", ".tamp.lock",
+               "config_resolved.yaml")
 
 
 class RunDirRefused(ValueError):
@@ -68,8 +71,6 @@ def check_run_dir(run_dir: str | Path, cfg: DictConfig, resume: bool) -> None:
     if recorded is None or recorded.config is None:
         return
     if not resume and recorded.status == COMPLETED:  # save_model, save_masks, save_dir added: one answer for all
-        from tamp.cli.save_target import added_save
-
         why = added_save(run_dir, recorded.config, OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
         if why is not None:
             raise RunDirRefused(why)
@@ -210,3 +211,37 @@ def _read(path: Path) -> RunRecord | None:
         return RunRecord.read(path)
     except RunRecordError:
         return None
+
+
+#: the settings that say whether and where a run saves
+SAVE_KEYS = ("runner.save_model", "runner.save_dir", "runner.save_masks")
+
+
+def _saves(flat: dict) -> tuple[bool, object, bool]:
+    """(saves at all, where, with masks) of a flattened run config."""
+    model, folder, masks = (flat.get(key) for key in SAVE_KEYS)
+    return bool(model or folder or masks), folder, bool(masks)
+
+
+def added_save(run_dir: str | Path, there: dict, now: dict) -> str | None:
+    """The one line for asking a completed run for a save it did not make; None when that is not the case.
+
+    `there` is the completed run's resolved config (results.json), `now` the new one. When they differ in
+    the save settings alone and `now` saves something `there` did not (a model, the masks, another
+    folder), the answer is the same for runner.save_model, save_dir and save_masks: tamp keeps no
+    pruned weights once a run is done, so the save needs the pruning again, in a new run folder.
+    (runner.save_model is a volatile setting, save_dir and save_masks are not: without this the first
+    said "nothing to do" and the others "another configuration".)
+    """
+    a, b = flatten(there), flatten(now)
+    rest_a = {k: v for k, v in a.items() if not is_under(k, RUN_VOLATILE) and k not in SAVE_KEYS}
+    rest_b = {k: v for k, v in b.items() if not is_under(k, RUN_VOLATILE) and k not in SAVE_KEYS}
+    if rest_a != rest_b:
+        return None
+    (saved, folder, masks), (wants, wanted, wants_masks) = _saves(a), _saves(b)
+    if not wants or (saved and folder == wanted and (masks or not wants_masks)):
+        return None
+    key = next((k for k in SAVE_KEYS if a.get(k) != b.get(k)), SAVE_KEYS[0])
+    return (f"{run_dir} holds a completed run of this configuration that did not save what is asked now "
+            f"({key}: {a.get(key)!r} there, {b.get(key)!r} now); tamp keeps no pruned weights once a run is done, "
+            "so the save needs the pruning again: run the same command with a new hydra.run.dir")

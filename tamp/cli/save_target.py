@@ -22,9 +22,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from tamp.cli.schema import RunConfig
 
-#: what a run keeps in its own folder: never a save target
-RUN_DIR_OWN = (".hydra", "checkpoint", "wandb", "results.json", "run.log", "prune_report.md", ".tamp.lock",
-               "config_resolved.yaml")
 SUGGESTION = "choose a new folder, e.g. runner.save_dir=ckpt/${method.name}_${sparsity.target}"
 #: a sweep's cell folder: Hydra's job number first (tamp/conf/run.yaml: `${hydra.job.num}_${run_name:}`)
 _CELL_FOLDER = re.compile(r"\d+(_|$)")
@@ -84,6 +81,8 @@ def check_save_target(
     def refuse(why: str, what: str = SUGGESTION) -> SaveTargetRefused:
         return SaveTargetRefused(f"{named} {why}; tamp never deletes or overwrites what it did not write: {what}")
 
+    from tamp.cli.rundir import RUN_DIR_OWN
+
     cwd = _real(os.getcwd())
     if _within(cwd, real):
         raise refuse("is the current directory" if real == cwd else f"contains the current directory ({cwd})")
@@ -133,39 +132,3 @@ def check_run_save(settings: RunConfig, config: dict, run_dir: str | Path | None
     key, target = found
     return check_save_target(key, target, digest=config_digest(config), run_dir=run_dir, sweep_dir=sweep_dir,
                              model_name=settings.model.name)
-
-
-#: the settings that say whether and where a run saves
-SAVE_KEYS = ("runner.save_model", "runner.save_dir", "runner.save_masks")
-
-
-def _saves(flat: dict) -> tuple[bool, object, bool]:
-    """(saves at all, where, with masks) of a flattened run config."""
-    model, folder, masks = (flat.get(key) for key in SAVE_KEYS)
-    return bool(model or folder or masks), folder, bool(masks)
-
-
-def added_save(run_dir: str | Path, there: dict, now: dict) -> str | None:
-    """The one line for asking a completed run for a save it did not make; None when that is not the case.
-
-    `there` is the completed run's resolved config (results.json), `now` the new one. When they differ in
-    the save settings alone and `now` saves something `there` did not (a model, the masks, another
-    folder), the answer is the same for runner.save_model, save_dir and save_masks: tamp keeps no
-    pruned weights once a run is done, so the save needs the pruning again, in a new run folder.
-    (runner.save_model is a volatile setting, save_dir and save_masks are not: without this the first
-    said "nothing to do" and the others "another configuration".)
-    """
-    from tamp.config import RUN_VOLATILE, flatten, is_under
-
-    a, b = flatten(there), flatten(now)
-    rest_a = {k: v for k, v in a.items() if not is_under(k, RUN_VOLATILE) and k not in SAVE_KEYS}
-    rest_b = {k: v for k, v in b.items() if not is_under(k, RUN_VOLATILE) and k not in SAVE_KEYS}
-    if rest_a != rest_b:
-        return None
-    (saved, folder, masks), (wants, wanted, wants_masks) = _saves(a), _saves(b)
-    if not wants or (saved and folder == wanted and (masks or not wants_masks)):
-        return None
-    key = next((k for k in SAVE_KEYS if a.get(k) != b.get(k)), SAVE_KEYS[0])
-    return (f"{run_dir} holds a completed run of this configuration that did not save what is asked now "
-            f"({key}: {a.get(key)!r} there, {b.get(key)!r} now); tamp keeps no pruned weights once a run is done, "
-            "so the save needs the pruning again: run the same command with a new hydra.run.dir")

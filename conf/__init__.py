@@ -1,9 +1,2 @@
-"""tamp's Hydra configs, shipped inside the package so a regular `pip install .` finds them.
-
-CONF_DIR is the one place that says where they are (the CLI, `tamp.prune` by preset name and the tests
-compose from it); `experiment/` holds the paper's studies (`+experiment=table2_llava_next`).
-"""
-
-from pathlib import Path
-
-CONF_DIR = Path(__file__).resolve().parent
+"""tamp's Hydra config groups and run.yaml, the package `tamp.conf` once installed (pyproject.toml maps
+conf/ onto it, so a wheel carries the configs). Where they are: tamp.paths.CONF_DIR."""

@@ -7,6 +7,11 @@ One call for a model of your own (README, From Python):
     summary = tamp.prune(model, samples, "tamp", sparsity=0.5)  # a conf/method preset by name, plus overrides
     tamp.save(model, processor, "pruned/", summary)             # weights, sparsity manifest, bit-packed masks
 
+or, letting tamp load the model and encode the conversations (a list, or a datasets.Dataset):
+
+    summary = tamp.prune("path/to/model", conversations, "tamp", sparsity=0.5, model_settings={"dtype": "float32"})
+    tamp.save(summary.model, summary.processor, "pruned/", summary)
+
 The public names load on first use (PEP 562): `import tamp` or `import tamp.config` costs what that
 module imports, not torch and the whole library.
 """

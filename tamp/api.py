@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from tamp.api_inputs import classify_calibration, processor_for, resolve_model
 from tamp.components import as_prune_config
 from tamp.config import PRUNE_VOLATILE, PruneConfig
 from tamp.data.sample import CalibSample
@@ -21,14 +23,14 @@ from tamp.models.dispatch import refuse_dispatched
 from tamp.models.registry import get_adapter
 from tamp.pipeline.checkpoint import PruneCheckpoint
 from tamp.pipeline.engine import LayerwiseEngine, Reducer, resolve_device
-from tamp.presets import prune_config
+from tamp.presets import SETTINGS, prune_config
 from tamp.prune_summary import LinearSparsity, PruneSummary
 from tamp.sparsity.mixed_nm import summarise
 
 
 def prune(
-    model: nn.Module,
-    samples: Sequence[CalibSample],
+    model: nn.Module | str | os.PathLike[str],
+    samples: Sequence[CalibSample] | Sequence[Mapping[str, Any]] | Any,
     config: str | PruneConfig | dict[str, Any] | None = None,
     adapter: FamilyAdapter | None = None,
     reducer: Reducer | None = None,
@@ -37,10 +39,20 @@ def prune(
     sparsity: float | None = None,
     pattern: str | None = None,
     overrides: Sequence[str] = (),
+    processor: Any = None,
+    model_settings: Mapping[str, Any] | None = None,
     **settings: Any,
 ) -> PruneSummary:
     """Prune `model` in place with the method of `config`, calibrated on `samples`.
 
+    `model` is a torch module, or a name as `model.name` takes it (a Hub id, a folder saved with
+    save_pretrained, `tiny:<family>`, `zoo`) that tamp loads with its own loader (`model_settings`:
+    dtype, family, trust_remote_code, ...; bfloat16 by default): the summary's `model` and `processor`
+    then hold the pruned model for `tamp.save(summary.model, summary.processor, dir, summary)`.
+    `samples` is a list of CalibSample (`tamp.build_samples`), a list of conversations (LLaVA records
+    as the JSON calibration files hold them, or chat entries) or a `datasets.Dataset` of LLaVA rows:
+    conversations are all encoded, in order (`tamp.build_samples` draws a subset or roots relative
+    media paths), with `processor` for a module (else the one saved where its config says it came from).
     `config` is a method preset by name (`"tamp"`, `"wanda"`, `"sparsegpt"`, ... the files of
     conf/method, composed with Hydra as the CLI does; `overrides` are Hydra overrides on it such as
     `"method.tokens.knn=5"`), a PruneConfig, a plain dict with the same keys, or an OmegaConf node.
@@ -51,13 +63,21 @@ def prune(
     process. With `checkpoint_dir`, every completed block is checkpointed there (by the process with
     `checkpoint_writer`) and a rerun with the same config continues after the last completed block.
     """
+    unknown = sorted(set(settings) - set(SETTINGS))
+    if unknown:
+        raise ValueError(f"tamp.prune got an unknown setting '{unknown[0]}'; valid: sparsity, pattern, overrides, "
+                         f"processor, model_settings, {', '.join(SETTINGS)}")
     named = isinstance(config, str) or isinstance(config, dict) and isinstance(config.get("method"), str)
     if named or sparsity is not None or pattern is not None or overrides or settings:
         cfg = prune_config(config, sparsity, pattern, overrides, **settings)
     else:
         cfg = as_prune_config(config)
+    calibration = classify_calibration(samples)  # before loading: a wrong kind of input costs nothing
+    resolved = resolve_model(model, adapter, processor, model_settings, cfg.progress)
+    model = resolved.model
     refuse_dispatched(model)  # a device_map over several devices or offloaded modules: one line, no work
-    adapter = adapter or get_adapter(model)
+    adapter = resolved.adapter if resolved.adapter is not None else get_adapter(model, resolved.processor)
+    samples = calibration.resolve(lambda: _encoder(adapter, model), cfg.progress)
     torch.manual_seed(cfg.seed)
     start = time.perf_counter()
     method = ComposedMethod.from_config(cfg)
@@ -112,7 +132,20 @@ def prune(
         nm=summarise(plan, *method.nm, cfg.method.allocation.name) if method.nm else None,
         transfers=engine.transfers.summary(),
         masks={k: v.cpu() for k, v in masks.items()} if cfg.keep_masks else None,
+        model=model if resolved.loaded else None,
+        processor=resolved.processor if resolved.loaded else None,
     )
+
+
+def _encoder(adapter: FamilyAdapter, model: nn.Module) -> FamilyAdapter:
+    """The adapter with a processor to encode conversations: the given one, else the one saved with the model."""
+    if adapter.processor is None:
+        adapter.processor = processor_for(model)
+    if adapter.processor is None:
+        raise ValueError("conversations need the model's processor to be encoded; valid: tamp.prune(model, "
+                         "conversations, ..., processor=processor), adapter=tamp.get_adapter(model, processor), "
+                         "a model id or folder as the model, or samples from tamp.build_samples")
+    return adapter
 
 
 def achieved_pattern(weight: torch.Tensor, m: int) -> str:

@@ -4,7 +4,9 @@ With output redirected (SLURM, nohup, CI) tqdm disables itself (`disable=None`) 
 writes one endless line of carriage returns. A cluster job needs the opposite: a few plain lines in
 stderr and in the run's log (`run.log`, through Hydra's job logging) that say which phase is at
 which step and when it will end, e.g. `pruning: block 3/32, elapsed 1m02s, ETA 9m50s`. The ETA comes
-from the steps after the first (which carries the warm-up), once two of them are done.
+from the steps after the first (which carries the warm-up), once two of them are done; where steps cost
+unequal work (a perturbed block's loss runs through every later block), `work` weighs them. Steps a
+resumed run skips are told with `resume(bar, n)`, never guessed from the size of an update.
 
 `progress_bar(total, desc, enabled, unit, every_s)` returns an object with tqdm's `update(n)`,
 `close()` and context-manager interface; `track(iterable, ...)` wraps an iterable like `tqdm(it)`.
@@ -19,7 +21,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol, TypeVar
 
@@ -85,10 +87,13 @@ class LogProgress:
         every_s: float = 0.0,
         logger: logging.Logger = log,
         clock: Any = time.monotonic,
+        work: Callable[[int], float] | None = None,
     ) -> None:
+        """`work(n)`: the work of the first n steps (default n), for an ETA over steps of unequal cost."""
         self.total, self.desc, self.unit, self.every_s = total, desc, unit, every_s
         self.n = 0
         self._log, self._clock = logger, clock
+        self._work = work or float
         self._start = clock()
         self._last: float | None = None
         self._resumed = 0  # steps done before this process started (a resumed run): not in the rate
@@ -101,10 +106,10 @@ class LogProgress:
         if self._first is None or not 0 < self.n < self.total:
             return None
         since, base = self._first
-        done = self.n - base
-        if done < MIN_RATE_STEPS or now <= since:
+        if self.n - base < MIN_RATE_STEPS or now <= since:
             return None
-        return (now - since) / done * (self.total - self.n)
+        done = self._work(self.n) - self._work(base)
+        return (now - since) / done * (self._work(self.total) - self._work(self.n)) if done > 0 else None
 
     def line(self) -> str:
         now = self._clock()
@@ -118,13 +123,20 @@ class LogProgress:
             text += f", ETA {duration(eta)}"
         return text
 
+    def resume(self, n: int) -> None:
+        """n more steps were done before this process started (a resumed run): counted, not in the rate."""
+        if n <= 0:
+            return
+        self.n += n
+        self._resumed = self.n
+        self._log.info(self.line())
+        self._last = self._clock()
+
     def update(self, n: int = 1) -> None:
         if n <= 0:
             return
         now = self._clock()
-        if self.n == 0 and n > 1 and now - self._start < 1.0:  # a resumed run skipping its completed steps
-            self._resumed = n
-        elif self._first is None:
+        if self._first is None:
             self._first = (now, self.n + n)
         self.n += n
         if self.n >= self.total or self._last is None or now - self._last >= self.every_s:
@@ -142,14 +154,42 @@ class LogProgress:
 
 
 def progress_bar(
-    total: int, desc: str, enabled: bool = True, unit: str = "", every_s: float = 0.0, leave: bool = False
+    total: int, desc: str, enabled: bool = True, unit: str = "", every_s: float = 0.0, leave: bool = False,
+    work: Callable[[int], float] | None = None,
 ) -> Progress:
-    """A bar on a terminal, log lines otherwise, nothing when disabled or off rank 0."""
+    """A bar on a terminal, log lines otherwise, nothing when disabled or off rank 0 (`work`: LogProgress's)."""
     if not enabled or not is_rank_zero():
         return tqdm(total=total, desc=desc, disable=True)
     if is_terminal():
         return tqdm(total=total, desc=desc, unit=unit or "it", leave=leave)
-    return LogProgress(total, desc, unit, every_s)
+    return LogProgress(total, desc, unit, every_s, work=work)
+
+
+def resume(bar: Progress, n: int) -> None:
+    """Count n steps a resumed run does not redo: `(resumed after n)` in the log, outside the ETA's rate."""
+    if isinstance(bar, LogProgress):
+        bar.resume(n)
+    elif n > 0:
+        bar.update(n)
+
+
+def weighted_steps(runs: Sequence[tuple[int, float]]) -> Callable[[int], float]:
+    """`work(n)` for steps in runs of (count, cost of each): the work of the first n steps."""
+    ends: list[tuple[int, float, float]] = []  # (steps up to the run's end, work before it, cost of each)
+    steps, total = 0, 0.0
+    for count, cost in runs:
+        ends.append((steps + count, total, cost))
+        steps, total = steps + count, total + count * cost
+
+    def work(n: int) -> float:
+        start = 0
+        for end, before, cost in ends:
+            if n <= end:
+                return before + (n - start) * cost
+            start = end
+        return total
+
+    return work
 
 
 def track(

@@ -4,7 +4,7 @@ this summary as RUN_DIR/prune_report.md, the file name the README and scripts al
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -56,6 +56,10 @@ class PruneSummary:
     #: host <-> device copies the engine made (tamp.pipeline.transfer: counts and bytes each way)
     transfers: dict[str, dict[str, int]] = field(default_factory=dict)
     masks: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+    #: the model and processor `tamp.prune` loaded itself (given a model id or folder), to save or score;
+    #: None when the caller passed a module (it holds the pruned model already)
+    model: Any = field(default=None, repr=False, compare=False)
+    processor: Any = field(default=None, repr=False, compare=False)
 
     @property
     def planned(self) -> float:
@@ -75,8 +79,9 @@ class PruneSummary:
         return linears_to_json(self.table())
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out.pop("masks")
+        out = asdict(replace(self, masks=None, model=None, processor=None))  # asdict would deep-copy them
+        for held in ("masks", "model", "processor"):
+            out.pop(held)
         out["linears"] = self.per_linear()
         out["overall"] = {"planned": self.planned, "achieved": self.achieved}
         return out

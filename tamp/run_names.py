@@ -1,9 +1,10 @@
 """What a run is called (sweep folders, W&B runs, the report's rows, the summary line): what tells runs apart.
 
 One rule everywhere: the method's name, plus each component (pruner, allocation, token selector) that
-differs from that preset's own (`das+tokens=random`); the target sparsity and an N:M pattern (none for
-the dense reference, which prunes nothing); the seed (`seed`, plus any other seed set apart from it,
-e.g. `calib.seed`), except for the dense reference, which draws nothing. A saved pruned checkpoint
+differs from that preset's own (`das+tokens=random`) and each variant setting that does
+(`tamp+tokens.variant=reference`, `wanda+calib.draw=official`); the target sparsity and an N:M pattern
+(none for the dense reference, which prunes nothing); the seed (`seed`, plus any other seed set apart
+from it, e.g. `calib.seed`), except for the dense reference, which draws nothing. A saved pruned checkpoint
 evaluated as is (`model.name=DIR method=dense`) is named by the method and sparsity of its manifest
 and measured weights (`wanda-saved`), never `dense`.
 """
@@ -27,6 +28,15 @@ DENSE_MAX_SPARSITY = 0.01
 PRESETS: dict[str, tuple[str, str, str]] = {name: parts for parts, name in PRESET_NAMES.items()}
 COMPONENTS = ("pruner", "allocation", "tokens")
 SAVED = "saved"
+#: settings that pick a variant of the same computation, with the value every preset runs unless it says
+#: otherwise (the components' paper defaults; `calib.draw` python): a run that differs is named by them
+VARIANT_DEFAULTS: dict[str, str] = {"allocation.variant": "paper", "tokens.variant": "paper", "calib.draw": "python"}
+#: presets whose own variants differ from VARIANT_DEFAULTS (tests keep this equal to tamp/conf/method)
+PRESET_VARIANTS: dict[str, dict[str, str]] = {
+    "tamp_reference": {"allocation.variant": "reference", "tokens.variant": "reference"},
+}
+#: pruners that read no calibration data (under the uniform allocation the draw changes nothing)
+NO_DATA_PRUNERS = ("none", "magnitude")
 
 
 def is_unpruned(method: Mapping[str, Any]) -> bool:
@@ -72,14 +82,55 @@ def seed_label(items: Mapping[str, Any]) -> Any:
     return ",".join(f"{k}={v}" for k, v in ([(SEED, top)] if top is not None else []) + list(apart.items()))
 
 
-def method_label(name: str, pruner: str | None, allocation: str | None, tokens: str | None) -> str:
-    """`das` as its preset; `das+tokens=random` when a component was swapped (method.tokens.name=random)."""
+def preset_items(name: str) -> dict[str, str]:
+    """What the preset `name` runs, as report items (`method.pruner`, `method.tokens.variant`, `calib.draw`):
+    the settings a run of it may differ in and still be called by it plus what differs."""
+    parts = PRESETS.get(name)
+    keys = [f"method.{c}" + ("" if c == "pruner" else ".name") for c in COMPONENTS]
+    own = dict(zip(keys, parts, strict=True)) if parts is not None else {}
+    variants = {**VARIANT_DEFAULTS, **PRESET_VARIANTS.get(name, {})}
+    return own | {(k if k.startswith("calib.") else f"method.{k}"): v for k, v in variants.items()}
+
+
+def variant_items(config: Mapping[str, Any] | None, pruner: Any, allocation: Any) -> dict[str, str]:
+    """The run's variant settings (VARIANT_DEFAULTS' keys) it recorded; the draw only where data is read."""
+    if not isinstance(config, Mapping):
+        return {}
+    method = config.get("method") if isinstance(config.get("method"), Mapping) else {}
+    calib = config.get("calib") if isinstance(config.get("calib"), Mapping) else {}
+    found = {}
+    for key in VARIANT_DEFAULTS:
+        section, leaf = key.split(".")
+        node = calib if section == "calib" else method.get(section)
+        value = node.get(leaf) if isinstance(node, Mapping) else None
+        if isinstance(value, str) and "${" not in value:
+            found[key] = value
+    if pruner in NO_DATA_PRUNERS and allocation in (None, "uniform"):
+        found.pop("calib.draw", None)
+    return found
+
+
+def method_label(
+    name: str, pruner: str | None, allocation: str | None, tokens: str | None,
+    variants: Mapping[str, str] | None = None,
+) -> str:
+    """`das` as its preset; `das+tokens=random` when a component was swapped (method.tokens.name=random),
+    `tamp+tokens.variant=reference` when a variant setting differs from the preset's own."""
     own = PRESETS.get(name)
-    if own is None:
-        return name
-    parts = [f"{key}={value}" for key, value, preset in zip(COMPONENTS, (pruner, allocation, tokens), own, strict=True)
-             if value is not None and value != preset]
+    parts = [] if own is None else [
+        f"{key}={value}" for key, value, preset in zip(COMPONENTS, (pruner, allocation, tokens), own, strict=True)
+        if value is not None and value != preset]
+    preset = {**VARIANT_DEFAULTS, **PRESET_VARIANTS.get(name, {})}
+    parts += [f"{key}={value}" for key, value in (variants or {}).items() if value != preset[key]]
     return "+".join([name, *parts])
+
+
+def seed_words(label: Any) -> str:
+    """A seed label as a sentence reads it: `seed 1`, or `seed 1, calib.seed 7` for `seed=1,calib.seed=7`."""
+    text = str(label)
+    if "=" not in text:
+        return f"{SEED} {text}"
+    return ", ".join(part.replace("=", " ", 1) for part in text.split(","))
 
 
 def saved_manifest(model_name: str | None) -> dict[str, Any] | None:
@@ -171,7 +222,8 @@ def name_of_config(config: Mapping[str, Any]) -> RunName:
         return RunName(str(method.get("name") or "dense"), None)
     allocation = _name(method.get("allocation"))
     tokens = _name(method.get("tokens"))
-    name = method_label(str(method.get("name") or pruner), pruner, allocation, tokens)
+    variants = variant_items(_variant_tree(config), pruner, allocation)
+    name = method_label(str(method.get("name") or pruner), pruner, allocation, tokens, variants)
     return RunName(name, float(sparsity.get("target", 0.0)), str(sparsity.get("pattern") or "unstructured"), seed)
 
 
@@ -185,7 +237,9 @@ def name_of_record(result: Mapping[str, Any]) -> RunName:
         if measured_sparse(achieved):
             return _saved_name(sparsity.get("manifest"), float(achieved), seed)
         return RunName(str(method.get("name") or "dense"), None)
-    name = method_label(str(method.get("name")), method.get("pruner"), method.get("allocation"), method.get("tokens"))
+    variants = variant_items(result.get("config"), method.get("pruner"), method.get("allocation"))
+    name = method_label(str(method.get("name")), method.get("pruner"), method.get("allocation"), method.get("tokens"),
+                        variants)
     target = sparsity.get("target")
     return RunName(name, float(target) if target is not None else 0.0, str(sparsity.get("pattern") or "unstructured"),
                    seed)
@@ -195,6 +249,30 @@ def _name(node: Any) -> str | None:
     if isinstance(node, str):
         return node
     return node.get("name") if hasattr(node, "get") else None
+
+
+def _variant_tree(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The config's variant settings (a DictConfig's resolved one by one, like its seeds)."""
+    try:
+        from omegaconf import DictConfig, OmegaConf
+    except ImportError:  # pragma: no cover - omegaconf is a dependency
+        return dict(config)
+    if not isinstance(config, DictConfig):
+        return dict(config)
+    tree: dict[str, Any] = {}
+    for key in VARIANT_DEFAULTS:
+        full = key if key.startswith("calib.") else f"method.{key}"
+        try:
+            value = OmegaConf.select(config, full)
+        except Exception:  # noqa: BLE001 - an interpolation that does not resolve: nothing to name
+            continue
+        if value is not None:
+            *parents, leaf = full.split(".")
+            node = tree
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+    return tree
 
 
 def _seed_tree(config: Mapping[str, Any]) -> dict[str, Any]:

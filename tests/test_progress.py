@@ -64,7 +64,7 @@ def test_a_resumed_run_counts_only_its_own_blocks_in_the_eta(caplog):
     caplog.set_level(logging.INFO, logger="tamp.progress")
     clock = Clock()
     bar = LogProgress(10, "pruning", unit="block", clock=clock)
-    bar.update(6)  # the engine skips the checkpointed blocks at once
+    bar.resume(6)  # the engine skips the checkpointed blocks at once (tamp.progress.resume)
     for _ in range(3):
         clock.now += 5.0
         bar.update(1)

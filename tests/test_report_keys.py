@@ -147,7 +147,7 @@ def test_calibration_differences_are_named_on_every_pruned_row_and_methods_keep_
     labels = sorted(label for label, _ in rows_of(build_report(runs)))
     assert labels == [
         "dense",
-        "tamp (calib.num_samples=128, method.tokens.name=amia)",
+        "tamp (calib.num_samples=128)",  # the plain preset: nothing of its method to name
         "tamp (calib.num_samples=128, method.tokens.name=attention)",
         "wanda (calib.num_samples=8)",
     ]
@@ -263,8 +263,8 @@ def test_a_failed_cell_matching_two_rows_stays_apart_and_names_what_it_lacks():
     labels = sorted(label for label, _ in rows_of(build_report(runs)))
     assert labels == [
         "dense",
+        "wanda",  # the plain preset (tokens all) keeps its name
         "wanda (method.tokens.name=?)",
-        "wanda (method.tokens.name=all)",
         "wanda (method.tokens.name=attention)",
     ]
 

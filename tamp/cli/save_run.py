@@ -51,6 +51,20 @@ def save_run_model(
             for name, linear in block.items()
         }
     table = linears_to_json(per_linear or measure_sparsity(adapter, r.targets, r.ignore))
-    info = {"method": settings.method.name, "target": settings.sparsity.target, "pattern": settings.sparsity.pattern}
+    info = {"method": settings.method.name, "target": settings.sparsity.target, "pattern": settings.sparsity.pattern,
+            "source_model": source_model(settings.model.name)}
     where = save_pruned(model, processor, directory, table, masks, info, digest=config_digest(config))
     log.info("model saved to %s", where)
+
+
+def source_model(name: str) -> dict[str, str]:
+    """The model the saved weights were pruned from (the manifest's `source_model`): the run's `model.name`,
+    or, when that is itself a tamp save, the model it names, so a report pairs the checkpoint with the
+    dense run of the model it came from."""
+    from tamp.run_names import saved_manifest
+
+    manifest = saved_manifest(name)
+    source = manifest.get("source_model") if manifest else None
+    if isinstance(source, dict) and isinstance(source.get("name"), str):
+        return {"name": source["name"]}
+    return {"name": name}

@@ -7,11 +7,15 @@ the run folder, the source model's folder (or inside it, or containing it), a fi
 or an existing folder that is not a tamp save of this same run configuration
 (`tamp.models.saving.not_ours`). The pre-run check and the run itself check it; the save checks
 ownership once more just before it renames its finished folder onto the target.
+In a sweep, a target inside the sweep folder's cell folders (`N_...`, Hydra's `hydra.sweep.subdir`) is
+refused before any cell runs: the cell that runs there later would find a folder it did not make.
+`runner.save_dir=''` is refused too (it is neither a folder nor unset: `null` is unset).
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +26,8 @@ if TYPE_CHECKING:
 RUN_DIR_OWN = (".hydra", "checkpoint", "wandb", "results.json", "run.log", "prune_report.md", ".tamp.lock",
                "config_resolved.yaml")
 SUGGESTION = "choose a new folder, e.g. runner.save_dir=ckpt/${method.name}_${sparsity.target}"
+#: a sweep's cell folder: Hydra's job number first (tamp/conf/run.yaml: `${hydra.job.num}_${run_name:}`)
+_CELL_FOLDER = re.compile(r"\d+(_|$)")
 
 
 class SaveTargetRefused(ValueError):
@@ -31,6 +37,10 @@ class SaveTargetRefused(ValueError):
 def save_target(settings: RunConfig, run_dir: str | Path | None) -> tuple[str, Path] | None:
     """(the key that names it, the folder) the run saves into; None when it saves nothing."""
     r = settings.runner
+    if r.save_dir is not None and not str(r.save_dir).strip():
+        raise SaveTargetRefused(f"runner.save_dir={r.save_dir!r} is empty; valid: a folder path (e.g. "
+                                "runner.save_dir=ckpt/${method.name}_${sparsity.target}), or null (unset), where "
+                                "runner.save_model=true saves into RUN_DIR/model")
     if not (r.save_model or r.save_dir or r.save_masks):
         return None
     if r.save_dir is not None:
@@ -85,6 +95,9 @@ def check_save_target(
             raise refuse(f"is the {name}" if real == own else f"contains the {name} ({own})")
         if name == "run folder" and own in real.parents and real.relative_to(own).parts[0] in RUN_DIR_OWN:
             raise refuse(f"is tamp's own {real.relative_to(own).parts[0]} in the run folder")
+        if name == "sweep folder" and own in real.parents and _CELL_FOLDER.match(real.relative_to(own).parts[0]):
+            raise refuse(f"lies in the sweep's cell folder {own / real.relative_to(own).parts[0]}, where a cell "
+                         "runs (hydra.sweep.subdir); save outside the sweep folder")
     source = _source_dir(model_name)
     if source is not None and (_within(source, real) or _within(real, source)):
         where = "is" if real == source else ("is inside" if source in real.parents else "contains")
@@ -120,3 +133,39 @@ def check_run_save(settings: RunConfig, config: dict, run_dir: str | Path | None
     key, target = found
     return check_save_target(key, target, digest=config_digest(config), run_dir=run_dir, sweep_dir=sweep_dir,
                              model_name=settings.model.name)
+
+
+#: the settings that say whether and where a run saves
+SAVE_KEYS = ("runner.save_model", "runner.save_dir", "runner.save_masks")
+
+
+def _saves(flat: dict) -> tuple[bool, object, bool]:
+    """(saves at all, where, with masks) of a flattened run config."""
+    model, folder, masks = (flat.get(key) for key in SAVE_KEYS)
+    return bool(model or folder or masks), folder, bool(masks)
+
+
+def added_save(run_dir: str | Path, there: dict, now: dict) -> str | None:
+    """The one line for asking a completed run for a save it did not make; None when that is not the case.
+
+    `there` is the completed run's resolved config (results.json), `now` the new one. When they differ in
+    the save settings alone and `now` saves something `there` did not (a model, the masks, another
+    folder), the answer is the same for runner.save_model, save_dir and save_masks: tamp keeps no
+    pruned weights once a run is done, so the save needs the pruning again, in a new run folder.
+    (runner.save_model is a volatile setting, save_dir and save_masks are not: without this the first
+    said "nothing to do" and the others "another configuration".)
+    """
+    from tamp.config import RUN_VOLATILE, flatten, is_under
+
+    a, b = flatten(there), flatten(now)
+    rest_a = {k: v for k, v in a.items() if not is_under(k, RUN_VOLATILE) and k not in SAVE_KEYS}
+    rest_b = {k: v for k, v in b.items() if not is_under(k, RUN_VOLATILE) and k not in SAVE_KEYS}
+    if rest_a != rest_b:
+        return None
+    (saved, folder, masks), (wants, wanted, wants_masks) = _saves(a), _saves(b)
+    if not wants or (saved and folder == wanted and (masks or not wants_masks)):
+        return None
+    key = next((k for k in SAVE_KEYS if a.get(k) != b.get(k)), SAVE_KEYS[0])
+    return (f"{run_dir} holds a completed run of this configuration that did not save what is asked now "
+            f"({key}: {a.get(key)!r} there, {b.get(key)!r} now); tamp keeps no pruned weights once a run is done, "
+            "so the save needs the pruning again: run the same command with a new hydra.run.dir")

@@ -89,7 +89,7 @@ class MediaReader:
             tracks.append(None)
         elif hasattr(item, "get_frames_at") and hasattr(item, "metadata"):  # torchcodec VideoDecoder
             media.videos.append(decoder_video(item, self.video.num_frames, self.video.fps))
-            tracks.append(None)
+            tracks.append(self._track(decoder_source(item)) if self.audio_in_video else None)
         elif hasattr(item, "get_all_samples") or (hasattr(item, "sample_rate") and hasattr(item, "data")):
             media.audios.append(load_audio(item, sampling_rate=self.sampling_rate))  # AudioDecoder / AudioSamples
         elif isinstance(item, Mapping):
@@ -160,6 +160,26 @@ class MediaReader:
             return load_audio(ref, sampling_rate=self.sampling_rate)
         except ValueError:  # no audio stream, or no samples in it
             return None
+
+
+def decoder_source(decoder: Any) -> Any:
+    """What a torchcodec VideoDecoder reads, to take its sound track from (it decodes pictures only).
+
+    datasets' `Video()` feature keeps the stored `{"path", "bytes"}` on the decoder (`_hf_encoded`,
+    its own way back to the encoded value) and the path in its metadata; a decoder made elsewhere
+    keeps neither, and its sound cannot be read: one line rather than a video scored without it.
+    """
+    encoded = getattr(decoder, "_hf_encoded", None)
+    if isinstance(encoded, Mapping) and (encoded.get("bytes") or encoded.get("path")):
+        return dict(encoded)
+    path = getattr(decoder.metadata, "path", None)
+    if isinstance(path, str) and path:
+        return path
+    raise ValueError(
+        "model.use_audio_in_video=true, but a torchcodec VideoDecoder from doc_to_visual does not say which "
+        "file it reads, so its sound track cannot be decoded; valid: the video's path or {bytes, path}, or a "
+        "decoder from datasets' Video() feature"
+    )
 
 
 def _file_key(ref: Any) -> tuple | None:

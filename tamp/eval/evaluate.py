@@ -22,6 +22,7 @@ from tamp.eval.batching import DEFAULT_BATCH_SIZE
 from tamp.eval.columns import paper_metrics
 from tamp.eval.judges import check_judges
 from tamp.eval.quiet import quiet_bars
+from tamp.eval.task_errors import TaskFailedError, retry_reveals_the_cause  # noqa: F401 - TaskFailedError: raised from here
 from tamp.eval.tasks import task_dirs
 
 if TYPE_CHECKING:
@@ -250,7 +251,8 @@ def _run(
         )
     # lmms-eval's video utils read $HF_HOME (nextqa's with os.environ["HF_HOME"]: a KeyError when unset)
     os.environ.setdefault("HF_HOME", os.path.expanduser(DEFAULT_HF_HOME))
-    with _rank_environment(rank, world_size), _preserved_rng(), quiet_bars(), _task_exit_is_an_error(names):
+    with (_rank_environment(rank, world_size), _preserved_rng(), quiet_bars(), _task_exit_is_an_error(names),
+          retry_reveals_the_cause(names)):  # lmms-eval's @retry hides the task's own exception
         raw = simple_evaluate(
             model=lm,
             tasks=names,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +176,8 @@ def load_model(
         raise
     except OSError as err:
         raise WeightsNotAvailableError(_missing_message(name_or_path, is_dir)) from err
+    except pickle.UnpicklingError as err:  # torch.load(weights_only=True) refused a pickled object
+        raise ValueError(_pickle_message(name_or_path, folder)) from err
     model.eval()
     return model, processor, cls(model, processor)
 
@@ -184,6 +187,15 @@ def _load_processor(name_or_path: str, trust_remote_code: bool) -> Any:
         return transformers.AutoProcessor.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, TypeError):
         return transformers.AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+
+
+def _pickle_message(name_or_path: str, folder: Path | None) -> str:
+    """tamp's own line for a PyTorch weight file holding more than tensors (never "use weights_only=False")."""
+    pickled = sorted(p.name for pattern in ("*.bin", "*.pt", "*.pth") for p in (folder or Path()).glob(pattern))
+    files = f" ({', '.join(pickled[:3])}{', ...' if len(pickled) > 3 else ''})" if folder and pickled else ""
+    return (f"model '{name_or_path}': a PyTorch weight file{files} holds pickled Python objects besides tensors, "
+            "which tamp does not load (unpickling them can run code); valid: a model saved as .safetensors "
+            "(save_pretrained's default), or convert this one where you trust its source")
 
 
 def _missing_message(name_or_path: str, is_dir: bool) -> str:

@@ -5,12 +5,17 @@ so a crash never leaves a folder that looks like a finished checkpoint. An exist
 only when it is a tamp save of the same run configuration holding nothing but what that save wrote
 (its manifest lists its files and the config's digest); anything else is refused, never deleted.
 Optionally the masks go beside the weights, bit-packed (`tamp.models.mask_file`).
+A save killed half-way leaves its hidden `.NAME.<pid>.<hex>.partial` folder; the next save to NAME
+removes such folders once their process is gone (only folders with exactly that name: tamp's own).
+Every file of the save gets the umask's normal mode (safetensors writes 0600), and a full disk is one
+line naming the folder (tamp.models.disk).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 from pathlib import Path
@@ -19,6 +24,7 @@ from typing import Any
 import torch
 
 from tamp.io import write_json_atomic
+from tamp.models.disk import naming_path, normal_modes
 
 MANIFEST = "sparsity_manifest.json"
 
@@ -75,29 +81,71 @@ def save_pruned(
     """
     final = Path(os.path.realpath(directory))  # a symlink's target is written, `..` is resolved
     _refuse_unless_ours(final, directory, digest)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _new_sibling(final, "partial")
-    try:
-        model.save_pretrained(tmp)
-        if processor is not None:
-            processor.save_pretrained(tmp)
-        total = sum(v["numel"] for v in per_linear.values()) or 1
-        pruned = sum(v["achieved"] * v["numel"] for v in per_linear.values())
-        manifest = {"overall_sparsity": pruned / total, **(info or {}), "linears": per_linear}
-        if masks is not None:
-            from tamp.models.mask_file import MASKS_FILE, save_masks
-
-            save_masks(masks, tmp / MASKS_FILE)
-            manifest["masks"] = MASKS_FILE
-        manifest["run"] = {"config_digest": digest}
-        manifest["files"] = _written(tmp)
-        write_json_atomic(tmp / MANIFEST, manifest)  # last: a folder without it is not a finished save
-        _refuse_unless_ours(final, directory, digest)  # again: the run took hours, the folder may have changed
-        _replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with naming_path("the saved model into", final):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        _remove_leftovers(final)
+        tmp = _new_sibling(final, "partial")
+        try:
+            _write_save(model, processor, tmp, per_linear, masks, info, digest)
+            _refuse_unless_ours(final, directory, digest)  # again: the run took hours, the folder may have changed
+            _replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return final
+
+
+def _write_save(model: Any, processor: Any, tmp: Path, per_linear: dict[str, dict],
+                masks: dict[str, torch.Tensor] | None, info: dict[str, Any] | None, digest: str | None) -> None:
+    """Everything of a save into its new folder `tmp`, the manifest last."""
+    model.save_pretrained(tmp)
+    if processor is not None:
+        processor.save_pretrained(tmp)
+    total = sum(v["numel"] for v in per_linear.values()) or 1
+    pruned = sum(v["achieved"] * v["numel"] for v in per_linear.values())
+    manifest = {"overall_sparsity": pruned / total, **(info or {}), "linears": per_linear}
+    if masks is not None:
+        from tamp.models.mask_file import MASKS_FILE, save_masks
+
+        save_masks(masks, tmp / MASKS_FILE)
+        manifest["masks"] = MASKS_FILE
+    manifest["run"] = {"config_digest": digest}
+    manifest["files"] = _written(tmp)
+    normal_modes(tmp)  # safetensors writes 0600: the save is as readable as the rest of the run folder
+    write_json_atomic(tmp / MANIFEST, manifest)  # last: a folder without it is not a finished save
+
+
+def _leftover_pattern(final: Path) -> re.Pattern[str]:
+    return re.compile(r"\." + re.escape(final.name) + r"\.(\d+)\.[0-9a-f]{8}\.(partial|old)")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def _remove_leftovers(final: Path) -> None:
+    """Remove the hidden folders an earlier save to `final` left when it was killed (its process is gone).
+
+    Only real folders named exactly as `_new_sibling` names them are touched, never a link or a file.
+    """
+    pattern = _leftover_pattern(final)
+    if not final.parent.is_dir():
+        return
+    for path in final.parent.iterdir():
+        found = pattern.fullmatch(path.name)
+        if not found or path.is_symlink() or not path.is_dir() or _alive(int(found.group(1))):
+            continue
+        if found.group(2) == "old" and not final.exists():  # killed between its renames: the only whole save
+            continue
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _refuse_unless_ours(final: Path, given: str | Path, digest: str | None) -> None:

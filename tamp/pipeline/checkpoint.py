@@ -11,11 +11,19 @@ progress marker with the RNG state. The next block's inputs are not stored: on r
 recomputed by forwarding the captured block-0 inputs through the already-pruned blocks, which is
 exact and costs a fraction of the pruning. A checkpoint made with another configuration is refused.
 progress.json lists the files the checkpoint wrote; `clear()` removes those and nothing else.
+
+Every block file's SHA-256 is recorded in progress.json when it is written (and each block file
+carries the RNG state after it), the scoring file carries a digest of its tensors in its own
+metadata: a file damaged on disk with its size intact (a bad sector, a partial overwrite) is found on
+resume, named in one warning line, and recomputed: the run rewinds to the first damaged block.
+A block or scoring file whose header or size is wrong is refused before any work, as before.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import re
 from pathlib import Path
@@ -28,9 +36,14 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tamp.io import first_line, safetensors_problem, write_atomic
+from tamp.models.disk import naming_path, normal_mode, sha256_file
 
 PROGRESS = "progress.json"
 SCORING = "scoring.safetensors"
+#: progress.json's {block file name: SHA-256 of its bytes}; a block file's metadata key for the RNG state after it
+DIGESTS = "digests"
+RNG_AFTER = "rng_after"
+log = logging.getLogger("tamp")
 
 
 def has_checkpoint(directory: str | Path) -> bool:
@@ -57,6 +70,35 @@ def _check_block(path: Path, directory: Path) -> None:
     if problem is not None:
         raise CheckpointCorruptError(f"checkpoint block {path} is unreadable: {problem}; "
                                      f"{_START_OVER.format(dir=directory)}")
+
+
+def _digest_problem(path: Path, recorded: str) -> str | None:
+    """Why block file `path` is not the file whose SHA-256 was `recorded`; None when it is."""
+    if not path.is_file():
+        return "is missing"
+    problem = safetensors_problem(path)
+    if problem is not None:
+        return f"is unreadable ({problem})"
+    if sha256_file(path) != recorded:
+        return "does not match the digest recorded when it was written (damaged on disk or overwritten)"
+    return None
+
+
+def _tensors_digest(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> str:
+    """SHA-256 of a scoring file's metadata and tensors (names, dtypes, shapes, bytes), in name order."""
+    digest = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{list(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _recorded_digests(progress: dict[str, Any]) -> dict[str, str]:
+    digests = progress.get(DIGESTS)
+    if not isinstance(digests, dict):
+        return {}
+    return {k: v for k, v in digests.items() if isinstance(k, str) and isinstance(v, str)}
 
 
 def read_progress(directory: str | Path) -> dict[str, Any] | None:
@@ -93,8 +135,12 @@ def check_checkpoint(directory: str | Path) -> None:
                                          f"{_START_OVER.format(dir=directory)}")
     if progress is None:
         return
+    digests = _recorded_digests(progress)
     for index in range(progress["completed_blocks"]):
-        _check_block(Path(directory) / f"block_{index:04d}.safetensors", Path(directory))
+        name = f"block_{index:04d}.safetensors"
+        if name in digests:  # checked whole on resume; a damaged one is recomputed, not refused
+            break
+        _check_block(Path(directory) / name, Path(directory))
 
 
 def _pack(mask: torch.Tensor) -> torch.Tensor:
@@ -114,8 +160,11 @@ class PruneCheckpoint:
         self.fingerprint = fingerprint
         self.writer = writer
         self.plan_state: dict[str, Any] = {}  # what the plan was made from (allocation scores), kept with it
+        self._digests: dict[str, str] = {}  # block file name -> SHA-256, recorded in progress.json
+        self._listed: set[str] = set()  # every block file this checkpoint has written (for clear())
+        self._rng_start: list[int] | None = None  # the RNG state before block 0 (a rewind to 0 restores it)
 
-    def _block_path(self, index: int) -> Path:
+    def block_path(self, index: int) -> Path:
         return self.dir / f"block_{index:04d}.safetensors"
 
     def load(self) -> dict[str, Any] | None:
@@ -128,20 +177,58 @@ class PruneCheckpoint:
                 f"{self.dir} holds a checkpoint of a different configuration; "
                 "resume with the same config, or use a new run directory"
             )
-        for index in range(progress["completed_blocks"]):  # every block whole before any is restored
-            _check_block(self._block_path(index), self.dir)
+        self._digests = _recorded_digests(progress)
+        files = progress.get("files")
+        self._listed = {name for name in files if isinstance(name, str)} if isinstance(files, list) else set()
+        rng_start = progress.get("rng_start")
+        self._rng_start = rng_start if isinstance(rng_start, list) else None
         self.plan_state = progress.get("plan_state") or {}
+        for index in range(progress["completed_blocks"]):  # every block whole before any is restored
+            path = self.block_path(index)
+            recorded = self._digests.get(path.name)
+            if recorded is None:  # written by a tamp that recorded no digests: headers and sizes only
+                _check_block(path, self.dir)
+                continue
+            problem = _digest_problem(path, recorded)
+            if problem is not None:
+                log.warning("checkpoint block %s %s; recomputing from block %d (blocks before it are restored "
+                            "from %s)", path, problem, index, self.dir)
+                return self._rewind(progress, index)
         return progress
 
-    def _write_progress(self, plan: dict[str, float], completed: int) -> None:
-        state = torch.get_rng_state().tolist()
-        files = [self._block_path(i).name for i in range(completed)]  # what clear() may remove
+    def _rewind(self, progress: dict[str, Any], index: int) -> dict[str, Any]:
+        """The progress as it was when block `index` had not yet been pruned: it and the blocks after are redone."""
+        rng = self._rng_start if index == 0 else self._rng_after(index - 1)
+        if rng is None:  # pragma: no cover - a tamp that records digests also records these
+            rng = progress.get("rng")
+        self._digests = {k: v for k, v in self._digests.items()
+                         if not (k.startswith("block_") and k[6:10].isdigit() and int(k[6:10]) >= index)}
+        rewound = {**progress, "completed_blocks": index, "rng": rng}
+        if self.writer:  # the marker says what is whole now: a second interruption does not warn again
+            self._write_progress({k: float(v) for k, v in progress["plan"].items()}, index, rng)
+        return rewound
+
+    def _rng_after(self, index: int) -> list[int] | None:
+        """The RNG state block `index`'s file recorded (the state after that block), None if it has none."""
+        with safe_open(str(self.block_path(index)), framework="pt") as f:
+            text = (f.metadata() or {}).get(RNG_AFTER)
+        return list(bytes.fromhex(text)) if isinstance(text, str) else None
+
+    def _write_progress(self, plan: dict[str, float], completed: int, rng: list[int] | None = None) -> None:
+        state = torch.get_rng_state().tolist() if rng is None else rng
+        names = [self.block_path(i).name for i in range(completed)]
+        self._listed |= set(names)  # what clear() may remove: blocks of a rewound run included
         data = {"fingerprint": self.fingerprint, "plan": plan, "plan_state": self.plan_state,
-                "completed_blocks": completed, "rng": state, "files": files}
-        write_atomic(self.dir / PROGRESS, lambda p: p.write_text(json.dumps(data)))
+                "completed_blocks": completed, "rng": state, "rng_start": self._rng_start,
+                DIGESTS: {name: self._digests[name] for name in names if name in self._digests},
+                "files": sorted(self._listed)}
+        with naming_path("checkpoint progress file", self.dir / PROGRESS):
+            write_atomic(self.dir / PROGRESS, lambda p: p.write_text(json.dumps(data)))
 
     def start(self, plan: dict[str, float], plan_state: dict[str, Any] | None = None) -> None:
         self.plan_state = plan_state or {}
+        self._rng_start = torch.get_rng_state().tolist()
+        self._digests, self._listed = {}, set()
         if self.writer:
             self.dir.mkdir(parents=True, exist_ok=True)
             self._write_progress(plan, 0)
@@ -155,7 +242,14 @@ class PruneCheckpoint:
         self.dir.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
         meta = {"fingerprint": self.fingerprint, "phase": phase, "completed_blocks": str(completed)}
-        write_atomic(self.dir / SCORING, lambda p: save_file(tensors, str(p), metadata=meta))
+        meta["digest"] = _tensors_digest(tensors, meta)
+
+        def write(tmp: Path) -> None:
+            save_file(tensors, str(tmp), metadata=meta)
+            normal_mode(tmp)
+
+        with naming_path("checkpoint scoring file", self.dir / SCORING):
+            write_atomic(self.dir / SCORING, write)
 
     def load_scoring(self, phase: str) -> tuple[int, dict[str, torch.Tensor]] | None:
         """(completed blocks, statistics) of an interrupted scoring pass `phase` of this run, else None."""
@@ -171,7 +265,13 @@ class PruneCheckpoint:
                 )
             if meta.get("phase") != phase:
                 return None
-            return int(meta["completed_blocks"]), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+        recorded = meta.pop("digest", None)
+        if recorded is not None and _tensors_digest(tensors, meta) != recorded:
+            log.warning("checkpoint scoring file %s does not match the digest recorded when it was written (damaged "
+                        "on disk or overwritten); recomputing its %s from block 0", path, phase)
+            return None
+        return int(meta["completed_blocks"]), tensors
 
     def save_block(
         self, index: int, linears: dict[str, nn.Linear], masks: dict[str, torch.Tensor], plan: dict[str, float]
@@ -183,12 +283,21 @@ class PruneCheckpoint:
         for name, linear in linears.items():
             tensors[f"{name}.weight"] = linear.weight.detach().cpu().contiguous()
             tensors[f"{name}.mask"] = _pack(masks[name])
-        write_atomic(self._block_path(index), lambda p: save_file(tensors, str(p)))
+        path = self.block_path(index)
+        meta = {RNG_AFTER: bytes(torch.get_rng_state().tolist()).hex()}  # a rewind to the next block restores it
+
+        def write(tmp: Path) -> None:
+            save_file(tensors, str(tmp), metadata=meta)
+            normal_mode(tmp)
+            self._digests[path.name] = sha256_file(tmp)  # the bytes on disk, read back
+
+        with naming_path("checkpoint block", path):
+            write_atomic(path, write)
         self._write_progress(plan, index + 1)
 
     def load_block(self, index: int, linears: dict[str, nn.Linear]) -> dict[str, torch.Tensor]:
         """Restore a completed block's pruned weights in place and return its masks."""
-        path = self._block_path(index)
+        path = self.block_path(index)
         _check_block(path, self.dir)
         tensors = load_file(str(path))
         missing = [f"{name}.weight" for name in linears if f"{name}.weight" not in tensors or f"{name}.mask" not in tensors]

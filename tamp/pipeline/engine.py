@@ -28,7 +28,7 @@ from tamp.pipeline.hooks import LinearTap
 from tamp.pipeline.perturbation import Direction, PerturbedUnit, Score, perturbation_pass
 from tamp.pipeline.store import ActivationStore
 from tamp.pipeline.transfer import Transfers
-from tamp.progress import Progress, progress_bar
+from tamp.progress import Progress, progress_bar, resume
 
 Reducer = Callable[[list[torch.Tensor]], None]
 
@@ -269,11 +269,18 @@ class LayerwiseEngine:
         for index in range(first):  # resume: restore and replay the completed blocks
             with self.on_device(self.blocks[index], writes=True):
                 masks.update(checkpoint.load_block(index, self.linears[index]))
-                self.forward_block(index, store)
+                try:
+                    self.forward_block(index, store)
+                except NonFiniteError:  # the pruning run passed this block finite: its saved weights differ
+                    raise NonFiniteError(
+                        f"non-finite activations (NaN/inf) leaving decoder block {index}, restored from the "
+                        f"checkpoint {checkpoint.block_path(index)}: the checkpoint is damaged, not the model; "
+                        f"move {checkpoint.dir} away to prune from the start"
+                    ) from None
         if progress is not None:
             PruneCheckpoint.restore_rng(progress)
         with self._bar(len(self.blocks), "pruning") as bar:
-            bar.update(first)
+            resume(bar, first)  # the checkpointed blocks: `(resumed after N)`, outside the ETA's rate
             for index in range(first, len(self.blocks)):
                 linears = self.linears[index]
                 block_start = time.perf_counter()

@@ -42,7 +42,7 @@ from tamp.pipeline.capture import run_block
 from tamp.pipeline.precision import cast_floating, scoring_modules, upcast
 from tamp.pipeline.store import ActivationStore
 from tamp.pipeline.tail import lm_loss
-from tamp.progress import progress_bar
+from tamp.progress import progress_bar, resume, weighted_steps
 
 if TYPE_CHECKING:
     from tamp.pipeline.engine import LayerwiseEngine
@@ -106,11 +106,14 @@ def _scores(
     if saved is not None:
         first, state = saved
         totals.copy_(state["totals"].to(totals.device))
-    with progress_bar(len(units) * len(positions), phase, enabled=engine.progress, unit="step", every_s=30.0) as bar:
+    # a step of block b runs its loss through the L - b blocks from b on: early steps cost more, the ETA weighs them
+    work = weighted_steps([(len(by_block[b]) * len(positions), len(engine.blocks) - b) for b in range(last + 1)])
+    with progress_bar(len(units) * len(positions), phase, enabled=engine.progress, unit="step", every_s=30.0,
+                      work=work) as bar:
+        resume(bar, sum(len(by_block[b]) for b in range(first)) * len(positions))
         for b in range(last + 1):
             if b < first:  # resumed: the dense inputs of the next block only
                 _advance(engine, b, store)
-                bar.update(len(by_block[b]) * len(positions))
                 continue
             _score_block(engine, b, [units[i] for i in by_block[b]], by_block[b], store, labels, eps, direction,
                          score, totals, advance=b < last, bar=bar)

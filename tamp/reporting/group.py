@@ -40,24 +40,31 @@ def label_suffix(key: Items, names: list[str]) -> str:
     return f" ({describe({n: key.get(n, UNKNOWN) for n in names}, names)})"
 
 
-def row_labels(names: list[str], keys: list[Items]) -> list[str]:
+def row_labels(names: list[str], keys: list[Items], presets: list[Items] | None = None) -> list[str]:
     """The label of each pruned row of a table: its method name plus the items that tell it apart.
 
     Settings outside the method (calibration set, pruned linears) are named wherever they differ in
     the table, so no two methods are compared on different data unseen; method settings are named
     where rows of the same method name differ (`tamp (method.tokens.name=attention)`). An item a row
     did not record never adds a name to the others' labels; rows that still read alike (one recorded
-    an item the other did not) also name the items only some of them hold.
+    an item the other did not) also name the items only some of them hold. `presets[i]`: what row i's
+    preset runs (tamp.run_names.preset_items); an item equal to it is not named, so the plain preset
+    keeps its plain label next to its ablations (`tamp`, `tamp (method.tokens.name=random)`).
     """
+    own_of = presets if presets is not None else [{} for _ in keys]
+
+    def unlike_preset(i: int, names_: list[str]) -> list[str]:
+        return [n for n in names_ if own_of[i].get(n) != keys[i].get(n)]
+
     common = [n for n in differing(keys, SPARSITY) if not n.startswith("method.")]
-    shown = [list(common) for _ in keys]
+    shown = [unlike_preset(i, common) for i in range(len(keys))]
     by_name: dict[str, list[int]] = defaultdict(list)
     for i, name in enumerate(names):
         by_name[name].append(i)
     for members in by_name.values():
         own = [n for n in differing([keys[i] for i in members], SPARSITY) if n.startswith("method.")]
         for i in members:
-            shown[i] = sorted(common + own)
+            shown[i] = sorted(unlike_preset(i, common + own))
     alike: dict[tuple[str, ...], list[int]] = defaultdict(list)
     for i, key in enumerate(keys):
         alike[(names[i], label_suffix(key, shown[i]), *(key.get(s, "") for s in SPARSITY))].append(i)

@@ -13,7 +13,8 @@ run the table still shows the raw scores and says how to add one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from statistics import mean
 from typing import Any
 
@@ -34,7 +35,7 @@ from tamp.reporting.runs import (
     score,
 )
 from tamp.reporting.stats import by_seed, seed_mean, stat
-from tamp.run_names import DENSE, is_dense, name_of_record
+from tamp.run_names import DENSE, is_dense, is_unpruned, measured_sparse, name_of_record, preset_items
 
 Pair = tuple[RunKey, dict[str, Any]]
 NOT_EVALUATED = (
@@ -154,9 +155,37 @@ def _record(table: Table, row: Row) -> dict[str, Any]:
 
 
 def _variants_of(row: Row) -> dict[str, str]:
-    """The row's recorded component variants (results.json `variants`), from its first completed run."""
+    """The row's recorded component variants (results.json `variants`), over its completed runs (all its
+    runs when none completed): a text its seeds spell differently (the calibration draw's seed) is said
+    for each of them, never the first seed's for all."""
     runs = [r for r in row.runs if is_completed(r)] or row.runs
-    return dict(runs[0].get("variants") or {})
+    texts: dict[str, list[str]] = {}
+    for run in runs:
+        for key, text in (run.get("variants") or {}).items():
+            seen = texts.setdefault(key, [])
+            if str(text) not in seen:
+                seen.append(str(text))
+    return {key: merge_texts(seen) for key, seen in texts.items()}
+
+
+_NUMBER = re.compile(r"-?\d+")
+
+
+def merge_texts(texts: list[str]) -> str:
+    """One text for the runs of one row, which differ only in their seeds: `random.Random(seed).sample for
+    seed 1, 2` where the texts differ in one number; else each text, ` | ` between them."""
+    if len(texts) == 1:
+        return texts[0]
+    shapes = {_NUMBER.sub("#", text) for text in texts}
+    numbers = [_NUMBER.findall(text) for text in texts]
+    slots = {i for i in range(len(numbers[0])) if len({n[i] for n in numbers}) > 1} if len(shapes) == 1 else set()
+    if len(slots) != 1:
+        return " | ".join(texts)
+    (slot,) = slots
+    parts = _NUMBER.split(texts[0])
+    template = "".join(part + (("seed" if i == slot else numbers[0][i]) if i < len(numbers[0]) else "")
+                       for i, part in enumerate(parts))
+    return f"{template} for seed {', '.join(n[slot] for n in numbers)}"
 
 
 def variant_notes(rows: list[Row]) -> list[tuple[str, str]]:
@@ -171,7 +200,7 @@ def variant_notes(rows: list[Row]) -> list[tuple[str, str]]:
     holders = {key: sum(key in notes for _, notes in pruned) for key in texts}
     shared = {key for key, seen in texts.items() if len(seen) == 1 and holders[key] > 1}
     out = [(label, "; ".join(f"{k}: {v}" for k, v in notes.items() if k not in shared)) for label, notes in pruned]
-    out = [(label, text) for label, text in out if text]
+    out = list(dict.fromkeys((label, text) for label, text in out if text))  # a method at two sparsities: once
     return out + [("all rows it applies to", f"{k}: {next(iter(texts[k]))}") for k in sorted(shared)]
 
 
@@ -298,7 +327,7 @@ def no_rel_reason(model: str, rows: list[Row]) -> str:
 
 def make_table(table_key: Items, pairs: list[Pair]) -> Table:
     """One model x eval settings: rows of equal experiment items, Rel.% against the dense row."""
-    model = str(pairs[0][1]["model"]["name"])
+    model = str(table_key.get("model.name") or pairs[0][1]["model"]["name"])
     columns = table_columns([run for _, run in pairs])
     details = table_details([run for _, run in pairs], columns)
     groups = group_by(
@@ -309,7 +338,8 @@ def make_table(table_key: Items, pairs: list[Pair]) -> Table:
     rows = [make_row(key, [run for _, run in members], columns, details) for key, members in groups]
     pruned = [row for row in rows if not row.dense]
     for row, label in zip(
-        pruned, row_labels([row.method for row in pruned], [row.key for row in pruned]), strict=True
+        pruned, row_labels([row.method for row in pruned], [row.key for row in pruned],
+                           [preset_items(row.method) for row in pruned]), strict=True
     ):
         row.method = label
     rows.sort(key=_sort_key)
@@ -328,11 +358,32 @@ def make_table(table_key: Items, pairs: list[Pair]) -> Table:
     return table
 
 
+def source_model(result: dict[str, Any]) -> str | None:
+    """The model a saved pruned checkpoint was pruned from, as its sparsity manifest names it (tamp saves
+    record `source_model`); None for any other run or a manifest without it."""
+    sparsity = result.get("sparsity") or {}
+    if not (is_unpruned(result.get("method") or {}) and measured_sparse(sparsity.get("achieved"))):
+        return None
+    manifest = sparsity.get("manifest") if isinstance(sparsity.get("manifest"), dict) else {}
+    source = manifest.get("source_model")
+    name = source.get("name") if isinstance(source, dict) else None
+    return name if isinstance(name, str) and name else None
+
+
+def paired_key(key: RunKey, result: dict[str, Any]) -> RunKey:
+    """A saved checkpoint evaluated as is goes in the table of the model it was pruned from (same eval
+    settings), so its Rel.% is against that model's dense run; every other run keeps its key."""
+    source = source_model(result)
+    if source is None:
+        return key
+    return replace(key, table={**key.table, "model.name": source})
+
+
 def build_report(results: list[dict[str, Any]]) -> Report:
     """Results dicts (from results.json or W&B) -> one table per model and eval settings."""
     if not results:
         raise ReportError("no runs to report")
-    pairs = [(run_key(result), result) for result in results]
+    pairs = [(paired_key(run_key(result), result), result) for result in results]
     groups = group_by(pairs, key_of=lambda pair: pair[0].table, may_join=lambda members: True)
     tables = [make_table(key, members) for key, members in groups]
     titles = table_titles([t.model for t in tables], [t.key for t in tables])

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tamp.eval.columns import column_scores
-from tamp.run_names import RunName
+from tamp.run_names import NO_DATA_PRUNERS, SAVED, SEED, RunName, model_label, seed_items, variant_items
 from tamp.tracking.run_record import RunRecord, pattern_label
 
 #: a run's results: its record, or anything results.json-shaped (the dense scores cached by a sweep)
@@ -36,6 +36,30 @@ def run_name(model: str, method: str, target: float, pattern: str = "unstructure
     same rule from its parts.
     """
     return RunName(method, None if dense else float(target), pattern, seed).wandb(model)
+
+
+def run_tags(name: RunName, config: Mapping[str, Any], model: str) -> list[str]:
+    """W&B tags that filter runs by what tells them apart: the method and what it ran (`pruner=wanda`,
+    `tokens=amia`, a variant such as `calib.draw=official`), `sparsity=` and `pattern=` as results.json
+    records them (0.0 for the dense reference; a saved checkpoint's measured sparsity), the model, and
+    every seed the run drew with (`seed=1`, `calib.seed=7`; the dense reference draws nothing but `seed`)."""
+    method = config.get("method") if isinstance(config.get("method"), Mapping) else {}
+    seeds = seed_items(config)
+    top = [f"{SEED}={seeds[SEED]}"] if SEED in seeds else []
+    if name.saved:  # a pruned checkpoint evaluated as is: by its own method, never `dense`
+        return [name.method, f"{SAVED}-checkpoint", f"sparsity={name.target}", f"pattern={name.pattern}",
+                model_label(model), *top]
+    if name.dense:
+        return [name.method, "sparsity=0.0", model_label(model), *top]
+    parts = {key: method.get(key) for key in ("pruner", "allocation", "tokens")}
+    parts = {k: v.get("name") if isinstance(v, Mapping) else v for k, v in parts.items()}
+    components = [f"{k}={v}" for k, v in parts.items() if isinstance(v, str)]
+    variants = [f"{k}={v}" for k, v in variant_items(config, parts["pruner"], parts["allocation"]).items()
+                if f"{k}={v}" in name.method]
+    reads_data = parts["pruner"] not in NO_DATA_PRUNERS or parts["allocation"] not in (None, "uniform")
+    drawn = [f"{k}={v}" for k, v in sorted(seeds.items()) if k != SEED and (reads_data or not k.startswith("calib."))]
+    return [str(method.get("name") or name.method), *components, *variants, f"sparsity={name.target}",
+            f"pattern={name.pattern}", model_label(model), *top, *drawn]
 
 
 def group_name(configured: str | None, sweep_dir: str | Path | None) -> str | None:

@@ -67,6 +67,7 @@ class WandbRun:
         self._wandb = wandb
         self.run = None
         self._where = ""
+        self._configured = list(cfg.tags)
         if not cfg.enabled:
             return
         self.run = wandb.init(
@@ -118,6 +119,12 @@ class WandbRun:
         """A new display name (a sparse checkpoint is known as such only once its weights are measured)."""
         if self.run is not None and self.run.name != name:
             self.run.name = name
+
+    def retag(self, tags: list[str]) -> None:
+        """The run's own tags replaced (a sparse checkpoint is tagged by what it is once measured); the
+        configured `logger.wandb.tags` are kept."""
+        if self.run is not None:
+            self.run.tags = tuple(dict.fromkeys([*self._configured, *tags]))
 
     def finish(self, failed: bool) -> None:
         if self.run is not None:

@@ -36,7 +36,7 @@ from unittest import mock
 
 import torch
 
-from tamp.conf import CONF_DIR
+from tamp.paths import CONF_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))

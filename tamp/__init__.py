@@ -4,7 +4,7 @@ One call for a model of your own (README, From Python):
 
     adapter = tamp.get_adapter(model, processor)               # the family, from model.config.model_type
     samples = tamp.build_samples(adapter, conversations)       # records, chat entries or a datasets.Dataset
-    summary = tamp.prune(model, samples, "tamp", sparsity=0.5)  # a tamp/conf/method preset by name, plus overrides
+    summary = tamp.prune(model, samples, "tamp", sparsity=0.5)  # a conf/method preset by name, plus overrides
     tamp.save(model, processor, "pruned/", summary)             # weights, sparsity manifest, bit-packed masks
 
 or, letting tamp load the model and encode the conversations (a list, or a datasets.Dataset):

@@ -54,7 +54,7 @@ def prune(
     conversations are all encoded, in order (`tamp.build_samples` draws a subset or roots relative
     media paths), with `processor` for a module (else the one saved where its config says it came from).
     `config` is a method preset by name (`"tamp"`, `"wanda"`, `"sparsegpt"`, ... the files of
-    tamp/conf/method, composed with Hydra as the CLI does; `overrides` are Hydra overrides on it such as
+    conf/method, composed with Hydra as the CLI does; `overrides` are Hydra overrides on it such as
     `"method.tokens.knn=5"`), a PruneConfig, a plain dict with the same keys, or an OmegaConf node.
     `sparsity` and `pattern` set the target and the pattern ("unstructured", "2:4"); other keywords set
     PruneConfig's fields (seed, device, offload, progress, targets, ignore, keep_masks, checkpoint_dir).

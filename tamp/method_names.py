@@ -2,7 +2,7 @@
 
 `tamp.prune(model, samples, {"method": {"pruner": "wanda", "allocation": {"name": "das"}, "tokens":
 {"name": "amia"}}})` builds TAMP, but its config's name defaults to the pruner's: a summary would read
-`wanda (wanda x das x amia)`. The presets of tamp/conf/method/ name each composition; tests keep this table
+`wanda (wanda x das x amia)`. The presets of conf/method/ name each composition; tests keep this table
 equal to them. Compositions several presets share (the modality subsets) have no single name.
 """
 
@@ -50,7 +50,7 @@ def preset_makeup(name: str) -> tuple[str, str, str] | None:
 
 
 def preset_name(pruner: str, allocation: str, tokens: str) -> str | None:
-    """The tamp/conf/method preset of this composition, None when there is none (or several)."""
+    """The conf/method preset of this composition, None when there is none (or several)."""
     return PRESET_NAMES.get((pruner, allocation, tokens))
 
 

@@ -1,7 +1,7 @@
-"""Method presets by name for `tamp.prune(model, samples, "tamp", sparsity=0.5)`: composed from tamp/conf/method
+"""Method presets by name for `tamp.prune(model, samples, "tamp", sparsity=0.5)`: composed from conf/method
 with Hydra's compose API, exactly as `python -m tamp.run method=tamp` composes them.
 
-A preset is a file of tamp/conf/method/ (its defaults pick the allocation and the token selector, whose own
+A preset is a file of conf/method/ (its defaults pick the allocation and the token selector, whose own
 settings come from their registered dataclasses); `overrides` are Hydra override strings on the method
 (`method.tokens.knn=5`, `method/tokens=attention`), and the remaining keyword arguments are the job's
 settings (`sparsity`, `pattern`, `seed`, `device`, `offload`, ...). Every bad name or key is one line.
@@ -14,8 +14,8 @@ from contextlib import contextmanager
 from dataclasses import fields
 from typing import Any
 
-from tamp.conf import CONF_DIR  # noqa: E402 - the Hydra configs shipped in the package
 from tamp.config import AllocationConfig, MethodConfig, PruneConfig, SparsityConfig, TokensConfig
+from tamp.paths import CONF_DIR  # noqa: E402 - the Hydra configs shipped in the package
 
 #: PruneConfig's settings a keyword argument may set besides the method and the sparsity
 SETTINGS = tuple(f.name for f in fields(PruneConfig) if f.name not in ("method", "sparsity"))
@@ -45,13 +45,13 @@ def register_components() -> None:
 
 
 def preset_names() -> list[str]:
-    """The method presets of tamp/conf/method/, by name."""
+    """The method presets of conf/method/, by name."""
     return sorted(p.stem for p in (CONF_DIR / "method").glob("*.yaml"))
 
 
 @contextmanager
 def _conf_dir() -> Iterator[None]:
-    """Hydra initialised at tamp/conf/ for one composition, whatever Hydra state the caller had (restored)."""
+    """Hydra initialised at conf/ for one composition, whatever Hydra state the caller had (restored)."""
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.initialize import get_gh_backup, restore_gh_from_backup
@@ -66,7 +66,7 @@ def _conf_dir() -> Iterator[None]:
 
 
 def compose_method(name: str, overrides: Sequence[str] = ()) -> MethodConfig:
-    """The preset `name` of tamp/conf/method with Hydra overrides on it, resolved and checked."""
+    """The preset `name` of conf/method with Hydra overrides on it, resolved and checked."""
     from hydra import compose
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException

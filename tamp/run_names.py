@@ -31,7 +31,7 @@ SAVED = "saved"
 #: settings that pick a variant of the same computation, with the value every preset runs unless it says
 #: otherwise (the components' paper defaults; `calib.draw` python): a run that differs is named by them
 VARIANT_DEFAULTS: dict[str, str] = {"allocation.variant": "paper", "tokens.variant": "paper", "calib.draw": "python"}
-#: presets whose own variants differ from VARIANT_DEFAULTS (tests keep this equal to tamp/conf/method)
+#: presets whose own variants differ from VARIANT_DEFAULTS (tests keep this equal to conf/method)
 PRESET_VARIANTS: dict[str, dict[str, str]] = {
     "tamp_reference": {"allocation.variant": "reference", "tokens.variant": "reference"},
 }

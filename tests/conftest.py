@@ -17,7 +17,7 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
-from tamp.conf import CONF_DIR  # noqa: E402
+from tamp.paths import CONF_DIR  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +27,7 @@ def repo_root() -> Path:
 
 @pytest.fixture(scope="session")
 def compose_cfg():
-    """`compose_cfg(overrides, hydra=False)`: tamp/conf/run.yaml composed by Hydra's own compose API.
+    """`compose_cfg(overrides, hydra=False)`: conf/run.yaml composed by Hydra's own compose API.
 
     The one way tests build a run config (as lightning-hydra-template's `cfg_train`): the schema and
     every component's settings are registered first, exactly as `python -m tamp.run` does.
@@ -57,3 +57,18 @@ def hub_offline(monkeypatch: pytest.MonkeyPatch) -> None:
 def zoo_cache_dir(tmp_path_factory) -> Path:
     """One cache folder for the session's micro zoo builds (each recipe is trained once, then reused)."""
     return tmp_path_factory.mktemp("zoo_cache")
+
+
+@pytest.fixture(scope="session")
+def tamp_wheel(tmp_path_factory) -> Path:
+    """tamp's wheel, built once per session by setuptools' own build backend (what `pip install .` calls)."""
+    import subprocess
+    import sys
+
+    dist = tmp_path_factory.mktemp("dist")
+    build = [sys.executable, "-c", "import sys; from setuptools import build_meta; "
+             "print(build_meta.build_wheel(sys.argv[1]))", str(dist)]
+    proc = subprocess.run(build, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (wheel,) = dist.glob("tamp-*.whl")
+    return wheel

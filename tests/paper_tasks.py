@@ -378,7 +378,7 @@ def _interleave(task: str, cfg: dict, root: Path) -> list[dict]:
 PAPER_TASKS: dict[str, PaperTask] = {
     t.name: t
     for t in [
-        # Table 2 (LLaVA-NeXT): tamp/conf/eval/llava_next_suite.yaml
+        # Table 2 (LLaVA-NeXT): conf/eval/llava_next_suite.yaml
         PaperTask(
             "mme", "mme", "llava_next", _mme, ("mme_perception_score,none", "mme_cognition_score,none")
         ),
@@ -396,7 +396,7 @@ PAPER_TASKS: dict[str, PaperTask] = {
         PaperTask("chartqa", "chartqa", "llava_next", _chartqa, ("relaxed_overall,none",)),
         PaperTask("mmbench_en_dev", "mmbench", "llava_next", _mmbench, ("gpt_eval_score,none",)),
         PaperTask("mmbench_en_dev_static", "mmbench", "llava_next", _mmbench, ("gpt_eval_score,none",)),
-        # Table 3 (Qwen2.5-Omni): tamp/conf/eval/audio_visual_suite.yaml
+        # Table 3 (Qwen2.5-Omni): conf/eval/audio_visual_suite.yaml
         PaperTask("clotho_aqa_test", "clotho_aqa", "qwen2_5_omni", _clotho, ("exact_match,none",), audio_columns=("audio",)),
         PaperTask("vocalsound_test", "vocalsound", "qwen2_5_omni", _vocalsound, ("accuracy,none",), audio_columns=("audio",)),
         PaperTask("muchomusic", "muchomusic", "qwen2_5_omni", _muchomusic, ("accuracy,none",), audio_columns=("context",)),
@@ -404,7 +404,7 @@ PAPER_TASKS: dict[str, PaperTask] = {
         PaperTask("egoschema_subset", "egoschema", "qwen2_5_omni", _egoschema, ("score,none",)),
         PaperTask("nextqa_mc_test", "nextqa", "qwen2_5_omni", _nextqa, ("exact_match,none",)),
         PaperTask("mvbench", "mvbench", "qwen2_5_omni", _mvbench, ("mvbench_accuracy,none",)),
-        # Table 5 (LLaVA-OneVision): tamp/conf/eval/onevision_suite.yaml (and its video tasks above)
+        # Table 5 (LLaVA-OneVision): conf/eval/onevision_suite.yaml (and its video tasks above)
         PaperTask(
             "muirbench",
             "muirbench",

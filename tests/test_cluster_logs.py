@@ -22,7 +22,7 @@ def _job_logging(compose_cfg) -> dict:
 def test_run_yaml_selects_the_job_logging(compose_cfg):
     logging_cfg = _job_logging(compose_cfg)
     assert logging_cfg.handlers.console.stream == "ext://sys.stderr", (
-        "tamp/conf/run.yaml: override hydra/job_logging: tamp"
+        "conf/run.yaml: override hydra/job_logging: tamp"
     )
     assert logging_cfg.loggers["numexpr.utils"].level == "WARNING"
 

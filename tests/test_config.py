@@ -9,12 +9,12 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from tamp.cli.schema import validate
-from tamp.conf import CONF_DIR
+from tamp.paths import CONF_DIR, EXPERIMENTS_DIR
 
 pytestmark = pytest.mark.fast  # the unit tier: make test-fast
 
 REPO = Path(__file__).resolve().parents[1]
-EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+EXPERIMENTS = sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
 PRESETS = sorted(p.stem for p in (CONF_DIR / "method").glob("*.yaml"))
 
 

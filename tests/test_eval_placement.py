@@ -1,6 +1,6 @@
 """Where a model is evaluated: decided from the runner, recorded in results.json, applied to the whole model.
 
-On a GPU node every paper setup (tamp/conf/setup/*.yaml: runner=gpu_offload) must score on the GPU, for
+On a GPU node every paper setup (conf/setup/*.yaml: runner=gpu_offload) must score on the GPU, for
 the dense cell (loaded on the CPU, never moved by pruning), a pruned cell and a pruned cell with
 offload (decoder blocks left in CPU memory). The decision is checked here for every setup and cell
 kind with CUDA availability mocked (Lightning's own Fabric computes the device); the application on
@@ -23,8 +23,8 @@ import tamp
 from tamp.cli.run import run
 from tamp.cli.runner import make_fabric
 from tamp.cli.schema import validate
-from tamp.conf import CONF_DIR
 from tamp.eval.placement import eval_device, model_devices, place_for_eval
+from tamp.paths import CONF_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 SETUPS = sorted(p.stem for p in (CONF_DIR / "setup").glob("*.yaml"))

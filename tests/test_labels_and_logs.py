@@ -127,12 +127,12 @@ def test_variant_settings_name_the_run(compose_cfg, overrides: list[str], folder
 
 
 def test_every_preset_runs_the_variants_the_names_assume() -> None:
-    """PRESET_VARIANTS equals tamp/conf/method: no preset is named by a variant it runs itself."""
+    """PRESET_VARIANTS equals conf/method: no preset is named by a variant it runs itself."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
     from tamp.cli.schema import register_schema
-    from tamp.conf import CONF_DIR
+    from tamp.paths import CONF_DIR
 
     register_schema()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):  # once for every preset: fast

@@ -7,8 +7,8 @@ from tiny_models import fresh_tiny
 
 import tamp
 from tamp.cli.schema import validate
-from tamp.conf import CONF_DIR
 from tamp.method_names import PRESET_NAMES, display_name, preset_name
+from tamp.paths import CONF_DIR
 
 pytestmark = pytest.mark.fast  # the unit tier: make test-fast
 

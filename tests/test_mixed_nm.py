@@ -21,10 +21,10 @@ from tiny_models import fresh_tiny
 
 import tamp
 from tamp.cli.run import run
-from tamp.conf import CONF_DIR
 from tamp.config import PruneConfig, SparsityConfig
 from tamp.method import ComposedMethod, allocation_groups
 from tamp.models.tiny import TinyBundle
+from tamp.paths import CONF_DIR
 from tamp.pipeline.engine import LayerwiseEngine
 from tamp.reporting.runs import pattern_of
 from tamp.sparsity.allocate import Group

@@ -20,15 +20,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory) -> Path:
-    dist = tmp_path_factory.mktemp("dist")
-    build = [sys.executable, "-c", "import sys; from setuptools import build_meta; "
-             "print(build_meta.build_wheel(sys.argv[1]))", str(dist)]
-    proc = subprocess.run(build, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (wheel,) = dist.glob("tamp-*.whl")
+def installed(tmp_path_factory, tamp_wheel: Path) -> Path:
     site = tmp_path_factory.mktemp("site")
-    with zipfile.ZipFile(wheel) as archive:
+    with zipfile.ZipFile(tamp_wheel) as archive:
         archive.extractall(site)
     return site
 
@@ -38,16 +32,23 @@ def _python(site: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
+def _yamls(folder: Path) -> set[Path]:
+    return {p.relative_to(folder) for p in folder.rglob("*.yaml")}
+
+
 def test_the_wheel_carries_every_config_group_and_study(installed: Path) -> None:
-    shipped = {p.relative_to(installed / "tamp" / "conf") for p in (installed / "tamp" / "conf").rglob("*.yaml")}
-    source = {p.relative_to(REPO / "tamp" / "conf") for p in (REPO / "tamp" / "conf").rglob("*.yaml")}
-    source = {p for p in source if p.parts[0] != "local"}  # this machine's own settings never ship
-    assert source and source <= shipped, sorted(map(str, source - shipped))
-    assert (installed / "hydra_plugins" / "tamp_sweeper").is_dir(), "the sweeper plugin ships with tamp"
+    """conf/ and experiments/ of the checkout become tamp/conf and tamp/experiments of the wheel."""
+    shipped = _yamls(installed / "tamp" / "conf")
+    source = {p for p in _yamls(REPO / "conf") if p.parts[0] != "local"}
+    assert source and source == shipped, sorted(map(str, source ^ shipped))  # local/: this machine's, never shipped
+    assert _yamls(REPO / "experiments") == _yamls(installed / "tamp" / "experiments") != set()
+    for plugin in ("tamp_sweeper", "tamp_experiments"):  # the sweeper, and the source of the `experiment` group
+        assert (installed / "hydra_plugins" / plugin / "__init__.py").is_file(), f"{plugin} ships with tamp"
+    assert not (installed / "hydra_plugins" / "__init__.py").exists(), "hydra_plugins must stay a namespace package"
 
 
 def test_a_run_from_the_installed_package_outside_the_checkout(installed: Path, tmp_path: Path) -> None:
-    where = _python(installed, tmp_path, "-c", "import tamp.conf; print(tamp.conf.CONF_DIR)")
+    where = _python(installed, tmp_path, "-c", "import tamp.paths; print(tamp.paths.CONF_DIR)")
     assert where.returncode == 0, where.stderr[-2000:]
     assert Path(where.stdout.strip()) == installed / "tamp" / "conf", "tamp was imported from the checkout"
     run_dir = tmp_path / "run"

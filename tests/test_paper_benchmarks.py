@@ -16,8 +16,8 @@ import yaml
 from paper_tasks import FFMPEG, NO_FFMPEG, PAPER_TASKS, TASKS_ROOT, hf_home, write_local_tasks
 from tiny_models import fresh_tiny
 
-from tamp.conf import CONF_DIR
 from tamp.eval.judges import JUDGED, JudgeRequiredError, check_judges
+from tamp.paths import EXPERIMENTS_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER_TASKS_ROOT = TASKS_ROOT
@@ -37,9 +37,9 @@ def test_the_scorers_lmms_eval_does_not_install_are_installed(task: str) -> None
 
 def _suite_tasks() -> set[str]:
     names = {
-        n for s in SUITES for n in yaml.safe_load((REPO / "tamp/conf/eval" / f"{s}.yaml").read_text())["tasks"]
+        n for s in SUITES for n in yaml.safe_load((REPO / "conf/eval" / f"{s}.yaml").read_text())["tasks"]
     }
-    for path in (CONF_DIR / "experiment").glob("*.yaml"):
+    for path in EXPERIMENTS_DIR.glob("*.yaml"):
         names |= set((yaml.safe_load(path.read_text()) or {}).get("eval", {}).get("tasks", []))
     return names
 
@@ -71,7 +71,7 @@ def _stub_judge(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
 
 def test_every_suite_benchmark_has_a_local_copy():
     missing = _suite_tasks() - set(PAPER_TASKS)
-    assert not missing, f"benchmarks named in tamp/conf/eval or experiments without a local copy: {missing}"
+    assert not missing, f"benchmarks named in conf/eval or experiments without a local copy: {missing}"
 
 
 def _marks(name: str) -> list:

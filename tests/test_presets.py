@@ -1,6 +1,6 @@
-"""Every method preset in tamp/conf/method/ composes and prunes a tiny random LLaVA-NeXT end to end.
+"""Every method preset in conf/method/ composes and prunes a tiny random LLaVA-NeXT end to end.
 
-Presets are composed the way a run composes them (Hydra's compose API on tamp/conf/run.yaml, so a preset's
+Presets are composed the way a run composes them (Hydra's compose API on conf/run.yaml, so a preset's
 `defaults: [other, _self_]` list is honoured and the structured schema checks every key), then pruned
 through `tamp.prune` with the run's own model loader and calibration builder. The target 0.625 differs
 from the official magnitude baseline's 1 - p and lies on the tiny model's row grid (in_features 64 and
@@ -14,9 +14,9 @@ from omegaconf import OmegaConf
 
 import tamp
 from tamp.cli.schema import validate
-from tamp.conf import CONF_DIR
 from tamp.data.sources import calibration_samples
 from tamp.models.named import load_named_model
+from tamp.paths import CONF_DIR
 
 CONF = CONF_DIR
 PRESETS = sorted(p.stem for p in (CONF / "method").glob("*.yaml"))

@@ -9,7 +9,7 @@ which re-executes the command line in the second process, here inside a multirun
 
 The default run covers a representative subset (TAMP: DAS scoring + AMIA; random tokens: seeded
 draws per sample; ECoFLaP: zeroth-order scores over a subset of the samples; SparseGPT: Hessians);
-the full grid over every preset in tamp/conf/method/ is marked slow.
+the full grid over every preset in conf/method/ is marked slow.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ import torch
 from PIL import Image
 from tiny_models import fresh_tiny
 
-from tamp.conf import CONF_DIR
 from tamp.models.mask_file import load_masks
+from tamp.paths import CONF_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true", "TAMP_PROGRESS": "log"}

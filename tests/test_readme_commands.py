@@ -18,7 +18,7 @@ import pytest
 from tiny_models import fresh_tiny
 
 from tamp.cli.preflight import check_command
-from tamp.conf import CONF_DIR
+from tamp.paths import CONF_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
@@ -86,7 +86,7 @@ def test_make_help_lists_the_targets() -> None:
 
 
 def test_make_ablations_runs_a_sweep_whose_every_cell_checks() -> None:
-    """`make ablations` sweeps tamp/conf/experiment/toy_ablations.yaml: 14 methods (dense included) x 2 targets."""
+    """`make ablations` sweeps experiments/toy_ablations.yaml: 14 methods (dense included) x 2 targets."""
     make = (REPO / "Makefile").read_text()
     assert "-m +experiment=toy_ablations" in make
     assert check_command(["-m", "+experiment=toy_ablations"]) == 28
@@ -165,7 +165,7 @@ def test_readme_python_example_runs(tmp_path: Path) -> None:
 
 
 def test_readme_local_config_composes(tmp_path: Path) -> None:
-    """The README's tamp/conf/local/default.yaml (kept outside the checkout through hydra.searchpath here)."""
+    """The README's conf/local/default.yaml (kept outside the checkout through hydra.searchpath here)."""
     (local,) = [block for block in _readme_blocks("yaml") if "override /hydra/launcher: slurm" in block]
     (tmp_path / "local").mkdir()
     (tmp_path / "local" / "default.yaml").write_text(local)

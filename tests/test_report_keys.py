@@ -71,7 +71,7 @@ def make_run(
     config["sparsity"]["target"] = target
     for key, value in overrides.items():
         _set(config, key.replace("__", "."), value)
-    if "calib__seed" not in overrides:  # tamp/conf/calib: `seed: ${seed}`, resolved in the record
+    if "calib__seed" not in overrides:  # conf/calib: `seed: ${seed}`, resolved in the record
         config["calib"]["seed"] = config["seed"]
     m = config["method"]
     result = {

@@ -80,7 +80,7 @@ def _fake_sbatch(bin_dir: Path, log: Path) -> None:
 
 
 def test_a_local_config_sets_the_cluster_and_the_cli_submits_from_a_login_node(tmp_path: Path) -> None:
-    """`tamp/conf/local/default.yaml` (git-ignored) picks SLURM, its partition and the data paths; `python -m tamp.run
+    """`conf/local/default.yaml` (git-ignored) picks SLURM, its partition and the data paths; `python -m tamp.run
     -m +experiment=...` then reaches sbatch with them instead of refusing the GPU config on a CPU machine."""
     local = tmp_path / "conf" / "local"
     local.mkdir(parents=True)
@@ -103,8 +103,8 @@ def test_a_local_config_sets_the_cluster_and_the_cli_submits_from_a_login_node(t
 
 def test_the_local_group_is_optional_and_git_ignored(compose_cfg) -> None:
     assert compose_cfg([], hydra=True).hydra.launcher._target_.endswith("BasicLauncher")
-    ignored = subprocess.run(["git", "check-ignore", "tamp/conf/local/default.yaml"], cwd=REPO, capture_output=True)
-    assert ignored.returncode == 0, "tamp/conf/local/default.yaml must never be committed"
+    ignored = subprocess.run(["git", "check-ignore", "conf/local/default.yaml"], cwd=REPO, capture_output=True)
+    assert ignored.returncode == 0, "conf/local/default.yaml must never be committed"
 
 
 @pytest.mark.parametrize(

@@ -32,7 +32,7 @@ def _registered(compose_cfg) -> bool:
 
 
 def test_run_yaml_registers_the_callback(compose_cfg):
-    assert _registered(compose_cfg), f"tamp/conf/run.yaml: add hydra.callbacks.sweep_summary._target_: {TARGET}"
+    assert _registered(compose_cfg), f"conf/run.yaml: add hydra.callbacks.sweep_summary._target_: {TARGET}"
 
 
 def _cell(root: Path, name: str, results: dict | None, hydra_marker: bool = True) -> None:

@@ -183,7 +183,7 @@ def test_amia_with_sparsegpt(llava_next_samples) -> None:
 
 
 def test_tamp_sparsegpt_preset(llava_next_samples, compose_cfg) -> None:
-    """tamp/conf/method/tamp_sparsegpt.yaml (SparseGPT + DAS + AMIA) as Hydra composes it from its preset files."""
+    """conf/method/tamp_sparsegpt.yaml (SparseGPT + DAS + AMIA) as Hydra composes it from its preset files."""
     method = OmegaConf.to_container(compose_cfg(["method=tamp_sparsegpt"]).method)
     assert method["pruner"] == "sparsegpt" and method["tokens"]["name"] == "amia"
     bundle = fresh_tiny("llava_next")

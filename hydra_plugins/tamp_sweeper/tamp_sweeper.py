@@ -1,7 +1,7 @@
 """Hydra's basic sweeper, except that a multirun into a sweep folder it ran before leaves completed cells alone.
 
-Registered for tamp's runs in tamp/conf/hydra/sweeper/tamp.yaml (`override hydra/sweeper: tamp` in
-tamp/conf/run.yaml); the grid, `hydra.sweeper.params` and `max_batch_size` are the basic sweeper's. What
+Registered for tamp's runs in conf/hydra/sweeper/tamp.yaml (`override hydra/sweeper: tamp` in
+conf/run.yaml); the grid, `hydra.sweeper.params` and `max_batch_size` are the basic sweeper's. What
 runs and what is refused is decided in `tamp.cli.resweep`; Hydra finds this class because sweepers
 must live in the `hydra_plugins` namespace package.
 """

@@ -7,6 +7,6 @@ they only look down. `python -m tamp.run` and `python -m tamp.report` keep worki
 modules tamp/run.py and tamp/report.py.
 """
 
-from tamp.conf import CONF_DIR  # the Hydra configs, inside the package (absolute: the same from any folder)
+from tamp.paths import CONF_DIR  # the Hydra configs: conf/ of the checkout, or tamp/conf/ inside a wheel
 
 __all__ = ["CONF_DIR"]

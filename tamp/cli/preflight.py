@@ -36,6 +36,7 @@ from tamp.cli.rundir import check_not_foreign, check_run_dir, completed_message,
 from tamp.cli.runlock import holder, in_use_message
 from tamp.cli.save_target import check_run_save
 from tamp.cli.schema import register_schema
+from tamp.cli.study import check_study_applied
 from tamp.io import first_line
 from tamp.pipeline.checkpoint import check_checkpoint
 
@@ -111,6 +112,10 @@ def preflight(argv: Sequence[str], local: bool | None = True) -> Checked:
     skipped: list[str] = []
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         base = _compose([o for o in overrides if o not in sweeps], hydra=True)
+        try:
+            check_study_applied(base.get("experiment"), base.hydra.runtime.choices)
+        except ValueError as err:
+            raise PreflightError(str(err)) from None
         target = _check_output_dir(base, args.multirun)
         remote = remote_launcher(base) if args.multirun else None
         if local is None:
@@ -223,7 +228,7 @@ def _missing_option(err: MissingConfigException, overrides: list[str]) -> str:
     group, option = found.group(1), found.group(2)
     options = re.findall(r"^\t(\S+)$", text, flags=re.M)
     given = next((o for o in overrides if o.lstrip("+~").split("=")[0] == group), f"{group}={option}")
-    valid = ", ".join(options) if options else f"a file in tamp/conf/{group}/"
+    valid = ", ".join(options) if options else f"a file in conf/{group}/"
     return f"{given}: '{option}' is not an option of the '{group}' group; valid: {valid}"
 
 

@@ -164,6 +164,7 @@ def main(cfg: DictConfig) -> None:
         requeue_signalled,
         watch_requeue_signal,
     )
+    from tamp.cli.study import check_study_applied
 
     watch_requeue_signal()  # a submitit job being requeued records "interrupted", not "failed"
     hc = HydraConfig.get()
@@ -172,6 +173,7 @@ def main(cfg: DictConfig) -> None:
     run_dir = cfg.get("resume") or hc.runtime.output_dir  # resume=PATH continues the run in PATH
     try:
         try:
+            check_study_applied(cfg.get("experiment"), hc.runtime.choices)  # also without the preflight
             run(cfg, run_dir, cache_dir)
         except SystemExit as exit_:  # code inside the cell called sys.exit: fail this cell, not the sweep
             if requeue_signalled():  # submitit requeues this job by exiting: let it

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from tamp.cli.schema import RunConfig
 
 SUGGESTION = "choose a new folder, e.g. runner.save_dir=ckpt/${method.name}_${sparsity.target}"
-#: a sweep's cell folder: Hydra's job number first (tamp/conf/run.yaml: `${hydra.job.num}_${run_name:}`)
+#: a sweep's cell folder: Hydra's job number first (conf/run.yaml: `${hydra.job.num}_${run_name:}`)
 _CELL_FOLDER = re.compile(r"\d+(_|$)")
 
 

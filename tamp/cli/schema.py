@@ -1,6 +1,6 @@
 """The structured schema of a run's Hydra config: unknown keys fail at composition, bad values at start.
 
-`tamp/conf/run.yaml` lists `run_schema` first in its defaults, so every group file and every command-line
+`conf/run.yaml` lists `run_schema` first in its defaults, so every group file and every command-line
 override is merged onto these dataclasses: a key that does not exist stops composition with
 Hydra's message naming it, and `validate(cfg)` (OmegaConf.to_object, which runs the
 `__post_init__` checks) turns an out-of-range value into a one-line error before any model work.

@@ -2,7 +2,7 @@
 
 A failing cell is recorded in its results.json and the sweep goes on (tamp.run), so without this the
 sweep ended with status 0 and scripts, SLURM dependencies and CI could not tell. A Hydra callback,
-registered in tamp/conf/run.yaml:
+registered in conf/run.yaml:
 
     hydra:
       callbacks:

@@ -47,7 +47,7 @@ _MEDIA_PROCESSORS = {"image": "image_processor", "video": "video_processor", "au
 class CalibConfig:
     """Where the calibration conversations come from and how many are drawn."""
 
-    name: str = ""  # preset name (tamp/conf/calib/<name>.yaml); informational
+    name: str = ""  # preset name (conf/calib/<name>.yaml); informational
     source: str = "llava_json"  # llava_json | hf
     path: str = ""  # JSON/JSONL file, or dataset folder / Hub id in the cache for `hf`
     media_dir: str | None = None  # media paths are relative to this (default: the file's folder)

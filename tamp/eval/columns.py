@@ -2,7 +2,7 @@
 
 A paper's table has one number per benchmark, while lmms-eval 0.7.3 reports some benchmarks as
 groups: `blink` as its own aggregate plus 14 sub-tasks, `mvbench` as 20 sub-tasks and no aggregate,
-`mathvista_testmini` as three prompt variants. A paper suite (tamp/conf/eval/*_suite.yaml) therefore
+`mathvista_testmini` as three prompt variants. A paper suite (conf/eval/*_suite.yaml) therefore
 declares its columns (`eval.columns`, `ColumnSpec`): the paper's name, the task or group, the metric
 and how the number is made (`value`: the task's own score, or the group's own aggregate where
 lmms-eval computes one; `mean`: the unweighted mean over the group's sub-tasks, the benchmark's own

@@ -236,7 +236,7 @@ def load_zoo(name: str, cache_dir: str | os.PathLike | None = None, dtype: str =
     """(model, processor, adapter) of a zoo build, made if needed.
 
     `progress` allows the build's bars (shown on a terminal only). The zoo's lmms-eval tasks find
-    the build's data through `eval.env.TAMP_ZOO_DIR` (tamp/conf/eval/zoo.yaml), the same `${zoo_data:...}`
+    the build's data through `eval.env.TAMP_ZOO_DIR` (conf/eval/zoo.yaml), the same `${zoo_data:...}`
     path `calib.path` uses: one route from the config, no side effect here.
     """
     from tamp.models.loading import load_model

@@ -173,7 +173,7 @@ def override_message(err: BaseException, overrides: Sequence[str],
     found = re.search(r"Could not find '([^']+)/([^'/]+)'", text)
     if found is not None:  # a group option that does not exist: `method/tokens=nope`
         group, option = found.groups()
-        options = ", ".join(re.findall(r"^\t(\S+)$", text, flags=re.M)) or f"a file in tamp/conf/{group}/"
+        options = ", ".join(re.findall(r"^\t(\S+)$", text, flags=re.M)) or f"a file in conf/{group}/"
         given = next((o for o in overrides if o.lstrip("+~").split("=")[0] == group), f"{group}={option}")
         return f"{given}: '{option}' is not an option of the '{group}' group; valid: {options}"
     cause = err.__cause__ if err.__cause__ is not None else err

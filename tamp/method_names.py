@@ -38,14 +38,14 @@ VARIANT_PRESETS: dict[str, tuple[str, str, str]] = {
     "sparsegpt_official": ("sparsegpt", "uniform", "all"),
     "tamp_reference": ("wanda", "das", "amia"),
 }
-#: every preset of tamp/conf/method/ -> its composition (pruner, allocation, tokens); tests keep it equal to them
+#: every preset of conf/method/ -> its composition (pruner, allocation, tokens); tests keep it equal to them
 PRESET_MAKEUP: dict[str, tuple[str, str, str]] = {
     **{name: parts for parts, name in PRESET_NAMES.items()}, **VARIANT_PRESETS,
 }
 
 
 def preset_makeup(name: str) -> tuple[str, str, str] | None:
-    """(pruner, allocation, tokens) of the tamp/conf/method preset `name`; None when no preset has that name."""
+    """(pruner, allocation, tokens) of the conf/method preset `name`; None when no preset has that name."""
     return PRESET_MAKEUP.get(name)
 
 

@@ -82,7 +82,7 @@ def test_the_makeup_table_names_every_preset() -> None:
 
 @pytest.mark.parametrize("name", preset_names())
 def test_every_preset_is_its_own_makeup_and_validates(compose_cfg, name: str) -> None:
-    """The table the name check reads equals tamp/conf/method/; each preset with its name set by hand passes."""
+    """The table the name check reads equals conf/method/; each preset with its name set by hand passes."""
     method = validate(compose_cfg([f"method={name}"])).method
     assert (method.pruner, method.allocation.name, method.tokens.name) == PRESET_MAKEUP[name]
     check_makeup(method, name_given=True)  # `method=NAME method.name=NAME` passes

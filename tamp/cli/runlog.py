@@ -3,7 +3,7 @@
 Hydra opens its log file with a plain `open(path, "a")` before tamp has checked anything: a symbolic
 link put at run.log would receive the run's log lines, and a second process refused because the
 folder is in use would append its error to the first run's log. `RunLogHandler` (named by
-tamp/conf/hydra/job_logging/tamp.yaml) keeps Hydra's append semantics for a real file, but
+conf/hydra/job_logging/tamp.yaml) keeps Hydra's append semantics for a real file, but
 
 - opens the file with O_NOFOLLOW and writes only into a plain file with one name; anything else
   (a link, a FIFO, a hard link) is named once on stderr and the file log is left off;

@@ -10,7 +10,7 @@ export TOKENIZERS_PARALLELISM ?= false
 
 comma := ,
 
-.PHONY: help install system-deps lock demo toy-demo ablations quick test test-fast test-slow test-all lint bench clean
+.PHONY: help install system-deps lock demo toy-demo ablations quick test test-fast test-slow test-all lint bench docs docs-build clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -97,6 +97,14 @@ bench: install  ## benchmarks (numbers, not tests)
 	$(PY) benchmarks/bench_ecoflap_precision.py
 	$(PY) benchmarks/bench_video_decode.py
 	$(PY) benchmarks/bench_offload.py
+
+# the documentation site (mkdocs.yml, docs/): served with live reload, or built strictly into build/site
+export NO_MKDOCS_2_WARNING ?= 1
+docs: install  ## build and serve the documentation site at http://127.0.0.1:8000 (DOCS_ADDR=host:port)
+	$(VENV)/bin/mkdocs serve --dev-addr $(or $(DOCS_ADDR),127.0.0.1:8000)
+
+docs-build: install  ## build the documentation site strictly (a broken link fails) into build/site
+	$(VENV)/bin/mkdocs build --strict
 
 clean:  ## remove caches (keeps .venv)
 	rm -rf .pytest_cache .ruff_cache outputs/*/ multirun

@@ -71,24 +71,37 @@ def test_slurm_ddp_preset_starts_one_task_per_gpu(compose_cfg, tmp_path: Path, m
     assert "srun" in script, "submitit starts the tasks with srun: Lightning's SLURM environment joins them"
 
 
+@pytest.fixture
+def login_node(tmp_path: Path, monkeypatch) -> None:
+    """SLURM's commands on PATH, as on a login node (stand-ins: the check only looks for them)."""
+    bin_dir = tmp_path / "login_bin"
+    bin_dir.mkdir()
+    for tool in ("sbatch", "srun", "sacct"):
+        (bin_dir / tool).write_text("#!/bin/sh\nexit 0\n")
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+
 def _check(*overrides: str) -> int:
     """The pre-run check as tamp.run makes it: for the launcher's machines (local=None)."""
     return check_command(["-m", "eval=none", "logger=none", *overrides], local=None)
 
 
-def test_preflight_needs_one_slurm_task_per_device() -> None:
+def test_preflight_needs_one_slurm_task_per_device(login_node) -> None:
     with pytest.raises(PreflightError) as err:
-        _check("hydra/launcher=slurm", "runner=ddp_gpu", "runner.devices=8", "method=wanda,sparsegpt")
+        _check("hydra/launcher=slurm", "runner=ddp_gpu", "runner.devices=8", "calib.num_samples=8",
+               "method=wanda,sparsegpt")
     message = str(err.value)
     assert "\n" not in message
     assert message.startswith("runner.devices=8 under SLURM needs one task per device, but the launcher asks for "
                               "tasks_per_node=1; use hydra/launcher=slurm_ddp")
     with pytest.raises(PreflightError, match="runner.devices=auto under SLURM needs one task per device"):
         _check("hydra/launcher=slurm_ddp", "runner=ddp_gpu", "method=wanda")
-    assert _check("hydra/launcher=slurm_ddp", "runner=ddp_gpu", "runner.devices=8", "method=wanda,tamp") == 2
+    assert _check("hydra/launcher=slurm_ddp", "runner=ddp_gpu", "runner.devices=8", "calib.num_samples=8",
+                  "method=wanda,tamp") == 2
 
 
-def test_gpu_cells_can_be_submitted_from_a_login_node_without_gpus() -> None:
+def test_gpu_cells_can_be_submitted_from_a_login_node_without_gpus(login_node) -> None:
     import torch
 
     if torch.cuda.is_available():

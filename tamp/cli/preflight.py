@@ -15,10 +15,12 @@ command into a completed run folder of the same config is `NothingToDo`: one lin
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +39,7 @@ from tamp.cli.runlock import holder, in_use_message
 from tamp.cli.save_target import check_run_save
 from tamp.cli.schema import register_schema
 from tamp.cli.study import check_study_applied
+from tamp.components import override_message
 from tamp.io import first_line
 from tamp.pipeline.checkpoint import check_checkpoint
 
@@ -118,17 +121,19 @@ def preflight(argv: Sequence[str], local: bool | None = True) -> Checked:
             raise PreflightError(str(err)) from None
         target = _check_output_dir(base, args.multirun)
         remote = remote_launcher(base) if args.multirun else None
+        if args.multirun:  # before the cells: a submission that cannot be made is told in the first second
+            check_slurm_tools(base)
         if local is None:
             local = remote is None
         elif not local:
             remote = remote or "another machine"
         cells = _cells(base, overrides) if args.multirun else [overrides]
         saves: dict[Path, str] = {}
-        for cell in cells:
+        for cell in _counted(cells, None if local else remote):
             cfg = _compose(cell, hydra=False)
             where = f" (cell {' '.join(cell)})" if args.multirun and len(cells) > 1 else ""
             try:
-                settings = check_run_config(cfg, local, skipped)
+                settings = check_run_config(cfg, local, skipped, overrides=cell)
                 if remote:
                     check_launcher(base, settings)
                 run_dir = settings.resume or (None if args.multirun else target)
@@ -155,6 +160,50 @@ def preflight(argv: Sequence[str], local: bool | None = True) -> Checked:
             if save is not None:
                 saves[save] = " ".join(cell)
     return Checked(len(cells), None if local else remote, list(dict.fromkeys(skipped)))
+
+
+def check_slurm_tools(base: DictConfig) -> None:
+    """A SLURM launcher on a machine without SLURM's commands: one line, before any cell is checked."""
+    if not _runs_elsewhere(base):
+        return
+    from tamp.cli.submitted import missing_tools_message
+
+    name = str(OmegaConf.select(base, "hydra.runtime.choices", default={}).get("hydra/launcher") or "slurm")
+    message = missing_tools_message(name)
+    if message is not None:
+        raise PreflightError(message)
+
+
+def _counted(cells: list[list[str]], remote: str | None) -> Iterator[list[str]]:
+    """The cells, with progress for a check for another machine (a sweep of the paper's grid takes a while:
+    the first cell reads lmms-eval's task index). tamp.progress's bar on a terminal, lines elsewhere."""
+    if remote is None or len(cells) < 2:
+        yield from cells
+        return
+    from tamp.progress import LogProgress, is_terminal, progress_bar
+
+    desc = "tamp: pre-run check"
+    if is_terminal():
+        bar = progress_bar(len(cells), desc, unit="cell", leave=True)
+    else:
+        print(f"{desc} of {len(cells)} cells for hydra/launcher={remote}", file=sys.stderr, flush=True)
+        bar = LogProgress(len(cells), desc, "cell", every_s=5.0, logger=_stderr_log())
+    with bar:
+        for cell in cells:
+            yield cell
+            bar.update(1)
+
+
+def _stderr_log() -> logging.Logger:
+    """A logger that prints on stderr before Hydra configures logging (the pre-run check runs before Hydra)."""
+    logger = logging.getLogger("tamp.preflight")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    return logger
 
 
 def _check_run_folder(run_dir: Path, key: str) -> None:
@@ -233,20 +282,8 @@ def _missing_option(err: MissingConfigException, overrides: list[str]) -> str:
 
 
 def _composition_error(err: Exception, overrides: list[str]) -> str:
-    cause = err.__cause__ if err.__cause__ is not None else err
-    text = str(cause)
-    full_key = re.search(r"full_key: (\S+)", text)
-    key = full_key.group(1) if full_key else None
-    given = next((o for o in overrides if key and o.lstrip("+~").split("=")[0] == key), None)
-    missing = re.search(r"Key '([^']+)' (?:not in|is not in)", text)
-    if missing and key:
-        parent = key.rpartition(".")[0]
-        valid = ", ".join(valid_keys(parent)) or "none (a leaf value)"
-        return f"unknown config key '{key}'{f' (given {given})' if given else ''}; valid{' under ' + parent if parent else ''}: {valid}"
-    converted = re.search(r"Value '(.*)' of type '\w+' could not be converted to (\w+)", text)
-    if converted and key:
-        return f"{key}='{converted.group(1)}' is not valid; valid: a value of type {converted.group(2).lower()}"
-    return first_line(err)
+    """The key, the override and the valid keys of the node it names (the chosen component's own settings)."""
+    return override_message(err, overrides, valid_keys) or first_line(err)
 
 
 def _check_output_dir(base: DictConfig, multirun: bool) -> Path | None:

@@ -2,7 +2,8 @@
 
 This is how a researcher finishes a sweep after a pre-emption or a fix: the same command with the
 same `hydra.sweep.dir` runs only the cells that are missing, failed or interrupted, under their own
-job numbers and folders, and the summary line says `9/9 cells completed: 7 before, 2 now`. Before
+job numbers and folders (a cell is found by its settings, not its place in the grid: the same cells
+in another order, or with cells added, keep their folders; a new cell takes a number no folder has), and the summary line says `9/9 cells completed: 7 before, 2 now`. Before
 anything is launched (and before Hydra writes a file), the sweep folder and every cell folder that
 exists are checked as a single run's folder is: a folder tamp did not make, a run of another config
 or a folder another process is running in stops the whole sweep in one line.
@@ -20,8 +21,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from tamp.cli.rundir import check_not_foreign, check_run_dir, completed_run, foreign_entries
+from tamp.cli.rundir import check_not_foreign, check_run_dir, completed_run, foreign_entries, identity
 from tamp.cli.runlock import LOCK_FILE, holder, in_use_message
+from tamp.tracking.run_record import COMPLETED, RESULTS_FILE, RunRecord, RunRecordError
 
 MULTIRUN_FILE = "multirun.yaml"
 
@@ -111,24 +113,108 @@ def plan_sweep(config_loader: Any, config: DictConfig, cells: Sequence[Sequence[
     if who is not None:
         raise ValueError(in_use_message(sweep_dir, who))
     saved = HydraConfig.instance().cfg
+    earlier = _earlier_cells(sweep_dir)
+    used = {folder.number for folder in earlier}
     try:
         for index, cell in enumerate(cells):
             job_dir, task = _job_config(config_loader, config, cell, index, sweep_dir)
+            found = _take_match(earlier, job_dir, identity(OmegaConf.to_container(task, resolve=True)), cell)  # type: ignore[arg-type]
+            number = found.number if found is not None else _free_number(index, used)
+            if found is not None:
+                job_dir = found.folder
+            elif number != index:  # its grid position is another cell's folder: a number no folder has
+                job_dir, task = _job_config(config_loader, config, cell, number, sweep_dir)
+            used.add(number)
             check_not_foreign(job_dir, "cell folder")
             who = holder(job_dir)
             if who is not None:
                 raise ValueError(in_use_message(job_dir, who))
             check_run_dir(job_dir, task, resume=False)
-            plan.cells.append(PlannedCell(index, list(cell), job_dir, completed_run(job_dir, task) is not None))
+            plan.cells.append(PlannedCell(number, list(cell), job_dir, completed_run(job_dir, task) is not None))
     finally:
         HydraConfig.instance().cfg = saved
     return plan
 
 
+@dataclass
+class EarlierCell:
+    """A cell folder an earlier multirun made in the sweep folder: its job number and what it ran."""
+
+    folder: Path
+    number: int
+    settings: dict[str, Any] | None  # rundir.identity of its results.json config; None: no results.json yet
+    overrides: list[str] | None  # Hydra's .hydra/overrides.yaml (a cell that died before its results.json)
+    completed: bool = False
+
+
+def _earlier_cells(sweep_dir: Path) -> list[EarlierCell]:
+    """The sweep folder's cell folders with a job number (Hydra's .hydra/hydra.yaml), in number order."""
+    import yaml
+
+    found = []
+    for folder in sorted(p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        try:
+            hydra_yaml = yaml.safe_load((folder / ".hydra" / "hydra.yaml").read_text()) or {}
+            number = int(hydra_yaml["hydra"]["job"]["num"])
+            overrides = yaml.safe_load((folder / ".hydra" / "overrides.yaml").read_text())
+        except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
+            continue  # not a cell folder of a multirun (or its record is damaged): never matched, never reused
+        try:
+            record = RunRecord.read(folder / RESULTS_FILE)
+            settings = identity(record.config) if isinstance(record.config, dict) else None
+            completed = record.status == COMPLETED
+        except RunRecordError:
+            settings, completed = None, False
+        found.append(EarlierCell(folder, number, settings, overrides if isinstance(overrides, list) else None,
+                                 completed))
+    return sorted(found, key=lambda cell: cell.number)
+
+
+def _take_match(earlier: list[EarlierCell], natural: Path, settings: dict[str, Any],
+                overrides: Sequence[str]) -> EarlierCell | None:
+    """The earlier folder of the cell with these settings (removed from `earlier`: one folder per cell).
+
+    A cell is its settings, not its position in the grid: the same cells in another order, or with
+    cells added, find their folders. Its own grid position's folder is preferred. A folder that holds
+    no completed run of other settings (its job died before results.json, or a failure recorded the
+    config unresolved) is matched by the overrides Hydra recorded for it.
+    """
+    def same_overrides(cell: EarlierCell) -> bool:
+        return (cell.overrides is not None and sorted(cell.overrides) == sorted(overrides)
+                and not (cell.completed and cell.settings != settings))
+
+    for same in (lambda cell: cell.settings == settings, same_overrides):
+        matches = sorted((cell for cell in earlier if same(cell)), key=lambda cell: cell.folder != natural)
+        if matches:
+            break
+    if not matches:
+        return None
+    earlier.remove(matches[0])
+    return matches[0]
+
+
+def _free_number(index: int, used: set[int]) -> int:
+    """The cell's grid position as its job number when no folder has it, else the smallest number none has."""
+    if index not in used:
+        return index
+    return next(number for number in range(len(used) + 1) if number not in used)
+
+
+def cell_folder(config_loader: Any, config: DictConfig, overrides: Sequence[str], number: int) -> Path:
+    """The folder Hydra gives the cell with these overrides and job number (for a job that never made it)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    saved = HydraConfig.instance().cfg
+    try:
+        return _job_config(config_loader, config, overrides, number, Path(str(config.hydra.sweep.dir)))[0]
+    finally:
+        HydraConfig.instance().cfg = saved
+
+
 def batches(cells: Sequence[PlannedCell], max_batch_size: int | None) -> list[list[PlannedCell]]:
     """Runs of consecutive job numbers (one launch each keeps every cell's number), at most max_batch_size long."""
     out: list[list[PlannedCell]] = []
-    for cell in cells:
+    for cell in sorted(cells, key=lambda cell: cell.index):
         last = out[-1] if out else None
         if (last is not None and last[-1].index == cell.index - 1
                 and (not max_batch_size or len(last) < max_batch_size)):

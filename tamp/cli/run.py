@@ -100,18 +100,29 @@ def run(cfg: DictConfig, run_dir: str | Path, cache_dir: str | Path | None = Non
 
 
 def summary_head(record: RunRecord) -> str:
-    """`wanda, seed 42: sparsity 0.5000 (target 0.5)`; a saved checkpoint by its own method and measured sparsity."""
-    from tamp.run_names import name_of_record
+    """`wanda, seed 42: sparsity 0.5000 (target 0.5, 2:4)`; `..., seed 1, calib.seed 7: ...` when a seed is set
+    apart; a saved checkpoint by its own method and measured sparsity."""
+    from tamp.run_names import name_of_record, seed_words
+    from tamp.tracking.run_record import pattern_label
 
     name = name_of_record(record.to_json())
     achieved = record.sparsity.achieved or 0
     if name.saved:
-        manifest = record.sparsity.manifest
-        made = (f"saved by {manifest.get('method')} at target {manifest.get('target')}" if manifest
-                else "no sparsity manifest beside the weights")
-        return f"{name.label()}: sparsity {achieved:.4f} (measured on its weights; {made})"
-    seed = f", seed {name.seed}" if name.seed is not None and not name.dense else ""
-    return f"{name.label()}{seed}: sparsity {achieved:.4f} (target {record.sparsity.target})"
+        return f"{name.label()}: sparsity {achieved:.4f} (measured on its weights; {_saved_by(record.sparsity.manifest)})"
+    seed = f", {seed_words(name.seed)}" if name.seed is not None and not name.dense else ""
+    s = record.sparsity
+    pattern = pattern_label(s.pattern, s.nm, record.method.allocation)
+    shape = "" if pattern == "unstructured" or name.dense else f", {pattern}"
+    return f"{name.label()}{seed}: sparsity {achieved:.4f} (target {s.target}{shape})"
+
+
+def _saved_by(manifest: dict[str, Any] | None) -> str:
+    """`saved by wanda at target 0.5` (`... 0.5 2:4` for N:M): what the sparsity manifest says made the weights."""
+    if not manifest:
+        return "no sparsity manifest beside the weights"
+    pattern = manifest.get("pattern")
+    return (f"saved by {manifest.get('method')} at target {manifest.get('target')}"
+            + (f" {pattern}" if pattern not in (None, "unstructured") else ""))
 
 
 def _print_summary(record: RunRecord, run_dir: str | Path) -> None:
@@ -203,6 +214,9 @@ def cli() -> None:
     from tamp.cli.streams import guard_streams
 
     guard_streams()  # `... | head -1`: a closed pipe drops output, never the run
+    from tamp.cli.rundir import resume_in_place
+
+    sys.argv = resume_in_place(sys.argv)  # resume=DIR: Hydra's run folder is DIR, not a new stray one
     if enabled():
         try:
             checked = preflight(sys.argv[1:], local=None)  # a SLURM launcher: checked for its nodes

@@ -30,6 +30,18 @@ from omegaconf import DictConfig
 from tamp.io import first_line, natural_key
 from tamp.tracking.run_record import COMPLETED, FAILED, RESULTS_FILE, RunRecord, RunRecordError
 
+
+@dataclass(frozen=True)
+class LostJob:
+    number: int  # Hydra's job number (hydra.job.num)
+    name: str  # the cell's folder under the sweep folder, as the summary line names cells
+    reason: str
+
+
+#: jobs that ended without a result (noted by tamp.cli.submitted), by the sweep folder's plan key
+#: (tamp.cli.resweep.plan_key) and job number
+LOST: dict[str, dict[int, LostJob]] = {}
+
 EXIT_FAILED = 1
 REASON_CHARS = 160
 #: a cell's job directory holds Hydra's record of the job (hydra.output_subdir, `.hydra` by default)
@@ -92,6 +104,33 @@ def planned_cells(sweep_dir: Path, since: float) -> tuple[list[Cell], int] | Non
     return cells, len(plan.before)
 
 
+def with_lost_jobs(cells: list[Cell], sweep_dir: Path) -> list[Cell]:
+    """The cells, with why a submitit job ended without a result (out of memory, cancelled, node failure).
+
+    Such a job's folder says little (no results.json, or one left "running") or does not exist (the job
+    died before Hydra made it): its cell fails with the job's reason, and a cell without a folder is added.
+    """
+    from tamp.cli.resweep import plan_key
+
+    lost = LOST.get(plan_key(sweep_dir))
+    if not lost:
+        return cells
+    out = list(cells)
+    for job in lost.values():
+        at = next((i for i, cell in enumerate(out) if _job_number(cell.name) == job.number), None)
+        if at is None:
+            out.append(Cell(job.name, False, job.reason))
+        elif not out[at].completed:  # a cell that recorded its completion before the job died stays completed
+            out[at] = Cell(out[at].name, False, job.reason)
+    return sorted(out, key=lambda cell: natural_key(cell.name))
+
+
+def _job_number(name: str) -> int | None:
+    """Hydra's job number a cell folder's name starts with (`3_owl_0.5`, `3`), else None."""
+    head = Path(name).parts[0].split("_", 1)[0] if name else ""
+    return int(head) if head.isdigit() else None
+
+
 def summary_line(cells: list[Cell], before: int = 0) -> str:
     """`7/9 cells completed; failed: 3_owl_0.5 (reason), ...`; `9/9 cells completed: 7 before, 2 now`."""
     done = sum(cell.completed for cell in cells)
@@ -121,6 +160,7 @@ class SweepSummary(Callback):
         planned = planned_cells(sweep_dir, self.started)
         cells, before = planned if planned is not None else (
             find_cells(sweep_dir, self.started) if sweep_dir.is_dir() else [], 0)
+        cells = with_lost_jobs(cells, sweep_dir)
         if not cells:
             print(f"tamp: no cells of this multirun found under {sweep_dir}", file=sys.stderr, flush=True)
             raise SystemExit(EXIT_FAILED)

@@ -1,9 +1,11 @@
-"""`python -m tamp.zoo build|path|info|ship [--recipe NAME] [--cache-dir DIR] [--force]`: the toy zoo's model.
+"""`python -m tamp.zoo build|path|info|ship|lock [--recipe NAME] [--cache-dir DIR] [--force]`: the toy zoo's model.
 
 build: make the recipe's data and trained model (or find them; the shipped model when its recipe
 hash matches the code, unless --force) and print where they are; path: print the build directory
 without building; info: print the build's record (build.json); ship: copy a trained build into the
-package (tamp/zoo/shipped/<recipe>/) so fresh clones skip the training.
+package (tamp/zoo/shipped/<recipe>/) so fresh clones skip the training; lock: generate every named
+recipe's data in memory and record its fingerprint (tamp/zoo/data_lock.json), after a generator edit
+(a refactor that keeps the bytes keeps every recipe hash; it says which recipes' data changed).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from tamp.zoo.shipped import ship
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tamp.zoo", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=("build", "path", "info", "ship"))
+    parser.add_argument("command", choices=("build", "path", "info", "ship", "lock"))
     parser.add_argument("--recipe", default="default", choices=sorted(RECIPES))
     parser.add_argument("--cache-dir", default=str(DEFAULT_CACHE), help="cache root (default: %(default)s)")
     parser.add_argument("--force", action="store_true", help="rebuild even when a build exists")
@@ -34,6 +36,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"tamp.zoo: no build at {path.parent}; run `python -m tamp.zoo build`", file=sys.stderr)
             return 1
         print(path.read_text(), end="")
+        return 0
+    if args.command == "lock":
+        from tamp.zoo.datalock import LOCK, lock
+
+        notes = {"same": "same data (same hash)", "new": "recorded",
+                 "changed": "data CHANGED, so its hash did: a shipped model of it must be retrained and shipped"}
+        for name, verdict in lock(RECIPES).items():
+            print(f"  {name}: {notes[verdict]}")
+        print(f"recorded in {LOCK}")
         return 0
     if args.command == "ship":
         try:

@@ -6,6 +6,7 @@ Layout of OUT_DIR (the zoo owns these names; nothing else there is touched):
   images/<id>.png                    the images of every split (PNG, compression level 1)
   vocab.json, tasks.json             words for a word-level tokenizer; the task table
   manifest.json                      recipe version, world, code hash, sizes, seed, file hashes, content hash
+                                     and the data's fingerprint (what the recipe hash covers, see `fingerprint`)
 Train images are PNG files like the others (about 0.1 ms each to write, so 50k take seconds), so the
 one LLaVA loader reads every split; a trainer that wants an array decodes them once.
 
@@ -41,7 +42,7 @@ _OWNED_IMAGE = re.compile(r"^(train|calib|test)-\d+\.png$")
 
 
 def source_hash(names: Sequence[str]) -> str:
-    """Hash of the sources of files of this package (a cache key part: an edit rebuilds)."""
+    """Hash of the sources of files of this package (a cache key or memo key: an edit rebuilds or re-measures)."""
     h = hashlib.sha256()
     for name in names:
         h.update((Path(__file__).parent / name).read_bytes())
@@ -49,8 +50,9 @@ def source_hash(names: Sequence[str]) -> str:
 
 
 def code_hash(world: str = DEFAULT_WORLD) -> str:
-    """Hash of a world's generator source: an edit that forgot to bump RECIPE_VERSION still rebuilds."""
-    return source_hash(get_world(world).files)
+    """Hash of a world's generator source and this file (which writes its records): keys the data folder's
+    manifest (an edit regenerates a build's data) and the data lock (an edit re-measures the fingerprint)."""
+    return source_hash((*get_world(world).files, "build.py"))
 
 
 def _recipe(sizes: dict[str, int] | None, seed: int, world: str = DEFAULT_WORLD) -> dict:
@@ -78,53 +80,93 @@ def png_bytes(image) -> bytes:
     return buf.getvalue()
 
 
-def _chunk(job: tuple[str, int, int, int, str, str]) -> tuple[list[dict], list[bytes]]:
-    """Generate items start..stop of a split, write their images, return records and image digests."""
+def pixel_digest(image) -> bytes:
+    """An image as the model sees it (mode, size, pixels): unlike its PNG bytes, independent of zlib."""
+    return hashlib.sha256(f"{image.mode} {image.size}".encode() + image.tobytes()).digest()
+
+
+def _chunk(job: tuple[str, int, int, int, str | None, str]) -> tuple[list[dict], list[bytes], list[bytes]]:
+    """Generate items start..stop of a split; write their images unless `images_dir` is None (a fingerprint
+    only); return the records and the images' PNG and pixel digests."""
     split, start, stop, seed, images_dir, world = job
     make_item = WORLDS[world].make_item
-    records, digests = [], []
+    records, pngs, pixels = [], [], []
     for i in range(start, stop):
         item = make_item(split, i, seed)
         if item.image is not None:
-            data = png_bytes(item.image)
-            with open(os.path.join(images_dir, f"{item.id}.png"), "wb") as f:
-                f.write(data)
-            digests.append(hashlib.sha256(data).digest())
+            if images_dir is not None:
+                data = png_bytes(item.image)
+                with open(os.path.join(images_dir, f"{item.id}.png"), "wb") as f:
+                    f.write(data)
+                pngs.append(hashlib.sha256(data).digest())
+            pixels.append(pixel_digest(item.image))
         records.append(item.record())
-    return records, digests
+    return records, pngs, pixels
 
 
-def _generate(split: str, n: int, seed: int, images: Path, workers: int,
-              progress: bool | None, world: str = DEFAULT_WORLD) -> tuple[list[dict], str]:
-    jobs = [(split, s, min(s + CHUNK, n), seed, str(images), world) for s in range(0, n, CHUNK)]
+def _generate(split: str, n: int, seed: int, images: Path | None, workers: int,
+              progress: bool | None, world: str = DEFAULT_WORLD) -> tuple[list[dict], str, str]:
+    """A split's records and the hashes of its images' PNG files and of their pixels (`images` None: none written)."""
+    jobs = [(split, s, min(s + CHUNK, n), seed, None if images is None else str(images), world)
+            for s in range(0, n, CHUNK)]
     bar = tqdm(total=n, desc=f"zoo {split}", unit="item", disable=None if progress is None else not progress)
     records: list[dict] = []
-    digests: list[bytes] = []
+    pngs: list[bytes] = []
+    pixels: list[bytes] = []
     if workers > 1 and len(jobs) > 1:
         with multiprocessing.get_context("spawn").Pool(workers) as pool:
             results = pool.imap(_chunk, jobs)
-            for (recs, digs), job in zip(results, jobs, strict=True):
+            for (recs, png, pix), job in zip(results, jobs, strict=True):
                 records += recs
-                digests += digs
+                pngs += png
+                pixels += pix
                 bar.update(job[2] - job[1])
     else:
         for job in jobs:
-            recs, digs = _chunk(job)
+            recs, png, pix = _chunk(job)
             records += recs
-            digests += digs
+            pngs += png
+            pixels += pix
             bar.update(job[2] - job[1])
     bar.close()
-    return records, hashlib.sha256(b"".join(digests)).hexdigest()
+    return records, hashlib.sha256(b"".join(pngs)).hexdigest(), hashlib.sha256(b"".join(pixels)).hexdigest()
+
+
+def _json_text(data: object, lines: bool = False) -> str:
+    """`lines` puts one list element per line (readable, diff-friendly)."""
+    if lines:
+        return "[\n" + ",\n".join(json.dumps(r) for r in data) + "\n]\n"  # type: ignore[attr-defined]
+    return json.dumps(data, indent=1) + "\n"
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _write_json(path: Path, data: object, lines: bool = False) -> str:
-    """Write atomically; `lines` puts one list element per line (readable, diff-friendly)."""
-    if lines:
-        text = "[\n" + ",\n".join(json.dumps(r) for r in data) + "\n]\n"  # type: ignore[attr-defined]
-    else:
-        text = json.dumps(data, indent=1) + "\n"
+    """Write atomically; return the text's sha256."""
+    text = _json_text(data, lines)
     write_text_atomic(path, text)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return _sha(text)
+
+
+def _fingerprint(records: dict[str, str], pixels: dict[str, str], vocab: str, tasks: str) -> dict[str, str]:
+    """Per split the sha256 of its JSON text and of its images' pixels; the vocabulary's and task table's;
+    and `content`, the hash of them all (what tamp.zoo.recipe.recipe_hash covers)."""
+    parts = {split: _sha(f"{records[split]} {pixels[split]}") for split in SPLITS}
+    parts.update(vocab=vocab, tasks=tasks)
+    return {**parts, "content": _sha(json.dumps(parts, sort_keys=True))}
+
+
+def fingerprint(sizes: dict[str, int] | None, seed: int = 0, world: str = DEFAULT_WORLD, *,
+                workers: int = 1, progress: bool | None = False) -> dict[str, str]:
+    """The fingerprint of the data `build_zoo` writes for these arguments, generated in memory, nothing written."""
+    w, sizes = get_world(world), _check_sizes(sizes)
+    records, pixels = {}, {}
+    for split in SPLITS:
+        recs, _, pixels[split] = _generate(split, sizes[split], seed, None, workers, progress, world)
+        records[split] = _sha(_json_text(recs, lines=True))
+    return _fingerprint(records, pixels, _sha(_json_text(w.vocabulary())), _sha(_json_text(w.task_table())))
 
 
 def _sha256(path: Path) -> str | None:
@@ -184,9 +226,10 @@ def build_zoo(out_dir: str | os.PathLike, sizes: dict[str, int] | None = None, s
 
     files: dict[str, str] = {}
     image_hashes: dict[str, str] = {}
+    pixel_hashes: dict[str, str] = {}
     for split in SPLITS:
         n = recipe["sizes"][split]
-        records, image_hashes[split] = _generate(split, n, seed, images, workers, progress, world)
+        records, image_hashes[split], pixel_hashes[split] = _generate(split, n, seed, images, workers, progress, world)
         files[paths[split].name] = _write_json(paths[split], records, lines=True)
         if split == "test":
             for name in w.task_names:
@@ -197,7 +240,9 @@ def build_zoo(out_dir: str | os.PathLike, sizes: dict[str, int] | None = None, s
 
     _remove_stale(out, old, files, recipe["sizes"], w)
     content = hashlib.sha256(json.dumps({"files": files, "images": image_hashes}, sort_keys=True).encode())
-    manifest = {**recipe, "content_hash": content.hexdigest(), "files": files, "images": image_hashes}
+    texts = {split: files[paths[split].name] for split in SPLITS}
+    manifest = {**recipe, "content_hash": content.hexdigest(), "files": files, "images": image_hashes,
+                "fingerprint": _fingerprint(texts, pixel_hashes, files["vocab.json"], files["tasks.json"])}
     _write_json(out / MANIFEST, manifest)
     return paths
 

@@ -5,8 +5,9 @@ Layout of a build directory:
   model/       a LLaVA checkpoint: config, safetensors, tokenizer, processor, chat template
   build.json   written last: recipe, hash, timings, per-task answer accuracy (its presence = done)
 When the package ships a model trained from the same recipe hash (tamp/zoo/shipped.py), a build
-regenerates only the calibration and test data (seconds; the training split stays empty) and copies
-the shipped weights; `force` always trains.
+regenerates only the calibration and test data (seconds; the training split stays empty), checks
+them against the fingerprint the hash was computed from, and copies the shipped weights; `force`
+always trains. A build that trains checks all of its data against that fingerprint first.
 A build is locked (fcntl) so parallel sweep cells wait for one builder instead of racing, and the
 model is written to a temporary folder first, so an interrupted build is simply redone.
 """
@@ -120,6 +121,21 @@ def _build_data(recipe: ZooRecipe, root: Path, progress: bool | None, workers: i
                      workers=workers or min(4, os.cpu_count() or 1), progress=progress, world=recipe.data.world)
 
 
+def _check_data(recipe: ZooRecipe, root: Path, parts: tuple[str, ...]) -> None:
+    """Stop when the data just written is not the data the recipe hash covers (then the cache key, or a
+    shipped model, would stand for other data): e.g. a data lock measured where Pillow draws differently."""
+    from tamp.zoo.build import MANIFEST
+    from tamp.zoo.datalock import LOCK, data_fingerprint
+
+    written = json.loads((root / "data" / MANIFEST).read_text()).get("fingerprint", {})
+    expected = data_fingerprint(recipe.data)
+    wrong = [part for part in parts if written.get(part) != expected[part]]
+    if wrong:
+        raise RuntimeError(f"zoo recipe '{recipe.name}': the {', '.join(wrong)} data generated in {root / 'data'} "
+                           f"differs from the fingerprint its recipe hash covers ({LOCK.name}); this environment "
+                           "generates other data: run `python -m tamp.zoo lock`, then build again")
+
+
 def _write_info(root: Path, info: dict[str, Any]) -> dict[str, Any]:
     """Write build.json last (its presence marks the build done); return it as a later run reads it."""
     text = json.dumps(info, indent=1) + "\n"
@@ -134,6 +150,7 @@ def _install_shipped(recipe: ZooRecipe, root: Path, shipped: dict[str, Any], pro
     _say(f"using the shipped '{recipe.name}' model (recipe hash {shipped['hash']}); making its calibration "
          f"and test data in {root}")
     _build_data(recipe, root, progress, workers, train=False)
+    _check_data(recipe, root, ("calib", "test", "vocab", "tasks"))
     copy_model(recipe, root / "model")
     info = _write_info(root, {**shipped, "source": "shipped", "install_s": time.perf_counter() - start})
     _say(f"ready in {info['install_s']:.0f}s (`python -m tamp.zoo build --force` trains it from scratch)")
@@ -183,6 +200,7 @@ def _build_model(recipe: ZooRecipe, root: Path, progress: bool | None, workers: 
     init_s = time.perf_counter() - start
     _say(f"building the '{recipe.name}' toy model in {root} (once per recipe; later runs reuse it)")
     paths = _build_data(recipe, root, progress, workers)
+    _check_data(recipe, root, ("content",))
     data_s = time.perf_counter() - start
     m = recipe.model
     model, processor = build_model(m, get_world(recipe.data.world).vocabulary(), seed=recipe.train.seed)

@@ -1,14 +1,20 @@
-"""Question families about images: color, shape, count, position, compose (on scenes) and chart.
+"""Question templates about images (color, shape, count, position, compose, chart), for every world.
 
 Each template builds its scene around the answer (choose the answer or referent first, then add
 fillers that keep it well defined), so referents are unique, counts are balanced and yes/no is
 50/50 by construction rather than by rejection. Templates share the signature
 `(dice, heldout) -> Draft`; image templates ignore `heldout` (the item builder hashes instead).
+`SceneQuestions` asks the questions both worlds ask, on a `Grid` (where objects go, how many): the
+first world's 3 x 3 scene here (FAMILIES), the panel world's 6 x 9 cells in tamp.zoo.panel_questions.
+Each world registers its own phrases (they make its vocabulary); the first world's questions that
+only its 3 x 3 scene asks (a grid cell, relations) are functions below.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from tamp.zoo.world import (
     COLOR_NAMES,
@@ -35,22 +41,43 @@ from tamp.zoo.world import (
 Template = Callable[[Dice, bool], Draft]
 TINT = 16  # +- per channel colour jitter
 CELLS = tuple(range(GRID * GRID))
+COUNT_MAX = 6  # largest count of one color or one shape
+COUNT_BOTH_MAX = 4
 
 
-def _background(d: Dice) -> tuple[int, int, int]:
+def draw_background(d: Dice) -> tuple[int, int, int]:
+    """A dark background colour (objects and bars stay visible on it)."""
     return (d.randint(0, 40), d.randint(0, 40), d.randint(0, 40))
 
 
-def _tint(d: Dice) -> tuple[int, int, int]:
+def draw_tint(d: Dice) -> tuple[int, int, int]:
+    """A per-channel jitter of an object's or bar's colour."""
     return (d.randint(-TINT, TINT), d.randint(-TINT, TINT), d.randint(-TINT, TINT))
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Where a world's objects go (cells numbered row by row) and how many: what its scenes differ in."""
+
+    rows: int
+    cols: int
+    max_objects: int  # objects in an ordinary scene
+    max_count: int  # "how many objects": 1..max_count
+    count_scene: int  # objects at most in a scene that counts one color or one shape
+    min_fillers: int  # objects at least besides a unique referent
+    scene: Callable[[tuple[Obj, ...], tuple[int, int, int]], Any]  # (objects, background) -> the world's spec
+
+
+#: the first world: one 3 x 3 grid of 32 x 32 pixels
+SCENE_GRID = Grid(GRID, GRID, MAX_OBJECTS, MAX_COUNT_OBJECTS, MAX_COUNT_OBJECTS, 0, Scene)
 
 
 class SceneBuilder:
     """Places objects one per grid cell with jitter; callers decide what may be added."""
 
-    def __init__(self, d: Dice) -> None:
-        self.d = d
-        self.free = list(CELLS)
+    def __init__(self, d: Dice, grid: Grid = SCENE_GRID) -> None:
+        self.d, self.grid = d, grid
+        self.free = list(range(grid.rows * grid.cols))
         self.objects: list[Obj] = []
 
     def add(self, shape: str, color: str, size: str | None = None, cells: Sequence[int] | None = None) -> Obj:
@@ -59,8 +86,9 @@ class SceneBuilder:
         cell = d.choice(options)
         self.free.remove(cell)
         size = size or d.choice(SIZES)
-        j = 1 if size == "small" else 0  # big objects fill their cell: jitter would make them touch
-        obj = Obj(shape, color, size, cell // GRID, cell % GRID, d.randint(-j, j), d.randint(-j, j), _tint(d))
+        j = 1 if size == "small" else 0  # big objects fill their cell: jitter would make them touch or cross a border
+        row, col = divmod(cell, self.grid.cols)
+        obj = Obj(shape, color, size, row, col, d.randint(-j, j), d.randint(-j, j), draw_tint(d))
         self.objects.append(obj)
         return obj
 
@@ -74,8 +102,187 @@ class SceneBuilder:
                 shape, color = self.d.choice(SHAPES), self.d.choice(COLOR_NAMES)
             self.add(shape, color, cells=cells)
 
-    def scene(self) -> Scene:
-        return Scene(tuple(self.objects), _background(self.d))
+    def scene(self) -> Any:
+        return self.grid.scene(tuple(self.objects), draw_background(self.d))
+
+
+#: the phrases of SceneQuestions' templates, by template name (a world registers them as they are or
+#: with its own wording: the panel world asks for the row of an object's panel)
+TEXTS: dict[str, str] = {
+    "color_of_shape": "what color is the {shape}?",
+    "shape_of_color": "what shape is the {color} object?",
+    "size_of": "what size is the {color} {shape}?",
+    "count_all": "how many objects are there?",
+    "count_color": "how many {color} objects are there?",
+    "count_shape": "how many {plural} are there?",
+    "row_of": "which row is the {color} {shape} in?",
+    "column_of": "which column is the {color} {shape} in?",
+    "count_both": "how many {color} {plural} are there?",
+    "color_of_sized": "what color is the {size} {shape}?",
+    "tallest": "which bar is the tallest?",
+    "shortest": "which bar is the shortest?",
+    "height_of": "what is the height of the {color} bar?",
+    "bar_count": "how many bars are there?",
+}
+
+
+class SceneQuestions:
+    """The templates every world asks, on its grid, with its phrases (TEXTS' keys) and its bar charts."""
+
+    def __init__(self, grid: Grid, texts: Mapping[str, str], chart: Callable[[Dice], Any]) -> None:
+        self.grid, self.texts, self.chart = grid, dict(texts), chart
+
+    def _builder(self, d: Dice) -> SceneBuilder:
+        return SceneBuilder(d, self.grid)
+
+    def _referent(self, d: Dice, keep: Callable[[Obj], Callable[[str, str], bool]]) -> tuple[Obj, Any]:
+        """A random object and fillers that pass `keep(it)`: the scene of a question about one object."""
+        b = self._builder(d)
+        t = b.add(d.choice(SHAPES), d.choice(COLOR_NAMES))
+        b.fill(d.randint(self.grid.min_fillers, self.grid.max_objects - 1), keep(t))
+        return t, b.scene()
+
+    # ------------------------------------------------------------ color and shape
+
+    def color_of_shape(self, d: Dice, heldout: bool) -> Draft:
+        t, scene = self._referent(d, lambda t: lambda s, c: s != t.shape)
+        return Draft(self.texts["color_of_shape"].format(shape=t.shape), t.color, "color", "color_of_shape", scene)
+
+    def shape_of_color(self, d: Dice, heldout: bool) -> Draft:
+        t, scene = self._referent(d, lambda t: lambda s, c: c != t.color)
+        return Draft(self.texts["shape_of_color"].format(color=t.color), t.shape, "shape", "shape_of_color", scene)
+
+    def size_of(self, d: Dice, heldout: bool) -> Draft:
+        t, scene = self._referent(d, _other_than)
+        return Draft(self.texts["size_of"].format(color=t.color, shape=t.shape), t.size, "size", "size_of", scene)
+
+    # ------------------------------------------------------------ count
+
+    def count_all(self, d: Dice, heldout: bool) -> Draft:
+        b = self._builder(d)
+        b.fill(d.randint(1, self.grid.max_count))
+        return Draft(self.texts["count_all"], str(len(b.objects)), "count", "count_all", b.scene())
+
+    def _count_scene(self, d: Dice, match: Callable[[str, str], bool], make: Callable[[], tuple[str, str]]) -> Any:
+        k = d.randint(0, COUNT_MAX)
+        b = self._builder(d)
+        for _ in range(k):
+            b.add(*make())
+        b.fill(d.randint(0 if k else 1, self.grid.count_scene - k), lambda s, c: not match(s, c))
+        return b.scene()
+
+    def count_color(self, d: Dice, heldout: bool) -> Draft:
+        color = d.choice(COLOR_NAMES)
+        scene = self._count_scene(d, lambda s, c: c == color, lambda: (d.choice(SHAPES), color))
+        k = sum(o.color == color for o in scene.objects)
+        return Draft(self.texts["count_color"].format(color=color), str(k), "count", "count_color", scene)
+
+    def count_shape(self, d: Dice, heldout: bool) -> Draft:
+        shape = d.choice(SHAPES)
+        scene = self._count_scene(d, lambda s, c: s == shape, lambda: (shape, d.choice(COLOR_NAMES)))
+        k = sum(o.shape == shape for o in scene.objects)
+        return Draft(self.texts["count_shape"].format(plural=PLURALS[shape]), str(k), "count", "count_shape", scene)
+
+    # ------------------------------------------------------------ position (in its 3 x 3 grid)
+
+    def row_of(self, d: Dice, heldout: bool) -> Draft:
+        t, scene = self._referent(d, _other_than)
+        q = self.texts["row_of"].format(color=t.color, shape=t.shape)
+        return Draft(q, ROWS[t.row % GRID], "row", "row_of", scene)
+
+    def column_of(self, d: Dice, heldout: bool) -> Draft:
+        t, scene = self._referent(d, _other_than)
+        q = self.texts["column_of"].format(color=t.color, shape=t.shape)
+        return Draft(q, COLUMNS[t.col % GRID], "column", "column_of", scene)
+
+    # ------------------------------------------------------------ compose
+
+    def count_both(self, d: Dice, heldout: bool) -> Draft:
+        """Count objects with two attributes; fillers share one of them, so both must be bound."""
+        shape, color = d.choice(SHAPES), d.choice(COLOR_NAMES)
+        k = d.randint(0, COUNT_BOTH_MAX)
+        b = self._builder(d)
+        for _ in range(k):
+            b.add(shape, color)
+        for _ in range(d.randint(0 if k else 1, self.grid.max_objects - k)):
+            u = d.random()
+            if u < 0.4:
+                b.add(d.choice([s for s in SHAPES if s != shape]), color)
+            elif u < 0.8:
+                b.add(shape, d.choice([c for c in COLOR_NAMES if c != color]))
+            else:
+                b.fill(1, lambda s, c: s != shape and c != color)
+        q = self.texts["count_both"].format(color=color, plural=PLURALS[shape])
+        return Draft(q, str(k), "count", "count_both", b.scene())
+
+    def color_of_sized(self, d: Dice, heldout: bool) -> Draft:
+        """Two objects of one shape, one big and one small, in different colors: size picks the referent."""
+        shape = d.choice(SHAPES)
+        big_color, small_color = d.sample(COLOR_NAMES, 2)
+        b = self._builder(d)
+        b.add(shape, big_color, "big")
+        b.add(shape, small_color, "small")
+        b.fill(d.randint(0, self.grid.max_objects - 2), lambda s, c: s != shape)
+        size = d.choice(SIZES)
+        answer = big_color if size == "big" else small_color
+        q = self.texts["color_of_sized"].format(size=size, shape=shape)
+        return Draft(q, answer, "color", "color_of_sized", b.scene())
+
+    # ------------------------------------------------------------ chart
+
+    def tallest(self, d: Dice, heldout: bool) -> Draft:
+        c = self.chart(d)
+        return Draft(self.texts["tallest"], max(c.bars, key=lambda b: b.height).color, "color", "tallest", c)
+
+    def shortest(self, d: Dice, heldout: bool) -> Draft:
+        c = self.chart(d)
+        return Draft(self.texts["shortest"], min(c.bars, key=lambda b: b.height).color, "color", "shortest", c)
+
+    def height_of(self, d: Dice, heldout: bool) -> Draft:
+        c = self.chart(d)
+        bar = d.choice(c.bars)
+        return Draft(self.texts["height_of"].format(color=bar.color), str(bar.height), "height", "height_of", c)
+
+    def bar_count(self, d: Dice, heldout: bool) -> Draft:
+        c = self.chart(d)
+        return Draft(self.texts["bar_count"], str(len(c.bars)), "count", "bar_count", c)
+
+    def families(self) -> dict[str, tuple[Template, ...]]:
+        """The templates by task, as both worlds group them."""
+        return {
+            "color": (self.color_of_shape,),
+            "shape": (self.shape_of_color, self.size_of),
+            "count": (self.count_all, self.count_color, self.count_shape),
+            "position": (self.row_of, self.column_of),
+            "compose": (self.count_both, self.color_of_sized),
+            "chart": (self.tallest, self.shortest, self.height_of, self.bar_count),
+        }
+
+
+def _other_than(t: Obj) -> Callable[[str, str], bool]:
+    """Fillers that keep `t` the only object of its shape and color."""
+    return lambda s, c: (s, c) != (t.shape, t.color)
+
+
+def _chart(d: Dice) -> Chart:
+    """2-4 bars of distinct colors and distinct heights 1..8 (so tallest / shortest are unique)."""
+    n = d.randint(2, MAX_BARS)
+    colors, heights = d.sample(COLOR_NAMES, n), d.sample(range(1, MAX_HEIGHT + 1), n)
+    bars = tuple(Bar(c, h, draw_tint(d)) for c, h in zip(colors, heights, strict=True))
+    return Chart(bars, d.randint(0, MAX_BARS - n), draw_background(d))
+
+
+SCENE = SceneQuestions(SCENE_GRID, {name: phrase(text) for name, text in TEXTS.items()}, _chart)
+
+
+# ---------------------------------------------------------------- the first world's own: a grid cell, relations
+
+COLOR_AT = phrase("what color is the object at the {row} {column}?")
+SHAPE_AT = phrase("what shape is at the {row} {column}?")
+EXISTS_REL = phrase("is there a {color} {shape} {relation} the {ref_color} {ref_shape}?")
+COUNT_REL = phrase("how many objects are {relation} the {color} {shape}?")
+TALLER = phrase("is the {color} bar taller than the {other} bar?")
+COUNT_REL_MAX = 4
 
 
 def _holds(relation: str, cell: int, ref: int) -> bool:
@@ -88,19 +295,6 @@ def _where(obj: Obj) -> dict[str, str]:
     return {"row": ROWS[obj.row], "column": COLUMNS[obj.col]}
 
 
-# ---------------------------------------------------------------- color
-
-COLOR_OF_SHAPE = phrase("what color is the {shape}?")
-COLOR_AT = phrase("what color is the object at the {row} {column}?")
-
-
-def color_of_shape(d: Dice, heldout: bool) -> Draft:
-    b = SceneBuilder(d)
-    t = b.add(d.choice(SHAPES), d.choice(COLOR_NAMES))
-    b.fill(d.randint(0, MAX_OBJECTS - 1), lambda s, c: s != t.shape)
-    return Draft(COLOR_OF_SHAPE.format(shape=t.shape), t.color, "color", "color_of_shape", b.scene())
-
-
 def color_at(d: Dice, heldout: bool) -> Draft:
     b = SceneBuilder(d)
     b.fill(d.randint(1, MAX_OBJECTS))
@@ -108,121 +302,11 @@ def color_at(d: Dice, heldout: bool) -> Draft:
     return Draft(COLOR_AT.format(**_where(t)), t.color, "color", "color_at", b.scene())
 
 
-# ---------------------------------------------------------------- shape
-
-SHAPE_OF_COLOR = phrase("what shape is the {color} object?")
-SHAPE_AT = phrase("what shape is at the {row} {column}?")
-SIZE_OF = phrase("what size is the {color} {shape}?")
-
-
-def shape_of_color(d: Dice, heldout: bool) -> Draft:
-    b = SceneBuilder(d)
-    t = b.add(d.choice(SHAPES), d.choice(COLOR_NAMES))
-    b.fill(d.randint(0, MAX_OBJECTS - 1), lambda s, c: c != t.color)
-    return Draft(SHAPE_OF_COLOR.format(color=t.color), t.shape, "shape", "shape_of_color", b.scene())
-
-
 def shape_at(d: Dice, heldout: bool) -> Draft:
     b = SceneBuilder(d)
     b.fill(d.randint(1, MAX_OBJECTS))
     t = d.choice(b.objects)
     return Draft(SHAPE_AT.format(**_where(t)), t.shape, "shape", "shape_at", b.scene())
-
-
-def size_of(d: Dice, heldout: bool) -> Draft:
-    b = SceneBuilder(d)
-    t = b.add(d.choice(SHAPES), d.choice(COLOR_NAMES))
-    b.fill(d.randint(0, MAX_OBJECTS - 1), lambda s, c: (s, c) != (t.shape, t.color))
-    return Draft(SIZE_OF.format(color=t.color, shape=t.shape), t.size, "size", "size_of", b.scene())
-
-
-# ---------------------------------------------------------------- count
-
-COUNT_ALL = phrase("how many objects are there?")
-COUNT_COLOR = phrase("how many {color} objects are there?")
-COUNT_SHAPE = phrase("how many {plural} are there?")
-COUNT_MAX = 6  # largest count of one color or one shape
-
-
-def count_all(d: Dice, heldout: bool) -> Draft:
-    b = SceneBuilder(d)
-    b.fill(d.randint(1, MAX_COUNT_OBJECTS))
-    return Draft(COUNT_ALL, str(len(b.objects)), "count", "count_all", b.scene())
-
-
-def _count_scene(d: Dice, match: Callable[[str, str], bool], make: Callable[[], tuple[str, str]]) -> Scene:
-    k = d.randint(0, COUNT_MAX)
-    b = SceneBuilder(d)
-    for _ in range(k):
-        b.add(*make())
-    b.fill(d.randint(0 if k else 1, MAX_COUNT_OBJECTS - k), lambda s, c: not match(s, c))
-    return b.scene()
-
-
-def count_color(d: Dice, heldout: bool) -> Draft:
-    color = d.choice(COLOR_NAMES)
-    scene = _count_scene(d, lambda s, c: c == color, lambda: (d.choice(SHAPES), color))
-    k = sum(o.color == color for o in scene.objects)
-    return Draft(COUNT_COLOR.format(color=color), str(k), "count", "count_color", scene)
-
-
-def count_shape(d: Dice, heldout: bool) -> Draft:
-    shape = d.choice(SHAPES)
-    scene = _count_scene(d, lambda s, c: s == shape, lambda: (shape, d.choice(COLOR_NAMES)))
-    k = sum(o.shape == shape for o in scene.objects)
-    return Draft(COUNT_SHAPE.format(plural=PLURALS[shape]), str(k), "count", "count_shape", scene)
-
-
-# ---------------------------------------------------------------- position
-
-ROW_OF = phrase("which row is the {color} {shape} in?")
-COLUMN_OF = phrase("which column is the {color} {shape} in?")
-
-
-def _unique_target(d: Dice) -> tuple[Obj, Scene]:
-    b = SceneBuilder(d)
-    t = b.add(d.choice(SHAPES), d.choice(COLOR_NAMES))
-    b.fill(d.randint(0, MAX_OBJECTS - 1), lambda s, c: (s, c) != (t.shape, t.color))
-    return t, b.scene()
-
-
-def row_of(d: Dice, heldout: bool) -> Draft:
-    t, scene = _unique_target(d)
-    return Draft(ROW_OF.format(color=t.color, shape=t.shape), ROWS[t.row], "row", "row_of", scene)
-
-
-def column_of(d: Dice, heldout: bool) -> Draft:
-    t, scene = _unique_target(d)
-    return Draft(COLUMN_OF.format(color=t.color, shape=t.shape), COLUMNS[t.col], "column", "column_of", scene)
-
-
-# ---------------------------------------------------------------- compose
-
-COUNT_BOTH = phrase("how many {color} {plural} are there?")
-EXISTS_REL = phrase("is there a {color} {shape} {relation} the {ref_color} {ref_shape}?")
-COUNT_REL = phrase("how many objects are {relation} the {color} {shape}?")
-COLOR_OF_SIZED = phrase("what color is the {size} {shape}?")
-COUNT_BOTH_MAX = 4
-COUNT_REL_MAX = 4
-
-
-def count_both(d: Dice, heldout: bool) -> Draft:
-    """Count objects with two attributes; fillers share one of them, so both must be bound."""
-    shape, color = d.choice(SHAPES), d.choice(COLOR_NAMES)
-    k = d.randint(0, COUNT_BOTH_MAX)
-    b = SceneBuilder(d)
-    for _ in range(k):
-        b.add(shape, color)
-    for _ in range(d.randint(0 if k else 1, MAX_OBJECTS - k)):
-        u = d.random()
-        if u < 0.4:
-            b.add(d.choice([s for s in SHAPES if s != shape]), color)
-        elif u < 0.8:
-            b.add(shape, d.choice([c for c in COLOR_NAMES if c != color]))
-        else:
-            b.fill(1, lambda s, c: s != shape and c != color)
-    q = COUNT_BOTH.format(color=color, plural=PLURALS[shape])
-    return Draft(q, str(k), "count", "count_both", b.scene())
 
 
 def exists_rel(d: Dice, heldout: bool) -> Draft:
@@ -269,52 +353,6 @@ def count_rel(d: Dice, heldout: bool) -> Draft:
     return Draft(q, str(k), "count", "count_rel", b.scene())
 
 
-def color_of_sized(d: Dice, heldout: bool) -> Draft:
-    """Two objects of one shape, one big and one small, in different colors: size picks the referent."""
-    shape = d.choice(SHAPES)
-    big_color, small_color = d.sample(COLOR_NAMES, 2)
-    b = SceneBuilder(d)
-    b.add(shape, big_color, "big")
-    b.add(shape, small_color, "small")
-    b.fill(d.randint(0, MAX_OBJECTS - 2), lambda s, c: s != shape)
-    size = d.choice(SIZES)
-    answer = big_color if size == "big" else small_color
-    return Draft(COLOR_OF_SIZED.format(size=size, shape=shape), answer, "color", "color_of_sized", b.scene())
-
-
-# ---------------------------------------------------------------- chart
-
-TALLEST = phrase("which bar is the tallest?")
-SHORTEST = phrase("which bar is the shortest?")
-HEIGHT_OF = phrase("what is the height of the {color} bar?")
-TALLER = phrase("is the {color} bar taller than the {other} bar?")
-BAR_COUNT = phrase("how many bars are there?")
-
-
-def _chart(d: Dice) -> Chart:
-    """2-4 bars of distinct colors and distinct heights 1..8 (so tallest / shortest are unique)."""
-    n = d.randint(2, MAX_BARS)
-    colors, heights = d.sample(COLOR_NAMES, n), d.sample(range(1, MAX_HEIGHT + 1), n)
-    bars = tuple(Bar(c, h, _tint(d)) for c, h in zip(colors, heights, strict=True))
-    return Chart(bars, d.randint(0, MAX_BARS - n), _background(d))
-
-
-def tallest(d: Dice, heldout: bool) -> Draft:
-    c = _chart(d)
-    return Draft(TALLEST, max(c.bars, key=lambda b: b.height).color, "color", "tallest", c)
-
-
-def shortest(d: Dice, heldout: bool) -> Draft:
-    c = _chart(d)
-    return Draft(SHORTEST, min(c.bars, key=lambda b: b.height).color, "color", "shortest", c)
-
-
-def height_of(d: Dice, heldout: bool) -> Draft:
-    c = _chart(d)
-    bar = d.choice(c.bars)
-    return Draft(HEIGHT_OF.format(color=bar.color), str(bar.height), "height", "height_of", c)
-
-
 def taller(d: Dice, heldout: bool) -> Draft:
     c = _chart(d)
     a, o = d.sample(c.bars, 2)
@@ -322,18 +360,11 @@ def taller(d: Dice, heldout: bool) -> Draft:
     return Draft(TALLER.format(color=a.color, other=o.color), answer, "yesno", "taller", c)
 
 
-def bar_count(d: Dice, heldout: bool) -> Draft:
-    c = _chart(d)
-    return Draft(BAR_COUNT, str(len(c.bars)), "count", "bar_count", c)
-
-
+#: the first world's image tasks: the shared templates, and a grid cell's color and shape
 FAMILIES: dict[str, tuple[Template, ...]] = {
-    "color": (color_of_shape, color_at),
-    "shape": (shape_of_color, shape_at, size_of),
-    "count": (count_all, count_color, count_shape),
-    "position": (row_of, column_of),
-    "compose": (count_both, color_of_sized),
-    "chart": (tallest, shortest, height_of, bar_count),
+    **SCENE.families(),
+    "color": (SCENE.color_of_shape, color_at),
+    "shape": (SCENE.shape_of_color, shape_at, SCENE.size_of),
 }
 #: Questions that relate two objects (sides, comparisons). Not in the zoo: the demo's 1M-parameter
 #: model stayed at chance on them (yes/no 0.52-0.56, counts 0.55) after 4500 steps in the mixture

@@ -1,8 +1,10 @@
 """What a zoo model is made of: data recipe x model config x training recipe, and its cache key.
 
-A recipe is plain data (nested dataclasses), so its hash is the hash of its JSON plus the source of
-every file that turns it into data, weights or a tokenizer (its world's generator and MODEL_FILES):
-changing a number or that code rebuilds, anything else reuses the cache. Named recipes: `default` (the
+A recipe is plain data (nested dataclasses). Its hash covers what decides the weights: its numbers
+(as JSON), the bytes of the data its world generates (tamp.zoo.datalock: records, pixels, vocabulary,
+not the generator's source, so a refactor that keeps the data keeps the hash and the shipped
+models) and the source of the files that turn data into weights and a tokenizer (MODEL_FILES).
+Changing a number, the data or that code rebuilds; anything else reuses the cache. Named recipes: `default` (the
 demo's shipped model: a LLaVA-NeXT on the panel world, 134-token samples of which 120 are image
 tokens, started from `v1`'s weights), `v1` (shipped too: the first default, a LLaVA-1.5 on 32 x 32
 scenes and text questions, under 100 tokens a sample), and `micro` / `micro_next` (seconds: a few
@@ -17,11 +19,10 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field, replace
 
-from tamp.zoo.build import RECIPE_VERSION as DATA_VERSION
-from tamp.zoo.build import code_hash as data_code_hash
 from tamp.zoo.build import source_hash
+from tamp.zoo.datalock import data_fingerprint
 
-#: files of this package whose source decides the model (the data generator hashes its own). This file is
+#: files of this package whose source decides the model (the data enters by its bytes). This file is
 #: not among them: a recipe's numbers enter the hash as JSON, so changing one recipe leaves the others' hashes
 #: (and their shipped weights) alone.
 MODEL_FILES = ("tokenizer.py", "model.py", "encode.py", "pretrain.py", "train.py")
@@ -175,7 +176,7 @@ def get_recipe(name: str | ZooRecipe | None = None) -> ZooRecipe:
 
 
 def code_hash() -> str:
-    """The model side's source (the data generator's hash is added in `recipe_hash`)."""
+    """The model side's source (the data's fingerprint is added in `recipe_hash`)."""
     return source_hash(MODEL_FILES)
 
 
@@ -192,10 +193,10 @@ def init_recipe(recipe: ZooRecipe) -> ZooRecipe | None:
 
 
 def recipe_hash(recipe: ZooRecipe) -> str:
-    """The cache key: recipe numbers (not its name), cache format, its world's and the model's source, and
-    the hash of the recipe it starts from (so a change there rebuilds this one too)."""
+    """The cache key: recipe numbers (not its name), cache format, the fingerprint of its data's bytes, the
+    model's source, and the hash of the recipe it starts from (so a change there rebuilds this one too)."""
     numbers = {k: v for k, v in recipe.as_dict().items() if k != "name"}
-    data = [DATA_VERSION, data_code_hash(recipe.data.world)]
+    data = data_fingerprint(recipe.data)["content"]
     key = {"format": RECIPE_FORMAT, "recipe": numbers, "data": data, "code": code_hash()}
     start = init_recipe(recipe)
     if start is None:  # recipes from scratch hash as before `init` existed (their shipped weights stay valid)

@@ -2,9 +2,10 @@
 
 `tamp/zoo/shipped/<recipe>/` holds `build.json` (the record of the build that trained it, with the
 recipe hash it was built from) and `model/` (the checkpoint, ~4 MB). A shipped model is used only
-when its hash equals the current code's `recipe_hash`: the data is regenerated (seconds, seeded)
-and the weights are copied. Any other hash means the code changed since it was shipped, and the
-cache trains the model as before. Maintainers refresh it with
+when its hash equals the current code's `recipe_hash`: the data is regenerated (seconds, seeded),
+checked against the fingerprint the hash covers, and the weights are copied. Any other hash means
+the recipe, the data's bytes or the model code changed since it was shipped, and the cache trains
+the model as before (a generator edit that keeps the data keeps the hash: tamp.zoo.datalock). Maintainers refresh it with
 `python -m tamp.zoo build --force && python -m tamp.zoo ship`.
 """
 

@@ -42,7 +42,8 @@ class World:
     draw: Callable[[Any], Image.Image]
     height: int
     width: int
-    #: files of tamp/zoo whose source decides the world's items (a cache key: an edit rebuilds)
+    #: files of tamp/zoo whose source decides the world's items: keys the data folder's manifest and the
+    #: data lock (an edit regenerates and re-measures; the recipe hash follows the bytes, not this source)
     files: tuple[str, ...]
     words: Callable[[], list[str]]
     #: the lmms-eval tag of its test tasks (tamp/eval/tasks/zoo; `<tag>_mc`: multiple choice)

@@ -72,3 +72,14 @@ def tamp_wheel(tmp_path_factory) -> Path:
     assert proc.returncode == 0, proc.stderr[-3000:]
     (wheel,) = dist.glob("tamp-*.whl")
     return wheel
+
+
+@pytest.fixture
+def login_node(tmp_path: Path, monkeypatch) -> None:
+    """SLURM's commands on PATH, as on a login node (stand-ins: the check only looks for them)."""
+    bin_dir = tmp_path / "login_bin"
+    bin_dir.mkdir()
+    for tool in ("sbatch", "srun", "sacct"):
+        (bin_dir / tool).write_text("#!/bin/sh\nexit 0\n")
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")

@@ -34,7 +34,7 @@ hydra:
 """
 
 
-def test_a_slurm_submission_is_checked_for_the_nodes_and_says_what_it_left_to_them() -> None:
+def test_a_slurm_submission_is_checked_for_the_nodes_and_says_what_it_left_to_them(login_node) -> None:
     """Issue 26.2: from a login node without a GPU, `runner.accelerator=cuda` was refused (`use runner=cpu`)."""
     checked = preflight(STUDY, local=None)
     assert (checked.cells, checked.remote) == (7, "slurm")
@@ -55,7 +55,7 @@ def test_a_slurm_submission_is_checked_for_the_nodes_and_says_what_it_left_to_th
     assert preflight(["-m", "method=wanda,tamp"], local=None).remote is None
 
 
-def test_files_this_machine_sees_are_checked_for_a_remote_launcher_too(tmp_path: Path) -> None:
+def test_files_this_machine_sees_are_checked_for_a_remote_launcher_too(tmp_path: Path, login_node) -> None:
     bad = tmp_path / "calib.json"
     bad.write_text('[{"id": "a", "conversations": [')
     with pytest.raises(PreflightError, match=f"calibration file {bad} is not valid JSON"):
@@ -69,10 +69,10 @@ def test_files_this_machine_sees_are_checked_for_a_remote_launcher_too(tmp_path:
 
 def _fake_sbatch(bin_dir: Path, log: Path) -> None:
     """An `sbatch` that records the script it is given and refuses it (nothing is queued here), and the `srun`
-    submitit looks for to tell a SLURM machine."""
+    and `sacct` that tamp and submitit look for to tell a SLURM machine."""
     bin_dir.mkdir()
     commands = {"sbatch": f'cat "$@" >> {log}\necho "sbatch: error: a test cluster queues nothing" >&2\nexit 1',
-                "srun": "exit 1"}
+                "srun": "exit 1", "sacct": "exit 0"}
     for name, body in commands.items():
         script = bin_dir / name
         script.write_text(f"#!/bin/sh\n{body}\n")

@@ -71,17 +71,6 @@ def test_slurm_ddp_preset_starts_one_task_per_gpu(compose_cfg, tmp_path: Path, m
     assert "srun" in script, "submitit starts the tasks with srun: Lightning's SLURM environment joins them"
 
 
-@pytest.fixture
-def login_node(tmp_path: Path, monkeypatch) -> None:
-    """SLURM's commands on PATH, as on a login node (stand-ins: the check only looks for them)."""
-    bin_dir = tmp_path / "login_bin"
-    bin_dir.mkdir()
-    for tool in ("sbatch", "srun", "sacct"):
-        (bin_dir / tool).write_text("#!/bin/sh\nexit 0\n")
-        (bin_dir / tool).chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-
-
 def _check(*overrides: str) -> int:
     """The pre-run check as tamp.run makes it: for the launcher's machines (local=None)."""
     return check_command(["-m", "eval=none", "logger=none", *overrides], local=None)

@@ -41,7 +41,7 @@ from tamp.cli.schema import register_schema
 from tamp.cli.study import check_study_applied
 from tamp.components import override_message
 from tamp.io import first_line
-from tamp.pipeline.checkpoint import check_checkpoint
+from tamp.pipeline.checkpoint_files import check_checkpoint
 
 CONFIG_NAME = "run"
 #: Hydra flags that do not run a job (help, config printing, completion): left to Hydra as they are
@@ -194,11 +194,24 @@ def _counted(cells: list[list[str]], remote: str | None) -> Iterator[list[str]]:
             bar.update(1)
 
 
+class _StderrNow(logging.StreamHandler):
+    """A handler writing to whatever sys.stderr is when a line is logged (guard_streams or a caller may have
+    replaced it since the handler was made), never to a stream that has since been closed."""
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: D401
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def _stderr_log() -> logging.Logger:
     """A logger that prints on stderr before Hydra configures logging (the pre-run check runs before Hydra)."""
     logger = logging.getLogger("tamp.preflight")
     if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrNow()
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)

@@ -18,23 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from tamp.config import flatten
-from tamp.method_names import PRESET_NAMES
+from tamp.method_names import COMPONENTS, PresetTable, preset_variants, presets
 
 SEED = "seed"
 DENSE = "dense"
 #: a dense model has next to no exact zeros; more than this and it is a pruned checkpoint
 DENSE_MAX_SPARSITY = 0.01
-#: the composition of each preset, by name (the inverse of tamp.method_names)
-PRESETS: dict[str, tuple[str, str, str]] = {name: parts for parts, name in PRESET_NAMES.items()}
-COMPONENTS = ("pruner", "allocation", "tokens")
 SAVED = "saved"
 #: settings that pick a variant of the same computation, with the value every preset runs unless it says
 #: otherwise (the components' paper defaults; `calib.draw` python): a run that differs is named by them
 VARIANT_DEFAULTS: dict[str, str] = {"allocation.variant": "paper", "tokens.variant": "paper", "calib.draw": "python"}
-#: presets whose own variants differ from VARIANT_DEFAULTS (tests keep this equal to conf/method)
-PRESET_VARIANTS: dict[str, dict[str, str]] = {
-    "tamp_reference": {"allocation.variant": "reference", "tokens.variant": "reference"},
-}
 #: pruners that read no calibration data (under the uniform allocation the draw changes nothing)
 NO_DATA_PRUNERS = ("none", "magnitude")
 
@@ -82,13 +75,18 @@ def seed_label(items: Mapping[str, Any]) -> Any:
     return ",".join(f"{k}={v}" for k, v in ([(SEED, top)] if top is not None else []) + list(apart.items()))
 
 
-def preset_items(name: str) -> dict[str, str]:
+def own_variants(name: str, table: PresetTable | None = None) -> dict[str, str]:
+    """The variant settings a run of the preset `name` runs unless it says otherwise (its file's, else the defaults)."""
+    return {**VARIANT_DEFAULTS, **preset_variants(name, table)}
+
+
+def preset_items(name: str, table: PresetTable | None = None) -> dict[str, str]:
     """What the preset `name` runs, as report items (`method.pruner`, `method.tokens.variant`, `calib.draw`):
     the settings a run of it may differ in and still be called by it plus what differs."""
-    parts = PRESETS.get(name)
+    preset = (table or presets()).by_name.get(name)
     keys = [f"method.{c}" + ("" if c == "pruner" else ".name") for c in COMPONENTS]
-    own = dict(zip(keys, parts, strict=True)) if parts is not None else {}
-    variants = {**VARIANT_DEFAULTS, **PRESET_VARIANTS.get(name, {})}
+    own = dict(zip(keys, preset.makeup, strict=True)) if preset is not None else {}
+    variants = own_variants(name, table)
     return own | {(k if k.startswith("calib.") else f"method.{k}"): v for k, v in variants.items()}
 
 
@@ -112,15 +110,17 @@ def variant_items(config: Mapping[str, Any] | None, pruner: Any, allocation: Any
 
 def method_label(
     name: str, pruner: str | None, allocation: str | None, tokens: str | None,
-    variants: Mapping[str, str] | None = None,
+    variants: Mapping[str, str] | None = None, table: PresetTable | None = None,
 ) -> str:
     """`das` as its preset; `das+tokens=random` when a component was swapped (method.tokens.name=random),
-    `tamp+tokens.variant=reference` when a variant setting differs from the preset's own."""
-    own = PRESETS.get(name)
+    `tamp+tokens.variant=reference` when a variant setting differs from the preset's own. `table`: the
+    presets the run's Hydra saw (tamp.method_names.presets), by default those of conf/method/."""
+    table = table or presets()
+    own = table.by_name.get(name)
     parts = [] if own is None else [
-        f"{key}={value}" for key, value, preset in zip(COMPONENTS, (pruner, allocation, tokens), own, strict=True)
+        f"{key}={value}" for key, value, preset in zip(COMPONENTS, (pruner, allocation, tokens), own.makeup, strict=True)
         if value is not None and value != preset]
-    preset = {**VARIANT_DEFAULTS, **PRESET_VARIANTS.get(name, {})}
+    preset = own_variants(name, table)
     parts += [f"{key}={value}" for key, value in (variants or {}).items() if value != preset[key]]
     return "+".join([name, *parts])
 
@@ -223,7 +223,7 @@ def name_of_config(config: Mapping[str, Any]) -> RunName:
     allocation = _name(method.get("allocation"))
     tokens = _name(method.get("tokens"))
     variants = variant_items(_variant_tree(config), pruner, allocation)
-    name = method_label(str(method.get("name") or pruner), pruner, allocation, tokens, variants)
+    name = method_label(str(method.get("name") or pruner), pruner, allocation, tokens, variants, presets(config))
     return RunName(name, float(sparsity.get("target", 0.0)), str(sparsity.get("pattern") or "unstructured"), seed)
 
 

@@ -20,7 +20,7 @@ from tamp.reporting import build_report, load_results
 from tamp.reporting.load import check_results
 from tamp.reporting.render import report_markdown
 from tamp.reporting.wandb_offline import find_offline_runs, read_offline_run
-from tamp.run_names import NO_DATA_PRUNERS, PRESET_VARIANTS, name_of_config, preset_items, variant_items
+from tamp.run_names import NO_DATA_PRUNERS, name_of_config, preset_items, variant_items
 
 pytestmark = pytest.mark.fast  # the unit tier: make test-fast
 
@@ -127,7 +127,7 @@ def test_variant_settings_name_the_run(compose_cfg, overrides: list[str], folder
 
 
 def test_every_preset_runs_the_variants_the_names_assume() -> None:
-    """PRESET_VARIANTS equals conf/method: no preset is named by a variant it runs itself."""
+    """The variants read from each preset file are those it composes to: no preset is named by a variant it runs."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
@@ -144,7 +144,7 @@ def test_every_preset_runs_the_variants_the_names_assume() -> None:
         found = variant_items(config, method["pruner"], method["allocation"]["name"])
         own = preset_items(preset)
         assert {k: v for k, v in found.items() if own.get(k if k.startswith("calib.") else f"method.{k}") != v} == {}, preset
-    assert set(PRESET_VARIANTS) <= {p.stem for p in (CONF_DIR / "method").glob("*.yaml")}
+    assert preset_items("tamp_reference")["method.tokens.variant"] == "reference"  # read from its file
 
 
 def test_the_pruners_named_as_reading_no_data_are_those_that_read_none() -> None:

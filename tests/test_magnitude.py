@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from tamp.components import resolve_method
+from tamp.pruning.magnitude import MagnitudePruner
 from tamp.pruning.masks import unstructured_mask
 from tamp.pruning.registry import build_pruner
 
@@ -62,3 +63,5 @@ def test_official_magnitude_ranks_signed_weights_per_tensor_and_prunes_one_minus
 def test_magnitude_group_is_checked() -> None:
     with pytest.raises(ValueError, match=r"method.magnitude_group='column'.*valid: tensor, row"):
         resolve_method({"pruner": "magnitude", "magnitude_group": "column"})
+    with pytest.raises(ValueError, match=r"method.magnitude_group='column'.*valid: tensor, row"):  # the same check
+        MagnitudePruner(group="column")

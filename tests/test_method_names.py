@@ -7,7 +7,7 @@ from tiny_models import fresh_tiny
 
 import tamp
 from tamp.cli.schema import validate
-from tamp.method_names import PRESET_NAMES, display_name, preset_name
+from tamp.method_names import display_name, preset_name, presets
 from tamp.paths import CONF_DIR
 
 pytestmark = pytest.mark.fast  # the unit tier: make test-fast
@@ -20,8 +20,8 @@ def _composition(compose_cfg, preset: str) -> tuple[str, str, str]:
     return m.pruner, m.allocation.name, m.tokens.name
 
 
-@pytest.mark.parametrize("name", sorted(set(PRESET_NAMES.values())))
-def test_table_matches_the_presets_of_conf_method(compose_cfg, name: str) -> None:
+@pytest.mark.parametrize("name", sorted(set(presets().named.values())))
+def test_each_named_composition_is_its_preset(compose_cfg, name: str) -> None:
     assert (CONF / "method" / f"{name}.yaml").exists()
     assert preset_name(*_composition(compose_cfg, name)) == name
 
@@ -43,5 +43,7 @@ def test_chosen_names_are_kept() -> None:
     assert display_name("wanda", "wanda", "uniform", "all") == "wanda"
     assert display_name("my_tamp", "wanda", "das", "amia") == "my_tamp"  # a user's name stays
     assert display_name("tamp_reference", "wanda", "das", "amia") == "tamp_reference"
-    assert display_name("wanda", "wanda", "uniform", "modality") == "wanda"  # several presets: no guess
+    assert display_name("wanda", "wanda", "uniform", "modality") == "modality_vl"  # the others are its variants
+    assert display_name("wanda", "wanda", "uniform", "random") == "random_tokens"
+    assert display_name("wanda", "wanda", "owl", "amia") == "wanda"  # no preset of that makeup
     assert display_name("sparsegpt", "sparsegpt", "das", "amia") == "tamp_sparsegpt"

@@ -19,7 +19,7 @@ import tamp
 from tamp.cli.preflight import PreflightError, check_command
 from tamp.cli.schema import validate
 from tamp.components import as_prune_config, check_makeup
-from tamp.method_names import PRESET_MAKEUP
+from tamp.method_names import preset_makeup, presets
 from tamp.presets import preset_names, prune_config
 from tamp.pruning.registry import PRUNERS
 from tamp.sparsity.registry import ALLOCATIONS
@@ -76,15 +76,15 @@ def test_a_selector_under_magnitude_is_refused_before_anything_is_written(tmp_pa
 
 
 def test_the_makeup_table_names_every_preset() -> None:
-    assert sorted(PRESET_MAKEUP) == preset_names()
+    assert sorted(presets().by_name) == preset_names()  # each file gives its own name
     assert prune_config("tamp_reference", overrides=["method.name=tamp_reference"]).method.name == "tamp_reference"
 
 
 @pytest.mark.parametrize("name", preset_names())
 def test_every_preset_is_its_own_makeup_and_validates(compose_cfg, name: str) -> None:
-    """The table the name check reads equals conf/method/; each preset with its name set by hand passes."""
+    """The makeup the name check reads from the file is what Hydra composes; its name set by hand passes."""
     method = validate(compose_cfg([f"method={name}"])).method
-    assert (method.pruner, method.allocation.name, method.tokens.name) == PRESET_MAKEUP[name]
+    assert (method.pruner, method.allocation.name, method.tokens.name) == preset_makeup(name)
     check_makeup(method, name_given=True)  # `method=NAME method.name=NAME` passes
 
 

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
-import torch
-from torch import Tensor, nn
+from typing import TYPE_CHECKING, Any
 
 from tamp.config import MethodConfig
 from tamp.pruning.base import NM, Pruner
 from tamp.pruning.masks import tensor_mask
 from tamp.pruning.registry import register_pruner
+from tamp.registry import lazy_module
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor, nn
+else:  # imported when first used: the registry walk imports this module (tamp.registry)
+    torch, nn = lazy_module("torch"), lazy_module("torch.nn")
 
 __all__ = ["MagnitudeMethodConfig", "MagnitudePruner", "magnitude_metric", "official_magnitude_sparsity"]
 
@@ -68,12 +72,11 @@ class MagnitudePruner(Pruner):
     needs_stats = False
 
     def __init__(self, compat_official: bool | MagnitudeMethodConfig = False, group: str = "tensor") -> None:
-        if isinstance(compat_official, MagnitudeMethodConfig):
-            compat_official, group = compat_official.compat_magnitude, compat_official.magnitude_group
-        if group not in MAGNITUDE_GROUPS:
-            raise ValueError(f"method.magnitude_group={group!r} is unknown; valid: {', '.join(MAGNITUDE_GROUPS)}")
-        self.compat_official = compat_official
-        self.group = group
+        settings = (compat_official if isinstance(compat_official, MagnitudeMethodConfig)
+                    else MagnitudeMethodConfig(magnitude_group=group, compat_magnitude=compat_official))
+        settings.check()  # the one range check, for a pruner built by hand too
+        self.compat_official = settings.compat_magnitude
+        self.group = settings.magnitude_group
 
     def _sparsity(self, sparsity: float) -> float:
         return official_magnitude_sparsity(sparsity) if self.compat_official else sparsity

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
-from statistics import mean
 from typing import Any
 
 import pandas as pd
 
+from tamp.eval.rel import avg_rel, excluded_reason, rel_percent
 from tamp.reporting.group import group_by, row_labels, table_titles
 from tamp.reporting.keys import Items, RunKey, run_key, seed_of
 from tamp.reporting.load import ReportError
@@ -248,13 +248,11 @@ def usable_columns(dense: Row, columns: list[Column]) -> tuple[list[Column], dic
     """Columns with a dense score to divide by, and the others with why they are left out of Rel.%."""
     usable, excluded = [], {}
     for c in columns:
-        value = dense.scores.get(c.label)
-        if value is None:
-            excluded[c.label] = "no dense score"
-        elif value == 0:
-            excluded[c.label] = "dense score is 0"
-        else:
+        reason = excluded_reason(dense.scores.get(c.label))
+        if reason is None:
             usable.append(c)
+        else:
+            excluded[c.label] = reason
     return usable, excluded
 
 
@@ -264,23 +262,15 @@ def fill_rel(row: Row, dense: Row, usable: list[Column]) -> None:
     for group in row.seeds:
         values: dict[str, float | None] = {}
         for c in usable:
-            value = seed_mean(group, lambda r, c=c: score(r, c))
-            values[c.label] = None if value is None else value / dense.scores[c.label] * 100.0  # type: ignore[operator]
+            values[c.label] = rel_percent(seed_mean(group, lambda r, c=c: score(r, c)), dense.scores[c.label])
         per_seed.append(values)
     for c in usable:
         s = stat([values[c.label] for values in per_seed])
         row.rel[c.label] = s.mean if s else None
         row.rel_std[c.label] = s.std if s else None
-    rels = [row.rel.get(c.label) for c in usable]
-    row.avg_rel = mean(rels) if rels and all(r is not None for r in rels) else None  # type: ignore[arg-type]
-    avgs = stat([_mean_all(values) for values in per_seed])
+    row.avg_rel = avg_rel({c.label: row.rel.get(c.label) for c in usable})
+    avgs = stat([avg_rel(values) for values in per_seed])
     row.avg_rel_std = avgs.std if avgs and row.avg_rel is not None else None
-
-
-def _mean_all(values: dict[str, float | None]) -> float | None:
-    """The mean of all values, None if any is missing (an Avg Rel.% over part of the tasks misleads)."""
-    present = [v for v in values.values() if v is not None]
-    return mean(present) if present and len(present) == len(values) else None
 
 
 def _sort_key(row: Row) -> tuple[Any, ...]:

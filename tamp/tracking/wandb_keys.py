@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tamp.eval.columns import column_scores
+from tamp.eval.rel import avg_rel, rel_columns
 from tamp.run_names import NO_DATA_PRUNERS, SAVED, SEED, RunName, model_label, seed_items, variant_items
 from tamp.tracking.run_record import RunRecord, pattern_label
 
@@ -85,13 +86,15 @@ def primary_scores(results: Results, columns: list[dict[str, Any]] | None = None
 
 
 def rel_metrics(results: Results, dense: Results) -> dict[str, float]:
-    """{'rel/<column>': 100 * score / dense score, 'rel/avg': their mean} over columns both runs scored."""
+    """{'rel/<column>': Rel.%, 'rel/avg': Avg Rel.%} as the report computes them (tamp.eval.rel): a column
+    the dense run scored (not 0) and this run too; the average only when this run has every such column."""
     columns = as_record(results).columns
-    mine, ref = primary_scores(results), primary_scores(dense, columns)
-    rel = {f"rel/{task}": 100.0 * mine[task] / ref[task] for task in mine if ref.get(task)}
-    if rel:
-        rel["rel/avg"] = sum(rel.values()) / len(rel)
-    return rel
+    rels = rel_columns(primary_scores(results), primary_scores(dense, columns))
+    out = {f"rel/{column}": value for column, value in rels.items() if value is not None}
+    average = avg_rel(rels)
+    if average is not None:
+        out["rel/avg"] = average
+    return out
 
 
 def summary_metrics(results: Results, dense: Results | None = None) -> dict[str, Any]:

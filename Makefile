@@ -97,6 +97,7 @@ bench: install  ## benchmarks (numbers, not tests)
 	$(PY) benchmarks/bench_ecoflap_precision.py
 	$(PY) benchmarks/bench_video_decode.py
 	$(PY) benchmarks/bench_offload.py
+	$(PY) benchmarks/bench_cli.py
 
 # the documentation site (mkdocs.yml, docs/): served with live reload, or built strictly into build/site
 export NO_MKDOCS_2_WARNING ?= 1

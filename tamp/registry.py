@@ -7,12 +7,16 @@ registry imports every module of its packages (a package walk), so a new compone
 The packages are named literally in each `Registry(...)` declaration: tests/test_architecture.py reads
 them there and checks that every walked package registers with (imports) the registry it is walked by.
 An unknown name is a one-line error naming the config key and the valid names.
+Composing and checking a run config walks these packages, so a walked module imports torch (and any
+other model library) through `lazy_module`: `--help`, tab completion and a config error never load it.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import pkgutil
+import types
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, is_dataclass
 from typing import Any, Generic, TypeVar
@@ -21,6 +25,33 @@ from tamp.config import from_dict
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _LazyModule(types.ModuleType):
+    """A module imported on its first attribute access; then its names are this object's own (no more lookups)."""
+
+    def __getattr__(self, attr: str) -> Any:
+        module = importlib.import_module(self.__name__)
+        self.__dict__.update(module.__dict__)
+        return getattr(module, attr)
+
+
+def lazy_module(name: str) -> Any:
+    """`torch = lazy_module("torch")`: the module, imported when a function first uses it, not at import."""
+    return _LazyModule(name)
+
+
+def no_grad(fn: F) -> F:
+    """`@torch.no_grad()` for a function of a walked module: torch is imported when the function runs."""
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        import torch
+
+        with torch.no_grad():
+            return fn(*args, **kwargs)
+
+    return run  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -76,6 +107,8 @@ class Registry(Generic[T]):
         return sorted(self.discover().entries)
 
     def get(self, name: str) -> Entry[T]:
+        if name in self.entries:  # registered already (its module is loaded): no walk needed
+            return self.entries[name]
         self.discover()
         if name not in self.entries:
             opening = self.unknown.format(key=self.key, name=name)

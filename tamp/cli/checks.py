@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from tamp.cli.schema import RunConfig, validate
@@ -87,6 +86,8 @@ def _check_runner(settings: RunConfig, local: bool, skipped: list[str]) -> None:
     r = settings.runner
     if isinstance(r.devices, str) and r.devices != "auto" and not r.devices.isdigit():
         raise ValueError(f"runner.devices='{r.devices}' is not valid; valid: a count >= 1, a list of device ids, or auto")
+    import torch  # the devices present: only a run's own check asks, not composing or --help
+
     cuda = torch.cuda.is_available() or not local  # local=False: a config for another machine
     if not local and not torch.cuda.is_available() and (r.accelerator in ("cuda", "gpu") or r.device.startswith("cuda")):
         skipped.append(f"runner.accelerator={r.accelerator} (no CUDA device here)")
@@ -288,8 +289,6 @@ def check_run_config(
     `overrides` are the cell's command-line overrides (None: Hydra's, inside a run; a name set there is
     checked against the presets).
     """
-    from tamp.method import ComposedMethod
-
     skipped = skipped if skipped is not None else []
     _check_unknown(cfg)
     _check_names(cfg)
@@ -299,6 +298,8 @@ def check_run_config(
     calib = settings.calib
     _check_sample_counts(settings, calib.num_samples, f"calib.num_samples={calib.num_samples}")
     _check_runner(settings, local, skipped)
+    from tamp.method import ComposedMethod  # the engine (torch): only once the config itself is valid
+
     ComposedMethod.from_config(settings.prune_config())  # pruner, allocation and token selector ranges
     _check_model(settings, local, skipped)
     try:

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tamp.cli.runlock import LOCK_FILE, lock_refused_message, not_a_lock
 from tamp.config import RUN_VOLATILE, flatten, is_under
-from tamp.pipeline.checkpoint import PROGRESS, has_checkpoint
+from tamp.pipeline.checkpoint_files import PROGRESS, has_checkpoint
 from tamp.tracking.run_record import COMPLETED, FAILED, RESULTS_FILE, RunRecord, RunRecordError
 
 #: what a run keeps in its own folder: never a save target

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -22,7 +22,9 @@ from tamp.data.calib import DRAWS
 from tamp.data.calib import CalibConfig as DataCalibConfig
 from tamp.data.sources import CALIB_SOURCES
 from tamp.eval.columns import ColumnSpec
-from tamp.models.named import ModelSettings
+
+if TYPE_CHECKING:  # loading a model is the runner's business: composing and checking stay without torch
+    from tamp.models.named import ModelSettings
 
 WANDB_MODES = ("offline", "online", "disabled")
 #: the per-block checkpoints of a run, inside its run folder
@@ -56,7 +58,10 @@ class CalibConfig(DataCalibConfig):
     source: str = "tiny"
 
     def __post_init__(self) -> None:
-        CALIB_SOURCES.get(self.source)  # one line naming the registered sources
+        # one line naming the registered sources; the default (the tiny models' own examples, registered in
+        # tamp.models.tiny beside transformers) is valid by construction: the schema and `--help` never load it
+        if self.source != CalibConfig.source:
+            CALIB_SOURCES.get(self.source)
         _check(
             self.num_samples is None or self.num_samples >= 1, f"calib.num_samples={self.num_samples} must be >= 1"
         )
@@ -171,6 +176,8 @@ class RunConfig:
 
     def model_settings(self) -> ModelSettings:
         """What loading `model.name` needs from this run (tamp.models.named)."""
+        from tamp.models.named import ModelSettings
+
         m = self.model
         return ModelSettings(m.name, m.family, m.dtype, m.trust_remote_code, self.seed,
                              self.paths.cache_dir, self.runner.progress)

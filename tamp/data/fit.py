@@ -12,11 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from tamp.data.sample import TEXT, CalibSample
+from tamp.registry import lazy_module
+
+if TYPE_CHECKING:
+    import torch
+else:  # imported when first used: the registry walk imports this module (tamp.registry)
+    torch = lazy_module("torch")
 
 #: per-position [1, T] inputs cut together with the labels
 SEQUENCE_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import torch
+from tamp.registry import lazy_module
+
+if TYPE_CHECKING:
+    import torch
+else:  # imported when first used: the registry walk imports this module (tamp.registry)
+    torch = lazy_module("torch")
 
 TEXT, IMAGE, VIDEO, AUDIO = 0, 1, 2, 3
 MODALITY_NAMES = {TEXT: "text", IMAGE: "image", VIDEO: "video", AUDIO: "audio"}

@@ -35,53 +35,25 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from tamp.io import first_line, safetensors_problem, write_atomic
+from tamp.io import write_atomic
 from tamp.models.disk import naming_path, normal_mode, sha256_file
+from tamp.pipeline.checkpoint_files import (
+    _START_OVER,
+    DIGESTS,
+    PROGRESS,
+    RNG_AFTER,
+    SCORING,
+    CheckpointCorruptError,
+    CheckpointMismatchError,
+    _check_block,
+    _digest_problem,
+    _recorded_digests,
+    check_checkpoint,  # noqa: F401 - the checkpoint's checks, where callers have always found them
+    has_checkpoint,  # noqa: F401
+    read_progress,
+)
 
-PROGRESS = "progress.json"
-SCORING = "scoring.safetensors"
-#: progress.json's {block file name: SHA-256 of its bytes}; a block file's metadata key for the RNG state after it
-DIGESTS = "digests"
-RNG_AFTER = "rng_after"
 log = logging.getLogger("tamp")
-
-
-def has_checkpoint(directory: str | Path) -> bool:
-    """Whether a checkpoint directory holds progress to resume: a plan with blocks, or a scoring pass."""
-    directory = Path(directory)
-    return (directory / PROGRESS).is_file() or (directory / SCORING).is_file()
-
-
-class CheckpointMismatchError(ValueError):
-    """The directory holds a checkpoint of a different run configuration."""
-
-
-class CheckpointCorruptError(ValueError):
-    """A checkpoint file is not what tamp wrote (cut short, overwritten); the message names the file."""
-
-
-_START_OVER = "the run cannot continue from it: move {dir} away to prune from the start"
-
-
-def _check_block(path: Path, directory: Path) -> None:
-    if not path.is_file():
-        raise CheckpointCorruptError(f"checkpoint block {path} is missing; {_START_OVER.format(dir=directory)}")
-    problem = safetensors_problem(path)
-    if problem is not None:
-        raise CheckpointCorruptError(f"checkpoint block {path} is unreadable: {problem}; "
-                                     f"{_START_OVER.format(dir=directory)}")
-
-
-def _digest_problem(path: Path, recorded: str) -> str | None:
-    """Why block file `path` is not the file whose SHA-256 was `recorded`; None when it is."""
-    if not path.is_file():
-        return "is missing"
-    problem = safetensors_problem(path)
-    if problem is not None:
-        return f"is unreadable ({problem})"
-    if sha256_file(path) != recorded:
-        return "does not match the digest recorded when it was written (damaged on disk or overwritten)"
-    return None
 
 
 def _tensors_digest(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> str:
@@ -92,55 +64,6 @@ def _tensors_digest(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> s
         digest.update(f"{name}|{tensor.dtype}|{list(tensor.shape)}|".encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
-
-
-def _recorded_digests(progress: dict[str, Any]) -> dict[str, str]:
-    digests = progress.get(DIGESTS)
-    if not isinstance(digests, dict):
-        return {}
-    return {k: v for k, v in digests.items() if isinstance(k, str) and isinstance(v, str)}
-
-
-def read_progress(directory: str | Path) -> dict[str, Any] | None:
-    """A checkpoint's progress marker, None when there is none; one line naming the file when it is garbage."""
-    directory = Path(directory)
-    path = directory / PROGRESS
-    if not path.exists():
-        return None
-    try:
-        progress = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointCorruptError(f"checkpoint progress file {path} is unreadable ({first_line(err)}); "
-                                     f"{_START_OVER.format(dir=directory)}") from None
-    fields = {"fingerprint": str, "plan": dict, "completed_blocks": int}
-    bad = next((k for k, kind in fields.items() if not isinstance(progress, dict) or not isinstance(progress.get(k), kind)), None)
-    if bad is not None:
-        raise CheckpointCorruptError(f"checkpoint progress file {path} has no valid '{bad}'; "
-                                     f"{_START_OVER.format(dir=directory)}")
-    return progress
-
-
-def check_checkpoint(directory: str | Path) -> None:
-    """Before a run continues from `directory`: its progress marker parses and its completed blocks are whole.
-
-    Headers only (milliseconds): a cut-off block file is named before the model loads, not by
-    safetensors' `incomplete metadata` after it.
-    """
-    progress = read_progress(directory)
-    scoring = Path(directory) / SCORING
-    if progress is None and scoring.is_file():  # an interrupted scoring pass: its statistics must read
-        problem = safetensors_problem(scoring)
-        if problem is not None:
-            raise CheckpointCorruptError(f"checkpoint scoring file {scoring} is unreadable: {problem}; "
-                                         f"{_START_OVER.format(dir=directory)}")
-    if progress is None:
-        return
-    digests = _recorded_digests(progress)
-    for index in range(progress["completed_blocks"]):
-        name = f"block_{index:04d}.safetensors"
-        if name in digests:  # checked whole on resume; a damaged one is recomputed, not refused
-            break
-        _check_block(Path(directory) / name, Path(directory))
 
 
 def _pack(mask: torch.Tensor) -> torch.Tensor:

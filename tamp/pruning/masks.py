@@ -8,10 +8,16 @@ broken by a stable sort so that masks are reproducible and counts exact.
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING
 
 from tamp.config import parse_pattern
+from tamp.registry import lazy_module
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+else:  # imported when first used: the registry walk imports this module (tamp.registry)
+    torch = lazy_module("torch")
 
 __all__ = ["make_mask", "nm_mask", "parse_pattern", "tensor_mask", "unstructured_mask"]
 

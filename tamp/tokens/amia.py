@@ -24,15 +24,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import torch
-
 from tamp.config import TokensConfig
+from tamp.registry import lazy_module
 from tamp.sparsity.das import score_tensor, similarity_terms, unit_rows
 from tamp.tokens.attention import last_row_attention
 from tamp.tokens.registry import register_selector
 
 if TYPE_CHECKING:
+    import torch
+
     from tamp.pipeline.context import SampleContext
+else:  # imported when first used: the registry walk imports this module (tamp.registry)
+    torch = lazy_module("torch")
 
 VARIANTS = ("paper", "reference")
 _CPU_CHUNK = 8

@@ -21,11 +21,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
-
 from tamp.config import TokensConfig
+from tamp.registry import lazy_module, no_grad
 from tamp.tokens.registry import register_selector
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+else:  # imported when first used: the registry walk imports this module (tamp.registry)
+    torch, nn = lazy_module("torch"), lazy_module("torch.nn")
 
 if TYPE_CHECKING:
     from tamp.pipeline.context import SampleContext
@@ -50,7 +54,7 @@ def _attention_module(ctx: SampleContext) -> nn.Module:
     return ctx.block.self_attn
 
 
-@torch.no_grad()
+@no_grad
 def block_last_row_attention(
     block: nn.Module, attention: nn.Module, hidden: torch.Tensor, kwargs: dict[str, Any]
 ) -> torch.Tensor:

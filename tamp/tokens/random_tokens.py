@@ -12,10 +12,14 @@ import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import torch
-
 from tamp.config import TokensConfig
+from tamp.registry import lazy_module
 from tamp.tokens.registry import register_selector
+
+if TYPE_CHECKING:
+    import torch
+else:  # imported when first used: the registry walk imports this module (tamp.registry)
+    torch = lazy_module("torch")
 
 if TYPE_CHECKING:
     from tamp.pipeline.context import SampleContext

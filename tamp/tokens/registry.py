@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
 
-import torch
-
 from tamp.config import TokensConfig
-from tamp.registry import Registry
+from tamp.registry import Registry, lazy_module
+
+if TYPE_CHECKING:
+    import torch
+else:  # imported when first used: the registry walk imports this module (tamp.registry)
+    torch = lazy_module("torch")
 
 if TYPE_CHECKING:
     from tamp.pipeline.context import SampleContext

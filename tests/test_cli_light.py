@@ -1,0 +1,97 @@
+"""The CLI answers without the model libraries: --help, --info, --cfg job, a completion, a config error,
+`tamp.report --help`, and composing + validating every method preset import no torch, transformers,
+lightning or lmms-eval (a login node, a typo and a TAB do not pay seconds for them).
+
+Each case runs in a fresh interpreter (what a user's shell starts) and reports which of those modules
+ended up in sys.modules.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.usefixtures("hub_offline")
+
+ROOT = Path(__file__).resolve().parents[1]
+HEAVY = ("torch", "transformers", "lightning", "lmms_eval")
+
+# runs `python -m MODULE ARGS` in-process, then prints the heavy modules it loaded as the last line
+_ENTRY = textwrap.dedent("""
+    import json, runpy, sys
+    module, args = sys.argv[1], sys.argv[2:]
+    sys.argv = [module, *args]
+    code = 0
+    try:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    heavy = sorted(m for m in __HEAVY__ if m in sys.modules)
+    print("\\n" + json.dumps({"heavy": heavy, "code": code}), flush=True)
+""").replace("__HEAVY__", repr(HEAVY))
+
+# composes `run` with each method preset and validates it (tamp.cli.schema.validate)
+_PRESETS = textwrap.dedent("""
+    import json, sys
+    from hydra import compose, initialize_config_dir
+    from tamp.cli import CONF_DIR
+    from tamp.cli.schema import register_schema, validate
+    from tamp.presets import preset_names
+
+    register_schema()
+    done = []
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        for name in preset_names():
+            settings = validate(compose(config_name="run", overrides=[f"method={name}"]))
+            done.append([name, settings.method.pruner])
+    heavy = sorted(m for m in __HEAVY__ if m in sys.modules)
+    print(json.dumps({"heavy": heavy, "presets": done}))
+""").replace("__HEAVY__", repr(HEAVY))
+
+
+def _run(code: str, *args: str, env: dict[str, str] | None = None) -> tuple[str, dict]:
+    proc = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, **(env or {})})
+    lines = proc.stdout.strip().splitlines()
+    assert lines, f"no output; stderr: {proc.stderr[-2000:]}"
+    return proc.stdout + proc.stderr, json.loads(lines[-1])
+
+
+@pytest.mark.parametrize(("module", "args", "expect"), [
+    ("tamp.run", ["--help"], "== Configuration groups =="),
+    ("tamp.run", ["--info"], "Config search path"),
+    ("tamp.run", ["--cfg", "job", "+experiment=toy_demo"], "method:"),
+    ("tamp.report", ["--help"], "usage"),
+], ids=["help", "info", "cfg-job", "report-help"])
+def test_cli_answers_without_model_libraries(module: str, args: list[str], expect: str) -> None:
+    output, result = _run(_ENTRY, module, *args)
+    assert result["code"] == 0, output[-2000:]
+    assert expect in output
+    assert result["heavy"] == [], f"{module} {' '.join(args)} imported {result['heavy']}"
+
+
+def test_a_config_error_is_one_line_without_model_libraries() -> None:
+    output, result = _run(_ENTRY, "tamp.run", "sparsity.target=2")
+    assert result["code"] == 2
+    assert "tamp: error: sparsity.target=2.0 is out of range" in output
+    assert result["heavy"] == []
+
+
+def test_tab_completion_without_model_libraries() -> None:
+    output, result = _run(_ENTRY, "tamp.run", "-sc", "query=bash", env={"COMP_LINE": "tamp-run method=spars"})
+    assert "method=sparsegpt" in output and "method=wanda" not in output
+    assert result["heavy"] == []
+
+
+def test_composing_and_validating_every_preset_imports_no_model_library() -> None:
+    _, result = _run(_PRESETS)
+    names = [name for name, _ in result["presets"]]
+    assert len(names) == len(list((ROOT / "conf" / "method").glob("*.yaml"))) > 10
+    assert dict(result["presets"])["tamp"] and dict(result["presets"])["sparsegpt"] == "sparsegpt"
+    assert result["heavy"] == [], f"composing and validating the presets imported {result['heavy']}"

@@ -26,6 +26,7 @@ from tamp.pipeline.engine import LayerwiseEngine, Reducer, resolve_device
 from tamp.presets import SETTINGS, prune_config
 from tamp.prune_summary import LinearSparsity, PruneSummary
 from tamp.sparsity.mixed_nm import summarise
+from tamp.sparsity.shared import ScoreStore
 
 
 def prune(
@@ -41,6 +42,7 @@ def prune(
     overrides: Sequence[str] = (),
     processor: Any = None,
     model_settings: Mapping[str, Any] | None = None,
+    score_store: ScoreStore | None = None,
     **settings: Any,
 ) -> PruneSummary:
     """Prune `model` in place with the method of `config`, calibrated on `samples`.
@@ -62,11 +64,14 @@ def prune(
     `reducer` all-reduces statistics across processes (data-parallel calibration), None on one
     process. With `checkpoint_dir`, every completed block is checkpointed there (by the process with
     `checkpoint_writer`) and a rerun with the same config continues after the last completed block.
+    `score_store` (tamp.sparsity.shared.ScoreStore, e.g. tamp.cli.score_cache.ScoreCache) keeps the
+    allocation's dense scores (DAS, OWL, ECoFLaP) for every run with the same model, samples, allocation
+    settings, seed and number of processes: a sweep over sparsities scores the dense model once.
     """
     unknown = sorted(set(settings) - set(SETTINGS))
     if unknown:
         raise ValueError(f"tamp.prune got an unknown setting '{unknown[0]}'; valid: sparsity, pattern, overrides, "
-                         f"processor, model_settings, {', '.join(SETTINGS)}")
+                         f"processor, model_settings, score_store, {', '.join(SETTINGS)}")
     named = isinstance(config, str) or isinstance(config, dict) and isinstance(config.get("method"), str)
     if named or sparsity is not None or pattern is not None or overrides or settings:
         cfg = prune_config(config, sparsity, pattern, overrides, **settings)
@@ -92,6 +97,10 @@ def prune(
         progress=cfg.progress,
         reducer=reducer,
     )
+    if score_store is not None:
+        method.score_store = score_store
+        method.score_key = lambda: score_key(model, samples, engine.indices, cfg, method.allocation, engine.device,
+                                             reducer)
     checkpoint = None
     if cfg.checkpoint_dir:
         digest = fingerprint(model, samples, cfg, reducer)
@@ -174,15 +183,66 @@ def fingerprint(
     h.update(json.dumps(keys, sort_keys=True, default=str).encode())
     h.update(model.config.to_json_string(use_diff=False).encode() if hasattr(model, "config") else b"")
     h.update(weights_digest(model))
+    h.update(samples_total(samples, reducer).numpy().tobytes())
+    return h.hexdigest()[:24]
+
+
+def samples_total(
+    samples: Sequence[CalibSample], reducer: Reducer | None = None, indices: Sequence[int] | None = None
+) -> torch.Tensor:
+    """[sum of the samples' digests (wrapping int64), count] over every process: the whole set's identity.
+
+    With `indices` (each sample's position in the whole set) a sample counts with its position, so the
+    same records in another order are another set (ECoFLaP's `num_samples` scores the first N).
+    """
     total = torch.zeros(2, dtype=torch.int64)
-    for sample in samples:
+    for i, sample in enumerate(samples):
         digest = sample_digest(sample)
+        if indices is not None:
+            digest = hashlib.sha256(f"{indices[i]}:".encode() + digest).digest()
         total[0] += int.from_bytes(digest[:7], "little")
         total[1] += 1
     if reducer is not None:
         reducer([total])
-    h.update(total.numpy().tobytes())
-    return h.hexdigest()[:24]
+    return total
+
+
+def score_key(
+    model: nn.Module, samples: Sequence[CalibSample], indices: Sequence[int], cfg: PruneConfig, allocation: Any,
+    device: torch.device, reducer: Reducer | None = None,
+) -> dict[str, str]:
+    """What an allocation's dense scores depend on, for a score store (tamp.sparsity.shared).
+
+    The model by its config and weights digest (dtype included), the calibration set by every sample's
+    tensors and position over all processes, the allocation's resolved settings, the seed, the targeted linears, the
+    number of processes, the device type (CPU and GPU round differently) and the versions that compute
+    them. Not the target, the pattern, the pruner or the tokens selector: the dense scores ignore them.
+    """
+    import dataclasses
+
+    import transformers
+
+    import tamp
+
+    settings = getattr(allocation, "cfg", None)
+    resolved = dataclasses.asdict(settings) if dataclasses.is_dataclass(settings) else repr(settings)
+    processes = torch.ones(1, dtype=torch.int64)
+    if reducer is not None:
+        reducer([processes])
+    config = model.config.to_json_string(use_diff=False) if hasattr(model, "config") else ""
+    return {
+        "allocation": json.dumps(resolved, sort_keys=True, default=str),
+        "allocation.class": f"{type(allocation).__module__}.{type(allocation).__qualname__}",
+        "seed": str(cfg.seed),
+        "targets": json.dumps(list(cfg.targets)),
+        "ignore": json.dumps(list(cfg.ignore)),
+        "model.config": hashlib.sha256(config.encode()).hexdigest()[:16],
+        "model.weights_digest": weights_digest(model).hex()[:32],
+        "samples": hashlib.sha256(samples_total(samples, reducer, indices).numpy().tobytes()).hexdigest()[:16],
+        "processes": str(int(processes.item())),
+        "device": device.type,
+        "versions": f"tamp {tamp.__version__}, torch {torch.__version__}, transformers {transformers.__version__}",
+    }
 
 
 def _tensor_bytes(tensor: torch.Tensor, limit: int | None = None) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import fields, replace
 from typing import Any, TypeVar
 
@@ -18,6 +19,7 @@ from tamp.pruning.registry import PRUNERS
 from tamp.sparsity.allocate import Group, layer_groups
 from tamp.sparsity.mixed_nm import describe, linear_n, mixed_plan, summarise
 from tamp.sparsity.registry import ALLOCATIONS, Allocation
+from tamp.sparsity.shared import ScoreStore, shares_scores
 from tamp.tokens.registry import SELECTORS, TokenSelector
 
 S = TypeVar("S")
@@ -51,6 +53,9 @@ class ComposedMethod:
         self.stats: dict[str, Any] = {}
         #: the method's settings that count calibration samples, checked against the samples at plan time
         self.settings: MethodConfig | None = None
+        #: where the allocation's dense scores are shared with other runs, and their key (tamp.prune's score_store)
+        self.score_store: ScoreStore | None = None
+        self.score_key: Callable[[], dict[str, str]] | None = None
 
     @classmethod
     def from_config(cls, cfg: PruneConfig) -> ComposedMethod:
@@ -83,7 +88,7 @@ class ComposedMethod:
     def plan(self, engine) -> dict[str, float]:
         self._check_sample_counts(engine)
         if not self.nm:
-            return self.allocation.plan(engine, self.target)
+            return self._allocate(engine, self.target)
         n, m = self.nm
         for linears in engine.linears:
             for name, linear in linears.items():
@@ -95,12 +100,20 @@ class ComposedMethod:
         if getattr(self.allocation, "uniform", False):
             return {name: n / m for linears in engine.linears for name in linears}
         # a layer-wise allocation under N:M: mixed N per allocation group, M fixed (tamp.sparsity.mixed_nm)
-        allocated = self.allocation.plan(engine, n / m)
+        allocated = self._allocate(engine, n / m)
         groups = allocation_groups(self.allocation, engine)
         plan = mixed_plan(allocated, groups, n, m)
         summary = summarise(plan, n, m, self.allocation_name)
         log.log(logging.INFO if summary["mixed"] else logging.WARNING, describe(summary))
         return plan
+
+    def _allocate(self, engine, target: float) -> dict[str, float]:
+        """The allocation's plan; its dense scores from the score store when it has them for this key."""
+        allocation = self.allocation
+        if self.score_store is None or self.score_key is None or not shares_scores(allocation):
+            return allocation.plan(engine, target)
+        state = self.score_store.fetch(self.score_key(), lambda: allocation.score(engine))
+        return allocation.allocate(engine, state, target)
 
     def _check_sample_counts(self, engine) -> None:
         """Before any scoring: no setting counts more samples than the whole calibration set (all processes)."""

@@ -170,6 +170,33 @@ def evaluate_model(
     return out, str(device)
 
 
+def score_cache(settings: RunConfig, cache_dir: str | Path | None, fabric, ids: list[Any]):
+    """The sweep's allocation-score store this cell shares (tamp.cli.score_cache; None outside a sweep).
+
+    Its readable key items are the run's words for what tamp.prune also digests by content: the model
+    (name, family, dtype, weights identity), the precision and the calibration draw.
+    """
+    if not cache_dir:
+        return None
+    import hashlib
+
+    from tamp.cli.dense_cache import weights_identity
+    from tamp.cli.score_cache import ScoreCache
+    from tamp.pipeline.distributed import fabric_broadcast
+
+    m, c = settings.model, settings.calib
+    context = {
+        "model.name": str(m.name), "model.family": str(m.family), "model.dtype": str(m.dtype),
+        "model.trust_remote_code": str(m.trust_remote_code), "model.use_audio_in_video": str(m.use_audio_in_video),
+        "runner.precision": str(settings.runner.precision), "calib.source": str(c.source), "calib.seed": str(c.seed),
+        "calib.ids": hashlib.sha256(json.dumps(ids, default=str).encode()).hexdigest()[:16],
+    }
+    weights = weights_identity(str(m.name))
+    if weights is not None:
+        context["model.weights"] = weights
+    return ScoreCache(cache_dir, context, fabric.global_rank, fabric.world_size, fabric_broadcast(fabric))
+
+
 def calibration_record(settings: RunConfig, ids: list[Any]) -> dict[str, Any]:
     """What results.json says about the calibration draw: which records the seed picked."""
     c = settings.calib
@@ -265,9 +292,13 @@ def _run_cell(fabric, cfg: DictConfig | SealedConfig, run_dir: str | Path, cache
                 fabric_broadcast(fabric), fabric_reducer(fabric),
             )
             measured["calibration"] = {**fitted.as_dict(), **calibration_record(settings, ids)}
+            scores_cache = score_cache(settings, cache_dir, fabric, ids)
             pruning = tamp.prune(
-                model, samples, prune_cfg, adapter=adapter, reducer=fabric_reducer(fabric), checkpoint_writer=is_main
+                model, samples, prune_cfg, adapter=adapter, reducer=fabric_reducer(fabric), checkpoint_writer=is_main,
+                score_store=scores_cache,
             )
+            if scores_cache is not None and scores_cache.reused:
+                measured["reused"] = dict(scores_cache.reused)
             measured["sparsity"] = replace(asked, achieved=pruning.achieved, planned=pruning.planned, nm=pruning.nm)
             measured["sparsity_per_linear"] = pruning.table()
             measured["allocation_scores"] = pruning.allocation_scores

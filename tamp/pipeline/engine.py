@@ -3,7 +3,7 @@
 The engine knows blocks, linears, samples and devices; it never knows which method runs. A method
 (see `LayerwiseMethod`) plans per-linear sparsity, observes linear inputs/outputs per sample, and
 turns its statistics into masks at the end of each block. An allocation sees the engine only as a
-`tamp.sparsity.registry.ScoringModel`: the linears, `block_name`, and the dense passes (`scoring_pass`,
+`tamp.protocols.ScoringModel`: the linears, `block_name`, and the dense passes (`scoring_pass`,
 `perturbation_pass`) with `reduce_` and `on_device`.
 """
 
@@ -25,22 +25,17 @@ from tamp.pipeline.capture import capture_block_inputs, run_block
 from tamp.pipeline.checkpoint import PruneCheckpoint
 from tamp.pipeline.context import LinearObserver, SampleContext
 from tamp.pipeline.hooks import LinearTap
-from tamp.pipeline.perturbation import Direction, PerturbedUnit, Score, perturbation_pass
+from tamp.pipeline.perturbation import Direction, Score, perturbation_pass
 from tamp.pipeline.store import ActivationStore
 from tamp.pipeline.transfer import Transfers
 from tamp.progress import Progress, progress_bar, resume
+from tamp.protocols import BlockObserver, PerturbedUnit
 
 Reducer = Callable[[list[torch.Tensor]], None]
 
 
 class NonFiniteError(RuntimeError):
     """NaN or inf in activations or statistics: the masks computed from them would be meaningless."""
-
-
-class BlockObserver(LinearObserver, Protocol):
-    """A LinearObserver that is also told when a block's samples are all through."""
-
-    def end_block(self, index: int, linears: dict[str, nn.Linear], engine: LayerwiseEngine) -> None: ...
 
 
 class LayerwiseMethod(Protocol):

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -43,6 +43,7 @@ from tamp.pipeline.precision import cast_floating, scoring_modules, upcast
 from tamp.pipeline.store import ActivationStore
 from tamp.pipeline.tail import lm_loss
 from tamp.progress import progress_bar, resume, weighted_steps
+from tamp.protocols import PerturbedUnit
 
 if TYPE_CHECKING:
     from tamp.pipeline.engine import LayerwiseEngine
@@ -51,13 +52,6 @@ if TYPE_CHECKING:
 Direction = Callable[[int, int], list[torch.Tensor]]
 #: score(loss with +eps d, loss with -eps d) -> what the sample adds to the unit's total
 Score = Callable[[float, float], float]
-
-
-class PerturbedUnit(Protocol):
-    """Weight tensors perturbed together and the decoder block that owns them."""
-
-    block: int
-    linears: list[nn.Linear]
 
 
 @torch.no_grad()

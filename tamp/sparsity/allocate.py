@@ -30,12 +30,15 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from torch import nn
-
 from tamp.config import AllocationConfig
+from tamp.registry import lazy_module
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from tamp.sparsity.registry import ScoringModel
+else:  # imported when first used: the registry walk imports this module (tamp.registry)
+    nn = lazy_module("torch.nn")
 
 log = logging.getLogger(__name__)
 

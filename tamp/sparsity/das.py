@@ -33,14 +33,19 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-import torch.nn.functional as F
-from torch import nn
-
+from tamp.registry import lazy_module
 from tamp.sparsity.allocate import Group, GroupAllocationConfig, allocate_groups, block_groups, layer_groups
 from tamp.sparsity.registry import ScoringModel, register_allocation
+from tamp.sparsity.shared import ScoreState
+
+if TYPE_CHECKING:
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+else:  # imported when first used: the registry walk imports this module (tamp.registry)
+    torch, F, nn = lazy_module("torch"), lazy_module("torch.nn.functional"), lazy_module("torch.nn")
 
 log = logging.getLogger(__name__)
 
@@ -340,10 +345,17 @@ class DasAllocation:
         """DAS gives every linear its own sparsity."""
         return layer_groups(model)
 
-    def plan(self, model: ScoringModel, target: float) -> dict[str, float]:
-        self.scores = layer_diversity(model, self.cfg.variant, self.all_token)
+    def score(self, model: ScoringModel) -> ScoreState:
+        """Every linear's DAS score on the dense model (the target plays no part: shared across a sweep)."""
+        return {"layer": layer_diversity(model, self.cfg.variant, self.all_token)}
+
+    def allocate(self, model: ScoringModel, state: ScoreState, target: float) -> dict[str, float]:
+        self.scores = dict(state["layer"])
         plan, _ = allocate_groups(layer_groups(model), self.scores, target, self.cfg)
         return plan
+
+    def plan(self, model: ScoringModel, target: float) -> dict[str, float]:
+        return self.allocate(model, self.score(model), target)
 
 
 @register_allocation("das_all_token", config=DasConfig)
@@ -367,8 +379,15 @@ class DasBlockAllocation:
         """Block-wise DAS gives one sparsity per decoder block."""
         return block_groups(model)
 
+    def score(self, model: ScoringModel) -> ScoreState:
+        """Every linear's DAS score on the dense model; blocks average them in `allocate`."""
+        return {"layer": layer_diversity(model, self.cfg.variant, all_token=False)}
+
     def plan(self, model: ScoringModel, target: float) -> dict[str, float]:
-        self.layer_scores = layer_diversity(model, self.cfg.variant, all_token=False)
+        return self.allocate(model, self.score(model), target)
+
+    def allocate(self, model: ScoringModel, state: ScoreState, target: float) -> dict[str, float]:
+        self.layer_scores = dict(state["layer"])
         groups = block_groups(model)
         self.scores = {g.name: sum(self.layer_scores[n] for n in g.linears) / len(g.linears) for g in groups}
         plan, self.block_sparsity = allocate_groups(groups, self.scores, target, self.cfg)

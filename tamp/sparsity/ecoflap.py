@@ -54,11 +54,10 @@ import logging
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from tamp.data.sample import IGNORE_INDEX, CalibSample
+from tamp.registry import lazy_module, no_grad
 from tamp.sparsity.allocate import (
     Group,
     GroupAllocationConfig,
@@ -68,6 +67,13 @@ from tamp.sparsity.allocate import (
     module_groups,
 )
 from tamp.sparsity.registry import ScoringModel, register_allocation
+from tamp.sparsity.shared import ScoreState
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+else:  # imported when first used: the registry walk imports this module (tamp.registry)
+    torch, nn = lazy_module("torch"), lazy_module("torch.nn")
 
 __all__ = ["EcoFlapAllocation", "EcoflapConfig", "_seed", "loss_labels", "sample_key", "zeroth_order_scores"]
 
@@ -141,7 +147,7 @@ class EcoFlapAllocation:
                 owner.append(g_index)
         return units, owner
 
-    @torch.no_grad()
+    @no_grad
     def importance(self, model: ScoringModel, groups: list[Group] | None = None) -> dict[str, float]:
         """{group name: sum of its units' sums over samples of |projected gradient|}, over processes."""
         groups = self.groups(model) if groups is None else groups
@@ -156,11 +162,21 @@ class EcoFlapAllocation:
             self.tensor_scores = {names[id(u.linears[0])]: t for u, t in zip(units, totals, strict=True)}
         return scores
 
-    def plan(self, model: ScoringModel, target: float) -> dict[str, float]:
+    def score(self, model: ScoringModel) -> ScoreState:
+        """The groups' (and, per_tensor, the linears') zeroth-order scores: no target involved, shared across a sweep."""
+        self.tensor_scores = {}
+        group = self.importance(model, self.groups(model))
+        return {"group": group, "tensor": dict(self.tensor_scores)}
+
+    def allocate(self, model: ScoringModel, state: ScoreState, target: float) -> dict[str, float]:
         groups = self.groups(model)
-        self.scores = self.importance(model, groups)
+        self.scores = dict(state["group"])
+        self.tensor_scores = dict(state.get("tensor", {}))
         plan, self.group_sparsity = allocate_groups(groups, self.scores, target, self.cfg)
         return plan
+
+    def plan(self, model: ScoringModel, target: float) -> dict[str, float]:
+        return self.allocate(model, self.score(model), target)
 
 
 # --- the zeroth-order estimate: units, directions z, |(L+ - L-) / (2 eps)| ---
@@ -218,7 +234,7 @@ def _noise(device: torch.device, weights: list[nn.Parameter], seed: int) -> list
     ]
 
 
-@torch.no_grad()
+@no_grad
 def zeroth_order_scores(
     model: ScoringModel,
     units: list[Unit],

@@ -18,15 +18,20 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from tamp.config import AllocationConfig
 from tamp.pruning.wanda import SquaredNormStats, wanda_metric
+from tamp.registry import lazy_module
 from tamp.sparsity.allocate import Group, block_groups, expand, snap
 from tamp.sparsity.registry import ScoringModel, register_allocation
+from tamp.sparsity.shared import ScoreState
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+else:  # imported when first used: the registry walk imports this module (tamp.registry)
+    torch, nn = lazy_module("torch"), lazy_module("torch.nn")
 
 COMPATS = ("owl", "tamp_repository")
 
@@ -146,11 +151,18 @@ class OwlAllocation:
         """OWL gives one sparsity per decoder block."""
         return block_groups(model)
 
-    def plan(self, model: ScoringModel, target: float) -> dict[str, float]:
+    def score(self, model: ScoringModel) -> ScoreState:
+        """Every block's outlier ratio on the dense model (the target plays no part: shared across a sweep)."""
         observer = OutlierObserver(model, self.cfg.owl_m)
         model.scoring_pass(observer, desc="owl scoring")
+        return {"block": dict(observer.ratios)}
+
+    def plan(self, model: ScoringModel, target: float) -> dict[str, float]:
+        return self.allocate(model, self.score(model), target)
+
+    def allocate(self, model: ScoringModel, state: ScoreState, target: float) -> dict[str, float]:
         groups = block_groups(model)
-        self.scores = {g.name: observer.ratios[g.name] for g in groups}
+        self.scores = {g.name: state["block"][g.name] for g in groups}
         ratios = [self.scores[g.name] for g in groups]
         sparsities = owl_sparsity(ratios, target, self.cfg.owl_lambda, compat=self.cfg.owl_compat)
         for g, p in zip(groups, sparsities, strict=True):

@@ -25,7 +25,7 @@ FIELDS = (
     "variants",
 )
 #: top-level keys written only when they hold something (files without them read and write back unchanged)
-OPTIONAL_FIELDS = ("calibration", "devices")
+OPTIONAL_FIELDS = ("calibration", "devices", "reused")
 _LAYER_INDEX = re.compile(r"layers\.(\d+)\.")
 _ANY_INDEX = re.compile(r"\.(\d+)\.")  # names of hand-made files whose blocks are not called `layers`
 
@@ -209,6 +209,8 @@ class RunRecord:
     calibration: dict[str, Any] = field(default_factory=dict)
     #: where the run pruned and evaluated ({"prune": "cuda:0", "offload": true, "eval": "cuda:0"})
     devices: dict[str, Any] = field(default_factory=dict)
+    #: work another cell of the sweep computed and this one read ({"allocation_scores": the cache entry's path})
+    reused: dict[str, str] = field(default_factory=dict)
     sparsity_per_linear: dict[str, LinearEntry] = field(default_factory=dict)
     allocation_scores: dict[str, Any] = field(default_factory=dict)
     #: lmms-eval's per-task results as it returns them ({task: {"metric,filter": value}})
@@ -269,6 +271,8 @@ class RunRecord:
             out["calibration"] = dict(self.calibration)
         if self.devices:  # written since runs record where they ran; an older file reads and writes back unchanged
             out["devices"] = dict(self.devices)
+        if self.reused:
+            out["reused"] = dict(self.reused)
         return out | self.extra
 
     @classmethod
@@ -290,6 +294,7 @@ class RunRecord:
             timings=_dict(data.get("timings")),
             calibration=_dict(data.get("calibration")),
             devices=_dict(data.get("devices")),
+            reused={str(k): str(v) for k, v in _dict(data.get("reused")).items()},
             sparsity_per_linear=linears_from_json(data.get("sparsity_per_linear")),
             allocation_scores=_dict(data.get("allocation_scores")),
             scores={k: v for k, v in _dict(data.get("scores")).items() if isinstance(v, dict)},

@@ -1,6 +1,8 @@
 """The CLI answers without the model libraries: --help, --info, --cfg job, a completion, a config error,
 `tamp.report --help`, and composing + validating every method preset import no torch, transformers,
-lightning or lmms-eval (a login node, a typo and a TAB do not pay seconds for them).
+lightning or lmms-eval (a login node, a typo and a TAB do not pay seconds for them); the answers also
+leave out numpy, pandas and matplotlib (the calibration data, the report's tables and figures).
+`--help` is Hydra's own help, byte for byte, with its group listing read once (tamp.cli.help).
 
 Each case runs in a fresh interpreter (what a user's shell starts) and reports which of those modules
 ended up in sys.modules.
@@ -21,6 +23,8 @@ pytestmark = pytest.mark.usefixtures("hub_offline")
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "transformers", "lightning", "lmms_eval")
+#: what the answers do not need either: the calibration data's numpy, PIL and tqdm, the report's pandas and matplotlib
+DATA = ("numpy", "PIL", "tqdm", "pandas", "matplotlib")
 
 # runs `python -m MODULE ARGS` in-process, then prints the heavy modules it loaded as the last line
 _ENTRY = textwrap.dedent("""
@@ -33,8 +37,9 @@ _ENTRY = textwrap.dedent("""
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else 1
     heavy = sorted(m for m in __HEAVY__ if m in sys.modules)
-    print("\\n" + json.dumps({"heavy": heavy, "code": code}), flush=True)
-""").replace("__HEAVY__", repr(HEAVY))
+    data = sorted(m for m in __DATA__ if m in sys.modules)
+    print("\\n" + json.dumps({"heavy": heavy, "data": data, "code": code}), flush=True)
+""").replace("__HEAVY__", repr(HEAVY)).replace("__DATA__", repr(DATA))
 
 # composes `run` with each method preset and validates it (tamp.cli.schema.validate)
 _PRESETS = textwrap.dedent("""
@@ -74,19 +79,20 @@ def test_cli_answers_without_model_libraries(module: str, args: list[str], expec
     assert result["code"] == 0, output[-2000:]
     assert expect in output
     assert result["heavy"] == [], f"{module} {' '.join(args)} imported {result['heavy']}"
+    assert result["data"] == [], f"{module} {' '.join(args)} imported {result['data']}"
 
 
 def test_a_config_error_is_one_line_without_model_libraries() -> None:
     output, result = _run(_ENTRY, "tamp.run", "sparsity.target=2")
     assert result["code"] == 2
     assert "tamp: error: sparsity.target=2.0 is out of range" in output
-    assert result["heavy"] == []
+    assert result["heavy"] == [] and result["data"] == [], result
 
 
 def test_tab_completion_without_model_libraries() -> None:
     output, result = _run(_ENTRY, "tamp.run", "-sc", "query=bash", env={"COMP_LINE": "tamp-run method=spars"})
     assert "method=sparsegpt" in output and "method=wanda" not in output
-    assert result["heavy"] == []
+    assert result["heavy"] == [] and result["data"] == [], result
 
 
 def test_composing_and_validating_every_preset_imports_no_model_library() -> None:
@@ -95,3 +101,26 @@ def test_composing_and_validating_every_preset_imports_no_model_library() -> Non
     assert len(names) == len(list((ROOT / "conf" / "method").glob("*.yaml"))) > 10
     assert dict(result["presets"])["tamp"] and dict(result["presets"])["sparsegpt"] == "sparsegpt"
     assert result["heavy"] == [], f"composing and validating the presets imported {result['heavy']}"
+
+
+# Hydra's own --help: the decorated main called directly, past tamp's cli() and its one-copy listing
+_HYDRA_HELP = textwrap.dedent("""
+    import sys
+    sys.argv = ["run", *sys.argv[1:]]
+    from tamp.cli.run import main
+    main()
+""")
+
+
+@pytest.mark.parametrize("args", [["--help"], ["-h", "method=sparsegpt", "+experiment=toy_demo"]],
+                         ids=["plain", "with-overrides"])
+def test_help_is_hydras_own_help(args: list[str]) -> None:
+    """The same text as Hydra's help: every group (conf/, the studies, the components' store nodes) and the config."""
+    ours = subprocess.run([sys.executable, "-m", "tamp.run", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    hydras = subprocess.run([sys.executable, "-c", _HYDRA_HELP, *args], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert ours.returncode == hydras.returncode == 0, ours.stderr[-2000:] + hydras.stderr[-2000:]
+    assert ours.stdout == hydras.stdout
+    for line in ("experiment: ", "method/allocation: ", "pruner: ", "method: "):
+        assert f"\n{line}" in ours.stdout, line

@@ -15,6 +15,7 @@ command into a completed run folder of the same config is `NothingToDo`: one lin
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import re
@@ -29,7 +30,7 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra._internal.utils import get_args_parser
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, MissingConfigException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from tamp.cli import CONF_DIR
@@ -130,7 +131,7 @@ def preflight(argv: Sequence[str], local: bool | None = True) -> Checked:
         cells = _cells(base, overrides) if args.multirun else [overrides]
         saves: dict[Path, str] = {}
         for cell in _counted(cells, None if local else remote):
-            cfg = _compose(cell, hydra=False)
+            cfg = _compose(cell, hydra=False) if args.multirun else _without_hydra(base)  # a single run: composed once
             where = f" (cell {' '.join(cell)})" if args.multirun and len(cells) > 1 else ""
             try:
                 settings = check_run_config(cfg, local, skipped, overrides=cell)
@@ -280,6 +281,14 @@ def _compose(overrides: list[str], hydra: bool) -> DictConfig:
         raise PreflightError(_missing_option(err, overrides)) from None
     except (HydraException, OmegaConfBaseException) as err:
         raise PreflightError(_composition_error(err, overrides)) from None
+
+
+def _without_hydra(cfg: DictConfig) -> DictConfig:
+    """What compose(return_hydra_config=False) gives for the same overrides: a copy without the `hydra` node."""
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
 
 
 def _missing_option(err: MissingConfigException, overrides: list[str]) -> str:

@@ -13,15 +13,24 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tamp.reporting import Report, ReportError, build_report, load_results
-from tamp.reporting.outputs import ReportOutputs
-from tamp.reporting.plots import plot_files
-from tamp.reporting.render import report_csv, report_markdown
+from tamp.reporting.load import ReportError, load_results
 from tamp.run_names import is_dense
 
-__all__ = ["Report", "ReportError", "build_report", "main", "write_report"]
+if TYPE_CHECKING:  # the tables need pandas and the figures matplotlib: imported once the arguments are parsed
+    from tamp.reporting.table import Report
+
+__all__ = ["ReportError", "main", "write_report"]  # Report and build_report too, on first use (below)
+
+
+def __getattr__(name: str) -> Any:
+    """`Report` and `build_report` on first use (tamp.reporting.table, with pandas): `--help` does not load them."""
+    if name in ("Report", "build_report"):
+        from tamp.reporting import table
+
+        return getattr(table, name)
+    raise AttributeError(f"module 'tamp.cli.report' has no attribute {name!r}")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -79,6 +88,10 @@ def write_report(report: Report, out: Path, sparsity: float | None = None) -> st
 
     ReportError (one line, nothing written) when OUT holds a report file tamp.report did not write.
     """
+    from tamp.reporting.outputs import ReportOutputs
+    from tamp.reporting.plots import plot_files
+    from tamp.reporting.render import report_csv, report_markdown
+
     markdown = report_markdown(report)
     files = {"report.md": markdown.encode("utf-8"), "report.csv": report_csv(report).encode("utf-8"),
              **plot_files(report, sparsity)}
@@ -101,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parse_args(argv)
     except SystemExit as exit_:
         return int(exit_.code or 0)
+    from tamp.reporting.table import build_report
+
     try:
         results = load_results(args.dirs) if args.dirs else []
         if args.dense:

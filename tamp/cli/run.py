@@ -162,7 +162,11 @@ def record_failure(cfg: DictConfig, run_dir: str | Path, err: BaseException, sin
     ResultsFile(run_dir, base).fail(err)
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="run", version_base="1.3")
+#: the app Hydra runs: conf/run.yaml (`--help` prints it through tamp.cli.help, with the same settings)
+CONFIG_NAME = "run"
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name=CONFIG_NAME, version_base="1.3")
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -217,6 +221,11 @@ def cli() -> None:
     from tamp.cli.rundir import resume_in_place
 
     sys.argv = resume_in_place(sys.argv)  # resume=DIR: Hydra's run folder is DIR, not a new stray one
+    from tamp.cli.help import show_app_help, wants_app_help
+
+    if wants_app_help(sys.argv[1:]):  # Hydra's own help, its group listing without ~125 copies of the store
+        show_app_help(main.__wrapped__, str(CONF_DIR), CONFIG_NAME, sys.argv[1:])  # type: ignore[attr-defined]
+        sys.exit(0)
     if enabled():
         try:
             checked = preflight(sys.argv[1:], local=None)  # a SLURM launcher: checked for its nodes

@@ -18,8 +18,8 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from tamp.components import resolve_method
 from tamp.config import MethodConfig, PruneConfig, SparsityConfig
-from tamp.data.calib import DRAWS
-from tamp.data.calib import CalibConfig as DataCalibConfig
+from tamp.data.calib_config import DRAWS
+from tamp.data.calib_config import CalibConfig as DataCalibConfig
 from tamp.data.sources import CALIB_SOURCES
 from tamp.eval.columns import ColumnSpec
 
@@ -53,7 +53,7 @@ class ModelConfig:
 
 @dataclass
 class CalibConfig(DataCalibConfig):
-    """tamp.data.calib's config, plus the `tiny` source (a tiny model's own example conversations)."""
+    """tamp.data.calib_config's CalibConfig, plus the `tiny` source (a tiny model's own example conversations)."""
 
     source: str = "tiny"
 

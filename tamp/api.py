@@ -17,7 +17,7 @@ from tamp.api_inputs import classify_calibration, processor_for, resolve_model
 from tamp.components import as_prune_config
 from tamp.config import PRUNE_VOLATILE, PruneConfig
 from tamp.data.sample import CalibSample
-from tamp.method import ComposedMethod
+from tamp.method import ComposedMethod, build_method
 from tamp.models.base import FamilyAdapter
 from tamp.models.dispatch import refuse_dispatched
 from tamp.models.registry import get_adapter
@@ -25,7 +25,6 @@ from tamp.pipeline.checkpoint import PruneCheckpoint
 from tamp.pipeline.engine import LayerwiseEngine, Reducer, resolve_device
 from tamp.presets import SETTINGS, prune_config
 from tamp.prune_summary import LinearSparsity, PruneSummary
-from tamp.sparsity.mixed_nm import summarise
 from tamp.sparsity.shared import ScoreStore
 
 
@@ -85,7 +84,7 @@ def prune(
     samples = calibration.resolve(lambda: _encoder(adapter, model), cfg.progress)
     torch.manual_seed(cfg.seed)
     start = time.perf_counter()
-    method = ComposedMethod.from_config(cfg)
+    method = build_method(cfg)  # `method.kind` selects it: pruner x allocation x tokens by default
     engine = LayerwiseEngine(
         model,
         adapter,
@@ -97,7 +96,7 @@ def prune(
         progress=cfg.progress,
         reducer=reducer,
     )
-    if score_store is not None:
+    if score_store is not None and isinstance(method, ComposedMethod):  # the allocation's dense scores
         method.score_store = score_store
         method.score_key = lambda: score_key(model, samples, engine.indices, cfg, method.allocation, engine.device,
                                              reducer)
@@ -111,7 +110,7 @@ def prune(
     for block, named in enumerate(engine.linears):
         for name, linear in named.items():
             nm = method.nm_of(plan[name])
-            planned = 0 if nm is not None and nm[0] == 0 else method.pruner.planned_pruned(linear, plan[name], nm)
+            planned = method.planned_pruned(linear, plan[name], nm)
             linears.append(
                 LinearSparsity(
                     name=name,
@@ -137,8 +136,8 @@ def prune(
         num_samples=len(samples),
         num_tokens=sum(s.num_tokens for s in samples),
         device=str(engine.device),
-        allocation_scores={k: float(v) for k, v in getattr(method.allocation, "scores", {}).items()},
-        nm=summarise(plan, *method.nm, cfg.method.allocation.name) if method.nm else None,
+        allocation_scores=method.allocation_scores(),
+        nm=method.nm_summary(plan),
         transfers=engine.transfers.summary(),
         masks={k: v.cpu() for k, v in masks.items()} if cfg.keep_masks else None,
         model=model if resolved.loaded else None,

@@ -5,25 +5,39 @@ The method's own keys become the settings dataclass of the pruner it names, `met
 `method.tokens` those of the allocation and selector they name, each checked by its own `check()`;
 an unknown name or key is one line naming it and the valid ones. The composition is checked as a
 whole too: a component that cannot act under the pruner, a name that contradicts what runs and a
-setting that counts more calibration samples than there are are refused in one line.
+setting that counts more calibration samples than there are are refused in one line. A method of
+another kind (`method.kind`, tamp.registry.METHODS) is checked as the settings its registration names.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import fields, is_dataclass
+from dataclasses import dataclass, fields, is_dataclass
 from typing import Any
 
 from tamp.config import AllocationConfig, MethodConfig, PruneConfig, TokensConfig, from_dict
 from tamp.method_names import preset_makeup, preset_name
 from tamp.pruning.registry import PRUNERS, pruner_settings
-from tamp.registry import as_fields
+from tamp.registry import COMPOSED, METHODS, as_fields, method_kind
 from tamp.sparsity.registry import ALLOCATIONS, allocation_settings
 from tamp.tokens.registry import SELECTORS, selector_settings
 
 #: the pruner of the dense reference (prunes nothing), the allocation and selector that change nothing
 DENSE_PRUNER, UNIFORM, ALL_TOKENS = "none", "uniform", "all"
+
+
+@dataclass
+class KindConfig(MethodConfig):
+    """Settings of a registered layer-wise method other than the composed one (subclass it for your own keys).
+
+    `kind` names the method (tamp.registry.register_method); `pruner` is what the summary and report show
+    as its pruner (the kind, unless set). Allocation and tokens stay uniform and all: the method computes
+    its own statistics and masks, and a component that does not act would be recorded as if it had.
+    """
+
+    kind: str = COMPOSED
+    pruner: str = ""
 
 
 def resolve_method(value: MethodConfig | Any) -> MethodConfig:
@@ -32,20 +46,42 @@ def resolve_method(value: MethodConfig | Any) -> MethodConfig:
     Settings already resolved (each component's own settings type, a name) are only checked again,
     and returned as they are: a run resolves its method once and passes it down unchanged.
     """
+    data, _ = as_fields(value)
+    if (data.get("kind") or COMPOSED) != COMPOSED:
+        return _resolve_kind(value)
+    data.pop("kind", None)  # `kind: composed` said explicitly: the composed method's own settings
     if _resolved(value):
         value.check()
         value.allocation.check()
         value.tokens.check()
         check_makeup(value)
         return value
-    data, _ = as_fields(value)
     allocation = allocation_settings(data.pop("allocation", {}))
     tokens = selector_settings(data.pop("tokens", {}))
-    method = pruner_settings(value if is_dataclass(value) else data)  # a typed node keeps its type
+    typed = is_dataclass(value) and not isinstance(value, KindConfig)
+    method = pruner_settings(value if typed else data)  # a typed node keeps its type
     method.allocation, method.tokens = allocation, tokens
     check_makeup(method)
     if not method.name:
         method.name = method.pruner
+    return method
+
+
+def _resolve_kind(value: MethodConfig | Any) -> MethodConfig:
+    """The checked settings of the registered method `method.kind` names; a composed-only key is refused."""
+    method = METHODS.settings(value, KindConfig, "method", name_key="kind")
+    kind = method.kind
+    for key, given, own in (("method.allocation.name", method.allocation.name, UNIFORM),
+                            ("method.tokens.name", method.tokens.name, ALL_TOKENS)):
+        if given != own:
+            raise ValueError(f"{key}={given}: method.kind={kind} computes its own statistics and masks, so it "
+                             f"has no effect; valid: {own}, or method.kind={COMPOSED} (pruner x allocation x tokens)")
+    if method.pruner not in ("", kind):
+        raise ValueError(f"method.pruner={method.pruner}: method.kind={kind} is not pruner x allocation x tokens; "
+                         f"valid: method.pruner={kind} (or unset), or method.kind={COMPOSED}")
+    method.pruner = kind
+    method.name = method.name or kind
+    check_makeup(method)
     return method
 
 
@@ -65,6 +101,9 @@ def check_makeup(method: MethodConfig, name_given: bool = False) -> None:
     not kept from a preset whose components were swapped; then it may not name a preset of another makeup.
     """
     pruner, allocation, tokens = method.pruner, method.allocation.name, method.tokens.name
+    if method_kind(method) != COMPOSED:  # its own kind (checked by _resolve_kind): only a preset's name is refused
+        _check_name(method.name, (pruner, allocation, tokens), given=True)
+        return
     readers = ", ".join(n for n in PRUNERS.names() if _reads_activations(n))
     if pruner == DENSE_PRUNER and allocation != UNIFORM:
         pruning = ", ".join(n for n in PRUNERS.names() if n != DENSE_PRUNER)

@@ -1,4 +1,5 @@
-"""A pruning method = pruner x allocation x tokens, assembled from their registries by name."""
+"""The default layer-wise method, pruner x allocation x tokens assembled from their registries by name,
+and `build_method`, which builds the method `method.kind` names (tamp.registry.METHODS)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ from tamp.components import check_sample_counts, resolve_method, sample_counts
 from tamp.config import MethodConfig, PruneConfig, parse_pattern
 from tamp.pipeline.context import SampleContext
 from tamp.pipeline.engine import NonFiniteError
+from tamp.protocols import LayerwiseMethod
 from tamp.pruning.base import Pruner
 from tamp.pruning.registry import PRUNERS
+from tamp.registry import METHODS, method_kind, register_method
 from tamp.sparsity.allocate import Group, layer_groups
 from tamp.sparsity.mixed_nm import describe, linear_n, mixed_plan, summarise
 from tamp.sparsity.registry import ALLOCATIONS, Allocation
@@ -39,7 +42,7 @@ def _check_finite(name: str, tensors: list[torch.Tensor]) -> None:
             raise NonFiniteError(f"non-finite calibration statistics (NaN/inf) for {name}; masks would be meaningless")
 
 
-class ComposedMethod:
+class ComposedMethod(LayerwiseMethod):
     """The LayerwiseMethod the engine runs: statistics from selected tokens, masks by the pruner."""
 
     def __init__(self, pruner: Pruner, allocation: Allocation, tokens: TokenSelector, target: float, pattern: str,
@@ -129,6 +132,16 @@ class ComposedMethod:
             return None
         return linear_n(planned, self.nm[1]), self.nm[1]
 
+    def planned_pruned(self, linear: nn.Linear, planned: float, nm: tuple[int, int] | None) -> int:
+        """The pruner's count; a linear mixed N:M left at N = 0 stays dense."""
+        return 0 if nm is not None and nm[0] == 0 else self.pruner.planned_pruned(linear, planned, nm)
+
+    def allocation_scores(self) -> dict[str, float]:
+        return {k: float(v) for k, v in getattr(self.allocation, "scores", {}).items()}
+
+    def nm_summary(self, plan: dict[str, float]) -> dict[str, Any] | None:
+        return summarise(plan, *self.nm, self.allocation_name) if self.nm else None
+
     def begin_block(self, index: int, linears: dict[str, nn.Linear]) -> None:
         self.stats = {name: self.pruner.new_stats(linear) for name, linear in linears.items()}
 
@@ -155,6 +168,17 @@ class ComposedMethod:
                 masks[name] = self.pruner.prune(linear, stats, plan[name], nm, name)
         self.stats = {}
         return masks
+
+
+@register_method("composed")
+def composed(cfg: PruneConfig) -> ComposedMethod:
+    """`method.kind=composed` (the default): every preset of conf/method."""
+    return ComposedMethod.from_config(cfg)
+
+
+def build_method(cfg: PruneConfig) -> LayerwiseMethod:
+    """The layer-wise method `cfg.method` selects by its kind, built from the whole job's settings."""
+    return METHODS.get(method_kind(cfg.method)).factory(cfg)
 
 
 def allocation_groups(allocation: Allocation, engine) -> list[Group]:

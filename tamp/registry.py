@@ -156,3 +156,15 @@ def as_fields(value: Any) -> tuple[dict[str, Any], type | None]:
     return dict(value), None
 
 
+
+
+#: the layer-wise methods (tamp.protocols.LayerwiseMethod) by `method.kind`; a factory takes the whole
+#: PruneConfig. `composed` (tamp.method.ComposedMethod: pruner x allocation x tokens) is the default.
+METHODS: Registry[Any] = Registry("layer-wise method", "method.kind", ("tamp.method",))
+register_method = METHODS.register
+COMPOSED = "composed"
+
+
+def method_kind(method: Any) -> str:
+    """The `method.kind` of method settings (a MethodConfig without one is the composed method)."""
+    return getattr(method, "kind", None) or COMPOSED

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from block_delay import with_block_delay
 from omegaconf import OmegaConf
 
 from tamp.cli.preflight import PreflightError, check_command, preflight
@@ -154,7 +155,7 @@ def test_a_sweep_stopped_with_ctrl_c_prints_its_summary_line(tmp_path: Path) -> 
     """Issue 26.4: Ctrl-C ended a multirun with a traceback and no summary."""
     cmd = [sys.executable, "-m", "tamp.run", "-m", f"hydra.sweep.dir={tmp_path}", "model=tiny_llava", "logger=none",
            "method=sparsegpt,wanda", "runner.progress=false", "calib.num_samples=4"]
-    proc = subprocess.Popen(cmd, cwd=REPO, env={**ENV, "TAMP_TEST_BLOCK_DELAY_S": "30"},
+    proc = subprocess.Popen(cmd, cwd=REPO, env=with_block_delay(ENV, 30),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     progress = tmp_path / "0_sparsegpt_0.5_seed42" / "checkpoint" / "progress.json"
     deadline = time.time() + 240

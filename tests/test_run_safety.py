@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+from block_delay import with_block_delay
 from tiny_models import fresh_tiny
 
 from tamp.cli.run import cli, run
@@ -263,7 +264,7 @@ def _interrupted_run(run_dir: Path, args: list[str], log: Path, monkeypatch, cap
     """A run stopped by SIGTERM after its first block; meanwhile the same command is refused (the folder is in use)."""
     with log.open("w") as err:
         first = subprocess.Popen([sys.executable, "-m", "tamp.run", *args], cwd=REPO, stdout=subprocess.DEVNULL,
-                                 stderr=err, env={**ENV, "TAMP_TEST_BLOCK_DELAY_S": "120"})
+                                 stderr=err, env=with_block_delay(ENV, 120))
     try:
         _wait_for_block(run_dir, first)
         before = snapshot(run_dir)
@@ -339,7 +340,7 @@ def test_a_closed_pipe_changes_nothing_and_the_same_command_then_changes_nothing
     "the same command continues") finds the completed run: one line, exit 0, not one file touched."""
     run_dir = tmp_path / "run"
     args = [*(a for a in FAST if a != "runner.progress=false"), "runner.save_model=true", f"hydra.run.dir={run_dir}"]
-    env = {**ENV, "TAMP_PROGRESS": "log", "TAMP_TEST_BLOCK_DELAY_S": "1"}  # block lines written after the pipe closed
+    env = with_block_delay({**ENV, "TAMP_PROGRESS": "log"}, 1)  # block lines written after the pipe closed
     proc = subprocess.Popen([sys.executable, "-m", "tamp.run", *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
     try:

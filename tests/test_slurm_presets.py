@@ -19,6 +19,7 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
+from block_delay import with_block_delay
 from hydra.utils import instantiate
 
 from tamp.cli.preflight import PreflightError, check_command
@@ -104,7 +105,7 @@ def test_gpu_cells_can_be_submitted_from_a_login_node_without_gpus(login_node) -
 @pytest.mark.slow
 def test_a_timed_out_submitit_job_is_requeued_and_resumes(tmp_path: Path) -> None:
     """submitit's local executor sends USR2 30 s before a 2-minute limit; the job is requeued and resumes."""
-    env = {**ENV, "TAMP_TEST_BLOCK_DELAY_S": "45"}  # two blocks of 45 s each: the signal at 90 s comes between
+    env = with_block_delay(ENV, 45)  # two blocks of 45 s each: the signal at 90 s comes between
     cmd = [sys.executable, "-m", "tamp.run", "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=2",
            f"hydra.sweep.dir={tmp_path}", "method=wanda", "calib.num_samples=2", "eval=none", "logger=none",
            "runner.progress=false"]

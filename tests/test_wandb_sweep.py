@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from block_delay import with_block_delay
 
 from tamp.cli.report import main as report_main
 from tamp.reporting.wandb_offline import find_offline_runs, load_offline_wandb, read_offline_run
@@ -189,7 +190,7 @@ def test_a_resumed_cell_reads_from_wandb_as_its_last_attempt(tmp_path: Path) -> 
     run_dir = tmp_path / "cell"
     cmd = [sys.executable, "-m", "tamp.run", f"hydra.run.dir={run_dir}", "logger=wandb", "calib.num_samples=4",
            "runner.progress=false", "eval=tiny", "eval.limit=2"]
-    slow = {**ENV, "TAMP_TEST_BLOCK_DELAY_S": "30"}
+    slow = with_block_delay(ENV, 30)
     proc = subprocess.Popen(cmd, cwd=REPO, env=slow, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     progress = run_dir / "checkpoint" / "progress.json"
     deadline = time.time() + 240

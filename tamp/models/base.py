@@ -18,6 +18,7 @@ from torch import nn
 from tamp.data.sample import TEXT, CalibSample
 from tamp.data.types import Message
 from tamp.data.video import DecodedVideo
+from tamp.models.attention_row import llama_last_row_attention
 
 DEFAULT_TARGETS: tuple[str, ...] = (r".*",)  # every nn.Linear inside the decoder blocks
 #: config keys that hold a language model's context length, by family convention
@@ -78,6 +79,15 @@ class FamilyAdapter:
     def attention_module(self, block: nn.Module) -> nn.Module:
         """The self-attention module of a decoder block (used by attention-based token selection)."""
         return block.self_attn
+
+    def last_row_attention(self, block: nn.Module, hidden: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor:
+        """[T] float32: `block`'s attention of the last query row over all positions, averaged over heads,
+        for the input `hidden` [1, T, C] and the keyword arguments it was called with (AMIA's `a`).
+
+        The default recomputes Llama-style attention (tamp.models.attention_row); a family whose attention
+        differs (another norm placement, rotary form or score function) overrides this.
+        """
+        return llama_last_row_attention(block, self.attention_module(block), hidden, kwargs)
 
     def target_linears(
         self, targets: Sequence[str] = DEFAULT_TARGETS, ignore: Sequence[str] = ()

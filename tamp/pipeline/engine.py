@@ -1,7 +1,7 @@
 """The method-agnostic layer-wise engine: capture, dense scoring pass, block-by-block pruning.
 
 The engine knows blocks, linears, samples and devices; it never knows which method runs. A method
-(see `LayerwiseMethod`) plans per-linear sparsity, observes linear inputs/outputs per sample, and
+(`tamp.protocols.LayerwiseMethod`) plans per-linear sparsity, observes linear inputs/outputs per sample, and
 turns its statistics into masks at the end of each block. An allocation sees the engine only as a
 `tamp.protocols.ScoringModel`: the linears, `block_name`, and the dense passes (`scoring_pass`,
 `perturbation_pass`) with `reduce_` and `on_device`.
@@ -9,12 +9,10 @@ turns its statistics into masks at the end of each block. An allocation sees the
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import torch
 from torch import nn
@@ -29,30 +27,13 @@ from tamp.pipeline.perturbation import Direction, Score, perturbation_pass
 from tamp.pipeline.store import ActivationStore
 from tamp.pipeline.transfer import Transfers
 from tamp.progress import Progress, progress_bar, resume
-from tamp.protocols import BlockObserver, PerturbedUnit
+from tamp.protocols import BlockObserver, LayerwiseMethod, PerturbedUnit
 
 Reducer = Callable[[list[torch.Tensor]], None]
 
 
 class NonFiniteError(RuntimeError):
     """NaN or inf in activations or statistics: the masks computed from them would be meaningless."""
-
-
-class LayerwiseMethod(Protocol):
-    """What the engine asks of a pruning method."""
-
-    #: False when masks need no calibration statistics (magnitude): the stats forward is skipped
-    needs_block_forward: bool
-
-    def plan(self, engine: LayerwiseEngine) -> dict[str, float]: ...
-
-    def begin_block(self, index: int, linears: dict[str, nn.Linear]) -> None: ...
-
-    def observe(self, name: str, x: torch.Tensor, z: torch.Tensor, ctx: SampleContext) -> None: ...
-
-    def end_block(
-        self, index: int, linears: dict[str, nn.Linear], plan: dict[str, float], engine: LayerwiseEngine
-    ) -> dict[str, torch.Tensor]: ...
 
 
 @dataclass
@@ -288,7 +269,6 @@ class LayerwiseEngine:
                     block_masks = method.end_block(index, linears, plan, self)
                     if checkpoint is not None:
                         checkpoint.save_block(index, linears, block_masks, plan)
-                        _fault_injection_delay()
                     masks.update(block_masks)
                     if index + 1 < len(self.blocks):
                         self.forward_block(index, store)  # the next block sees the pruned outputs
@@ -296,14 +276,6 @@ class LayerwiseEngine:
                 bar.update(1)
         self.timings.prune_s = time.perf_counter() - start
         return plan, masks
-
-
-def _fault_injection_delay() -> None:
-    """Tests only: TAMP_TEST_BLOCK_DELAY_S seconds of sleep after each checkpointed block, so a test
-    can kill the process between two blocks deterministically."""
-    delay = float(os.environ.get("TAMP_TEST_BLOCK_DELAY_S", "0") or 0)
-    if delay > 0:
-        time.sleep(delay)
 
 
 def _to_device_except(root: nn.Module, skip: nn.Module, transfers: Transfers) -> None:

@@ -1,5 +1,8 @@
 """One sweep cell on a Lightning Fabric world: load, calibrate, prune, save, evaluate, record.
 
+The steps are the methods of `Cell`, read top to bottom in `_run_cell`; the functions above it are
+what they record (start_record, run_variants, table_columns) and the sweep's caches they share.
+
 Every process loads the model and prunes it with statistics summed across processes, so every
 process ends with the same masks; rank 0 writes results.json, the W&B run and the saved model.
 """
@@ -12,18 +15,22 @@ import os
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from tamp.cli.dense_cache import DenseCache
 from tamp.cli.schema import CHECKPOINT_DIR, RunConfig, validate
-from tamp.models.named import load_named_model, scheme_of
+from tamp.models.named import LoadedModel, load_named_model, scheme_of
 from tamp.pipeline.checkpoint import PruneCheckpoint
 from tamp.progress import quiet_library_bars
 from tamp.run_names import measured_sparse
 from tamp.tracking.results import ResultsFile
 from tamp.tracking.run_record import MethodId, ModelId, RunRecord, Sparsity
+
+if TYPE_CHECKING:
+    from tamp.prune_summary import PruneSummary
+    from tamp.tracking.wandb_logger import WandbRun
 
 log = logging.getLogger("tamp")
 RESOLVED_CONFIG = "config_resolved.yaml"
@@ -135,15 +142,9 @@ def evaluate_model(
     if not e.tasks:
         return {}, None
     cache = cache if _prunes_nothing(settings) else None
-    cached = cache.read() if cache is not None else None
-    reuse = cached is not None
-    if fabric.world_size > 1:  # every rank takes rank 0's decision: lmms-eval synchronises the ranks
-        reuse = fabric.broadcast(reuse, src=0)
-        if reuse:  # rank 0's copy (every rank takes part in a broadcast)
-            cached = fabric.broadcast(cached, src=0)
-    if reuse:
-        log.info("dense scores reused from %s (same model, eval and precision settings)", cache.path)  # type: ignore[union-attr]
-        return cached["scores"], cached["device"]  # type: ignore[index]
+    cached = _reused_scores(cache, fabric)
+    if cached is not None:
+        return cached["scores"], cached["device"]
     from tamp.eval.doc_media import VideoSampling
     from tamp.eval.evaluate import evaluate
     from tamp.eval.placement import eval_device, place_for_eval
@@ -168,6 +169,21 @@ def evaluate_model(
     if cache is not None and fabric.global_rank == 0:
         cache.write(out, str(device))
     return out, str(device)
+
+
+def _reused_scores(cache: DenseCache | None, fabric) -> dict[str, Any] | None:
+    """The dense cache's entry (scores, device) if every rank reuses it; rank 0 decides, since lmms-eval
+    synchronises the ranks, and every rank takes part in the broadcasts."""
+    cached = cache.read() if cache is not None else None
+    reuse = cached is not None
+    if fabric.world_size > 1:
+        reuse = fabric.broadcast(reuse, src=0)
+        if reuse:  # rank 0's copy
+            cached = fabric.broadcast(cached, src=0)
+    if not reuse:
+        return None
+    log.info("dense scores reused from %s (same model, eval and precision settings)", cache.path)  # type: ignore[union-attr]
+    return cached
 
 
 def score_cache(settings: RunConfig, cache_dir: str | Path | None, fabric, ids: list[Any]):
@@ -241,113 +257,199 @@ def run_cell(
         return _run_cell(fabric, cfg, run_dir, cache_dir)
 
 
-def _run_cell(fabric, cfg: DictConfig | SealedConfig, run_dir: str | Path, cache_dir: str | Path | None = None) -> dict[str, Any]:
-    import tamp
+def _run_cell(
+    fabric, cfg: DictConfig | SealedConfig, run_dir: str | Path, cache_dir: str | Path | None = None
+) -> dict[str, Any]:
+    """The cell's steps in order (each a method of Cell); a failure on the way is recorded, then raised."""
     from tamp.cli.launch import joined_world
-    from tamp.pipeline.distributed import calibration_share, fabric_broadcast, fabric_reducer
-    from tamp.run_names import name_of_config, name_of_record
-    from tamp.tracking.wandb_keys import group_name, run_tags
-    from tamp.tracking.wandb_logger import WandbRun
 
     joined_world()
-    sealed = SealedConfig.of(cfg)
-    settings = sealed.settings
-    is_main = fabric.global_rank == 0
-    run_dir = Path(run_dir)
-    results = ResultsFile(run_dir, start_record(settings, sealed.config))
-    tracker = None
-    if is_main:
-        results.start()
-        save_resolved_config(results.record.config or {}, run_dir)
-        cell = name_of_config(results.record.config or {})
-        tags = run_tags(cell, results.record.config or {}, settings.model.name)
-        tags = [tag[:WANDB_TAG_CHARS] for tag in tags]  # W&B refuses the run for a longer tag (a checkpoint path)
-        group = group_name(settings.logger.wandb.group, Path(cache_dir).parent if cache_dir else None)
-        tracker = WandbRun(settings.logger.wandb, cell.wandb(settings.model.name), results.record.config or {},
-                           run_dir, tags, group)
+    cell = Cell(fabric, SealedConfig.of(cfg), Path(run_dir), cache_dir)
+    cell.start()
     failed = True
     try:
-        start = time.perf_counter()
-        if settings.eval.tasks:  # an unknown task fails now, not after an hour of pruning
-            from tamp.eval.evaluate import resolve_tasks
-            from tamp.eval.judges import check_judges
-
-            resolve_tasks(list(settings.eval.tasks), list(settings.eval.include_paths))
-            check_judges(settings.eval.tasks, {**os.environ, **settings.eval.env})
-        loaded = load_named_model(settings.model_settings())
-        model, processor, adapter = loaded.model, loaded.processor, loaded.adapter
-        if settings.model.use_audio_in_video:
-            from tamp.cli.checks import check_audio_in_video
-
-            check_audio_in_video(True, adapter)
-            adapter.use_audio_in_video = True
-        results.record.model.family = adapter.family
-        prune_cfg = settings.prune_config(device=str(fabric.device), run_dir=run_dir)
+        cell.check_tasks()
+        loaded = cell.load()
         pruning = None
-        measured: dict[str, Any] = {"timings": {}}  # RunRecord fields, recorded once the cell completes
-        asked = results.record.sparsity
-        if settings.method.pruner != "none":
-            samples, fitted, ids = calibration_share(  # the file parsed once (rank 0); each rank encodes its share
-                settings.calib_settings(), adapter, loaded.examples, fabric.global_rank, fabric.world_size,
-                fabric_broadcast(fabric), fabric_reducer(fabric),
-            )
-            measured["calibration"] = {**fitted.as_dict(), **calibration_record(settings, ids)}
-            scores_cache = score_cache(settings, cache_dir, fabric, ids)
-            pruning = tamp.prune(
-                model, samples, prune_cfg, adapter=adapter, reducer=fabric_reducer(fabric), checkpoint_writer=is_main,
-                score_store=scores_cache,
-            )
-            if scores_cache is not None and scores_cache.reused:
-                measured["reused"] = dict(scores_cache.reused)
-            measured["sparsity"] = replace(asked, achieved=pruning.achieved, planned=pruning.planned, nm=pruning.nm)
-            measured["sparsity_per_linear"] = pruning.table()
-            measured["allocation_scores"] = pruning.allocation_scores
-            measured["timings"].update(pruning.timings)
-            if is_main:
-                from tamp.io import write_text_atomic
-
-                write_text_atomic(run_dir / "prune_report.md", pruning.summary() + "\n")  # never through a link
-        else:  # nothing pruned here, but a saved pruned checkpoint is sparse: measure what is evaluated
-            from tamp.tracking.measure import unpruned_run_sparsity
-
-            r = settings.runner
-            measured["sparsity"], measured["sparsity_per_linear"] = unpruned_run_sparsity(
-                adapter, settings.model.name, asked, r.targets, r.ignore
-            )
-            if tracker is not None:  # a sparse checkpoint without a manifest: named once its weights are measured
-                measured_name = name_of_record({**results.data, "sparsity": measured["sparsity"].to_json()})
-                tracker.rename(measured_name.wandb(settings.model.name))
-                tracker.retag([tag[:WANDB_TAG_CHARS] for tag in run_tags(
-                    measured_name, results.record.config or {}, settings.model.name)])
-        if is_main:
-            from tamp.cli.save_run import save_run_model
-
-            save_run_model(settings, model, processor, adapter, run_dir, measured["sparsity_per_linear"], pruning,
-                           results.record.config or {})
-        eval_start = time.perf_counter()
-        cache = dense_cache(settings, results.record.config or sealed.config, cache_dir)
-        scores, evaluated_on = evaluate_model(settings, model, processor, adapter, fabric, cache)
-        measured["devices"] = {"prune": pruning.device if pruning else None, "offload": settings.runner.offload,
-                               "eval": evaluated_on, "transfers": pruning.transfers if pruning else {}}
-        measured["timings"]["eval_s"] = time.perf_counter() - eval_start
-        measured["timings"]["total_s"] = time.perf_counter() - start
-        measured["scores"] = scores.get("scores", {})
-        measured["primary_metric"] = scores.get("primary_metric", {})
-        measured["groups"] = scores.get("groups", {})
-        measured["columns"] = table_columns(settings, scores)
-        failed = False
-        if is_main:
-            results.complete(**measured)
-            tracker.log_results(results.record, dense_reference(settings, cache, results.record))
-            PruneCheckpoint(run_dir / CHECKPOINT_DIR, "", writer=True).clear()  # finished: weights are final
+        if _prunes_nothing(cell.settings):
+            cell.measure_unpruned(loaded.adapter)
+        else:
+            pruning = cell.prune(loaded, *cell.calibrate(loaded))
+        cell.save(loaded, pruning)
+        cache = cell.evaluate(loaded, pruning)
+        failed = False  # scored: the W&B run ends finished even if recording fails (results.json: failed)
+        cell.record(cache)
         # spawned workers hand their return value through a pipe: keep it small, the file has the rest
-        return {"status": "completed", "results": str(results.path)}
+        return {"status": "completed", "results": str(cell.results.path)}
     except BaseException as err:
-        if is_main:
-            results.fail(_recorded(err))
-            if tracker is not None:
-                tracker.log_results(results.record)
+        cell.fail(err)
         raise
     finally:
-        if tracker is not None:
-            tracker.finish(failed)
+        cell.finish(failed)
+
+
+class Cell:
+    """One cell's steps, in the order _run_cell takes them; what one step hands the next is kept here.
+
+    Every rank runs every step (the pruning sums statistics across ranks, lmms-eval splits the tasks);
+    only rank 0 (`is_main`) writes: results.json, the resolved config, prune_report.md, the saved model,
+    the W&B run. `measured` gathers the RunRecord fields that results.json gets once the cell completes.
+    """
+
+    def __init__(self, fabric, sealed: SealedConfig, run_dir: Path, cache_dir: str | Path | None) -> None:
+        self.fabric, self.sealed, self.settings = fabric, sealed, sealed.settings
+        self.run_dir, self.cache_dir = run_dir, cache_dir
+        self.is_main = fabric.global_rank == 0
+        self.results = ResultsFile(run_dir, start_record(self.settings, sealed.config))
+        self.tracker: WandbRun | None = None
+        self.measured: dict[str, Any] = {"timings": {}}
+        self.started = 0.0
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The resolved config as results.json records it."""
+        return self.results.record.config or {}
+
+    def _tags(self, name: Any) -> list[str]:
+        """The W&B tags of the cell named `name`, cut to what W&B accepts (a checkpoint path can be longer)."""
+        from tamp.tracking.wandb_keys import run_tags
+
+        return [tag[:WANDB_TAG_CHARS] for tag in run_tags(name, self.config, self.settings.model.name)]
+
+    def start(self) -> None:
+        """Rank 0: results.json says running, the resolved config is saved, the W&B run opens; the clock starts."""
+        if self.is_main:
+            from tamp.run_names import name_of_config
+            from tamp.tracking.wandb_keys import group_name
+            from tamp.tracking.wandb_logger import WandbRun
+
+            s = self.settings
+            self.results.start()
+            save_resolved_config(self.config, self.run_dir)
+            name = name_of_config(self.config)
+            group = group_name(s.logger.wandb.group, Path(self.cache_dir).parent if self.cache_dir else None)
+            self.tracker = WandbRun(s.logger.wandb, name.wandb(s.model.name), self.config, self.run_dir,
+                                    self._tags(name), group)
+        self.started = time.perf_counter()
+
+    def check_tasks(self) -> None:
+        """An unknown task or a judge without its key fails now, not after an hour of pruning."""
+        e = self.settings.eval
+        if not e.tasks:
+            return
+        from tamp.eval.evaluate import resolve_tasks
+        from tamp.eval.judges import check_judges
+
+        resolve_tasks(list(e.tasks), list(e.include_paths))
+        check_judges(e.tasks, {**os.environ, **e.env})
+
+    def load(self) -> LoadedModel:
+        """The named model with its processor and family adapter; results.json records the adapter's family."""
+        loaded = load_named_model(self.settings.model_settings())
+        if self.settings.model.use_audio_in_video:
+            from tamp.cli.checks import check_audio_in_video
+
+            check_audio_in_video(True, loaded.adapter)
+            loaded.adapter.use_audio_in_video = True
+        self.results.record.model.family = loaded.adapter.family
+        return loaded
+
+    def calibrate(self, loaded: LoadedModel) -> tuple[Any, list[Any]]:
+        """(this rank's calibration samples, the drawn records' ids): the file parsed once (rank 0), each rank
+        encodes its share."""
+        from tamp.pipeline.distributed import calibration_share, fabric_broadcast, fabric_reducer
+
+        f = self.fabric
+        samples, fitted, ids = calibration_share(
+            self.settings.calib_settings(), loaded.adapter, loaded.examples, f.global_rank, f.world_size,
+            fabric_broadcast(f), fabric_reducer(f),
+        )
+        self.measured["calibration"] = {**fitted.as_dict(), **calibration_record(self.settings, ids)}
+        return samples, ids
+
+    def prune(self, loaded: LoadedModel, samples: Any, ids: list[Any]) -> PruneSummary:
+        """Prune in place, statistics summed across ranks (every rank ends with the same masks), the allocation's
+        scores shared through the sweep's score cache; rank 0 writes the checkpoints and prune_report.md."""
+        import tamp
+        from tamp.pipeline.distributed import fabric_reducer
+
+        f, m = self.fabric, self.measured
+        prune_cfg = self.settings.prune_config(device=str(f.device), run_dir=self.run_dir)
+        scores = score_cache(self.settings, self.cache_dir, f, ids)
+        pruning = tamp.prune(loaded.model, samples, prune_cfg, adapter=loaded.adapter, reducer=fabric_reducer(f),
+                             checkpoint_writer=self.is_main, score_store=scores)
+        if scores is not None and scores.reused:
+            m["reused"] = dict(scores.reused)
+        asked = self.results.record.sparsity
+        m["sparsity"] = replace(asked, achieved=pruning.achieved, planned=pruning.planned, nm=pruning.nm)
+        m["sparsity_per_linear"] = pruning.table()
+        m["allocation_scores"] = pruning.allocation_scores
+        m["timings"].update(pruning.timings)
+        if self.is_main:
+            from tamp.io import write_text_atomic
+
+            write_text_atomic(self.run_dir / "prune_report.md", pruning.summary() + "\n")  # never through a link
+        return pruning
+
+    def measure_unpruned(self, adapter: Any) -> None:
+        """Nothing pruned here, but a saved pruned checkpoint is sparse: measure what is evaluated, and name the
+        W&B run by it (a sparse checkpoint without a manifest is named once its weights are measured)."""
+        from tamp.tracking.measure import unpruned_run_sparsity
+
+        s, r = self.settings, self.settings.runner
+        sparsity, per_linear = unpruned_run_sparsity(adapter, s.model.name, self.results.record.sparsity,
+                                                     r.targets, r.ignore)
+        self.measured["sparsity"], self.measured["sparsity_per_linear"] = sparsity, per_linear
+        if self.tracker is not None:
+            from tamp.run_names import name_of_record
+
+            name = name_of_record({**self.results.data, "sparsity": sparsity.to_json()})
+            self.tracker.rename(name.wandb(s.model.name))
+            self.tracker.retag(self._tags(name))
+
+    def save(self, loaded: LoadedModel, pruning: PruneSummary | None) -> None:
+        """Rank 0 saves the model where runner.save_dir asks (tamp.cli.save_run; nothing when it is empty)."""
+        if self.is_main:
+            from tamp.cli.save_run import save_run_model
+
+            save_run_model(self.settings, loaded.model, loaded.processor, loaded.adapter, self.run_dir,
+                           self.measured["sparsity_per_linear"], pruning, self.config)
+
+    def evaluate(self, loaded: LoadedModel, pruning: PruneSummary | None) -> DenseCache | None:
+        """Score the model with lmms-eval (a dense cell's scores come from the sweep's dense cache when there);
+        returns that cache, where the record step finds the Rel.% reference."""
+        began = time.perf_counter()
+        cache = dense_cache(self.settings, self.results.record.config or self.sealed.config, self.cache_dir)
+        scores, evaluated_on = evaluate_model(self.settings, loaded.model, loaded.processor, loaded.adapter,
+                                              self.fabric, cache)
+        m = self.measured
+        m["devices"] = {"prune": pruning.device if pruning else None, "offload": self.settings.runner.offload,
+                        "eval": evaluated_on, "transfers": pruning.transfers if pruning else {}}
+        m["timings"]["eval_s"] = time.perf_counter() - began
+        m["timings"]["total_s"] = time.perf_counter() - self.started
+        m["scores"] = scores.get("scores", {})
+        m["primary_metric"] = scores.get("primary_metric", {})
+        m["groups"] = scores.get("groups", {})
+        m["columns"] = table_columns(self.settings, scores)
+        return cache
+
+    def record(self, cache: DenseCache | None) -> None:
+        """Rank 0: results.json completed, the scores logged to W&B with their Rel.% reference, the per-block
+        checkpoints cleared (the weights are final)."""
+        if self.is_main:
+            self.results.complete(**self.measured)
+            reference = dense_reference(self.settings, cache, self.results.record)
+            self.tracker.log_results(self.results.record, reference)  # type: ignore[union-attr]
+            PruneCheckpoint(self.run_dir / CHECKPOINT_DIR, "", writer=True).clear()
+
+    def fail(self, err: BaseException) -> None:
+        """Rank 0 records the failure in results.json and W&B (interrupted, when submitit is requeuing)."""
+        if self.is_main:
+            self.results.fail(_recorded(err))
+            if self.tracker is not None:
+                self.tracker.log_results(self.results.record)
+
+    def finish(self, failed: bool) -> None:
+        """The W&B run ends, marked failed or finished."""
+        if self.tracker is not None:
+            self.tracker.finish(failed)

@@ -10,7 +10,7 @@ export TOKENIZERS_PARALLELISM ?= false
 
 comma := ,
 
-.PHONY: help install system-deps lock demo toy-demo ablations quick test test-fast test-slow test-all lint bench docs docs-build clean
+.PHONY: help install system-deps lock demo toy-demo ablations quick test test-fast test-slow test-all lint bench bench-peers docs docs-build clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -77,10 +77,11 @@ quick: install  ## one pruning run (wanda, 50%) on a tiny random LLaVA-NeXT, in 
 test: install  ## the default test run (CPU, fast; slow tests excluded)
 	$(PY) -m pytest -q
 
-# only the files of the unit tier are collected: no model, no subprocess, no lmms-eval import
+# only the files of the unit tier are collected, less their tests marked `integration` (each says why):
+# no model, no subprocess, no lmms-eval import
 FAST_TESTS = $(shell grep -l '^pytestmark = pytest.mark.fast' tests/test_*.py)
 test-fast: install  ## the unit tier: the math against the official code, config composition (< 1 min)
-	$(PY) -m pytest -q -m fast $(FAST_TESTS)
+	$(PY) -m pytest -q -m "fast and not integration" $(FAST_TESTS)
 
 test-slow: install  ## only the slow tests
 	$(PY) -m pytest -q -m slow
@@ -98,6 +99,19 @@ bench: install  ## benchmarks (numbers, not tests)
 	$(PY) benchmarks/bench_video_decode.py
 	$(PY) benchmarks/bench_offload.py
 	$(PY) benchmarks/bench_cli.py
+
+# the peer, llm-compressor, in its own environment: it pins its own torch (<= 2.14) and transformers, so it
+# never enters requirements.lock; only its own version is pinned here, its dependencies are what pip resolves
+PEERS_VENV ?= .venv-peers
+LLMCOMPRESSOR_VERSION := 0.14.0.1
+$(PEERS_VENV)/.installed-$(LLMCOMPRESSOR_VERSION):
+	test -x $(PEERS_VENV)/bin/python || python3 -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install -q llmcompressor==$(LLMCOMPRESSOR_VERSION)
+	rm -f $(PEERS_VENV)/.installed-*
+	touch $@
+
+bench-peers: install $(PEERS_VENV)/.installed-$(LLMCOMPRESSOR_VERSION)  ## tamp vs llm-compressor: Wanda, 2:4, SparseGPT wall time and mask agreement (BENCH_PEERS_ARGS=...)
+	$(PY) benchmarks/bench_peers.py --peer-python $(PEERS_VENV)/bin/python $(BENCH_PEERS_ARGS)
 
 # the documentation site (mkdocs.yml, docs/): served with live reload, or built strictly into build/site
 export NO_MKDOCS_2_WARNING ?= 1

@@ -53,10 +53,43 @@ def hub_offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
 
 
+#: (the folder, the background build) of this session's micro zoo builds: see pytest_collection_finish
+_ZOO_CACHE: dict[str, object] = {}
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the micro zoo builds the selected tests need (their modules' `ZOO_BUILDS`) in a process of
+    their own: a default run prunes on one thread (OMP_NUM_THREADS=1), so the build trains on the other
+    core meanwhile instead of in the first zoo test's setup. tamp's build lock makes a test's own
+    `ensure_zoo` wait for it and then reuse it; if the background build fails, the test builds (and
+    reports the failure) itself."""
+    import subprocess
+    import sys
+
+    recipes = sorted({r for item in session.items for r in getattr(getattr(item, "module", None), "ZOO_BUILDS", ())})
+    if not recipes or session.config.option.collectonly:
+        return
+    folder = session.config._tmp_path_factory.mktemp("zoo_cache")
+    code = ("import sys; from tamp.zoo.cache import ensure_zoo\n"
+            "for name in sys.argv[2:]: ensure_zoo(name, sys.argv[1], progress=False)")
+    with (folder / "background_build.log").open("w") as log:
+        proc = subprocess.Popen([sys.executable, "-c", code, str(folder), *recipes], cwd=REPO, stdout=log,
+                                stderr=subprocess.STDOUT)
+    _ZOO_CACHE.update(folder=folder, proc=proc)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    proc = _ZOO_CACHE.get("proc")
+    if proc is not None and proc.poll() is None:  # a session that ended before its zoo tests ran
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
 @pytest.fixture(scope="session")
 def zoo_cache_dir(tmp_path_factory) -> Path:
     """One cache folder for the session's micro zoo builds (each recipe is trained once, then reused)."""
-    return tmp_path_factory.mktemp("zoo_cache")
+    folder = _ZOO_CACHE.get("folder")
+    return folder if isinstance(folder, Path) else tmp_path_factory.mktemp("zoo_cache")
 
 
 @pytest.fixture(scope="session")

@@ -158,6 +158,7 @@ def test_allocations_and_token_selectors_do_not_import_the_pipeline() -> None:
         assert not edges, f"tamp.{unit} imports tamp.pipeline: {edges}"
 
 
+@pytest.mark.integration(reason="builds a tiny model and runs the engine on it")
 def test_the_engine_offers_everything_an_allocation_may_ask() -> None:
     """An allocation sees the model as a ScoringModel; the layer-wise engine must have every member of it."""
     from tamp.pipeline.engine import LayerwiseEngine
@@ -197,6 +198,7 @@ def _loaded_by(statement: str) -> list[str]:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
 
 
+@pytest.mark.integration(reason="starts fresh Python processes to see what an import loads")
 def test_importing_tamp_or_its_config_loads_neither_torch_nor_the_library() -> None:
     assert _loaded_by("import tamp.config") == ["tamp", "tamp.config"]
     assert _loaded_by("import tamp") == ["tamp"]
@@ -292,6 +294,7 @@ def throwaway(tmp_path: Path):
     repo["tokens"].pop("throwaway_first.yaml")
 
 
+@pytest.mark.integration(reason="prunes a tiny model with the new components")
 def test_a_new_allocation_and_selector_are_one_file_plus_one_preset(compose_cfg, throwaway) -> None:
     settings = validate(compose_cfg([*throwaway, "method.allocation.tilt=0.2", "runner.device=cpu"]))
     method = settings.method

@@ -59,11 +59,13 @@ def cells(compose_cfg, tmp_path_factory) -> dict[str, object]:
     return out
 
 
+@pytest.mark.integration(reason="reads a sweep that `python -m tamp.run` prunes")
 def test_the_console_line_names_the_pattern_and_reads_the_seeds(cells) -> None:
     assert cells["pruned_line"].startswith("wanda, seed 1, calib.seed 7: sparsity 0.5000 (target 0.5, 2:4)")
     assert cells["dense_line"].startswith("dense: sparsity 0.0000 (target 0.0)")
 
 
+@pytest.mark.integration(reason="reads a sweep that `python -m tamp.run` prunes")
 def test_wandb_tags_say_what_ran(cells) -> None:
     root: Path = cells["root"]
     pruned = _tags(root / "pruned")
@@ -78,6 +80,7 @@ def test_wandb_tags_say_what_ran(cells) -> None:
     assert {"unknown", "saved-checkpoint", "sparsity=0.5"} <= set(bare) and "dense" not in bare
 
 
+@pytest.mark.integration(reason="reads a sweep that `python -m tamp.run` prunes")
 def test_a_saved_checkpoint_names_its_source_model_and_sits_with_its_dense_run(cells) -> None:
     root: Path = cells["root"]
     manifest = json.loads((cells["ckpt"] / MANIFEST).read_text())

@@ -61,6 +61,7 @@ def test_every_combination_runs_or_is_refused_for_the_component_that_cannot_act(
             assert message.endswith("use method.tokens.name=all, or a pruner that reads activations: sparsegpt, wanda")
 
 
+@pytest.mark.integration(reason="runs `python -m tamp.run` as typed")
 def test_a_selector_under_magnitude_is_refused_before_anything_is_written(tmp_path: Path) -> None:
     """`method=magnitude method/tokens=amia` used to run plain magnitude recorded as `magnitude+tokens=amia`."""
     run_dir = tmp_path / "run"

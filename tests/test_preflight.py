@@ -124,17 +124,17 @@ def test_the_cli_exits_2_with_one_line_in_seconds_and_writes_nothing(args, tmp_p
     assert seconds < 2 * import_seconds + 5, f"{seconds:.1f}s to a config error (imports: {import_seconds:.1f}s)"
 
 
-def _completed_run(run_dir: Path, *overrides: str) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "tamp.run", f"hydra.run.dir={run_dir}", "logger=none",
-                           "calib.num_samples=2", "runner.progress=false", *overrides],
-                          cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+def _completed_run(compose_cfg, run_dir: Path, *overrides: str) -> dict:
+    """A completed run made in this process (what is checked is the refusal, as typed, that follows)."""
+    from tamp.cli.run import run
+
+    run(compose_cfg(["logger=none", "calib.num_samples=2", "runner.progress=false", *overrides]), run_dir)
     return json.loads((run_dir / "results.json").read_text())
 
 
-def test_a_completed_run_is_never_overwritten_by_another_config(tmp_path: Path) -> None:
+def test_a_completed_run_is_never_overwritten_by_another_config(compose_cfg, tmp_path: Path) -> None:
     run_dir = tmp_path / "wanda"
-    before = _completed_run(run_dir)
+    before = _completed_run(compose_cfg, run_dir)
     assert before["status"] == "completed" and before["method"]["name"] == "wanda"
     for args in ([f"resume={run_dir}", "method=sparsegpt"], [f"hydra.run.dir={run_dir}", "method=sparsegpt"]):
         proc = subprocess.run([sys.executable, "-m", "tamp.run", "logger=none", "calib.num_samples=2", *args],

@@ -8,8 +8,13 @@ two with Lightning's `ddp_spawn` (`runner=ddp_cpu`) and with its script launcher
 which re-executes the command line in the second process, here inside a multirun).
 
 The default run covers a representative subset (TAMP: DAS scoring + AMIA; random tokens: seeded
-draws per sample; ECoFLaP: zeroth-order scores over a subset of the samples; SparseGPT: Hessians);
-the full grid over every preset in conf/method/ is marked slow.
+draws per sample; ECoFLaP: zeroth-order scores over a subset of the samples; SparseGPT: Hessians;
+Wanda) with the runner's own cell (`run_cell`, the sealed config pickled to the workers as the CLI
+does) in one `ddp_spawn` world that prunes every preset in turn, against the same cells on one
+process (one world, not one per cell: each new process imports torch and transformers again). The
+script launcher, which re-executes the command line, runs through the CLI on a two-cell sweep (one
+cell failing): each cell once, one summary, the one-process masks. The full CLI grid over every preset
+in conf/method/ on both launchers is marked slow.
 """
 
 from __future__ import annotations
@@ -124,9 +129,53 @@ def _compare(presets: list[str], tmp_path: Path, calib: Path) -> dict[str, dict[
     return table
 
 
-def test_representative_presets_give_the_same_masks_on_one_and_two_processes(tmp_path: Path, calib_file: Path) -> None:
-    table = _compare(DEFAULT_PRESETS, tmp_path, calib_file)
-    assert all(n == 0 for row in table.values() for n in row.values()), f"mask entries that differ: {table}"
+def _cell_overrides(preset: str, calib: Path, runner: str) -> list[str]:
+    """The overrides `_sweep` gives one cell, for a config composed in this process."""
+    return [f"method={preset}", "calib.source=llava_json", f"calib.path={calib}",
+            f"calib.media_dir={calib.parent / 'media'}", "calib.num_samples=4", "eval=none", "logger=none",
+            "runner.save_masks=true", "runner.progress=false", f"runner={runner}"]
+
+
+def _run_cells_in_world(fabric, cells: list[tuple[object, str]]) -> None:
+    """Every cell in turn in this one Fabric world, as `python -m tamp.run` runs each (`run_cell`)."""
+    from tamp.cli.runner import run_cell
+
+    for sealed, run_dir in cells:
+        run_cell(fabric, sealed, run_dir)
+
+
+def _masks_in_world(
+    compose_cfg, presets: list[str], calib: Path, runner: str, root: Path, *overrides: str
+) -> dict[str, dict]:
+    """{preset: masks} of each preset's cell, all run in one world of `runner` (its config's Fabric)."""
+    from tamp.cli.runner import SealedConfig, make_fabric
+
+    sealed = [SealedConfig(compose_cfg([*_cell_overrides(preset, calib, runner), *overrides])) for preset in presets]
+    cells = [(s, str(root / preset)) for s, preset in zip(sealed, presets, strict=True)]
+    make_fabric(sealed[0].settings).launch(_run_cells_in_world, cells)
+    out = {}
+    for preset in presets:
+        record = json.loads((root / preset / "results.json").read_text())
+        assert record["status"] == "completed", (preset, record.get("error"))
+        out[preset] = load_masks(root / preset / "model" / "masks.safetensors")
+    return out
+
+
+def _differing(ref: dict[str, torch.Tensor], got: dict[str, torch.Tensor]) -> int:
+    assert got.keys() == ref.keys() and len(ref) > 0
+    return sum(int((got[k] != ref[k]).sum()) for k in ref)
+
+
+def test_representative_presets_give_the_same_masks_on_one_and_two_processes(
+    compose_cfg, tmp_path: Path, calib_file: Path
+) -> None:
+    presets = [*DEFAULT_PRESETS, "wanda"]
+    one = _masks_in_world(compose_cfg, presets, calib_file, "cpu", tmp_path / "one")
+    two = _masks_in_world(compose_cfg, presets, calib_file, "ddp_cpu", tmp_path / "two")
+    table = {preset: _differing(one[preset], two[preset]) for preset in presets}
+    assert all(n == 0 for n in table.values()), f"mask entries that differ: {table}"
+    # the comparison sees a difference where there is one: two methods' masks differ
+    assert _differing(one["wanda"], one["sparsegpt"]) > 0
 
 
 @pytest.mark.slow
@@ -198,17 +247,31 @@ def test_calibration_file_is_parsed_by_rank_zero_only(calib_file: Path, monkeypa
     assert [s.meta["id"] for s in zero + one] == [r.id for r in drawn["records"]][0::2] + [r.id for r in drawn["records"]][1::2]
 
 
-def test_a_failing_cell_under_ddp_is_recorded_and_the_sweep_goes_on(tmp_path: Path, calib_file: Path) -> None:
-    """A cell that fails on every rank after the launch: rank 0 records it, the child exits quietly (a
-    non-zero exit would make Lightning kill the whole sweep), and the next cell runs."""
-    proc = _sweep(tmp_path / "sweep", calib_file, ["wanda"], "runner=ddp_cpu", "runner.strategy=ddp",
+def test_a_failing_cell_under_ddp_is_recorded_and_the_sweep_goes_on(
+    compose_cfg, tmp_path: Path, calib_file: Path
+) -> None:
+    """Lightning's script launcher (`runner.strategy=ddp`) in a multirun, through the CLI as typed. A cell
+    that fails on every rank after the launch: rank 0 records it, the child exits quietly (a non-zero
+    exit would make Lightning kill the whole sweep), and the next cell runs: once, in the sweep's folder,
+    with one summary line per cell from rank 0 and the masks the same cell gets on one process. (The
+    spawn launcher's cell is `run_cell` in the representative test's world; every preset on both
+    launchers through the CLI: the slow test below.)"""
+    sweep_dir = tmp_path / "sweep"
+    proc = _sweep(sweep_dir, calib_file, ["wanda"], "runner=ddp_cpu", "runner.strategy=ddp",
                   "runner.targets=[nomatch],[.*]")
     assert proc.returncode == 1, proc.stderr[-3000:]
     lines = _summary_lines(proc.stderr)
     assert len(lines) == 1 and lines[0].startswith("1/2 cells completed; failed: 0_wanda_0.5_seed42 ("), lines
-    records = {r.parent.name: json.loads(r.read_text()) for r in (tmp_path / "sweep").glob("*/results.json")}
+    records = {r.parent.name: json.loads(r.read_text()) for r in sweep_dir.glob("*/results.json")}
     assert records["0_wanda_0.5_seed42"]["status"] == "failed" and "select no linear" in records["0_wanda_0.5_seed42"]["error"]
     assert records["1_wanda_0.5_seed42"]["status"] == "completed"
+    assert not (tmp_path / "outputs").exists(), "a ddp child wrote a sweep folder of its own"
+    phantom = [line for line in proc.stdout.splitlines() if "sparsity 0.0000" in line]
+    assert not phantom, f"a child printed a summary of a run it does not own: {phantom}"
+    assert len([line for line in proc.stdout.splitlines() if "; results in " in line]) == 1, proc.stdout
+    one = _masks_in_world(compose_cfg, ["wanda"], calib_file, "cpu", tmp_path / "one", "runner.targets=[.*]")
+    two = load_masks(sweep_dir / "1_wanda_0.5_seed42" / "model" / "masks.safetensors")
+    assert _differing(one["wanda"], two) == 0
 
 
 def test_ecoflap_num_samples_takes_the_first_n_of_the_whole_set(calib_file: Path) -> None:

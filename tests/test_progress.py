@@ -99,6 +99,7 @@ def test_progress_bar_is_a_log_off_a_terminal_and_a_bar_on_one(monkeypatch, capl
     bar.close()
 
 
+@pytest.mark.integration(reason="imports lmms-eval")
 def test_lmms_eval_bars_are_off_while_evaluating_off_a_terminal():
     import datasets
     import lmms_eval.api.task as task_module

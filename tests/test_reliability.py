@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from block_delay import with_block_delay
 from safetensors.torch import load_file
 from tiny_models import fresh_tiny
 
@@ -35,11 +36,12 @@ def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in tensors.items() if "language_model" in k and ".layers." in k and k.endswith("proj.weight")}
 
 
-def test_killed_run_resumes_to_the_same_masks(tmp_path: Path) -> None:
+def test_killed_run_resumes_to_the_same_masks(compose_cfg, tmp_path: Path) -> None:
     reference, resumed = tmp_path / "reference", tmp_path / "resumed"
-    subprocess.run([*RUN, f"hydra.run.dir={reference}"], cwd=REPO, env=ENV, check=True, timeout=300)
+    # the uninterrupted reference: the same run in this process (only the killed one needs a process of its own)
+    assert run(compose_cfg(RUN[3:]), reference)["status"] == "completed"
 
-    slow = {**ENV, "TAMP_TEST_BLOCK_DELAY_S": "30"}
+    slow = with_block_delay(ENV, 30)
     proc = subprocess.Popen([*RUN, f"hydra.run.dir={resumed}"], cwd=REPO, env=slow,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     progress = resumed / "checkpoint" / "progress.json"

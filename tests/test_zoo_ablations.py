@@ -21,6 +21,9 @@ from tamp.data.sources import calibration_samples
 from tamp.models.named import load_named_model
 from tamp.zoo import cache as zoo_cache
 
+#: the micro zoo recipes this module builds in the session's zoo_cache_dir (started early: conftest.py)
+ZOO_BUILDS = ("micro_next",)
+
 #: Table 4 row -> the rows it is an ablation of (what it adds or swaps must change the masks)
 BASES: dict[str, tuple[str, ...]] = {
     "das": ("wanda",),

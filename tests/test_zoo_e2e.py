@@ -27,6 +27,9 @@ from tamp.zoo.encode import IGNORE, encode_records, image_processor_pixels
 from tamp.zoo.recipe import DEFAULT, MICRO, MICRO_NEXT, V1, TrainRecipe, recipe_hash, replace
 from tamp.zoo.worlds import PANELS
 
+#: the micro zoo recipes this module builds in the session's zoo_cache_dir (started early: conftest.py)
+ZOO_BUILDS = ("micro_next",)
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -20,6 +20,9 @@ from tamp.zoo import cache as zoo_cache
 from tamp.zoo import shipped
 from tamp.zoo.recipe import DEFAULT, MICRO, V1, recipe_hash, replace
 
+#: the micro zoo recipes this module builds in the session's zoo_cache_dir (started early: conftest.py)
+ZOO_BUILDS = ("micro",)
+
 #: shipped recipe -> the least first-answer-token test accuracy of any of its tasks (trained, not chance)
 SHIPPED = {"default": (DEFAULT, 0.6), "v1": (V1, 0.9)}  # the default's position questions: 65% (chance 33%)
 

@@ -22,6 +22,9 @@ from tamp.zoo.recipe import MICRO, MICRO_NEXT, init_recipe, recipe_hash, replace
 from tamp.zoo.warmstart import VOCAB_PARAMS, warm_start
 from tamp.zoo.worlds import PANELS
 
+#: the micro zoo recipes this module builds in the session's zoo_cache_dir (started early: conftest.py)
+ZOO_BUILDS = ("micro_next",)
+
 
 def saved_weights(model_dir: Path) -> dict[str, torch.Tensor]:
     """A saved zoo model's parameters under the names the loaded model uses."""

@@ -126,3 +126,29 @@ def test_a_cell_of_the_same_settings_reuses_the_scores(zoo_dtype_sweep: dict[str
     assert again["scores"] == bf16["scores"]
     assert again["timings"]["eval_s"] < 0.2 * bf16["timings"]["eval_s"], "the same dense model was scored again"
     assert again["devices"]["eval"] == "cpu", "reused scores keep the device they were computed on"
+
+
+def test_a_saved_checkpoint_is_compared_with_the_dense_run_of_its_source_model(compose_cfg, tmp_path: Path) -> None:
+    """Issue 32.8: a saved pruned checkpoint evaluated as is logged no Rel.% to W&B; its reference is the
+    dense run of the model its manifest names, scored with the same eval settings (as the report pairs it)."""
+    from tamp.cli.runner import dense_reference
+    from tamp.tracking.run_record import RunRecord, Sparsity
+
+    cache_dir = tmp_path / ".cache"
+    source = _entry(compose_cfg, [], cache_dir)  # the sweep's dense cell of tiny:llava_next
+    source.write({"scores": {"task": {"acc,none": 0.8}}}, "cpu")
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    (saved / "config.json").write_text("{}")
+    cfg = compose_cfg([*BASE, f"model.name={saved}"])
+    settings = validate(cfg)
+    cache = dense_cache(settings, OmegaConf.to_container(cfg, resolve=True), cache_dir)
+    manifest = {"method": "wanda", "source_model": {"name": "tiny:llava_next"}}
+    record = RunRecord(sparsity=Sparsity(target=0.0, achieved=0.5, manifest=manifest))
+    assert dense_reference(settings, cache, record) == {"scores": {"task": {"acc,none": 0.8}}}
+    other = RunRecord(sparsity=Sparsity(target=0.0, achieved=0.5, manifest={"source_model": {"name": "tiny:llava"}}))
+    assert dense_reference(settings, cache, other) is None, "another source model's dense run is not the reference"
+    unknown = RunRecord(sparsity=Sparsity(target=0.0, achieved=0.5, manifest={"method": "wanda"}))
+    assert dense_reference(settings, cache, unknown) is None
+    dense = RunRecord(sparsity=Sparsity(target=0.0, achieved=0.0))
+    assert dense_reference(settings, cache, dense) is dense

@@ -60,7 +60,11 @@ class DenseCache:
         """The cache entry of a cell's dense model (`tiny_seed`: the seed when it draws the model's weights)."""
         from tamp.reporting.keys import table_items
 
-        items = table_items(config)
+        return DenseCache._keyed(table_items(config), tiny_seed, cache_dir)
+
+    @staticmethod
+    def _keyed(items: dict[str, str], tiny_seed: int | None, cache_dir: str | Path) -> DenseCache:
+        items = {k: v for k, v in items.items() if k not in ("seed", "model.weights")}
         if tiny_seed is not None:
             items["seed"] = str(tiny_seed)
         weights = weights_identity(str(items.get("model.name", "")))
@@ -68,6 +72,12 @@ class DenseCache:
             items["model.weights"] = weights
         digest = hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:16]
         return DenseCache(Path(cache_dir) / f"dense_{digest}.json", items)
+
+    def of_model(self, name: str, tiny_seed: int | None) -> DenseCache:
+        """The entry of another model scored with these same settings: a saved pruned checkpoint's Rel.%
+        reference is the dense run of the model it was pruned from (its manifest's `source_model`), as the
+        report pairs them."""
+        return DenseCache._keyed({**self.items, "model.name": name}, tiny_seed, self.path.parent)
 
     def read(self) -> dict[str, Any] | None:
         """{"scores": lmms-eval's output, "device": where it was computed}, or None when there is no entry

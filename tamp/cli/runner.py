@@ -122,9 +122,16 @@ def dense_cache(settings: RunConfig, config: dict[str, Any], cache_dir: str | Pa
 
 
 def dense_reference(settings: RunConfig, cache: DenseCache | None, record: RunRecord) -> RunRecord | dict | None:
-    """The Rel.% reference known now: this cell's own scores if it is dense, else the sweep's dense scores."""
-    if _prunes_nothing(settings):  # unless it is a saved pruned checkpoint evaluated as is (tamp.run_names)
-        return record if not measured_sparse(record.sparsity.achieved) else None
+    """The Rel.% reference known now: this cell's own scores if it is dense, else the sweep's dense scores (for a
+    saved pruned checkpoint, those of the model it was pruned from, with the same eval settings)."""
+    if _prunes_nothing(settings) and not measured_sparse(record.sparsity.achieved):
+        return record
+    if _prunes_nothing(settings):  # a saved pruned checkpoint evaluated as is: its source model's dense run
+        source = (record.sparsity.manifest or {}).get("source_model")
+        name = source.get("name") if isinstance(source, dict) else None
+        if cache is None or not isinstance(name, str) or not name:
+            return None
+        cache = cache.of_model(name, settings.seed if scheme_of(name) == "tiny" else None)
     cached = cache.read() if cache is not None else None
     return cached["scores"] if cached is not None else None
 

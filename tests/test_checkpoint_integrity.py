@@ -16,26 +16,13 @@ from unittest import mock
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from tiny_models import fresh_tiny
+from tiny_models import Preempted, prune_tiny
 
-import tamp
 from tamp.pipeline.checkpoint import SCORING, PruneCheckpoint, check_checkpoint
 from tamp.pipeline.engine import NonFiniteError
 
 WANDA = {"pruner": "wanda"}
 DAS = {"pruner": "wanda", "allocation": {"name": "das"}, "tokens": {"name": "amia"}}
-
-
-class Preempted(KeyboardInterrupt):
-    """What SIGTERM becomes in tamp's CLI (tamp.cli.run)."""
-
-
-def _prune(method: dict, checkpoint_dir: Path | None):
-    bundle = fresh_tiny("llava_next")
-    samples = [bundle.example_sample(0) for _ in range(3)]
-    config = {"method": method, "sparsity": {"target": 0.5}, "device": "cpu", "progress": False,
-              "keep_masks": True, "checkpoint_dir": str(checkpoint_dir) if checkpoint_dir else None}
-    return tamp.prune(bundle.model, samples, config, adapter=bundle.adapter), bundle.model
 
 
 def _interrupt_after(method: dict, checkpoint: Path, what: str, count: int) -> None:
@@ -50,7 +37,7 @@ def _interrupt_after(method: dict, checkpoint: Path, what: str, count: int) -> N
             raise Preempted("signal SIGTERM")
 
     with mock.patch.object(PruneCheckpoint, what, save_then_preempt), pytest.raises(Preempted):
-        _prune(method, checkpoint)
+        prune_tiny(method, checkpoint)
 
 
 def _damage(path: Path) -> None:
@@ -74,7 +61,7 @@ def _assert_same(result, model, reference, reference_model) -> None:
 
 @pytest.mark.parametrize("damaged", [0, 1])
 def test_a_damaged_block_is_named_in_one_line_and_recomputed(damaged: int, tmp_path: Path, caplog) -> None:
-    reference, reference_model = _prune(WANDA, None)
+    reference, reference_model = prune_tiny(WANDA, None)
     checkpoint = tmp_path / "checkpoint"
     _interrupt_after(WANDA, checkpoint, "save_block", 2)
     block = checkpoint / f"block_{damaged:04d}.safetensors"
@@ -89,7 +76,7 @@ def test_a_damaged_block_is_named_in_one_line_and_recomputed(damaged: int, tmp_p
         original(self, index, *args)
 
     with caplog.at_level(logging.WARNING, logger="tamp"), mock.patch.object(PruneCheckpoint, "save_block", record):
-        resumed, model = _prune(WANDA, checkpoint)
+        resumed, model = prune_tiny(WANDA, checkpoint)
     _assert_same(resumed, model, reference, reference_model)
     assert saved[0] == damaged, "the damaged block was not recomputed"
     lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and str(block) in r.getMessage()]
@@ -99,7 +86,7 @@ def test_a_damaged_block_is_named_in_one_line_and_recomputed(damaged: int, tmp_p
 
 
 def test_a_damaged_scoring_file_is_named_and_its_pass_scored_again(tmp_path: Path, caplog) -> None:
-    reference, reference_model = _prune(DAS, None)
+    reference, reference_model = prune_tiny(DAS, None)
     checkpoint = tmp_path / "checkpoint"
     _interrupt_after(DAS, checkpoint, "save_scoring", 2)
     _damage(checkpoint / SCORING)
@@ -113,7 +100,7 @@ def test_a_damaged_scoring_file_is_named_and_its_pass_scored_again(tmp_path: Pat
         original(self, phase, completed, state)
 
     with caplog.at_level(logging.WARNING, logger="tamp"), mock.patch.object(PruneCheckpoint, "save_scoring", record):
-        resumed, model = _prune(DAS, checkpoint)
+        resumed, model = prune_tiny(DAS, checkpoint)
     assert saves[0] == 1, "the damaged statistics were used instead of scored again"
     assert resumed.allocation_scores == reference.allocation_scores
     _assert_same(resumed, model, reference, reference_model)
@@ -135,7 +122,7 @@ def test_nan_from_a_restored_block_blames_the_checkpoint_not_the_model(tmp_path:
     (checkpoint / "progress.json").write_text(json.dumps(progress))
     with pytest.raises(NonFiniteError, match=r"restored from the checkpoint .*block_0000\.safetensors: the "
                                              r"checkpoint is damaged, not the model"):
-        _prune(WANDA, checkpoint)
+        prune_tiny(WANDA, checkpoint)
 
 
 def test_checkpoint_files_get_the_umask_mode(tmp_path: Path) -> None:

@@ -13,9 +13,8 @@ from unittest import mock
 
 import pytest
 import torch
-from tiny_models import fresh_tiny
+from tiny_models import Preempted, prune_tiny
 
-import tamp
 from tamp.pipeline.checkpoint import SCORING, CheckpointMismatchError, PruneCheckpoint
 
 METHODS = {
@@ -25,22 +24,10 @@ METHODS = {
 }
 
 
-class Preempted(KeyboardInterrupt):
-    """What SIGTERM becomes in tamp's CLI (tamp.cli.run)."""
-
-
-def _prune(method: dict, checkpoint_dir: Path | None):
-    bundle = fresh_tiny("llava_next")
-    samples = [bundle.example_sample(0) for _ in range(3)]
-    config = {"method": method, "sparsity": {"target": 0.5}, "device": "cpu", "progress": False,
-              "keep_masks": True, "checkpoint_dir": str(checkpoint_dir) if checkpoint_dir else None}
-    return tamp.prune(bundle.model, samples, config, adapter=bundle.adapter)
-
-
 @pytest.mark.parametrize("name", list(METHODS))
 def test_a_preempted_scoring_pass_resumes_after_its_last_block(name: str, tmp_path: Path) -> None:
     method = METHODS[name]
-    reference = _prune(method, None)
+    reference, _ = prune_tiny(method, None)
     checkpoint = tmp_path / "checkpoint"
     original = PruneCheckpoint.save_scoring
     saved: list[int] = []
@@ -51,7 +38,7 @@ def test_a_preempted_scoring_pass_resumes_after_its_last_block(name: str, tmp_pa
         raise Preempted("signal SIGTERM")
 
     with mock.patch.object(PruneCheckpoint, "save_scoring", save_then_preempt), pytest.raises(Preempted):
-        _prune(method, checkpoint)
+        prune_tiny(method, checkpoint)
     assert saved == [1] and (checkpoint / SCORING).is_file() and not (checkpoint / "progress.json").exists()
 
     resumed_saves: list[int] = []
@@ -61,7 +48,7 @@ def test_a_preempted_scoring_pass_resumes_after_its_last_block(name: str, tmp_pa
         original(self, phase, completed, state)
 
     with mock.patch.object(PruneCheckpoint, "save_scoring", record):
-        resumed = _prune(method, checkpoint)
+        resumed, _ = prune_tiny(method, checkpoint)
     blocks = len(reference.blocks_s)
     assert resumed_saves == list(range(2, blocks + 1)), "the resumed pass scored block 0 again"
     assert resumed.allocation_scores == reference.allocation_scores
@@ -75,7 +62,7 @@ def test_a_scoring_checkpoint_of_another_configuration_is_refused(tmp_path: Path
     checkpoint = tmp_path / "checkpoint"
     PruneCheckpoint(checkpoint, "another-run").save_scoring("das scoring", 1, {"x": torch.zeros(1)})
     with pytest.raises(CheckpointMismatchError, match="holds a checkpoint of a different configuration"):
-        _prune(METHODS["das"], checkpoint)
+        prune_tiny(METHODS["das"], checkpoint)
 
 
 def test_a_cut_off_scoring_file_is_named_before_any_work(tmp_path: Path) -> None:

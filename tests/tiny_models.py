@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import functools
+from pathlib import Path
 
 import torch
 
@@ -56,3 +57,19 @@ def logits(model: torch.nn.Module, inputs: dict) -> torch.Tensor:
     """A tiny model's logits without a KV cache (no state carried between calls)."""
     with torch.no_grad():
         return model(**inputs, use_cache=False).logits
+
+
+class Preempted(KeyboardInterrupt):
+    """What SIGTERM becomes in tamp's CLI (tamp.cli.run): the checkpoint tests interrupt with it."""
+
+
+def prune_tiny(method: dict, checkpoint_dir: Path | None):
+    """(summary, model) of `tamp.prune` on a fresh tiny LLaVA-NeXT, 3 samples, 50%, masks kept, checkpointed
+    into `checkpoint_dir` when given: the checkpoint tests' interrupted, resumed and reference runs."""
+    import tamp
+
+    bundle = fresh_tiny("llava_next")
+    samples = [bundle.example_sample(0) for _ in range(3)]
+    config = {"method": method, "sparsity": {"target": 0.5}, "device": "cpu", "progress": False,
+              "keep_masks": True, "checkpoint_dir": str(checkpoint_dir) if checkpoint_dir else None}
+    return tamp.prune(bundle.model, samples, config, adapter=bundle.adapter), bundle.model

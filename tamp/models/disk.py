@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tamp.io import plain_mode
+
 #: errors that mean "the disk (or the quota) is full", by errno and as Rust/C++ libraries word them
 _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 _FULL_WORDS = ("no space left on device", "disk quota exceeded", "os error 28", "os error 122", "storagefull")
@@ -28,32 +30,12 @@ class DiskWriteError(OSError):
         return str(self.strerror) if self.strerror is not None else (str(self.args[0]) if self.args else "write failed")
 
 
-def umask() -> int:
-    """The process's umask (read without changing it where /proc tells it)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    current = os.umask(0o022)
-    os.umask(current)
-    return current
-
-
-def normal_mode(path: str | Path) -> None:
-    """Give a regular file tamp wrote the mode `open()` would have (0666 less the umask); links are left alone."""
-    path = Path(path)
-    if path.is_symlink() or not path.is_file():
-        return
-    os.chmod(path, 0o666 & ~umask())
-
-
 def normal_modes(folder: str | Path) -> None:
-    """`normal_mode` for every regular file under a folder tamp made (a save being written)."""
+    """tamp.io.plain_mode for every regular file under a folder tamp made (a save being written); links are
+    left alone."""
     for path in Path(folder).rglob("*"):
         if not path.is_symlink() and stat.S_ISREG(path.lstat().st_mode):
-            normal_mode(path)
+            plain_mode(path)
 
 
 def sha256_file(path: str | Path) -> str:

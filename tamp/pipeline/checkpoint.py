@@ -36,7 +36,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tamp.io import write_atomic
-from tamp.models.disk import naming_path, normal_mode, sha256_file
+from tamp.models.disk import naming_path, sha256_file
 from tamp.pipeline.checkpoint_files import (
     _START_OVER,
     DIGESTS,
@@ -168,8 +168,7 @@ class PruneCheckpoint:
         meta["digest"] = _tensors_digest(tensors, meta)
 
         def write(tmp: Path) -> None:
-            save_file(tensors, str(tmp), metadata=meta)
-            normal_mode(tmp)
+            save_file(tensors, str(tmp), metadata=meta)  # write_atomic gives it a plain file's mode
 
         with naming_path("checkpoint scoring file", self.dir / SCORING):
             write_atomic(self.dir / SCORING, write)
@@ -210,8 +209,7 @@ class PruneCheckpoint:
         meta = {RNG_AFTER: bytes(torch.get_rng_state().tolist()).hex()}  # a rewind to the next block restores it
 
         def write(tmp: Path) -> None:
-            save_file(tensors, str(tmp), metadata=meta)
-            normal_mode(tmp)
+            save_file(tensors, str(tmp), metadata=meta)  # write_atomic gives it a plain file's mode
             self._digests[path.name] = sha256_file(tmp)  # the bytes on disk, read back
 
         with naming_path("checkpoint block", path):

@@ -30,9 +30,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tamp.components import as_prune_config  # noqa: E402
 from tamp.data.sample import CalibSample  # noqa: E402
-from tamp.method import ComposedMethod  # noqa: E402
+from tamp.methods.components import as_prune_config  # noqa: E402
+from tamp.methods.composed import ComposedMethod  # noqa: E402
 from tamp.models.registry import get_adapter  # noqa: E402
 from tamp.models.tiny import build_tiny  # noqa: E402
 from tamp.pipeline.engine import LayerwiseEngine  # noqa: E402

@@ -165,8 +165,8 @@ def tamp_worker(args: argparse.Namespace) -> None:
 
     import tamp
     from tamp.data.sample import TEXT, CalibSample
+    from tamp.methods.presets import prune_config
     from tamp.models.decoder_lm import DecoderLMAdapter
-    from tamp.presets import prune_config
 
     torch.set_num_threads(args.threads)
     workdir, method = Path(args.worker[0]), args.worker[1]

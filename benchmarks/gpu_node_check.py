@@ -6,7 +6,7 @@ same script end to end on the CPU (offload simulated; the profiler comparison an
 are skipped), which is how it is tested.
 
 1. placement: a dense cell, a pruned cell and a pruned cell with offload (`runner=gpu` /
-   `gpu_offload`, `eval=tiny`) through `tamp.cli.run.run`: results.json's `devices.eval` is the GPU,
+   `gpu_offload`, `eval=tiny`) through `tamp.cli.run_command.run`: results.json's `devices.eval` is the GPU,
    and every parameter and buffer is on it whenever generate() runs (offload leaves the blocks in
    CPU memory after pruning; the runner must move the whole model).
 2. offload: wanda, sparsegpt, tamp (DAS + AMIA) and ecoflap pruned with and without
@@ -36,7 +36,7 @@ from unittest import mock
 
 import torch
 
-from tamp.paths import CONF_DIR
+from tamp.core.paths import CONF_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -66,7 +66,7 @@ def record(check: str, ok: bool, **details: Any) -> None:
 def check_placement(device: str, out: Path) -> None:
     from hydra import compose, initialize_config_dir
 
-    from tamp.cli.run import run
+    from tamp.cli.run_command import run
     from tamp.cli.schema import register_schema
     from tamp.eval.lmms_model import TampLMM
     from tamp.eval.placement import model_devices

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from tamp.paths import CONF_DIR
+from tamp.core.paths import CONF_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))

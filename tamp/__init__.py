@@ -12,7 +12,7 @@ or, letting tamp load the model and encode the conversations (a list, or a datas
     summary = tamp.prune("path/to/model", conversations, "tamp", sparsity=0.5, model_settings={"dtype": "float32"})
     tamp.save(summary.model, summary.processor, "pruned/", summary)
 
-The public names load on first use (PEP 562): `import tamp` or `import tamp.config` costs what that
+The public names load on first use (PEP 562): `import tamp` or `import tamp.core.config` costs what that
 module imports, not torch and the whole library.
 """
 
@@ -24,16 +24,16 @@ from typing import TYPE_CHECKING, Any
 #: public name -> the module that defines it
 _PUBLIC = {
     "CalibSample": "tamp.data.sample",
-    "MethodConfig": "tamp.config",
-    "PruneConfig": "tamp.config",
-    "PruneReport": "tamp.prune_summary",  # PruneSummary's earlier name
-    "PruneSummary": "tamp.prune_summary",
-    "SparsityConfig": "tamp.config",
+    "MethodConfig": "tamp.core.config",
+    "PruneConfig": "tamp.core.config",
+    "PruneReport": "tamp.tracking.prune_summary",  # PruneSummary's earlier name
+    "PruneSummary": "tamp.tracking.prune_summary",
+    "SparsityConfig": "tamp.core.config",
     "build_samples": "tamp.data.records",
     "get_adapter": "tamp.models.registry",
-    "preset_names": "tamp.presets",
-    "prune": "tamp.api",
-    "save": "tamp.api",
+    "preset_names": "tamp.methods.presets",
+    "prune": "tamp.api.functions",
+    "save": "tamp.api.functions",
 }
 
 __all__ = [
@@ -44,13 +44,13 @@ assert sorted(_PUBLIC) == __all__, "every public name has its module in _PUBLIC"
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from tamp.api import prune, save
-    from tamp.config import MethodConfig, PruneConfig, SparsityConfig
+    from tamp.api.functions import prune, save
+    from tamp.core.config import MethodConfig, PruneConfig, SparsityConfig
     from tamp.data.records import build_samples
     from tamp.data.sample import CalibSample
+    from tamp.methods.presets import preset_names
     from tamp.models.registry import get_adapter
-    from tamp.presets import preset_names
-    from tamp.prune_summary import PruneReport, PruneSummary
+    from tamp.tracking.prune_summary import PruneReport, PruneSummary
 
 
 def __getattr__(name: str) -> Any:

@@ -1,8 +1,8 @@
-"""`python -m tamp.report DIR ...`: the report entry at the name users paste; it lives in tamp.cli.report."""
+"""`python -m tamp.report DIR ...`: the report entry at the name users paste; it lives in tamp.cli.report_command."""
 
 import sys
 
-from tamp.cli.report import main
+from tamp.cli.report_command import main
 
 __all__ = ["main"]
 

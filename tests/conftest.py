@@ -17,7 +17,7 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
-from tamp.paths import CONF_DIR  # noqa: E402
+from tamp.core.paths import CONF_DIR  # noqa: E402
 
 
 @pytest.fixture(scope="session")

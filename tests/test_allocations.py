@@ -18,7 +18,7 @@ from tiny_models import fresh_tiny
 from torch import nn
 
 from tamp.data.sample import CalibSample
-from tamp.method import ComposedMethod
+from tamp.methods.composed import ComposedMethod
 from tamp.models.tiny import TinyBundle
 from tamp.pipeline.engine import LayerwiseEngine
 from tamp.pipeline.tail import tail_loss

@@ -4,7 +4,7 @@ The first test reads every module's imports (module level and inside functions; 
 blocks excepted) and fails on any cycle between tamp's subpackages and top-level modules; the second
 checks that the pruners, allocations and token selectors do not import the pipeline; the registries'
 package walks are read from their declarations and must load only packages that register with them.
-`import tamp` and `import tamp.config` load neither torch nor the rest of the library. The others
+`import tamp` and `import tamp.core.config` load neither torch nor the rest of the library. The others
 register a throwaway allocation and token selector from this module, exactly as a new file in
 tamp/sparsity or tamp/tokens would, write one preset for them, and run them through Hydra's
 composition, the schema's checks and `tamp.prune`.
@@ -27,7 +27,7 @@ from tiny_models import fresh_tiny
 import tamp
 from tamp.cli.preflight import PreflightError, check_command
 from tamp.cli.schema import validate
-from tamp.config import AllocationConfig, TokensConfig
+from tamp.core.config import AllocationConfig, TokensConfig
 from tamp.sparsity.registry import ALLOCATIONS, register_allocation
 from tamp.tokens.registry import SELECTORS, register_selector
 
@@ -37,7 +37,7 @@ PACKAGE = Path(tamp.__file__).resolve().parent
 
 
 def _unit(module: str) -> str:
-    """tamp.models.base -> models; tamp.api -> api; tamp -> __init__."""
+    """tamp.models.base -> models; tamp.api.functions -> api; tamp -> __init__."""
     parts = module.split(".")
     return parts[1] if len(parts) > 1 else "__init__"
 
@@ -75,7 +75,7 @@ def _import_graph() -> dict[str, dict[str, set[str]]]:
 def _registry_walks() -> list[tuple[str, str, str]]:
     """(module, variable, walked package) of every `Registry(...)` declared in tamp, read from the source.
 
-    A registry imports every module of the packages it names on its first lookup (tamp.registry):
+    A registry imports every module of the packages it names on its first lookup (tamp.core.registries):
     import edges no import statement shows, so this test reads them from the declarations.
     """
     walks = []
@@ -152,7 +152,7 @@ def test_no_import_cycle_between_files() -> None:
 def test_allocations_and_token_selectors_do_not_import_the_pipeline() -> None:
     """They get what they need as arguments (a ScoringModel, a sample context), not the engine's modules."""
     graph = _import_graph()
-    assert graph["method"].get("pipeline"), "the graph should see method -> pipeline (sanity of the parser)"
+    assert graph["methods"].get("pipeline"), "the graph should see methods -> pipeline (sanity of the parser)"
     for unit in ("sparsity", "tokens", "pruning"):
         edges = sorted(graph.get(unit, {}).get("pipeline", set()))
         assert not edges, f"tamp.{unit} imports tamp.pipeline: {edges}"
@@ -200,7 +200,7 @@ def _loaded_by(statement: str) -> list[str]:
 
 @pytest.mark.integration(reason="starts fresh Python processes to see what an import loads")
 def test_importing_tamp_or_its_config_loads_neither_torch_nor_the_library() -> None:
-    assert _loaded_by("import tamp.config") == ["tamp", "tamp.config"]
+    assert _loaded_by("import tamp.core.config") == ["tamp", "tamp.core", "tamp.core.config"]
     assert _loaded_by("import tamp") == ["tamp"]
     assert "torch" in _loaded_by("import tamp; tamp.prune")  # the public API loads on first use
 

@@ -1,6 +1,6 @@
 """Bad files and names fail in one line naming the file, record or key, exit 2, before any heavy work.
 
-Every case runs the real CLI entry (`tamp.cli.run.cli`, what `python -m tamp.run` runs) on files
+Every case runs the real CLI entry (`tamp.cli.run_command.cli`, what `python -m tamp.run` runs) on files
 built here from the tiny models: a model folder whose weights were cut short or overwritten, a
 garbage config.json or checkpoint progress marker, a truncated checkpoint block, a cut-off PNG, a
 folder where an image should be, a family that does not match the folder, a Hub id that is not
@@ -251,7 +251,7 @@ def offline_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def _cli(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> tuple[int, list[str]]:
     """`python -m tamp.run ARGS` in this process: (exit status, non-empty stderr lines)."""
-    from tamp.cli.run import cli
+    from tamp.cli.run_command import cli
 
     monkeypatch.setattr(sys, "argv", ["tamp-run", *args])
     handler = signal.getsignal(signal.SIGTERM)

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 from tiny_models import fresh_tiny
 
-from tamp.cli.run import run
+from tamp.cli.run_command import run
 from tamp.data.calib import CalibConfig, build_calibration
 from tamp.data.sample import IMAGE
 from tamp.data.sources import calibration_set

@@ -47,7 +47,7 @@ _PRESETS = textwrap.dedent("""
     from hydra import compose, initialize_config_dir
     from tamp.cli import CONF_DIR
     from tamp.cli.schema import register_schema, validate
-    from tamp.presets import preset_names
+    from tamp.methods.presets import preset_names
 
     register_schema()
     done = []
@@ -107,7 +107,7 @@ def test_composing_and_validating_every_preset_imports_no_model_library() -> Non
 _HYDRA_HELP = textwrap.dedent("""
     import sys
     sys.argv = ["run", *sys.argv[1:]]
-    from tamp.cli.run import main
+    from tamp.cli.run_command import main
     main()
 """)
 

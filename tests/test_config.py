@@ -9,7 +9,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from tamp.cli.schema import validate
-from tamp.paths import CONF_DIR, EXPERIMENTS_DIR
+from tamp.core.paths import CONF_DIR, EXPERIMENTS_DIR
 
 pytestmark = pytest.mark.fast  # the unit tier: make test-fast
 

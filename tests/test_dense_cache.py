@@ -96,7 +96,7 @@ def zoo_dtype_sweep(zoo_cache_dir: Path, tmp_path_factory) -> dict[str, dict]:
     from hydra import compose, initialize_config_dir
 
     from tamp.cli import CONF_DIR
-    from tamp.cli.run import run
+    from tamp.cli.run_command import run
     from tamp.cli.schema import register_schema
 
     root = tmp_path_factory.mktemp("dtype_sweep")

@@ -59,7 +59,7 @@ def test_mkdocs_build_is_strict_and_imports_neither_tamp_nor_torch(tmp_path: Pat
     site = tmp_path / "site"
     assert (site / "index.html").is_file() and (site / "img" / "toy_sparsity_vs_rel.png").is_file()
     api = (site / "api.html").read_text()
-    for name in ("tamp.api.prune", "tamp.pruning.masks.nm_mask", "tamp.tokens.amia.select_tokens"):
+    for name in ("tamp.api.functions.prune", "tamp.pruning.masks.nm_mask", "tamp.tokens.amia.select_tokens"):
         assert f'id="{name}"' in api, f"the API reference lacks {name}"
 
 
@@ -120,7 +120,7 @@ def test_each_paper_page_prints_the_papers_numbers(key: str) -> None:
 def test_every_study_has_a_page() -> None:
     pages = "".join(p.read_text() for p in (DOCS / "paper").glob("*.md"))
     studies = sorted({m for m in re.findall(r"\+experiment=(\w+)", pages)})
-    from tamp.paths import EXPERIMENTS_DIR
+    from tamp.core.paths import EXPERIMENTS_DIR
 
     shipped = {p.stem for p in EXPERIMENTS_DIR.glob("*.yaml")}
     paper_studies = {s for s in shipped if not s.startswith("toy_")}
@@ -204,7 +204,7 @@ def test_new_pruner_walkthrough_runs_through_the_cli(tmp_path: Path) -> None:
     """The page's first command as a real run (load, calibrate, prune, score, results.json): ~40 s."""
     rest = _lay_out("extending.md", tmp_path)
     args = [*_commands(rest[:1])[0], f"hydra.searchpath=[file://{tmp_path / 'conf'}]", f"paths.output_dir={tmp_path / 'out'}"]
-    script = _preamble(tmp_path) + f"import sys\nfrom tamp.cli.run import cli\nsys.argv = ['tamp.run', *{args!r}]\ncli()\n"
+    script = _preamble(tmp_path) + f"import sys\nfrom tamp.cli.run_command import cli\nsys.argv = ['tamp.run', *{args!r}]\ncli()\n"
     out = _run(script, tmp_path)
     assert "absmean, seed 42: sparsity 0.5000 (target 0.5)" in out, out
     (record,) = (tmp_path / "out").rglob("results.json")

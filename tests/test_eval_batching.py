@@ -186,9 +186,9 @@ def test_zoo_batches_give_the_unbatched_answers(zoo):
 
 def test_progress_counts_requests_not_batches(tiny, monkeypatch, caplog):
     monkeypatch.setenv("TAMP_PROGRESS", "log")
-    caplog.set_level("INFO", logger="tamp.progress")
+    caplog.set_level("INFO", logger="tamp.core.progress")
     _answers(tiny["llava_next"], _docs(6), {"max_new_tokens": 2}, 32)
-    lines = [r.getMessage() for r in caplog.records if r.name == "tamp.progress"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "tamp.core.progress"]
     assert lines[0].startswith("generate_until: request 1/6") and lines[-1].startswith(
         "generate_until: request 6/6"
     )

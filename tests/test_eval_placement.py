@@ -20,11 +20,11 @@ import torch
 from tiny_models import fresh_tiny
 
 import tamp
-from tamp.cli.run import run
+from tamp.cli.run_command import run
 from tamp.cli.runner import make_fabric
 from tamp.cli.schema import validate
+from tamp.core.paths import CONF_DIR
 from tamp.eval.placement import eval_device, model_devices, place_for_eval
-from tamp.paths import CONF_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 SETUPS = sorted(p.stem for p in (CONF_DIR / "setup").glob("*.yaml"))
@@ -70,7 +70,7 @@ def test_every_setup_and_cell_kind_evaluates_on_the_gpu(compose_cfg) -> None:
 
 
 def test_eval_device_values_are_checked_in_one_line(compose_cfg) -> None:
-    from tamp.cli.checks import check_run_config
+    from tamp.cli.preflight_cell import check_run_config
 
     with pytest.raises(ValueError, match=r"^runner.eval_device='gpu7' is not valid; valid: auto"):
         check_run_config(compose_cfg(["runner.eval_device=gpu7"]))

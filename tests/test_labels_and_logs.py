@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from tamp.cli.run import run
+from tamp.cli.run_command import run
+from tamp.core.progress import LogProgress, resume, weighted_steps
 from tamp.models.saving import MANIFEST
-from tamp.progress import LogProgress, resume, weighted_steps
 from tamp.reporting import build_report, load_results
 from tamp.reporting.load import check_results
 from tamp.reporting.render import report_markdown
 from tamp.reporting.wandb_offline import find_offline_runs, read_offline_run
-from tamp.run_names import NO_DATA_PRUNERS, name_of_config, preset_items, variant_items
+from tamp.tracking.run_names import NO_DATA_PRUNERS, name_of_config, preset_items, variant_items
 
 pytestmark = pytest.mark.fast  # the unit tier: make test-fast
 
@@ -135,7 +135,7 @@ def test_every_preset_runs_the_variants_the_names_assume() -> None:
     from omegaconf import OmegaConf
 
     from tamp.cli.schema import register_schema
-    from tamp.paths import CONF_DIR
+    from tamp.core.paths import CONF_DIR
 
     register_schema()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):  # once for every preset: fast
@@ -216,12 +216,12 @@ class Clock:
 
 
 def _lines(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "tamp.progress"]
+    return [r.getMessage() for r in caplog.records if r.name == "tamp.core.progress"]
 
 
 def test_a_fresh_pass_of_many_steps_per_update_is_not_resumed_and_its_eta_weighs_early_blocks(caplog) -> None:
     """ECoFLaP's scoring updates 7 units a sample; a step of block b runs L - b blocks (here L = 4)."""
-    caplog.set_level(logging.INFO, logger="tamp.progress")
+    caplog.set_level(logging.INFO, logger="tamp.core.progress")
     clock, units, samples, blocks = Clock(), 7, 2, 4
     work = weighted_steps([(units * samples, blocks - b) for b in range(blocks)])
     bar = LogProgress(units * samples * blocks, "ecoflap scoring", unit="step", clock=clock, work=work)
@@ -237,7 +237,7 @@ def test_a_fresh_pass_of_many_steps_per_update_is_not_resumed_and_its_eta_weighs
 
 
 def test_resume_says_so_once_and_keeps_the_skipped_steps_out_of_the_rate(caplog) -> None:
-    caplog.set_level(logging.INFO, logger="tamp.progress")
+    caplog.set_level(logging.INFO, logger="tamp.core.progress")
     clock = Clock()
     bar = LogProgress(10, "pruning", unit="block", clock=clock)
     resume(bar, 4)
@@ -258,7 +258,7 @@ def test_a_real_ecoflap_pass_logs_no_resume(monkeypatch, caplog) -> None:
     import tamp
 
     monkeypatch.setenv("TAMP_PROGRESS", "log")
-    caplog.set_level(logging.INFO, logger="tamp.progress")
+    caplog.set_level(logging.INFO, logger="tamp.core.progress")
     bundle = fresh_tiny("llava_next")
     samples = [bundle.example_sample(0)]
     config = {"method": {"pruner": "wanda", "allocation": {"name": "ecoflap"}}, "sparsity": {"target": 0.5},

@@ -27,7 +27,7 @@ from hydra import compose, initialize_config_dir
 
 from tamp.cli.schema import register_schema
 from tamp.cli.study import check_study_applied
-from tamp.paths import CONF_DIR, EXPERIMENTS_DIR, package_dir
+from tamp.core.paths import CONF_DIR, EXPERIMENTS_DIR, package_dir
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -73,7 +73,7 @@ def _run(python: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("kind", ["wheel_install", "editable_install"])
 def test_a_study_composes_in_each_install(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
     python, root = request.getfixturevalue(kind)
-    where = _run(python, tmp_path, "-c", "from tamp.paths import CONF_DIR, EXPERIMENTS_DIR; "
+    where = _run(python, tmp_path, "-c", "from tamp.core.paths import CONF_DIR, EXPERIMENTS_DIR; "
                  "print(CONF_DIR); print(EXPERIMENTS_DIR)")
     assert where.returncode == 0, where.stderr[-2000:]
     assert where.stdout.split() == [str(root / "conf"), str(root / "experiments")], f"{kind}: {where.stdout}"

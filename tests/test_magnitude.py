@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from tamp.components import resolve_method
+from tamp.methods.components import resolve_method
 from tamp.pruning.magnitude import MagnitudePruner
 from tamp.pruning.masks import unstructured_mask
 from tamp.pruning.registry import build_pruner

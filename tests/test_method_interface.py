@@ -18,11 +18,11 @@ from tiny_models import fresh_tiny
 from torch import nn
 
 import tamp
-from tamp.components import KindConfig, as_prune_config
-from tamp.method import ComposedMethod, build_method
-from tamp.presets import prune_config
-from tamp.protocols import LayerwiseMethod, ScoringModel
-from tamp.registry import METHODS, register_method
+from tamp.core.protocols import LayerwiseMethod, ScoringModel
+from tamp.core.registries import METHODS, register_method
+from tamp.methods.components import KindConfig, as_prune_config
+from tamp.methods.composed import ComposedMethod, build_method
+from tamp.methods.presets import prune_config
 
 REPO = Path(__file__).resolve().parents[1]
 QUIET = {"device": "cpu", "progress": False, "keep_masks": True}

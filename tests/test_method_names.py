@@ -7,8 +7,8 @@ from tiny_models import fresh_tiny
 
 import tamp
 from tamp.cli.schema import validate
-from tamp.method_names import display_name, preset_name, presets
-from tamp.paths import CONF_DIR
+from tamp.core.paths import CONF_DIR
+from tamp.methods.preset_names import display_name, preset_name, presets
 
 pytestmark = pytest.mark.fast  # the unit tier: make test-fast
 

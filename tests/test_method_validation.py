@@ -18,9 +18,9 @@ from tiny_models import fresh_tiny
 import tamp
 from tamp.cli.preflight import PreflightError, check_command
 from tamp.cli.schema import validate
-from tamp.components import as_prune_config, check_makeup
-from tamp.method_names import preset_makeup, presets
-from tamp.presets import preset_names, prune_config
+from tamp.methods.components import as_prune_config, check_makeup
+from tamp.methods.preset_names import preset_makeup, presets
+from tamp.methods.presets import preset_names, prune_config
 from tamp.pruning.registry import PRUNERS
 from tamp.sparsity.registry import ALLOCATIONS
 from tamp.tokens.registry import SELECTORS

@@ -20,11 +20,11 @@ import torch
 from tiny_models import fresh_tiny
 
 import tamp
-from tamp.cli.run import run
-from tamp.config import PruneConfig, SparsityConfig
-from tamp.method import ComposedMethod, allocation_groups
+from tamp.cli.run_command import run
+from tamp.core.config import PruneConfig, SparsityConfig
+from tamp.core.paths import CONF_DIR
+from tamp.methods.composed import ComposedMethod, allocation_groups
 from tamp.models.tiny import TinyBundle
-from tamp.paths import CONF_DIR
 from tamp.pipeline.engine import LayerwiseEngine
 from tamp.reporting.runs import pattern_of
 from tamp.sparsity.allocate import Group

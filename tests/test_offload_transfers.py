@@ -17,7 +17,7 @@ import torch
 from tiny_models import fresh_tiny
 
 import tamp
-from tamp.method import ComposedMethod
+from tamp.methods.composed import ComposedMethod
 from tamp.pipeline.engine import LayerwiseEngine
 
 METHODS = {

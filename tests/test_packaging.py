@@ -48,7 +48,7 @@ def test_the_wheel_carries_every_config_group_and_study(installed: Path) -> None
 
 
 def test_a_run_from_the_installed_package_outside_the_checkout(installed: Path, tmp_path: Path) -> None:
-    where = _python(installed, tmp_path, "-c", "import tamp.paths; print(tamp.paths.CONF_DIR)")
+    where = _python(installed, tmp_path, "-c", "import tamp.core.paths; print(tamp.core.paths.CONF_DIR)")
     assert where.returncode == 0, where.stderr[-2000:]
     assert Path(where.stdout.strip()) == installed / "tamp" / "conf", "tamp was imported from the checkout"
     run_dir = tmp_path / "run"

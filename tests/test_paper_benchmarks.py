@@ -16,8 +16,8 @@ import yaml
 from paper_tasks import FFMPEG, NO_FFMPEG, PAPER_TASKS, TASKS_ROOT, hf_home, write_local_tasks
 from tiny_models import fresh_tiny
 
+from tamp.core.paths import EXPERIMENTS_DIR
 from tamp.eval.judges import JUDGED, JudgeRequiredError, check_judges
-from tamp.paths import EXPERIMENTS_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER_TASKS_ROOT = TASKS_ROOT

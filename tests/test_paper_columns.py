@@ -332,7 +332,7 @@ def test_a_bad_column_declaration_is_one_line(compose_cfg, override, says):
 
 
 def test_a_run_records_its_declared_columns_and_variants(compose_cfg, tmp_path):
-    from tamp.cli.run import run
+    from tamp.cli.run_command import run
 
     cfg = compose_cfg([
         "eval=tiny", "eval.limit=4", "calib.num_samples=2", "runner.progress=false", "logger=none",

@@ -126,7 +126,7 @@ def test_the_cli_exits_2_with_one_line_in_seconds_and_writes_nothing(args, tmp_p
 
 def _completed_run(compose_cfg, run_dir: Path, *overrides: str) -> dict:
     """A completed run made in this process (what is checked is the refusal, as typed, that follows)."""
-    from tamp.cli.run import run
+    from tamp.cli.run_command import run
 
     run(compose_cfg(["logger=none", "calib.num_samples=2", "runner.progress=false", *overrides]), run_dir)
     return json.loads((run_dir / "results.json").read_text())

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from tamp.method_names import preset_name, presets
-from tamp.paths import CONF_DIR
-from tamp.run_names import name_of_config, own_variants
+from tamp.core.paths import CONF_DIR
+from tamp.methods.preset_names import preset_name, presets
+from tamp.tracking.run_names import name_of_config, own_variants
 
 pytestmark = pytest.mark.fast  # the unit tier: make test-fast
 

@@ -14,9 +14,9 @@ from omegaconf import OmegaConf
 
 import tamp
 from tamp.cli.schema import validate
+from tamp.core.paths import CONF_DIR
 from tamp.data.sources import calibration_samples
 from tamp.models.named import load_named_model
-from tamp.paths import CONF_DIR
 
 CONF = CONF_DIR
 PRESETS = sorted(p.stem for p in (CONF / "method").glob("*.yaml"))

@@ -31,8 +31,8 @@ import torch
 from PIL import Image
 from tiny_models import fresh_tiny
 
+from tamp.core.paths import CONF_DIR
 from tamp.models.mask_file import load_masks
-from tamp.paths import CONF_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true", "TAMP_PROGRESS": "log"}

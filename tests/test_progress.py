@@ -9,8 +9,8 @@ import sys
 import pytest
 import tqdm as tqdm_package
 
+from tamp.core.progress import LogProgress, duration, progress_bar, track
 from tamp.eval.quiet import QuietTqdm, quiet_bars
-from tamp.progress import LogProgress, duration, progress_bar, track
 from tamp.tracking.wandb_logger import console_settings
 
 pytestmark = pytest.mark.fast  # the unit tier: make test-fast
@@ -25,12 +25,12 @@ class Clock:
 
 
 def messages(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "tamp.progress"]
+    return [r.getMessage() for r in caplog.records if r.name == "tamp.core.progress"]
 
 
 def test_one_line_per_block_with_elapsed_and_an_eta_from_the_blocks_after_the_first(caplog):
     """Issue 26.7: the first step carries the warm-up (`request 1/1600, ETA 17m58s`, done in 24 s)."""
-    caplog.set_level(logging.INFO, logger="tamp.progress")
+    caplog.set_level(logging.INFO, logger="tamp.core.progress")
     clock = Clock()
     with LogProgress(6, "pruning", unit="block", clock=clock) as bar:
         for seconds in (60.0, 10.0, 10.0, 10.0, 10.0, 10.0):  # block 1: imports, caches, a first compile
@@ -47,7 +47,7 @@ def test_one_line_per_block_with_elapsed_and_an_eta_from_the_blocks_after_the_fi
 
 
 def test_fast_steps_are_throttled_but_the_last_is_logged(caplog):
-    caplog.set_level(logging.INFO, logger="tamp.progress")
+    caplog.set_level(logging.INFO, logger="tamp.core.progress")
     clock = Clock()
     bar = LogProgress(100, "capture", unit="sample", every_s=30.0, clock=clock)
     for _ in range(100):
@@ -61,10 +61,10 @@ def test_fast_steps_are_throttled_but_the_last_is_logged(caplog):
 
 
 def test_a_resumed_run_counts_only_its_own_blocks_in_the_eta(caplog):
-    caplog.set_level(logging.INFO, logger="tamp.progress")
+    caplog.set_level(logging.INFO, logger="tamp.core.progress")
     clock = Clock()
     bar = LogProgress(10, "pruning", unit="block", clock=clock)
-    bar.resume(6)  # the engine skips the checkpointed blocks at once (tamp.progress.resume)
+    bar.resume(6)  # the engine skips the checkpointed blocks at once (tamp.core.progress.resume)
     for _ in range(3):
         clock.now += 5.0
         bar.update(1)
@@ -81,7 +81,7 @@ def test_duration():
 
 
 def test_progress_bar_is_a_log_off_a_terminal_and_a_bar_on_one(monkeypatch, caplog):
-    caplog.set_level(logging.INFO, logger="tamp.progress")
+    caplog.set_level(logging.INFO, logger="tamp.core.progress")
     monkeypatch.delenv("TAMP_PROGRESS", raising=False)
     monkeypatch.delenv("RANK", raising=False)
     monkeypatch.delenv("LOCAL_RANK", raising=False)
@@ -140,7 +140,7 @@ def test_library_bars_are_off_only_while_a_cell_runs_off_a_terminal(monkeypatch)
     import huggingface_hub.utils as hub
     import transformers.utils.logging as hf_logging
 
-    from tamp.progress import quiet_library_bars
+    from tamp.core.progress import quiet_library_bars
 
     monkeypatch.setenv("TAMP_PROGRESS", "log")  # as with output redirected
     states = lambda: (hf_logging.is_progress_bar_enabled(), not hub.are_progress_bars_disabled(),  # noqa: E731

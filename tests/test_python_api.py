@@ -12,10 +12,10 @@ from PIL import Image
 from tiny_models import fresh_tiny
 
 import tamp
+from tamp.methods.presets import prune_config
 from tamp.models.loading import load_model
 from tamp.models.mask_file import MASKS_FILE, load_masks
 from tamp.models.saving import MANIFEST
-from tamp.presets import prune_config
 
 TAMP_AS_DICT = {"method": {"pruner": "wanda", "allocation": {"name": "das"}, "tokens": {"name": "amia"}}}
 QUIET = {"device": "cpu", "progress": False, "keep_masks": True}

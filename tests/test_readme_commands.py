@@ -21,7 +21,7 @@ import pytest
 from tiny_models import fresh_tiny
 
 from tamp.cli.preflight import check_command
-from tamp.paths import CONF_DIR
+from tamp.core.paths import CONF_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}

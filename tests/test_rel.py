@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tamp.cli.report import build_report
+from tamp.cli.report_command import build_report
 from tamp.eval.rel import avg_rel, rel_columns, rel_percent
 from tamp.reporting import load_results
 from tamp.tracking.wandb_keys import rel_metrics

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from tiny_models import fresh_tiny
 
 import tamp
-from tamp.cli.run import run
+from tamp.cli.run_command import run
 from tamp.models.tiny import save_tiny
 from tamp.pipeline.checkpoint import CheckpointMismatchError
 from tamp.pipeline.engine import NonFiniteError
@@ -163,8 +163,8 @@ def test_nan_activations_stop_with_the_block_named() -> None:
 
 
 def test_nan_statistics_stop_with_the_linear_named() -> None:
-    from tamp.config import PruneConfig
-    from tamp.method import ComposedMethod
+    from tamp.core.config import PruneConfig
+    from tamp.methods.composed import ComposedMethod
     from tamp.pipeline.engine import LayerwiseEngine
 
     bundle = fresh_tiny("llava_next")

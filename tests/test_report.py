@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tamp.cli.report import build_report, main
+from tamp.cli.report_command import build_report, main
 from tamp.reporting import ReportError, load_results
 from tamp.reporting.load import check_results
 from tamp.reporting.plots import choose_sparsity

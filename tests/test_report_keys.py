@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from matplotlib.container import ErrorbarContainer
 
-from tamp.cli.report import main
-from tamp.io import write_json_atomic
+from tamp.cli.report_command import main
+from tamp.core.io import write_json_atomic
 from tamp.reporting import build_report
 from tamp.reporting.load import check_results
 from tamp.reporting.plots import plot_rel

@@ -18,7 +18,7 @@ from block_delay import with_block_delay
 from omegaconf import OmegaConf
 
 from tamp.cli.preflight import PreflightError, check_command, preflight
-from tamp.run_names import RunName, name_of_config, seed_label
+from tamp.tracking.run_names import RunName, name_of_config, seed_label
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}

@@ -15,12 +15,12 @@ import torch
 from tiny_models import fresh_tiny
 
 import tamp
-from tamp.api import fingerprint
-from tamp.cli.run import run
+from tamp.api.functions import fingerprint
+from tamp.cli.run_command import run
 from tamp.cli.rundir import RunDirRefused, check_run_dir
-from tamp.components import as_prune_config
 from tamp.eval.evaluate import evaluate
 from tamp.eval.lmms_model import NonFiniteLogitsError
+from tamp.methods.components import as_prune_config
 from tamp.models.tiny import build_tiny
 from tamp.pipeline.engine import LayerwiseEngine
 from tamp.tracking.results import ResultsFile

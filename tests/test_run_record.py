@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from tamp.cli.run import record_failure
-from tamp.io import first_line, write_json_atomic
+from tamp.cli.run_command import record_failure
+from tamp.core.io import first_line, write_json_atomic
 from tamp.reporting import build_report, load_results
 from tamp.tracking.results import ResultsFile
 from tamp.tracking.run_record import (

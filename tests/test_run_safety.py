@@ -2,7 +2,7 @@
 
 Every case hashes the user's files (sha256 of every file, and the list of every path) before and
 after and asserts they are identical, the source model's folder included. The refusal tables call
-the CLI entry point in-process (`tamp.cli.run.cli` with argv: the pre-run check, the exit status and
+the CLI entry point in-process (`tamp.cli.run_command.cli` with argv: the pre-run check, the exit status and
 stderr are the command's); a few rows, and everything that needs a real run (a completed run, a
 concurrent run, SIGTERM, a closed pipe), run `python -m tamp.run` in a subprocess.
 """
@@ -23,9 +23,9 @@ import pytest
 from block_delay import with_block_delay
 from tiny_models import fresh_tiny
 
-from tamp.cli.run import cli, run
+from tamp.cli.run_command import cli, run
 from tamp.cli.rundir import RunDirRefused
-from tamp.cli.save_target import SaveTargetRefused
+from tamp.cli.save_run import SaveTargetRefused
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
@@ -114,13 +114,13 @@ def in_world(world: Path, monkeypatch):
     """Run from world/work; as root, a folder's write bits decide os.access as they do for a user."""
     monkeypatch.chdir(world / "work")
     if os.geteuid() == 0:  # root may write anywhere: check the mode bits as a user's os.access would
-        import tamp.cli.save_target as save_target
+        import tamp.cli.save_run as save_run
 
         def access(path, mode) -> bool:
             bits = os.stat(path).st_mode
             return not (mode & os.W_OK) or bool(bits & stat.S_IWUSR)
 
-        monkeypatch.setattr(save_target.os, "access", access)
+        monkeypatch.setattr(save_run.os, "access", access)
     before = snapshot(world)
     yield world
     assert snapshot(world) == before, "a user file or folder was touched"
@@ -201,7 +201,7 @@ def test_the_run_itself_refuses_without_the_pre_run_check(compose_cfg, world: Pa
 
 def test_a_save_replaces_only_its_own_earlier_save(compose_cfg, tmp_path: Path) -> None:
     """The same config saved twice replaces its own folder; a file a person adds there stops the next save."""
-    from tamp.models.saving import MANIFEST, SaveTargetError, save_pruned
+    from tamp.models.saving import MANIFEST, save_pruned
 
     ckpt = tmp_path / "ckpt"
     cfg = compose_cfg([*FAST, f"runner.save_dir={ckpt}"])
@@ -219,7 +219,7 @@ def test_a_save_replaces_only_its_own_earlier_save(compose_cfg, tmp_path: Path) 
     late = tmp_path / "late"
     late.mkdir()
     (late / "thesis.tex").write_text("\\chapter{}\n")
-    with pytest.raises(SaveTargetError, match="late"):
+    with pytest.raises(SaveTargetRefused, match="late"):
         save_pruned(None, None, late, {}, digest=first["run"]["config_digest"])
     assert snapshot(ckpt) == before and (late / "thesis.tex").read_text() == "\\chapter{}\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "c", "ckpt", "late"]

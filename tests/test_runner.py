@@ -13,7 +13,7 @@ import torch
 from tiny_models import fresh_tiny
 
 import tamp
-from tamp.cli.run import run
+from tamp.cli.run_command import run
 from tamp.pipeline.distributed import fabric_reducer, shard
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,7 +61,7 @@ def test_two_by_two_sweep_with_evaluation_and_report(tmp_path: Path) -> None:
     dense = [r for r in results if r["method"]["name"] == "dense"]
     assert dense[0]["scores"] == dense[1]["scores"], "the dense model is evaluated once per sweep"
     assert len(list((tmp_path / ".cache").glob("dense_*.json"))) == 1
-    from tamp.cli.report import main as report_main
+    from tamp.cli.report_command import main as report_main
 
     assert report_main([str(tmp_path), "--out", str(tmp_path / "report")]) == 0
     table = (tmp_path / "report" / "report.md").read_text()

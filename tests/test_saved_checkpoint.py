@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tamp.cli.run import run
+from tamp.cli.run_command import run
 from tamp.models.loading import load_model
 from tamp.models.mask_file import MASKS_FILE, load_masks, save_masks
 from tamp.models.saving import MANIFEST
@@ -118,7 +118,7 @@ def test_zoo_tasks_find_the_checkouts_build_from_another_folder(tmp_path: Path, 
 
 
 def test_a_sparse_checkpoint_evaluated_as_dense_is_not_the_rel_reference() -> None:
-    from tamp.run_names import is_dense
+    from tamp.tracking.run_names import is_dense
 
     method = {"name": "dense", "pruner": "none"}
     assert is_dense({"method": method, "sparsity": {"target": 0.0, "achieved": 0.0}})
@@ -133,7 +133,7 @@ def test_a_saved_checkpoint_evaluated_again_is_named_by_its_own_method_and_spars
     from omegaconf import OmegaConf
 
     from tamp.reporting import build_report, load_results
-    from tamp.run_names import name_of_config
+    from tamp.tracking.run_names import name_of_config
 
     overrides = [f"model.name={pruned}", "model.dtype=float32", "method=dense", "eval=none", *QUIET]
     assert OmegaConf.select(compose_cfg(overrides, hydra=True), "hydra.run.dir").endswith("_wanda-saved_0.5")
@@ -150,7 +150,7 @@ def test_a_saved_checkpoint_evaluated_again_is_named_by_its_own_method_and_spars
 @pytest.mark.slow
 def test_a_saved_checkpoint_evaluated_again_from_the_command_line(pruned: Path, tmp_path: Path) -> None:
     """The same as a user types it: its run folder, W&B run, printed line and report row."""
-    from tamp.cli.report import main as report_main
+    from tamp.cli.report_command import main as report_main
     from tamp.reporting.wandb_offline import find_offline_runs, read_offline_run
 
     cmd = [sys.executable, "-m", "tamp.run", f"model.name={pruned}", "model.dtype=float32", "method=dense",
@@ -174,7 +174,7 @@ def test_a_sparse_checkpoint_without_a_manifest_is_named_once_measured(
     import shutil
 
     from tamp.reporting import build_report, load_results
-    from tamp.run_names import name_of_config
+    from tamp.tracking.run_names import name_of_config
 
     bare = tmp_path / "elsewhere"
     shutil.copytree(pruned, bare)

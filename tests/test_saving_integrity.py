@@ -19,7 +19,7 @@ import torch
 from omegaconf import OmegaConf
 from tiny_models import fresh_tiny
 
-from tamp.cli.run import cli
+from tamp.cli.run_command import cli
 from tamp.cli.rundir import added_save
 from tamp.models.disk import DiskWriteError
 from tamp.models.mask_file import MASKS_FILE, load_masks, save_masks
@@ -155,7 +155,7 @@ def test_a_pickled_weight_file_is_refused_in_tamps_words(tmp_path: Path) -> None
 
 def test_adding_a_save_to_a_completed_run_is_refused_by_the_cli_in_one_line(tmp_path: Path, monkeypatch) -> None:
     """`runner.save_model=true` and `runner.save_masks=true` added to a completed run get the same answer."""
-    from tamp.cli.run import run
+    from tamp.cli.run_command import run
 
     monkeypatch.chdir(tmp_path)
     run_dir = tmp_path / "run"

@@ -20,7 +20,7 @@ import torch
 from tiny_models import fresh_tiny
 
 import tamp
-from tamp.cli.run import run
+from tamp.cli.run_command import run
 from tamp.cli.score_cache import ScoreCache
 from tamp.pipeline.engine import LayerwiseEngine
 

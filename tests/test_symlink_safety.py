@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from test_run_safety import ENV, FAST, REPO, snapshot
 
-from tamp.cli.report import main as report_main
+from tamp.cli.report_command import main as report_main
 
 DATA = Path(__file__).parent / "data" / "report"  # tests/test_report.py's hand-made sweep
 REPORT_FILES = ("report.md", "report.csv", "sparsity_vs_rel.png", "sparsity_per_projection.png",
@@ -49,7 +49,7 @@ def _lines(text: str) -> list[str]:
 
 def _cli(args: list[str], monkeypatch, capsys) -> tuple[int, list[str]]:
     """`python -m tamp.run ARGS` in this process (the pre-run check's refusals end before Hydra starts)."""
-    from tamp.cli.run import cli
+    from tamp.cli.run_command import cli
 
     monkeypatch.setattr(sys, "argv", ["tamp.run", *args])
     monkeypatch.setattr(sys, "stdout", sys.stdout)
@@ -169,7 +169,7 @@ def test_a_lock_replaced_by_a_link_while_held_is_not_deleted(user: Path, tmp_pat
 def test_run_files_replace_a_link_and_leave_its_target(name: str, user: Path, tmp_path: Path) -> None:
     """Past the check (a link made while the run works): the write replaces the link, never its target."""
     from tamp.cli.runner import save_resolved_config
-    from tamp.io import write_text_atomic
+    from tamp.core.io import write_text_atomic
     from tamp.tracking.run_record import RunRecord
 
     target, run_dir = user / "notes.md", tmp_path / "run"
@@ -190,7 +190,7 @@ def test_run_files_replace_a_link_and_leave_its_target(name: str, user: Path, tm
 @pytest.mark.fast
 def test_an_atomic_write_never_opens_a_planted_temporary(user: Path, tmp_path: Path) -> None:
     """The temporary name once was predictable (`.NAME.<pid>.tmp`): a link planted there is not followed."""
-    from tamp.io import write_text_atomic
+    from tamp.core.io import write_text_atomic
 
     planted = tmp_path / f".results.json.{os.getpid()}.tmp"
     planted.symlink_to(user / "notes.md")
@@ -282,7 +282,7 @@ def test_resume_names_hydras_run_folder_too() -> None:
 def test_resume_runs_in_its_folder_and_makes_no_other(compose_cfg, tmp_path: Path, monkeypatch) -> None:
     """resume=DIR: Hydra's run folder (.hydra, run.log) is DIR, not a new one under paths.output_dir."""
     import tamp.pipeline.engine as engine
-    from tamp.cli.run import run
+    from tamp.cli.run_command import run
 
     def stop(*args: object) -> None:
         raise KeyboardInterrupt("signal SIGTERM")
@@ -305,7 +305,7 @@ def test_written_files_get_the_umask_mode_not_safetensors_0600(tmp_path: Path) -
     import torch
     from safetensors.torch import save_file
 
-    from tamp.io import write_atomic
+    from tamp.core.io import write_atomic
 
     path = write_atomic(tmp_path / "block.safetensors", lambda tmp: save_file({"w": torch.ones(2)}, str(tmp)))
     mask = os.umask(0o022)

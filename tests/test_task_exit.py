@@ -39,7 +39,7 @@ def test_sys_exit_in_task_code_is_a_one_line_task_error(tmp_path, monkeypatch):
 
 SCRIPT = """
 import sys
-import tamp.cli.run as entry
+import tamp.cli.run_command as entry
 
 real = entry.run
 

@@ -11,7 +11,7 @@ from tiny_models import fresh_tiny
 
 import tamp
 from tamp.data.sample import TEXT
-from tamp.method import ComposedMethod
+from tamp.methods.composed import ComposedMethod
 from tamp.models.tiny.llava import text_example
 from tamp.tokens.attention import above_mean
 from tamp.tokens.random_tokens import draw_seed, random_tokens

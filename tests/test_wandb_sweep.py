@@ -16,7 +16,7 @@ import pytest
 import yaml
 from block_delay import with_block_delay
 
-from tamp.cli.report import main as report_main
+from tamp.cli.report_command import main as report_main
 from tamp.reporting.wandb_offline import find_offline_runs, load_offline_wandb, read_offline_run
 from tamp.tracking.wandb_keys import clean_metric, group_name, rel_metrics, run_name, summary_metrics
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tamp.cli.run import run
+from tamp.cli.run_command import run
 from tamp.data.conversations import record_from_dict, to_messages
 from tamp.data.sample import IMAGE
 from tamp.models.llava import LlavaAdapter
@@ -191,7 +191,7 @@ def test_demo_sweep_on_the_micro_zoo_gives_a_report(micro, cache_dir: Path, tmp_
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = [json.loads(p.read_text()) for p in sorted(tmp_path.rglob("results.json"))]
     assert len(results) == 9 and all(r["status"] == "completed" for r in results), [r.get("error") for r in results]
-    from tamp.cli.report import main as report_main
+    from tamp.cli.report_command import main as report_main
 
     assert report_main([str(tmp_path)]) == 0
     assert (tmp_path / "report.md").is_file() and (tmp_path / "sparsity_vs_rel.png").is_file()

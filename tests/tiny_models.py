@@ -60,7 +60,7 @@ def logits(model: torch.nn.Module, inputs: dict) -> torch.Tensor:
 
 
 class Preempted(KeyboardInterrupt):
-    """What SIGTERM becomes in tamp's CLI (tamp.cli.run): the checkpoint tests interrupt with it."""
+    """What SIGTERM becomes in tamp's CLI (tamp.cli.run_command): the checkpoint tests interrupt with it."""
 
 
 def prune_tiny(method: dict, checkpoint_dir: Path | None):

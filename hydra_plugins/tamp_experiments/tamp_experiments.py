@@ -4,7 +4,7 @@ Hydra finds a group only as a folder of that name under a search path entry, and
 top-level folder of their own, outside conf/. Reading a folder from disk is also what defeats mapping
 them into the config package: in an editable install the package is mapped but conf/experiment/ does not
 exist on disk, so `+experiment=NAME` silently becomes the plain value `experiment: NAME`. Here the
-folder's location comes from importlib (tamp.paths.EXPERIMENTS_DIR), the same for a wheel, an editable
+folder's location comes from importlib (tamp.core.paths.EXPERIMENTS_DIR), the same for a wheel, an editable
 install and the checkout: `ExperimentsSource` serves it as `experiment/`, and `ExperimentsSearchPath`
 adds that source after the primary config directory when that directory is tamp's conf/ (other Hydra
 applications in the environment see nothing). An unknown study stays Hydra's own error, which lists the
@@ -23,7 +23,7 @@ from hydra.plugins.search_path_plugin import SearchPathPlugin
 from omegaconf import OmegaConf
 
 SCHEME = "tamp-experiments"
-GROUP = "experiment"  # tamp.paths.EXPERIMENT_GROUP; literal here so that loading this plugin imports no tamp
+GROUP = "experiment"  # tamp.core.paths.EXPERIMENT_GROUP; literal here so that loading this plugin imports no tamp
 
 
 class ExperimentsSource(ConfigSource):
@@ -76,14 +76,14 @@ def _is_dir(entry: str, folder: Path) -> bool:
 
 class ExperimentsSearchPath(SearchPathPlugin):
     """Adds the studies after the primary config directory when that is tamp's conf/ (`@hydra.main` of
-    tamp.cli.run, `initialize_config_dir(CONF_DIR)`, `pkg://tamp.conf`)."""
+    tamp.cli.run_command, `initialize_config_dir(CONF_DIR)`, `pkg://tamp.conf`)."""
 
     def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
         main = [e.path for e in search_path.get_path() if e.provider == "main" and e.path]
         if not main:
             return
         try:
-            from tamp.paths import CONF_DIR, EXPERIMENTS_DIR
+            from tamp.core.paths import CONF_DIR, EXPERIMENTS_DIR
         except ImportError:  # tamp's configs are not installed here: nothing to serve (tamp's CLI says why)
             return
         if any(p.rstrip("/") == "pkg://tamp.conf" or _is_dir(p, CONF_DIR) for p in main):

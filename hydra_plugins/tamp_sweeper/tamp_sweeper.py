@@ -27,7 +27,7 @@ class TampBasicSweeper(BasicSweeper):
     def sweep(self, arguments: list[str]) -> Any:
         from tamp.cli.resweep import MULTIRUN_FILE, PLANS, batches, plan_key, plan_sweep
         from tamp.cli.runlock import RunDirInUse, RunLock
-        from tamp.io import first_line, write_text_atomic
+        from tamp.core.io import first_line, write_text_atomic
 
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
         _refuse_missing_slurm(self.launcher)  # before anything is composed or written

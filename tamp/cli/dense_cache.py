@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tamp.io import write_json_atomic
+from tamp.core.io import write_json_atomic
 
 WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pt", "*.json")
 

@@ -1,15 +1,20 @@
-"""Check a `tamp.run` command line before Hydra starts anything: one line and exit 2 for bad input.
+"""The pre-run check: a `tamp.run` command line checked before Hydra starts anything, one line and exit 2
+for bad input.
+
+It is two files: this one checks the command (every cell composed, the folders and save targets it
+would write, the launcher); tamp.cli.preflight_cell checks one composed cell (`check_run_config`: keys,
+values, and the devices and files it names), here for every cell and again by the run itself.
 
 Hydra reports a bad override or an unknown group option after composition with several lines and
 a hint about HYDRA_FULL_ERROR, and values are otherwise checked only once a cell runs. Here the
 command's overrides are composed with Hydra's own compose API, for a multirun once per cell of the
 basic sweeper's grid (`hydra.sweeper.params` of an experiment included), and every cell goes
-through `tamp.cli.checks.check_run_config`: a sweep with one bad cell fails in the first seconds,
+through `tamp.cli.preflight_cell.check_run_config`: a sweep with one bad cell fails in the first seconds,
 before any model loads and before anything is written.
 
 It also guards what exists before Hydra writes its own files into the run folder: a folder tamp
 did not make, a run of another config, a folder another process is running in, a save target that
-is not tamp's to replace (`tamp.cli.save_target`), two cells saving into one folder. The same
+is not tamp's to replace (`tamp.cli.save_run`), two cells saving into one folder. The same
 command into a completed run folder of the same config is `NothingToDo`: one line, exit 0.
 """
 
@@ -18,7 +23,6 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import re
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -29,19 +33,19 @@ from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra._internal.utils import get_args_parser
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException, MissingConfigException
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from tamp.cli import CONF_DIR
-from tamp.cli.checks import check_run_config, valid_keys
+from tamp.cli.preflight_cell import check_run_config, valid_keys
 from tamp.cli.rundir import check_not_foreign, check_run_dir, completed_message, completed_run
 from tamp.cli.runlock import holder, in_use_message
-from tamp.cli.save_target import check_run_save
+from tamp.cli.save_run import check_run_save
 from tamp.cli.schema import register_schema
 from tamp.cli.study import check_study_applied
-from tamp.components import override_message
-from tamp.io import first_line
+from tamp.core.io import first_line
+from tamp.methods.components import override_message
 from tamp.pipeline.checkpoint_files import check_checkpoint
 
 CONFIG_NAME = "run"
@@ -177,11 +181,11 @@ def check_slurm_tools(base: DictConfig) -> None:
 
 def _counted(cells: list[list[str]], remote: str | None) -> Iterator[list[str]]:
     """The cells, with progress for a check for another machine (a sweep of the paper's grid takes a while:
-    the first cell reads lmms-eval's task index). tamp.progress's bar on a terminal, lines elsewhere."""
+    the first cell reads lmms-eval's task index). tamp.core.progress's bar on a terminal, lines elsewhere."""
     if remote is None or len(cells) < 2:
         yield from cells
         return
-    from tamp.progress import LogProgress, is_terminal, progress_bar
+    from tamp.core.progress import LogProgress, is_terminal, progress_bar
 
     desc = "tamp: pre-run check"
     if is_terminal():
@@ -277,9 +281,7 @@ def _cells(base: DictConfig, overrides: list[str]) -> list[list[str]]:
 def _compose(overrides: list[str], hydra: bool) -> DictConfig:
     try:
         return compose(config_name=CONFIG_NAME, overrides=overrides, return_hydra_config=hydra)
-    except MissingConfigException as err:
-        raise PreflightError(_missing_option(err, overrides)) from None
-    except (HydraException, OmegaConfBaseException) as err:
+    except (HydraException, OmegaConfBaseException) as err:  # a missing group option included
         raise PreflightError(_composition_error(err, overrides)) from None
 
 
@@ -291,20 +293,9 @@ def _without_hydra(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
-def _missing_option(err: MissingConfigException, overrides: list[str]) -> str:
-    text = str(err)
-    found = re.search(r"Could not find '([^']+)/([^'/]+)'", text)
-    if found is None:
-        return first_line(err)
-    group, option = found.group(1), found.group(2)
-    options = re.findall(r"^\t(\S+)$", text, flags=re.M)
-    given = next((o for o in overrides if o.lstrip("+~").split("=")[0] == group), f"{group}={option}")
-    valid = ", ".join(options) if options else f"a file in conf/{group}/"
-    return f"{given}: '{option}' is not an option of the '{group}' group; valid: {valid}"
-
-
 def _composition_error(err: Exception, overrides: list[str]) -> str:
-    """The key, the override and the valid keys of the node it names (the chosen component's own settings)."""
+    """The key, the override and the valid keys of the node it names (the chosen component's own settings),
+    or the valid options of a group (tamp.methods.components.override_message)."""
     return override_message(err, overrides, valid_keys) or first_line(err)
 
 

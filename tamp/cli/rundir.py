@@ -21,7 +21,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from tamp.cli.runlock import LOCK_FILE, lock_refused_message, not_a_lock
-from tamp.config import RUN_VOLATILE, flatten, is_under
+from tamp.core.config import RUN_VOLATILE, flatten, is_under
 from tamp.pipeline.checkpoint_files import PROGRESS, has_checkpoint
 from tamp.tracking.run_record import COMPLETED, FAILED, RESULTS_FILE, RunRecord, RunRecordError
 
@@ -35,7 +35,7 @@ class RunDirRefused(ValueError):
 
 
 def identity(config: dict[str, Any]) -> dict[str, Any]:
-    """The flattened config less the volatile settings (tamp.config.RUN_VOLATILE: what may differ between
+    """The flattened config less the volatile settings (tamp.core.config.RUN_VOLATILE: what may differ between
     the run and its resumption): what defines the experiment."""
     return {k: v for k, v in flatten(config).items() if not is_under(k, RUN_VOLATILE)}
 

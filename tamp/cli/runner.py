@@ -21,15 +21,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from tamp.cli.dense_cache import DenseCache
 from tamp.cli.schema import CHECKPOINT_DIR, RunConfig, validate
+from tamp.core.progress import quiet_library_bars
 from tamp.models.named import LoadedModel, load_named_model, scheme_of
 from tamp.pipeline.checkpoint import PruneCheckpoint
-from tamp.progress import quiet_library_bars
-from tamp.run_names import measured_sparse
 from tamp.tracking.results import ResultsFile
+from tamp.tracking.run_names import measured_sparse
 from tamp.tracking.run_record import MethodId, ModelId, RunRecord, Sparsity
 
 if TYPE_CHECKING:
-    from tamp.prune_summary import PruneSummary
+    from tamp.tracking.prune_summary import PruneSummary
     from tamp.tracking.wandb_logger import WandbRun
 
 log = logging.getLogger("tamp")
@@ -57,7 +57,7 @@ class SealedConfig:
 
 
 def make_fabric(settings: RunConfig):
-    """The Fabric world the runner config asks for (devices were checked by tamp.cli.checks)."""
+    """The Fabric world the runner config asks for (devices were checked by tamp.cli.preflight_cell)."""
     from lightning.fabric import Fabric
 
     r = settings.runner
@@ -229,10 +229,10 @@ def calibration_record(settings: RunConfig, ids: list[Any]) -> dict[str, Any]:
 def save_resolved_config(config: dict[str, Any], run_dir: Path) -> None:
     """The resolved config, printed to the log and saved as RUN_DIR/config_resolved.yaml (Hydra's
     .hydra/config.yaml keeps the interpolations: `${seed}`, `${paths.data_dir}`, ...). Written beside and
-    renamed (tamp.io): a link put at its name is replaced, never written through."""
+    renamed (tamp.core.io): a link put at its name is replaced, never written through."""
     import yaml
 
-    from tamp.io import write_text_atomic
+    from tamp.core.io import write_text_atomic
 
     path = run_dir / RESOLVED_CONFIG
     write_text_atomic(path, OmegaConf.to_yaml(OmegaConf.create(config)))
@@ -326,7 +326,7 @@ class Cell:
     def start(self) -> None:
         """Rank 0: results.json says running, the resolved config is saved, the W&B run opens; the clock starts."""
         if self.is_main:
-            from tamp.run_names import name_of_config
+            from tamp.tracking.run_names import name_of_config
             from tamp.tracking.wandb_keys import group_name
             from tamp.tracking.wandb_logger import WandbRun
 
@@ -354,7 +354,7 @@ class Cell:
         """The named model with its processor and family adapter; results.json records the adapter's family."""
         loaded = load_named_model(self.settings.model_settings())
         if self.settings.model.use_audio_in_video:
-            from tamp.cli.checks import check_audio_in_video
+            from tamp.cli.preflight_cell import check_audio_in_video
 
             check_audio_in_video(True, loaded.adapter)
             loaded.adapter.use_audio_in_video = True
@@ -393,7 +393,7 @@ class Cell:
         m["allocation_scores"] = pruning.allocation_scores
         m["timings"].update(pruning.timings)
         if self.is_main:
-            from tamp.io import write_text_atomic
+            from tamp.core.io import write_text_atomic
 
             write_text_atomic(self.run_dir / "prune_report.md", pruning.summary() + "\n")  # never through a link
         return pruning
@@ -408,14 +408,15 @@ class Cell:
                                                      r.targets, r.ignore)
         self.measured["sparsity"], self.measured["sparsity_per_linear"] = sparsity, per_linear
         if self.tracker is not None:
-            from tamp.run_names import name_of_record
+            from tamp.tracking.run_names import name_of_record
 
             name = name_of_record({**self.results.data, "sparsity": sparsity.to_json()})
             self.tracker.rename(name.wandb(s.model.name))
             self.tracker.retag(self._tags(name))
 
     def save(self, loaded: LoadedModel, pruning: PruneSummary | None) -> None:
-        """Rank 0 saves the model where runner.save_dir asks (tamp.cli.save_run; nothing when it is empty)."""
+        """Rank 0 saves the model where runner.save_dir asks (tamp.cli.save_run checks the target again, then
+        tamp.models.saving writes it; nothing when the run saves nothing)."""
         if self.is_main:
             from tamp.cli.save_run import save_run_model
 

@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from tamp.components import resolve_method
-from tamp.config import MethodConfig, PruneConfig, SparsityConfig
+from tamp.core.config import MethodConfig, PruneConfig, SparsityConfig
 from tamp.data.calib_config import DRAWS
 from tamp.data.calib_config import CalibConfig as DataCalibConfig
 from tamp.data.sources import CALIB_SOURCES
 from tamp.eval.columns import ColumnSpec
+from tamp.methods.components import resolve_method
 
 if TYPE_CHECKING:  # loading a model is the runner's business: composing and checking stay without torch
     from tamp.models.named import ModelSettings
@@ -210,8 +210,8 @@ class RunConfig:
 
 def register_schema() -> None:
     """The run schema, and every registered component's settings as a Hydra group option
-    (tamp.presets.register_components: what the method presets' defaults lists pick)."""
-    from tamp.presets import register_components
+    (tamp.methods.presets.register_components: what the method presets' defaults lists pick)."""
+    from tamp.methods.presets import register_components
 
     ConfigStore.instance().store(name="run_schema", node=RunConfig)
     register_components()
@@ -224,8 +224,8 @@ def register_schema() -> None:
 
 
 def _run_name(*, _root_: DictConfig) -> str:
-    """`${run_name:}`: the cell's folder name from its config (tamp.run_names): `das+tokens=random_0.6_seed1`."""
-    from tamp.run_names import name_of_config
+    """`${run_name:}`: the cell's folder name from its config (tamp.tracking.run_names): `das+tokens=random_0.6_seed1`."""
+    from tamp.tracking.run_names import name_of_config
 
     return name_of_config(_root_).folder()
 

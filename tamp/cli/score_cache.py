@@ -32,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tamp.io import write_json_atomic
+from tamp.core.io import write_json_atomic
 
 if TYPE_CHECKING:  # tamp.sparsity imports torch; the CLI's modules import it only where they run
     from tamp.sparsity.shared import ScoreState
@@ -73,7 +73,7 @@ class ScoreLock:
             if err.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
                 raise
             log.warning("%s cannot be locked on this file system (%s): cells of the same key may each compute "
-                        "the allocation scores (the entry is still written whole)", self.path, err.strerror)
+                        "its entry (the entry is still written whole)", self.path, err.strerror)
             return True
         self.fd = fd
         return True
@@ -140,24 +140,29 @@ class ScoreCache:
                 lock.release()
 
     def _acquire(self, lock: ScoreLock | None) -> None:
-        """Take the key's lock on rank 0; every rank waits with it, one short broadcast per poll."""
-        waited = False
-        while True:
-            outcome: bool | str = False
-            if lock is not None:
-                try:
-                    outcome = lock.try_acquire()
-                except (OSError, ValueError) as err:
-                    outcome = f"{type(err).__name__}: {err}"
-            outcome = self._share(outcome)  # a refusal on rank 0 stops every rank, none waits on a collective
-            if isinstance(outcome, str):
-                raise ValueError(outcome.split(": ", 1)[1] if lock is not None else outcome)
-            if outcome:
-                return
-            if not waited and lock is not None:
-                log.info("waiting for %s: another cell is computing the same allocation scores", lock.path)
-            waited = True
-            time.sleep(self.poll_s)
+        wait_for_lock(lock, self._share, self.poll_s, "allocation scores")
+
+
+def wait_for_lock(lock: ScoreLock | None, share: Callable[[Any], Any], poll_s: float, what: str) -> None:
+    """Take a key's lock on rank 0 (`lock`; None on the other ranks); every rank waits with it, one short
+    broadcast (`share`: rank 0's value on every rank) per poll, so a long wait never times a collective out."""
+    waited = False
+    while True:
+        outcome: bool | str = False
+        if lock is not None:
+            try:
+                outcome = lock.try_acquire()
+            except (OSError, ValueError) as err:
+                outcome = f"{type(err).__name__}: {err}"
+        outcome = share(outcome)  # a refusal on rank 0 stops every rank, none waits on a collective
+        if isinstance(outcome, str):
+            raise ValueError(outcome.split(": ", 1)[1] if lock is not None else outcome)
+        if outcome:
+            return
+        if not waited and lock is not None:
+            log.info("waiting for %s: another cell is computing the same %s", lock.path, what)
+        waited = True
+        time.sleep(poll_s)
 
 
 def read_entry(path: Path, items: dict[str, str]) -> ScoreState | None:

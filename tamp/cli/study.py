@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from tamp.paths import EXPERIMENT_GROUP, EXPERIMENTS_DIR
+from tamp.core.paths import EXPERIMENT_GROUP, EXPERIMENTS_DIR
 
 
 def check_study_applied(experiment: Any, choices: Mapping[str, Any]) -> None:

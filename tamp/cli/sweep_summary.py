@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from tamp.io import first_line, natural_key
+from tamp.core.io import first_line, natural_key
 from tamp.tracking.run_record import COMPLETED, FAILED, RESULTS_FILE, RunRecord, RunRecordError
 
 

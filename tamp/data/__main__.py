@@ -13,7 +13,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from tamp.io import first_line
+from tamp.core.io import first_line
 
 
 def main(argv: Sequence[str] | None = None) -> int:

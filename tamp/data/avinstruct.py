@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tamp.io import write_json_atomic
+from tamp.core.io import write_json_atomic
 
 VIDEO_TOKEN = "<video>"
 QUESTION_MARK = "<Q>"

@@ -19,6 +19,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from tamp.core.io import first_line
+from tamp.core.progress import track
 from tamp.data.calib_config import CalibConfig  # the config lives apart: composing a run needs no numpy
 from tamp.data.conversations import Record, to_messages
 from tamp.data.fit import fit, token_limit, truncate
@@ -34,8 +36,6 @@ from tamp.data.media import (
 from tamp.data.sample import CalibSample
 from tamp.data.sources import register_source
 from tamp.data.types import Message, SampleEncoder
-from tamp.io import first_line
-from tamp.progress import track
 
 #: processor attribute that must exist for a media kind to be accepted
 _MEDIA_PROCESSORS = {"image": "image_processor", "video": "video_processor", "audio": "feature_extractor"}
@@ -52,7 +52,7 @@ class RecordSource(Protocol):
 
 def as_calib_config(cfg: CalibConfig | Mapping[str, Any] | Any) -> CalibConfig:
     """A validated `CalibConfig` from a dataclass, a dict or an OmegaConf node (unknown keys rejected)."""
-    from tamp.config import from_dict
+    from tamp.core.config import from_dict
 
     if isinstance(cfg, CalibConfig):
         return cfg.validate()

@@ -14,12 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from tamp.core.registries import lazy_module
 from tamp.data.sample import TEXT, CalibSample
-from tamp.registry import lazy_module
 
 if TYPE_CHECKING:
     import torch
-else:  # imported when first used: the registry walk imports this module (tamp.registry)
+else:  # imported when first used: the registry walk imports this module (tamp.core.registries)
     torch = lazy_module("torch")
 
 #: per-position [1, T] inputs cut together with the labels

@@ -15,8 +15,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from tamp.core.io import first_line
 from tamp.data.conversations import MEDIA_KINDS, Record, record_from_dict
-from tamp.io import first_line
 
 DEFAULT_COLUMNS = {"id": "id", "conversations": "conversations", **{k: k for k in MEDIA_KINDS}}
 

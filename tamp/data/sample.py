@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from tamp.registry import lazy_module
+from tamp.core.registries import lazy_module
 
 if TYPE_CHECKING:
     import torch
-else:  # imported when first used: the registry walk imports this module (tamp.registry)
+else:  # imported when first used: the registry walk imports this module (tamp.core.registries)
     torch = lazy_module("torch")
 
 TEXT, IMAGE, VIDEO, AUDIO = 0, 1, 2, 3

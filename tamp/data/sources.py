@@ -11,10 +11,10 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from tamp.core.registries import Registry
 from tamp.data.fit import FitReport, fit, token_limit
 from tamp.data.sample import CalibSample
 from tamp.data.types import SampleEncoder
-from tamp.registry import Registry
 
 log = logging.getLogger("tamp")
 Source = Callable[[Any, SampleEncoder, Sequence[Any] | None], list[CalibSample]]

@@ -29,12 +29,12 @@ from lmms_eval.api.instance import GenerationResult, Instance
 from lmms_eval.api.model import lmms
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
+from tamp.core.progress import progress_bar, track
 from tamp.data.media import processor_sampling_rate
 from tamp.eval.batching import DEFAULT_BATCH_SIZE, left_pad_batch, signature
 from tamp.eval.doc_media import Media, MediaReader, VideoSampling
 from tamp.eval.placement import place_for_eval
 from tamp.models.base import FamilyAdapter, Message
-from tamp.progress import progress_bar, track
 
 DEFAULT_MAX_NEW_TOKENS = 256
 #: placeholders some lmms-eval prompts embed for LLaVA's original code; media parts replace them here

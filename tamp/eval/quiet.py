@@ -18,7 +18,7 @@ from typing import Any
 
 import tqdm as tqdm_package
 
-from tamp.progress import is_terminal
+from tamp.core.progress import is_terminal
 
 #: modules of lmms-eval that bind `tqdm` at import (module, attribute)
 BOUND = (("lmms_eval.evaluator", "tqdm"), ("lmms_eval.api.task", "tqdm"))

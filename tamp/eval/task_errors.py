@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from types import TracebackType
 
-from tamp.io import first_line
+from tamp.core.io import first_line
 
 
 class TaskFailedError(RuntimeError):

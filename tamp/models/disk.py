@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tamp.io import plain_mode
+from tamp.core.io import plain_mode
 
 #: errors that mean "the disk (or the quota) is full", by errno and as Rust/C++ libraries word them
 _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
@@ -31,7 +31,7 @@ class DiskWriteError(OSError):
 
 
 def normal_modes(folder: str | Path) -> None:
-    """tamp.io.plain_mode for every regular file under a folder tamp made (a save being written); links are
+    """tamp.core.io.plain_mode for every regular file under a folder tamp made (a save being written); links are
     left alone."""
     for path in Path(folder).rglob("*"):
         if not path.is_symlink() and stat.S_ISREG(path.lstat().st_mode):

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 import transformers
 
-from tamp.io import check_safetensors, first_line
+from tamp.core.io import check_safetensors, first_line
 from tamp.models.base import FamilyAdapter
 from tamp.models.registry import adapter_class, family_for_model_type
 

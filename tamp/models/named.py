@@ -13,8 +13,8 @@ from typing import Any, Protocol
 
 from torch import nn
 
+from tamp.core.registries import Registry
 from tamp.models.base import FamilyAdapter
-from tamp.registry import Registry
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Family name -> adapter class, and the lookup from a loaded model or a config.
 
 A family is one module in tamp/models with `@register_family` on its `FamilyAdapter` subclass; the
-package walk of the family registry finds it (tamp.registry).
+package walk of the family registry finds it (tamp.core.registries).
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from typing import Any
 
 from torch import nn
 
+from tamp.core.registries import Registry
 from tamp.models.base import FamilyAdapter
-from tamp.registry import Registry
 
 FAMILIES: Registry[FamilyAdapter] = Registry(
     "model family", "model.family", ("tamp.models",), unknown="unknown model family '{name}'"

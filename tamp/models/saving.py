@@ -9,6 +9,10 @@ A save killed half-way leaves its hidden `.NAME.<pid>.<hex>.partial` folder; the
 removes such folders once their process is gone (only folders with exactly that name: tamp's own).
 Every file of the save gets the umask's normal mode (safetensors writes 0600), and a full disk is one
 line naming the folder (tamp.models.disk).
+
+This module is where every save is written: `tamp.save` (tamp.api.functions) and the CLI's save step
+(tamp.cli.save_run, which also checks where a run may save before any work) both call `save_pruned`,
+take their masks from `saved_masks` and refuse a target with `refusal`.
 """
 
 from __future__ import annotations
@@ -18,19 +22,36 @@ import os
 import re
 import secrets
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from tamp.io import write_json_atomic
+from tamp.core.io import write_json_atomic
 from tamp.models.disk import naming_path, normal_modes
 
+if TYPE_CHECKING:  # the CLI's pre-run check imports this module for its refusals: no torch at import
+    import torch
+
 MANIFEST = "sparsity_manifest.json"
+#: where a refused save points the user when nothing more specific applies
+NEW_FOLDER = "choose a new folder, e.g. runner.save_dir=ckpt/${method.name}_${sparsity.target}"
 
 
-class SaveTargetError(ValueError):
-    """The save target is not tamp's to replace; the message is one line naming it."""
+class SaveTargetRefused(ValueError):
+    """The save target would delete or overwrite something tamp did not write; nothing was touched."""
+
+
+def refusal(named: str, why: str, what: str = NEW_FOLDER) -> SaveTargetRefused:
+    """The one line of every refused save target: `NAMED WHY; tamp never deletes or overwrites ...: WHAT`."""
+    return SaveTargetRefused(f"{named} {why}; tamp never deletes or overwrites what it did not write: {what}")
+
+
+def saved_masks(kept: Mapping[str, torch.Tensor] | None, linears: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """The masks a save writes: the pruning's own (`keep_masks`) when it kept them, else the exact zeros of
+    the pruned `linears` (name -> module; a checkpoint evaluated again has only its zeros)."""
+    if kept is not None:
+        return dict(kept)
+    return {name: linear.weight.detach() == 0 for name, linear in linears.items()}
 
 
 def _written(directory: Path) -> list[str]:
@@ -152,8 +173,7 @@ def _refuse_unless_ours(final: Path, given: str | Path, digest: str | None) -> N
     why = not_ours(final, digest)
     if why is not None:
         where = f"{given}" if Path(given) == final else f"{given} ({final})"
-        raise SaveTargetError(f"save folder {where} {why}; tamp never deletes or overwrites what it did not "
-                              "write: choose a new folder (runner.save_dir=...) or move that one away")
+        raise refusal(f"save folder {where}", why, "choose a new folder (runner.save_dir=...) or move that one away")
 
 
 def _new_sibling(final: Path, kind: str) -> Path:

@@ -8,7 +8,7 @@ therefore reproduces the model's own computation without knowing anything family
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -63,6 +63,24 @@ def capture_block_inputs(
                 progress.update(1)
     finally:
         handle.remove()
+    return store
+
+
+def shared_block_inputs(
+    shared: Any, key: dict[str, str], samples: Sequence[CalibSample], store: ActivationStore,
+    capture: Callable[[], ActivationStore],
+) -> ActivationStore:
+    """`store` filled from `shared`'s entry of `key` (tamp.pipeline.shared_inputs.InputStore), else by
+    `capture()`, whose inputs are then stored for the next run of the key."""
+    from tamp.pipeline.shared_inputs import BLOCK_INPUTS, block_inputs_check, store_tree
+
+    tree = shared.fetch(BLOCK_INPUTS, key, lambda: store_tree(capture().hidden, store.kwargs),
+                        block_inputs_check(samples))
+    if len(store) == 0:  # read from the entry (host tensors): on the device unless the store offloads
+        for hidden, kwargs in zip(tree["hidden"], tree["kwargs"], strict=True):
+            if not store.offload:
+                hidden, kwargs = store.transfers.to_device(hidden, "hidden"), store.transfers.to_device(kwargs, "kwargs")
+            store.append(hidden, kwargs)
     return store
 
 

@@ -35,7 +35,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from tamp.io import write_atomic
+from tamp.core.io import write_atomic
 from tamp.models.disk import naming_path, sha256_file
 from tamp.pipeline.checkpoint_files import (
     _START_OVER,

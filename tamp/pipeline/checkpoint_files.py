@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tamp.io import first_line, safetensors_problem
+from tamp.core.io import first_line, safetensors_problem
 from tamp.models.disk import sha256_file
 
 PROGRESS = "progress.json"

@@ -1,9 +1,9 @@
 """The method-agnostic layer-wise engine: capture, dense scoring pass, block-by-block pruning.
 
 The engine knows blocks, linears, samples and devices; it never knows which method runs. A method
-(`tamp.protocols.LayerwiseMethod`) plans per-linear sparsity, observes linear inputs/outputs per sample, and
+(`tamp.core.protocols.LayerwiseMethod`) plans per-linear sparsity, observes linear inputs/outputs per sample, and
 turns its statistics into masks at the end of each block. An allocation sees the engine only as a
-`tamp.protocols.ScoringModel`: the linears, `block_name`, and the dense passes (`scoring_pass`,
+`tamp.core.protocols.ScoringModel`: the linears, `block_name`, and the dense passes (`scoring_pass`,
 `perturbation_pass`) with `reduce_` and `on_device`.
 """
 
@@ -17,17 +17,18 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from tamp.core.progress import Progress, progress_bar, resume
+from tamp.core.protocols import BlockObserver, LayerwiseMethod, PerturbedUnit
 from tamp.data.sample import CalibSample, global_index
 from tamp.models.base import DEFAULT_TARGETS, FamilyAdapter
-from tamp.pipeline.capture import capture_block_inputs, run_block
+from tamp.pipeline.capture import capture_block_inputs, run_block, shared_block_inputs
 from tamp.pipeline.checkpoint import PruneCheckpoint
 from tamp.pipeline.context import LinearObserver, SampleContext
 from tamp.pipeline.hooks import LinearTap
 from tamp.pipeline.perturbation import Direction, Score, perturbation_pass
+from tamp.pipeline.shared_inputs import BLOCK_INPUTS, InputStore
 from tamp.pipeline.store import ActivationStore
 from tamp.pipeline.transfer import Transfers
-from tamp.progress import Progress, progress_bar, resume
-from tamp.protocols import BlockObserver, LayerwiseMethod, PerturbedUnit
 
 Reducer = Callable[[list[torch.Tensor]], None]
 
@@ -81,6 +82,9 @@ class LayerwiseEngine:
         self.checkpoint: PruneCheckpoint | None = None
         self._captured: ActivationStore | None = None
         self._modality_ids: list[torch.Tensor] = []
+        #: where block-0 inputs are shared with other runs, and their key (tamp.prune's input_store)
+        self.input_store: InputStore | None = None
+        self.input_key: Callable[[], dict[str, str]] | None = None
 
     # ------------------------------------------------------------------ placement
     def _place_model(self) -> None:
@@ -124,8 +128,16 @@ class LayerwiseEngine:
             start = time.perf_counter()
             self._place_model()
             store = ActivationStore(self.device, self.offload, self.transfers)
-            with self._bar(len(self.samples), "capture", unit="sample", every_s=30.0) as bar:
-                capture_block_inputs(self.model, self.blocks[0], self.samples, store, bar)
+
+            def capture() -> ActivationStore:
+                with self._bar(len(self.samples), "capture", unit="sample", every_s=30.0) as bar:
+                    return capture_block_inputs(self.model, self.blocks[0], self.samples, store, bar)
+
+            shared = self.input_store
+            if shared is not None and self.input_key is not None and shared.shares(BLOCK_INPUTS):
+                shared_block_inputs(shared, self.input_key(), self.samples, store, capture)
+            else:
+                capture()
             self._modality_ids = [self.transfers.to_device(s.modality_ids) for s in self.samples]
             self._captured = store
             self.timings.capture_s = time.perf_counter() - start

@@ -38,12 +38,12 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from tamp.core.progress import progress_bar, resume, weighted_steps
+from tamp.core.protocols import PerturbedUnit
 from tamp.pipeline.capture import run_block
 from tamp.pipeline.precision import cast_floating, scoring_modules, upcast
 from tamp.pipeline.store import ActivationStore
 from tamp.pipeline.tail import lm_loss
-from tamp.progress import progress_bar, resume, weighted_steps
-from tamp.protocols import PerturbedUnit
 
 if TYPE_CHECKING:
     from tamp.pipeline.engine import LayerwiseEngine

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from tamp.core.registries import lazy_module
 from tamp.pruning.masks import nm_mask, unstructured_mask
-from tamp.registry import lazy_module
 
 if TYPE_CHECKING:
     import torch
     from torch import Tensor, nn
-else:  # imported when first used: the registry walk imports this module (tamp.registry)
+else:  # imported when first used: the registry walk imports this module (tamp.core.registries)
     torch, nn = lazy_module("torch"), lazy_module("torch.nn")
 
 __all__ = ["NM", "Pruner", "token_rows"]

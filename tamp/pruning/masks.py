@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tamp.config import parse_pattern
-from tamp.registry import lazy_module
+from tamp.core.config import parse_pattern
+from tamp.core.registries import lazy_module
 
 if TYPE_CHECKING:
     import torch
     from torch import Tensor
-else:  # imported when first used: the registry walk imports this module (tamp.registry)
+else:  # imported when first used: the registry walk imports this module (tamp.core.registries)
     torch = lazy_module("torch")
 
 __all__ = ["make_mask", "nm_mask", "parse_pattern", "tensor_mask", "unstructured_mask"]

@@ -1,7 +1,7 @@
 """Pruner name -> factory and settings. A pruner turns a linear's statistics into a mask.
 
 A pruner is one module in tamp/pruning holding its math, its statistic, its settings and its `Pruner`
-subclass (tamp.pruning.base). A pruner with settings of its own declares them as a subclass of `tamp.config.MethodConfig` (they
+subclass (tamp.pruning.base). A pruner with settings of its own declares them as a subclass of `tamp.core.config.MethodConfig` (they
 sit directly under `method`, e.g. `method.blocksize` for SparseGPT) and registers it with
 `@register_pruner("name", config=...)`; the package walk of tamp/pruning finds it.
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from tamp.config import MethodConfig
-from tamp.registry import Registry
+from tamp.core.config import MethodConfig
+from tamp.core.registries import Registry
 
 if TYPE_CHECKING:
     from tamp.pruning.base import Pruner

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from tamp.config import MethodConfig
+from tamp.core.config import MethodConfig
+from tamp.core.registries import lazy_module
 from tamp.pruning.base import Pruner, token_rows
 from tamp.pruning.registry import register_pruner
-from tamp.registry import lazy_module
 
 if TYPE_CHECKING:
     import torch
     from torch import Tensor, nn
-else:  # imported when first used: the registry walk imports this module (tamp.registry)
+else:  # imported when first used: the registry walk imports this module (tamp.core.registries)
     torch, nn = lazy_module("torch"), lazy_module("torch.nn")
 
 __all__ = ["SquaredNormStats", "WandaPruner", "wanda_metric"]

@@ -48,7 +48,7 @@ def row_labels(names: list[str], keys: list[Items], presets: list[Items] | None 
     where rows of the same method name differ (`tamp (method.tokens.name=attention)`). An item a row
     did not record never adds a name to the others' labels; rows that still read alike (one recorded
     an item the other did not) also name the items only some of them hold. `presets[i]`: what row i's
-    preset runs (tamp.run_names.preset_items); an item equal to it is not named, so the plain preset
+    preset runs (tamp.tracking.run_names.preset_items); an item equal to it is not named, so the plain preset
     keeps its plain label next to its ablations (`tamp`, `tamp (method.tokens.name=random)`).
     """
     own_of = presets if presets is not None else [{} for _ in keys]

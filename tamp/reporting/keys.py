@@ -15,9 +15,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from tamp.config import REPORT_NOT_DEFINING, RUN_VOLATILE, flatten, is_under
+from tamp.core.config import REPORT_NOT_DEFINING, RUN_VOLATILE, flatten, is_under
 from tamp.reporting.runs import pattern_of, run_tasks
-from tamp.run_names import is_dense, is_seed_key, seed_items, seed_label
+from tamp.tracking.run_names import is_dense, is_seed_key, seed_items, seed_label
 
 SEED = "seed"
 #: settings that do not change what is measured: bookkeeping, where things run, how progress is shown
@@ -108,7 +108,7 @@ def run_key(result: dict[str, Any]) -> RunKey:
 
 def seed_of(result: dict[str, Any]) -> Any:
     """The run's seed (the repeat axis): `seed`, or `seed=1,calib.seed=7` when another seed was set apart
-    from it (tamp.run_names); None when its config recorded none."""
+    from it (tamp.tracking.run_names); None when its config recorded none."""
     return seed_label(seed_items(result.get("config")))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tamp.io import natural_key
+from tamp.core.io import natural_key
 from tamp.tracking.run_record import RESULTS_FILE as RESULTS_NAME
 from tamp.tracking.run_record import RunRecord, RunRecordError
 

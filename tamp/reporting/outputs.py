@@ -5,7 +5,7 @@ report.md or report.csv. tamp.report keeps `.tamp_report.json` beside its files,
 wrote with the SHA-256 of its bytes; a file of a report name is replaced only when that list holds
 it, byte for byte. Anything else at one of those names (a file tamp.report did not write, one edited
 since, a symbolic link) stops the report before it writes anything, in one line naming the file.
-Every file is written beside and renamed (tamp.io), so nothing is written through a link, and the
+Every file is written beside and renamed (tamp.core.io), so nothing is written through a link, and the
 list records the new digests before the files are replaced: a report cut short still knows its files.
 """
 
@@ -17,7 +17,7 @@ import os
 import stat
 from pathlib import Path
 
-from tamp.io import write_bytes_atomic, write_json_atomic
+from tamp.core.io import write_bytes_atomic, write_json_atomic
 from tamp.reporting.load import ReportError
 
 #: the list of files tamp.report wrote in a folder, with the SHA-256 of each

@@ -12,7 +12,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from tamp.io import write_bytes_atomic
+from tamp.core.io import write_bytes_atomic
 from tamp.reporting.load import ReportError
 from tamp.reporting.runs import number
 from tamp.reporting.table import Report, Row, Table

@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 from tamp.eval.columns import Column, detail_columns, record_columns
-from tamp.run_names import is_dense
+from tamp.tracking.run_names import is_dense
 from tamp.tracking.run_record import pattern_label
 
 COMPLETED = "completed"

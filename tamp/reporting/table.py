@@ -35,7 +35,14 @@ from tamp.reporting.runs import (
     score,
 )
 from tamp.reporting.stats import by_seed, seed_mean, stat
-from tamp.run_names import DENSE, is_dense, is_unpruned, measured_sparse, name_of_record, preset_items
+from tamp.tracking.run_names import (
+    DENSE,
+    is_dense,
+    is_unpruned,
+    measured_sparse,
+    name_of_record,
+    preset_items,
+)
 
 Pair = tuple[RunKey, dict[str, Any]]
 NOT_EVALUATED = (

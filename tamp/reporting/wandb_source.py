@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from tamp.io import first_line
+from tamp.core.io import first_line
 from tamp.reporting.load import ReportError, check_results
 from tamp.tracking.run_record import COMPLETED
 from tamp.tracking.run_record import FIELDS as RECORD_FIELDS

@@ -30,14 +30,14 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from tamp.config import AllocationConfig
-from tamp.registry import lazy_module
+from tamp.core.config import AllocationConfig
+from tamp.core.registries import lazy_module
 
 if TYPE_CHECKING:
     from torch import nn
 
     from tamp.sparsity.registry import ScoringModel
-else:  # imported when first used: the registry walk imports this module (tamp.registry)
+else:  # imported when first used: the registry walk imports this module (tamp.core.registries)
     nn = lazy_module("torch.nn")
 
 log = logging.getLogger(__name__)

@@ -35,7 +35,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from tamp.registry import lazy_module
+from tamp.core.registries import lazy_module
 from tamp.sparsity.allocate import Group, GroupAllocationConfig, allocate_groups, block_groups, layer_groups
 from tamp.sparsity.registry import ScoringModel, register_allocation
 from tamp.sparsity.shared import ScoreState
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     import torch
     import torch.nn.functional as F
     from torch import nn
-else:  # imported when first used: the registry walk imports this module (tamp.registry)
+else:  # imported when first used: the registry walk imports this module (tamp.core.registries)
     torch, F, nn = lazy_module("torch"), lazy_module("torch.nn.functional"), lazy_module("torch.nn")
 
 log = logging.getLogger(__name__)

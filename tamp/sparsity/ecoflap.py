@@ -56,8 +56,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from tamp.core.registries import lazy_module, no_grad
 from tamp.data.sample import IGNORE_INDEX, CalibSample
-from tamp.registry import lazy_module, no_grad
 from tamp.sparsity.allocate import (
     Group,
     GroupAllocationConfig,
@@ -72,7 +72,7 @@ from tamp.sparsity.shared import ScoreState
 if TYPE_CHECKING:
     import torch
     from torch import nn
-else:  # imported when first used: the registry walk imports this module (tamp.registry)
+else:  # imported when first used: the registry walk imports this module (tamp.core.registries)
     torch, nn = lazy_module("torch"), lazy_module("torch.nn")
 
 __all__ = ["EcoFlapAllocation", "EcoflapConfig", "_seed", "loss_labels", "sample_key", "zeroth_order_scores"]

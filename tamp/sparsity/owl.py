@@ -20,9 +20,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tamp.config import AllocationConfig
+from tamp.core.config import AllocationConfig
+from tamp.core.registries import lazy_module
 from tamp.pruning.wanda import SquaredNormStats, wanda_metric
-from tamp.registry import lazy_module
 from tamp.sparsity.allocate import Group, block_groups, expand, snap
 from tamp.sparsity.registry import ScoringModel, register_allocation
 from tamp.sparsity.shared import ScoreState
@@ -30,7 +30,7 @@ from tamp.sparsity.shared import ScoreState
 if TYPE_CHECKING:
     import torch
     from torch import nn
-else:  # imported when first used: the registry walk imports this module (tamp.registry)
+else:  # imported when first used: the registry walk imports this module (tamp.core.registries)
     torch, nn = lazy_module("torch"), lazy_module("torch.nn")
 
 COMPATS = ("owl", "tamp_repository")

@@ -1,7 +1,7 @@
 """Allocation name -> factory and settings, and what an allocation may ask of the model it plans for.
 
 An allocation is one module in tamp/sparsity: `@register_allocation("name", config=ItsSettings)` on
-its class, where ItsSettings subclasses `tamp.config.AllocationConfig`; the package walk finds it.
+its class, where ItsSettings subclasses `tamp.core.config.AllocationConfig`; the package walk finds it.
 Its `plan(model, target)` receives a `ScoringModel`: the targeted linears (names, shapes) and the
 passes that gather statistics on the dense model. The layer-wise engine (tamp.pipeline) is one; an
 allocation never imports the pipeline.
@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from tamp.config import AllocationConfig
-from tamp.protocols import BlockObserver, PerturbedUnit, ScoringModel
-from tamp.registry import Registry
+from tamp.core.config import AllocationConfig
+from tamp.core.protocols import BlockObserver, PerturbedUnit, ScoringModel
+from tamp.core.registries import Registry
 
 __all__ = ["ALLOCATIONS", "Allocation", "BlockObserver", "PerturbedUnit", "ScoringModel", "allocation_settings",
-           "build_allocation", "register_allocation"]  # the protocols: declared in tamp.protocols
+           "build_allocation", "register_allocation"]  # the protocols: declared in tamp.core.protocols
 
 
 class Allocation(Protocol):

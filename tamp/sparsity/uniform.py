@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tamp.config import AllocationConfig
+from tamp.core.config import AllocationConfig
 from tamp.sparsity.registry import register_allocation
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tamp.config import TokensConfig
+from tamp.core.config import TokensConfig
 from tamp.tokens.registry import register_selector
 
 

@@ -24,8 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from tamp.config import TokensConfig
-from tamp.registry import lazy_module
+from tamp.core.config import TokensConfig
+from tamp.core.registries import lazy_module
 from tamp.sparsity.das import score_tensor, similarity_terms, unit_rows
 from tamp.tokens.attention import last_row_attention
 from tamp.tokens.registry import register_selector
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     import torch
 
     from tamp.pipeline.context import SampleContext
-else:  # imported when first used: the registry walk imports this module (tamp.registry)
+else:  # imported when first used: the registry walk imports this module (tamp.core.registries)
     torch = lazy_module("torch")
 
 VARIANTS = ("paper", "reference")

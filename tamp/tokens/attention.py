@@ -14,13 +14,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tamp.config import TokensConfig
-from tamp.registry import lazy_module
+from tamp.core.config import TokensConfig
+from tamp.core.registries import lazy_module
 from tamp.tokens.registry import register_selector
 
 if TYPE_CHECKING:
     import torch
-else:  # imported when first used: the registry walk imports this module (tamp.registry)
+else:  # imported when first used: the registry walk imports this module (tamp.core.registries)
     torch = lazy_module("torch")
 
 if TYPE_CHECKING:

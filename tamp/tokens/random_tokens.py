@@ -3,7 +3,7 @@
 The draw is seeded from (seed, sample index, block index) with its own torch.Generator, so it neither
 depends on nor disturbs the global RNG, and a sample gets the same tokens whichever process handles it.
 Every linear of a block sees the same tokens. The seed defaults to the run's `seed` (resolved where
-the method is built, tamp.method), so the repeats of a seed sweep draw different tokens.
+the method is built, tamp.methods.composed), so the repeats of a seed sweep draw different tokens.
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from tamp.config import TokensConfig
-from tamp.registry import lazy_module
+from tamp.core.config import TokensConfig
+from tamp.core.registries import lazy_module
 from tamp.tokens.registry import register_selector
 
 if TYPE_CHECKING:
     import torch
-else:  # imported when first used: the registry walk imports this module (tamp.registry)
+else:  # imported when first used: the registry walk imports this module (tamp.core.registries)
     torch = lazy_module("torch")
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ class RandomSelector:
     def select(self, name: str, x: torch.Tensor, z: torch.Tensor, ctx: SampleContext) -> torch.Tensor | None:
         if _CACHE_KEY not in ctx.cache:
             if self.cfg.seed is None:
-                raise ValueError("method.tokens.seed is unset: build the selector through tamp.method, which gives it the run's seed")
+                raise ValueError("method.tokens.seed is unset: build the selector through tamp.methods.composed, which gives it the run's seed")
             seed = draw_seed(self.cfg.seed, ctx.index, ctx.block_index)
             index = random_tokens(x.shape[0], self.cfg.num_random, seed)
             ctx.cache[_CACHE_KEY] = None if index is None else index.to(x.device)

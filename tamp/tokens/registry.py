@@ -1,19 +1,19 @@
 """Token selector name -> factory and settings. A selector picks which tokens of a sample feed a linear's statistics.
 
 A selector is one module in tamp/tokens: `@register_selector("name", config=ItsSettings)` on its
-class, where ItsSettings subclasses `tamp.config.TokensConfig`; the package walk finds it.
+class, where ItsSettings subclasses `tamp.core.config.TokensConfig`; the package walk finds it.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
 
-from tamp.config import TokensConfig
-from tamp.registry import Registry, lazy_module
+from tamp.core.config import TokensConfig
+from tamp.core.registries import Registry, lazy_module
 
 if TYPE_CHECKING:
     import torch
-else:  # imported when first used: the registry walk imports this module (tamp.registry)
+else:  # imported when first used: the registry walk imports this module (tamp.core.registries)
     torch = lazy_module("torch")
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from tamp.io import first_line, write_json_atomic
+from tamp.core.io import first_line, write_json_atomic
 
 RESULTS_FILE = "results.json"
 RUNNING, COMPLETED, FAILED, INTERRUPTED = "running", "completed", "failed", "interrupted"

@@ -2,7 +2,7 @@
 
 lmms-eval's metric keys are `metric,filter` (`exact_match,none`): a comma is awkward in W&B's
 panels and filters, so logged keys are `metric` (filter `none`) or `metric_filter`. Runs are named
-by model, method, sparsity and seed (tamp.run_names: names no longer collide across models, sweeps or seeds) and grouped by the
+by model, method, sparsity and seed (tamp.tracking.run_names: names no longer collide across models, sweeps or seeds) and grouped by the
 experiment or, in an ad-hoc multirun, by the sweep. Rel.% needs the dense scores of the same
 model and eval settings; the runner hands them in when the sweep already scored its dense cell.
 """
@@ -15,7 +15,15 @@ from typing import Any
 
 from tamp.eval.columns import column_scores
 from tamp.eval.rel import avg_rel, rel_columns
-from tamp.run_names import NO_DATA_PRUNERS, SAVED, SEED, RunName, model_label, seed_items, variant_items
+from tamp.tracking.run_names import (
+    NO_DATA_PRUNERS,
+    SAVED,
+    SEED,
+    RunName,
+    model_label,
+    seed_items,
+    variant_items,
+)
 from tamp.tracking.run_record import RunRecord, pattern_label
 
 #: a run's results: its record, or anything results.json-shaped (the dense scores cached by a sweep)
@@ -32,7 +40,7 @@ def run_name(model: str, method: str, target: float, pattern: str = "unstructure
              seed: Any = None) -> str:
     """'llama3-llava-next-8b-hf/tamp/50%/seed42' ('.../dense' for the reference, '.../50%-2:4/...' for N:M).
 
-    The runner names a cell from its whole config (tamp.run_names.name_of_config), which also names a
+    The runner names a cell from its whole config (tamp.tracking.run_names.name_of_config), which also names a
     swapped component (`das+tokens=random`) and a saved checkpoint (`wanda-saved`); this spells the
     same rule from its parts.
     """

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from tamp.io import write_text_atomic
+from tamp.core.io import write_text_atomic
 from tamp.zoo.worlds import WORLDS, World, get_world
 
 RECIPE_VERSION = "zoo-3"  # bump whenever generation changes what an item is

@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tamp.io import write_text_atomic
+from tamp.core.io import write_text_atomic
 from tamp.zoo.build import code_hash, fingerprint
 
 if TYPE_CHECKING:

@@ -2,7 +2,7 @@
 
 `build_tiny(name, seed)` returns a `TinyBundle` (model, processor, adapter, example conversations).
 Builders register themselves by name with `@register_tiny(name)` in any module of this package;
-the registry's package walk finds them on the first lookup (tamp.registry).
+the registry's package walk finds them on the first lookup (tamp.core.registries).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from tamp.core.registries import Registry
 from tamp.data.sample import CalibSample
 from tamp.models.base import FamilyAdapter, Message
-from tamp.registry import Registry
 
 
 @dataclass

@@ -1,8 +1,11 @@
-"""Everything about a run that can be checked from its config alone, before any model is loaded.
+"""The pre-run check of one cell: everything its config says and names, before any model is loaded.
 
+The pre-run check is two files: tamp.cli.preflight checks a command line (composes every cell, the
+folders and save targets it would write, the launcher) and calls `check_run_config` here for each cell;
+this file checks one composed cell (keys, values, and the devices and files it names).
 `check_run_config` is the one validation path of a run: the CLI's preflight calls it for every cell
-of a command before Hydra starts anything, and `tamp.run.run` calls it again (for callers that
-compose their own config). Files are checked as far as their headers tell, without loading them:
+of a command before Hydra starts anything, and `tamp.cli.run_command.run` calls it again (for callers
+that compose their own config). Files are checked as far as their headers tell, without loading them:
 the model folder's config.json and safetensors, the drawn calibration records' media, the eval
 tasks' datasets (tamp.eval.availability). What is left for later needs the model: which linears
 `runner.targets` matches, N:M divisibility, the calibration media against the processor and the
@@ -22,7 +25,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from tamp.cli.schema import RunConfig, validate
-from tamp.io import first_line
+from tamp.core.io import first_line
 
 SEED_RANGE = (0, 2**32 - 1)  # what numpy's and torch's seeding accept on every platform
 
@@ -190,8 +193,8 @@ def _check_sample_counts(settings: RunConfig, available: int | None, source: str
     number asked for; a process without a sample fails only after the model has loaded.
     """
     if available is None or settings.method.pruner == "none":
-        return  # left to the run (tamp.method checks the whole set before scoring); dense draws nothing
-    from tamp.components import check_sample_counts, samples_phrase
+        return  # left to the run (tamp.methods.composed checks the whole set before scoring); dense draws nothing
+    from tamp.methods.components import check_sample_counts, samples_phrase
 
     check_sample_counts(settings.method, available, source)
     devices = settings.runner.devices
@@ -202,14 +205,14 @@ def _check_sample_counts(settings: RunConfig, available: int | None, source: str
 
 
 def _check_given_name(settings: RunConfig, overrides: Sequence[str] | None) -> None:
-    """`method.name=X` set on the command line may not name a preset of another makeup (tamp.components)."""
+    """`method.name=X` set on the command line may not name a preset of another makeup (tamp.methods.components)."""
     if overrides is None:  # inside Hydra's run: the overrides it was started with
         from hydra.core.hydra_config import HydraConfig
 
         overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-    if any(line.lstrip("+~").split("=", 1)[0] == "method.name" for line in overrides):
-        from tamp.components import check_makeup
+    from tamp.methods.components import check_makeup, override_key
 
+    if any(override_key(line) == "method.name" for line in overrides):
         check_makeup(settings.method, name_given=True)
 
 
@@ -298,9 +301,9 @@ def check_run_config(
     calib = settings.calib
     _check_sample_counts(settings, calib.num_samples, f"calib.num_samples={calib.num_samples}")
     _check_runner(settings, local, skipped)
-    from tamp.method import ComposedMethod  # the engine (torch): only once the config itself is valid
+    from tamp.methods.composed import build_method  # the engine (torch): only once the config itself is valid
 
-    ComposedMethod.from_config(settings.prune_config())  # pruner, allocation and token selector ranges
+    build_method(settings.prune_config())  # the method its kind names: ranges of its settings and components
     _check_model(settings, local, skipped)
     try:
         if calibration:

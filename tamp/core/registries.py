@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, is_dataclass
 from typing import Any, Generic, TypeVar
 
-from tamp.config import from_dict
+from tamp.core.config import from_dict
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -158,9 +158,9 @@ def as_fields(value: Any) -> tuple[dict[str, Any], type | None]:
 
 
 
-#: the layer-wise methods (tamp.protocols.LayerwiseMethod) by `method.kind`; a factory takes the whole
-#: PruneConfig. `composed` (tamp.method.ComposedMethod: pruner x allocation x tokens) is the default.
-METHODS: Registry[Any] = Registry("layer-wise method", "method.kind", ("tamp.method",))
+#: the layer-wise methods (tamp.core.protocols.LayerwiseMethod) by `method.kind`; a factory takes the whole
+#: PruneConfig. `composed` (tamp.methods.composed.ComposedMethod: pruner x allocation x tokens) is the default.
+METHODS: Registry[Any] = Registry("layer-wise method", "method.kind", ("tamp.methods.composed",))
 register_method = METHODS.register
 COMPOSED = "composed"
 

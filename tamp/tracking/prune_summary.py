@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from tamp.method_names import display_name
+from tamp.methods.preset_names import display_name
 from tamp.tracking.run_record import LinearEntry, linears_to_json
 
 

@@ -13,19 +13,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from tamp.api_inputs import classify_calibration, processor_for, resolve_model
-from tamp.components import as_prune_config
-from tamp.config import PRUNE_VOLATILE, PruneConfig
+from tamp.api.inputs import classify_calibration, processor_for, resolve_model
+from tamp.core.config import PRUNE_VOLATILE, PruneConfig
 from tamp.data.sample import CalibSample
-from tamp.method import ComposedMethod, build_method
+from tamp.methods.components import as_prune_config
+from tamp.methods.composed import ComposedMethod, build_method
+from tamp.methods.presets import SETTINGS, prune_config
 from tamp.models.base import FamilyAdapter
 from tamp.models.dispatch import refuse_dispatched
 from tamp.models.registry import get_adapter
 from tamp.pipeline.checkpoint import PruneCheckpoint
 from tamp.pipeline.engine import LayerwiseEngine, Reducer, resolve_device
-from tamp.presets import SETTINGS, prune_config
-from tamp.prune_summary import LinearSparsity, PruneSummary
+from tamp.pipeline.shared_inputs import InputStore, block_inputs_key
 from tamp.sparsity.shared import ScoreStore
+from tamp.tracking.prune_summary import LinearSparsity, PruneSummary
 
 
 def prune(
@@ -42,6 +43,7 @@ def prune(
     processor: Any = None,
     model_settings: Mapping[str, Any] | None = None,
     score_store: ScoreStore | None = None,
+    input_store: InputStore | None = None,
     **settings: Any,
 ) -> PruneSummary:
     """Prune `model` in place with the method of `config`, calibrated on `samples`.
@@ -66,11 +68,14 @@ def prune(
     `score_store` (tamp.sparsity.shared.ScoreStore, e.g. tamp.cli.score_cache.ScoreCache) keeps the
     allocation's dense scores (DAS, OWL, ECoFLaP) for every run with the same model, samples, allocation
     settings, seed and number of processes: a sweep over sparsities scores the dense model once.
+    `input_store` (tamp.pipeline.shared_inputs.InputStore, e.g. tamp.cli.input_cache.InputCache) keeps
+    the inputs of the first decoder block for every run with the same model weights, samples and device
+    type: the runs of a sweep forward the samples to block 0 once.
     """
     unknown = sorted(set(settings) - set(SETTINGS))
     if unknown:
         raise ValueError(f"tamp.prune got an unknown setting '{unknown[0]}'; valid: sparsity, pattern, overrides, "
-                         f"processor, model_settings, score_store, {', '.join(SETTINGS)}")
+                         f"processor, model_settings, score_store, input_store, {', '.join(SETTINGS)}")
     named = isinstance(config, str) or isinstance(config, dict) and isinstance(config.get("method"), str)
     if named or sparsity is not None or pattern is not None or overrides or settings:
         cfg = prune_config(config, sparsity, pattern, overrides, **settings)
@@ -100,6 +105,10 @@ def prune(
         method.score_store = score_store
         method.score_key = lambda: score_key(model, samples, engine.indices, cfg, method.allocation, engine.device,
                                              reducer)
+    if input_store is not None:  # the block-0 inputs
+        engine.input_store = input_store
+        engine.input_key = lambda: block_inputs_key(model, samples, engine.indices, engine.device, weights_digest,
+                                                    sample_digest)
     checkpoint = None
     if cfg.checkpoint_dir:
         digest = fingerprint(model, samples, cfg, reducer)
@@ -283,13 +292,9 @@ def save(model: nn.Module, processor: Any, directory: str | Path, report: PruneS
     `tamp.prune`), else the pruned linears' exact zeros.
     The directory appears complete or not at all.
     """
-    from tamp.models.saving import save_pruned
+    from tamp.models.saving import save_pruned, saved_masks
     from tamp.tracking.run_record import linears_to_json
 
-    kept = None
-    if masks:
-        kept = report.masks if report.masks is not None else {
-            x.name: model.get_submodule(x.name).weight.detach() == 0 for x in report.linears
-        }
+    kept = saved_masks(report.masks, {x.name: model.get_submodule(x.name) for x in report.linears}) if masks else None
     info = {"method": report.method_name, "target": report.target, "pattern": report.pattern}
     return save_pruned(model, processor, directory, linears_to_json(report.table()), kept, info)

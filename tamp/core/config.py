@@ -4,7 +4,7 @@ A method is a composition: pruner x allocation x tokens. This module holds only 
 shares (names, the sparsity target and pattern, the job's switches); each pruner, allocation and token
 selector declares its own settings as a subclass of `MethodConfig`, `AllocationConfig` or
 `TokensConfig` beside its code, with its defaults and range checks, and registers it with the
-component (tamp.registry). `tamp.components` resolves a dict or a Hydra node into those types. It
+component (tamp.core.registries). `tamp.methods.components` resolves a dict or a Hydra node into those types. It
 also holds the one rule of which settings change no result (the mask fingerprint, a run folder's
 identity and the report's rows read it) and the dotted-key view of a config those use. This module
 imports nothing from tamp, so every layer can build on it.
@@ -19,7 +19,7 @@ from typing import Any
 
 #: where and how a job runs: the masks are the same whatever these say (PruneConfig's fields; `runner.*` in a run)
 EXECUTION = ("device", "offload", "progress")
-#: PruneConfig's settings that change no mask: the checkpoint fingerprint (tamp.api) leaves them out
+#: PruneConfig's settings that change no mask: the checkpoint fingerprint (tamp.api.functions) leaves them out
 PRUNE_VOLATILE = (*EXECUTION, "keep_masks", "checkpoint_dir")
 #: a run config's dotted settings that change neither masks nor scores: a run folder's identity leaves them
 #: out (tamp.cli.rundir: a run resumes, or reruns in its folder, with them changed)
@@ -126,7 +126,7 @@ class SparsityConfig:
 
 @dataclass
 class PruneConfig:
-    """Everything `tamp.prune` needs besides the model and the samples (see tamp.components.as_prune_config)."""
+    """Everything `tamp.prune` needs besides the model and the samples (see tamp.methods.components.as_prune_config)."""
 
     method: MethodConfig = field(default_factory=MethodConfig)
     sparsity: SparsityConfig = field(default_factory=SparsityConfig)

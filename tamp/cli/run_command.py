@@ -24,8 +24,8 @@ from tamp.cli import CONF_DIR
 from tamp.cli.rundir import RunDirRefused
 from tamp.cli.runlock import RunDirInUse
 from tamp.cli.schema import register_schema
+from tamp.core.io import first_line
 from tamp.eval.columns import column_scores
-from tamp.io import first_line
 from tamp.tracking.run_record import (
     FAILED,
     INTERRUPTED,
@@ -62,12 +62,12 @@ def run(cfg: DictConfig, run_dir: str | Path, cache_dir: str | Path | None = Non
 
     from omegaconf import OmegaConf
 
-    from tamp.cli.checks import check_run_config
     from tamp.cli.launch import cell_world, is_script_child, launch_rank
+    from tamp.cli.preflight_cell import check_run_config
     from tamp.cli.rundir import check_not_foreign, check_run_dir, completed_message, completed_run
     from tamp.cli.runlock import RunLock
     from tamp.cli.runner import SealedConfig, make_fabric, run_cell
-    from tamp.cli.save_target import check_run_save
+    from tamp.cli.save_run import check_run_save
 
     rank = launch_rank()
     resume = bool(cfg.get("resume"))
@@ -102,7 +102,7 @@ def run(cfg: DictConfig, run_dir: str | Path, cache_dir: str | Path | None = Non
 def summary_head(record: RunRecord) -> str:
     """`wanda, seed 42: sparsity 0.5000 (target 0.5, 2:4)`; `..., seed 1, calib.seed 7: ...` when a seed is set
     apart; a saved checkpoint by its own method and measured sparsity."""
-    from tamp.run_names import name_of_record, seed_words
+    from tamp.tracking.run_names import name_of_record, seed_words
     from tamp.tracking.run_record import pattern_label
 
     name = name_of_record(record.to_json())

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tamp.reporting.load import ReportError, load_results
-from tamp.run_names import is_dense
+from tamp.tracking.run_names import is_dense
 
 if TYPE_CHECKING:  # the tables need pandas and the figures matplotlib: imported once the arguments are parsed
     from tamp.reporting.table import Report
@@ -30,7 +30,7 @@ def __getattr__(name: str) -> Any:
         from tamp.reporting import table
 
         return getattr(table, name)
-    raise AttributeError(f"module 'tamp.cli.report' has no attribute {name!r}")
+    raise AttributeError(f"module 'tamp.cli.report_command' has no attribute {name!r}")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

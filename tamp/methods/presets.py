@@ -14,8 +14,8 @@ from contextlib import contextmanager
 from dataclasses import fields
 from typing import Any
 
-from tamp.config import AllocationConfig, MethodConfig, PruneConfig, SparsityConfig, TokensConfig
-from tamp.paths import CONF_DIR  # noqa: E402 - the Hydra configs shipped in the package
+from tamp.core.config import AllocationConfig, MethodConfig, PruneConfig, SparsityConfig, TokensConfig
+from tamp.core.paths import CONF_DIR  # noqa: E402 - the Hydra configs shipped in the package
 
 #: PruneConfig's settings a keyword argument may set besides the method and the sparsity
 SETTINGS = tuple(f.name for f in fields(PruneConfig) if f.name not in ("method", "sparsity"))
@@ -42,6 +42,28 @@ def register_components() -> None:
     ):
         for name in registry.names():
             store.store(group=group, name=name, node=(registry.get(name).config or base)(**{key: name}))
+    for name, node in method_kinds().items():
+        store.store(group="method", name=name, node=node)
+
+
+def method_kinds() -> dict[str, Any]:
+    """{name: settings} of every registered method kind but the composed one: each is a `method` option
+    beside the presets (`method=row_norm method.power=1`), its settings dataclass typing the method node.
+
+    Only kinds whose module is imported are listed (a kind registers when its module is imported; the
+    package walk would import the engine and torch, which composing a config never does). A kind named
+    like a preset is refused: `method=NAME` would pick one of the two silently.
+    """
+    from tamp.core.registries import COMPOSED, METHODS
+    from tamp.methods.components import KindConfig
+
+    kinds = {name: (entry.config or KindConfig)(kind=name) for name, entry in sorted(METHODS.entries.items())
+             if name != COMPOSED}
+    clash = sorted(set(kinds) & set(preset_names()))
+    if clash:
+        raise ValueError(f"method.kind={clash[0]} is registered, but conf/method/{clash[0]}.yaml is a preset of "
+                         "that name; valid: a kind named unlike every preset (method=NAME picks either)")
+    return kinds
 
 
 def preset_names() -> list[str]:
@@ -71,14 +93,13 @@ def compose_method(name: str, overrides: Sequence[str] = ()) -> MethodConfig:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from tamp.components import check_makeup, override_message, resolve_method
-    from tamp.io import first_line
+    from tamp.core.io import first_line
+    from tamp.methods.components import check_makeup, override_key, override_message, resolve_method
 
     if name not in preset_names():
         raise ValueError(f"method preset '{name}' is unknown; valid: {', '.join(preset_names())}")
     for line in overrides:
-        key = line.lstrip("+~").split("=", 1)[0]
-        if not key.startswith(("method.", "method/")):
+        if not override_key(line).startswith(("method.", "method/")):
             raise ValueError(f"override '{line}' is not a method setting; valid: method.KEY=VALUE or "
                              "method/allocation=NAME, method/tokens=NAME (and keyword arguments: "
                              f"sparsity, pattern, {', '.join(SETTINGS)})")
@@ -91,7 +112,7 @@ def compose_method(name: str, overrides: Sequence[str] = ()) -> MethodConfig:
         raise ValueError(f"method preset '{name}': {message}" if message
                          else f"method preset '{name}' with {list(overrides)}: {first_line(err)}") from None
     method = resolve_method(cfg.method)
-    if any(line.lstrip("+~").split("=", 1)[0] == "method.name" for line in overrides):
+    if any(override_key(line) == "method.name" for line in overrides):
         check_makeup(method, name_given=True)  # a name set by hand may not name another preset
     return method
 
@@ -110,7 +131,7 @@ def prune_config(
     """
     from dataclasses import replace
 
-    from tamp.components import as_prune_config, resolve
+    from tamp.methods.components import as_prune_config, resolve
 
     unknown = sorted(set(settings) - set(SETTINGS))
     if unknown:

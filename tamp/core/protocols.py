@@ -3,7 +3,7 @@
 An allocation (tamp.sparsity) sees the model as a `ScoringModel`, is told each targeted linear's input
 and output as a `BlockObserver` and perturbs `PerturbedUnit`s; the engine (tamp.pipeline.engine) is a
 ScoringModel and calls these. A pruning method is a `LayerwiseMethod` the engine runs block by block
-(tamp.method.ComposedMethod, pruner x allocation x tokens, is one; others register by `method.kind`).
+(tamp.methods.composed.ComposedMethod, pruner x allocation x tokens, is one; others register by `method.kind`).
 A leaf: nothing of tamp or torch is imported when it runs.
 """
 
@@ -84,7 +84,7 @@ class LayerwiseMethod(ABC):
     `observe` for every targeted linear's input X [T, C_in] and output Z [T, C_out] of every sample (only
     when `needs_block_forward`), and `end_block`, which zeroes the pruned weights in place and returns the
     masks (True = pruned). The block's pruned outputs feed the next block. Register an implementation
-    with `tamp.registry.register_method(kind, config=Settings)`; `method.kind` selects it. The other
+    with `tamp.core.registries.register_method(kind, config=Settings)`; `method.kind` selects it. The other
     members have defaults: a method without a checkpointed plan state, an N:M pattern or allocation scores
     leaves them as they are.
     """

@@ -6,7 +6,7 @@ The method's own keys become the settings dataclass of the pruner it names, `met
 an unknown name or key is one line naming it and the valid ones. The composition is checked as a
 whole too: a component that cannot act under the pruner, a name that contradicts what runs and a
 setting that counts more calibration samples than there are are refused in one line. A method of
-another kind (`method.kind`, tamp.registry.METHODS) is checked as the settings its registration names.
+another kind (`method.kind`, tamp.core.registries.METHODS) is checked as the settings its registration names.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, is_dataclass
 from typing import Any
 
-from tamp.config import AllocationConfig, MethodConfig, PruneConfig, TokensConfig, from_dict
-from tamp.method_names import preset_makeup, preset_name
+from tamp.core.config import AllocationConfig, MethodConfig, PruneConfig, TokensConfig, from_dict
+from tamp.core.registries import COMPOSED, METHODS, as_fields, method_kind
+from tamp.methods.preset_names import preset_makeup, preset_name
 from tamp.pruning.registry import PRUNERS, pruner_settings
-from tamp.registry import COMPOSED, METHODS, as_fields, method_kind
 from tamp.sparsity.registry import ALLOCATIONS, allocation_settings
 from tamp.tokens.registry import SELECTORS, selector_settings
 
@@ -31,7 +31,7 @@ DENSE_PRUNER, UNIFORM, ALL_TOKENS = "none", "uniform", "all"
 class KindConfig(MethodConfig):
     """Settings of a registered layer-wise method other than the composed one (subclass it for your own keys).
 
-    `kind` names the method (tamp.registry.register_method); `pruner` is what the summary and report show
+    `kind` names the method (tamp.core.registries.register_method); `pruner` is what the summary and report show
     as its pruner (the kind, unless set). Allocation and tokens stay uniform and all: the method computes
     its own statistics and masks, and a component that does not act would be recorded as if it had.
     """
@@ -199,6 +199,11 @@ def as_prune_config(config: PruneConfig | dict[str, Any] | Any | None) -> PruneC
     return cfg
 
 
+def override_key(line: str) -> str:
+    """The key a Hydra override line sets: `method.name` of `+method.name=x`, `method/tokens` of `method/tokens=all`."""
+    return line.lstrip("+~").split("=", 1)[0]
+
+
 def override_message(err: BaseException, overrides: Sequence[str],
                      keys_under: Callable[[str], list[str]] | None = None) -> str | None:
     """One line for Hydra's error on a config override: the key, the override given and what would be valid.
@@ -213,13 +218,13 @@ def override_message(err: BaseException, overrides: Sequence[str],
     if found is not None:  # a group option that does not exist: `method/tokens=nope`
         group, option = found.groups()
         options = ", ".join(re.findall(r"^\t(\S+)$", text, flags=re.M)) or f"a file in conf/{group}/"
-        given = next((o for o in overrides if o.lstrip("+~").split("=")[0] == group), f"{group}={option}")
+        given = next((o for o in overrides if override_key(o) == group), f"{group}={option}")
         return f"{given}: '{option}' is not an option of the '{group}' group; valid: {options}"
     cause = err.__cause__ if err.__cause__ is not None else err
     key = getattr(cause, "full_key", None) or _group(re.search(r"full_key: (\S+)", str(cause)))
     if not key:
         return None
-    given = next((o for o in overrides if o.lstrip("+~").split("=")[0] == key), None)
+    given = next((o for o in overrides if override_key(o) == key), None)
     if re.search(r"Key '[^']+' (?:not in|is not in)", str(cause)):
         parent = key.rpartition(".")[0]
         owner = getattr(cause, "object_type", None)

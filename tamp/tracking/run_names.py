@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tamp.config import flatten
-from tamp.method_names import COMPONENTS, PresetTable, preset_variants, presets
+from tamp.core.config import flatten
+from tamp.methods.preset_names import COMPONENTS, PresetTable, preset_variants, presets
 
 SEED = "seed"
 DENSE = "dense"
@@ -114,7 +114,7 @@ def method_label(
 ) -> str:
     """`das` as its preset; `das+tokens=random` when a component was swapped (method.tokens.name=random),
     `tamp+tokens.variant=reference` when a variant setting differs from the preset's own. `table`: the
-    presets the run's Hydra saw (tamp.method_names.presets), by default those of conf/method/."""
+    presets the run's Hydra saw (tamp.methods.preset_names.presets), by default those of conf/method/."""
     table = table or presets()
     own = table.by_name.get(name)
     parts = [] if own is None else [

@@ -27,7 +27,7 @@ from typing import Any, Protocol, TypeVar
 
 from tqdm.auto import tqdm
 
-log = logging.getLogger("tamp.progress")
+log = logging.getLogger("tamp.core.progress")
 T = TypeVar("T")
 #: steps after the first that an ETA waits for (one step's time is no rate)
 MIN_RATE_STEPS = 2

@@ -1,7 +1,7 @@
 """The presets of conf/method/ as names: each preset's makeup (pruner x allocation x tokens), read from its file.
 
-A run is labelled by its preset plus what differs from that preset's makeup (tamp.run_names), a name set by
-hand is checked against the makeup it names (tamp.components), and a method composed in Python without a
+A run is labelled by its preset plus what differs from that preset's makeup (tamp.tracking.run_names), a name set by
+hand is checked against the makeup it names (tamp.methods.components), and a method composed in Python without a
 name is called by the preset of its composition (`tamp.prune(..., {"method": {"pruner": "wanda",
 "allocation": {"name": "das"}, "tokens": {"name": "amia"}}})` is `tamp`). All three read the preset files
 themselves, so a new preset (a new pruner's `ria.yaml`) names its runs with no table to edit.
@@ -25,8 +25,8 @@ from typing import Any
 
 #: the components a preset picks, in makeup order, and the schema defaults a preset that picks none runs
 COMPONENTS = ("pruner", "allocation", "tokens")
-DEFAULT_MAKEUP = ("wanda", "uniform", "all")  # tamp.config.MethodConfig / AllocationConfig / TokensConfig
-#: the settings of a component that pick a variant of its computation (tamp.run_names names a run by them)
+DEFAULT_MAKEUP = ("wanda", "uniform", "all")  # tamp.core.config.MethodConfig / AllocationConfig / TokensConfig
+#: the settings of a component that pick a variant of its computation (tamp.tracking.run_names names a run by them)
 VARIANT_KEYS = ("allocation.variant", "tokens.variant")
 METHOD_GROUP = "method"
 
@@ -192,7 +192,7 @@ def hydra_sources(config: Mapping[str, Any] | None = None) -> list[Path]:
 
 def presets(config: Mapping[str, Any] | None = None) -> PresetTable:
     """The presets Hydra sees: conf/method/, then the other config sources of `config` or of the Hydra at hand."""
-    from tamp.paths import CONF_DIR
+    from tamp.core.paths import CONF_DIR
 
     dirs = [CONF_DIR / METHOD_GROUP, *hydra_sources(config)]
     unique = tuple(dict.fromkeys(d.resolve() for d in dirs))

@@ -1,5 +1,5 @@
 """The default layer-wise method, pruner x allocation x tokens assembled from their registries by name,
-and `build_method`, which builds the method `method.kind` names (tamp.registry.METHODS)."""
+and `build_method`, which builds the method `method.kind` names (tamp.core.registries.METHODS)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from tamp.components import check_sample_counts, resolve_method, sample_counts
-from tamp.config import MethodConfig, PruneConfig, parse_pattern
+from tamp.core.config import MethodConfig, PruneConfig, parse_pattern
+from tamp.core.protocols import LayerwiseMethod
+from tamp.core.registries import METHODS, method_kind, register_method
+from tamp.methods.components import check_sample_counts, resolve_method, sample_counts
 from tamp.pipeline.context import SampleContext
 from tamp.pipeline.engine import NonFiniteError
-from tamp.protocols import LayerwiseMethod
 from tamp.pruning.base import Pruner
 from tamp.pruning.registry import PRUNERS
-from tamp.registry import METHODS, method_kind, register_method
 from tamp.sparsity.allocate import Group, layer_groups
 from tamp.sparsity.mixed_nm import describe, linear_n, mixed_plan, summarise
 from tamp.sparsity.registry import ALLOCATIONS, Allocation

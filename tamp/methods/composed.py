@@ -17,7 +17,7 @@ from tamp.core.registries import METHODS, method_kind, register_method
 from tamp.methods.components import check_sample_counts, resolve_method, sample_counts
 from tamp.pipeline.context import SampleContext
 from tamp.pipeline.engine import NonFiniteError
-from tamp.pruning.base import Pruner
+from tamp.pruning.base import Pruner, all_finite
 from tamp.pruning.registry import PRUNERS
 from tamp.sparsity.allocate import Group, layer_groups
 from tamp.sparsity.mixed_nm import describe, linear_n, mixed_plan, summarise
@@ -38,7 +38,7 @@ def with_run_seed(settings: S, seed: int) -> S:
 
 def _check_finite(name: str, tensors: list[torch.Tensor]) -> None:
     for tensor in tensors:
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        if tensor.is_floating_point() and not bool(all_finite(tensor)):
             raise NonFiniteError(f"non-finite calibration statistics (NaN/inf) for {name}; masks would be meaningless")
 
 
@@ -87,6 +87,10 @@ class ComposedMethod(LayerwiseMethod):
     @property
     def needs_block_forward(self) -> bool:
         return self.pruner.needs_stats
+
+    #: a block's statistics (pruner statistic of the selected tokens) do not depend on the plan: the engine
+    #: may gather block 0's during the dense scoring pass, whose forward of block 0 is the same one
+    stats_need_no_plan = True
 
     def plan(self, engine) -> dict[str, float]:
         self._check_sample_counts(engine)

@@ -29,9 +29,19 @@ if TYPE_CHECKING:
 else:  # imported when first used: the registry walk imports this module (tamp.core.registries)
     torch, nn = lazy_module("torch"), lazy_module("torch.nn")
 
-__all__ = ["NM", "Pruner", "token_rows"]
+__all__ = ["NM", "Pruner", "all_finite", "token_rows"]
 
 NM = tuple[int, int] | None
+
+
+def all_finite(t: Tensor) -> Tensor:
+    """0-d bool: no NaN or inf in `t` (on its device, no sync). One min/max pass: NaN propagates into both
+    and an infinity is an extreme, so this is `isfinite(t).all()` without its [numel] bool temporary
+    (about 10x cheaper on a Hessian)."""
+    if t.numel() == 0:
+        return torch.ones((), dtype=torch.bool, device=t.device)
+    low, high = torch.aminmax(t)
+    return torch.isfinite(low) & torch.isfinite(high)
 
 
 def token_rows(x: Tensor, in_features: int) -> tuple[Tensor, int]:

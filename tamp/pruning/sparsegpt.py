@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING
 
 from tamp.core.config import MethodConfig
 from tamp.core.registries import lazy_module
-from tamp.pruning.base import NM, Pruner, token_rows
+from tamp.pruning.base import NM, Pruner, all_finite, token_rows
+from tamp.pruning.masks import lowest_mask
 from tamp.pruning.registry import register_pruner
 
 if TYPE_CHECKING:
@@ -68,10 +69,10 @@ def _upper_cholesky_of_inverse(h: Tensor, damp: float) -> Tensor | None:
     """Upper U with (H + damp I)^-1 = U^T U, or None if H + damp I is not (numerically) PD."""
     damped = h + damp * torch.eye(h.shape[0], dtype=h.dtype, device=h.device)
     lower, info = torch.linalg.cholesky_ex(damped)
-    if info.item() != 0 or not torch.isfinite(lower).all():
+    if info.item() != 0 or not all_finite(lower):
         return None
     upper, info = torch.linalg.cholesky_ex(torch.cholesky_inverse(lower), upper=True)
-    if info.item() != 0 or not torch.isfinite(upper).all():
+    if info.item() != 0 or not all_finite(upper):
         return None
     return upper
 
@@ -112,7 +113,7 @@ def _cholesky_until_ok(m: Tensor, damp: float, upper: bool, name: str | None) ->
     """Cholesky factor of m; on a failure (or NaN) add `damp` to m's diagonal in place and try again."""
     for _ in range(_ON_FAILURE_TRIES):
         factor, info = torch.linalg.cholesky_ex(m, upper=upper)
-        if info.item() == 0 and not torch.isnan(factor).any():
+        if info.item() == 0 and not bool(torch.isnan(torch.stack(torch.aminmax(factor))).any()):  # NaN reaches min and max
             return factor
         m.diagonal().add_(damp)
     raise SparseGPTError(
@@ -143,8 +144,7 @@ def _unstructured_block_mask(w_block: Tensor, hinv_diag: Tensor, sparsity: float
     score = w_block.square() / hinv_diag.square()[None, :]
     flat = score.flatten()
     k = min(int(flat.numel() * sparsity), flat.numel() - 1)
-    lowest = torch.sort(flat, stable=True).indices[: k + 1]
-    return torch.zeros_like(flat, dtype=torch.bool).scatter_(0, lowest, True).view_as(score)
+    return lowest_mask(flat, k + 1).view_as(score)  # the first k + 1 of a stable sort, without sorting
 
 
 def _nm_group_mask(w_group: Tensor, hinv_diag: Tensor, n: int) -> Tensor:
@@ -157,26 +157,35 @@ def _nm_group_mask(w_group: Tensor, hinv_diag: Tensor, n: int) -> Tensor:
 def _prune_block(
     w1: Tensor, hinv1: Tensor, sparsity: float, prune_n: int, prune_m: int
 ) -> tuple[Tensor, Tensor]:
-    """OBS over one block's columns; returns (pruned block, scaled errors for the lazy update)."""
+    """OBS over one block's columns; returns (pruned block, scaled errors for the lazy update).
+
+    Column by column, as the original: every weight sees the same operations in the same order, so the
+    result is bitwise the original's. The block is held transposed (a column is a contiguous row) and a
+    column is never updated after its own step (nothing reads it again), which halves the loop's memory
+    traffic; the pruned column is read off the held values once, after the loop.
+    """
     count = w1.shape[1]
     diag = torch.diagonal(hinv1)
     if prune_n == 0:
-        mask = _unstructured_block_mask(w1, diag, sparsity)
+        mask_t = _unstructured_block_mask(w1, diag, sparsity).T.contiguous()
     else:
-        mask = torch.zeros_like(w1, dtype=torch.bool)
-    q1 = torch.zeros_like(w1)
-    err1 = torch.zeros_like(w1)
+        mask_t = torch.zeros(count, w1.shape[0], dtype=torch.bool, device=w1.device)
+    w_t = w1.T.contiguous()  # [count, rows]
+    err_t = torch.empty_like(w_t)
+    update = torch.empty_like(w_t)
+    h_col = hinv1.unsqueeze(-1)  # [count, count, 1]
     for i in range(count):
         if prune_n != 0 and i % prune_m == 0:
-            mask[:, i:i + prune_m] = _nm_group_mask(w1[:, i:i + prune_m], diag[i:i + prune_m], prune_n)
-        w = w1[:, i]
-        q = torch.where(mask[:, i], torch.zeros_like(w), w)
-        q1[:, i] = q
-        err = (w - q) / hinv1[i, i]
-        # Spread this column's error over the block's remaining columns (OBS update).
-        w1[:, i:] -= err[:, None] * hinv1[i, i:][None, :]
-        err1[:, i] = err
-    return q1, err1
+            group = w_t[i:i + prune_m].T.contiguous()  # the current [rows, m] values, laid out as the original's
+            mask_t[i:i + prune_m] = _nm_group_mask(group, diag[i:i + prune_m], prune_n).T
+        w = w_t[i]
+        err = torch.sub(w, torch.where(mask_t[i], 0.0, w), out=err_t[i]).div_(hinv1[i, i])
+        rest = count - i - 1
+        if rest:  # spread this column's error over the block's remaining columns (OBS update)
+            torch.mul(h_col[i, i + 1:], err, out=update[:rest])
+            w_t[i + 1:].sub_(update[:rest])
+    q_t = torch.where(mask_t, 0.0, w_t)  # row i of w_t is column i as its step saw it
+    return q_t.T.contiguous(), err_t.T.contiguous()
 
 
 def _check_args(columns: int, sparsity: float, prune_n: int, prune_m: int, blocksize: int) -> int:

@@ -131,13 +131,18 @@ class InputCache:
                 lock.release()
 
 
-def _read_plain(path: Path) -> bytes:
+def _read_plain(path: Path) -> bytearray:
     """The bytes of the regular file at `path`, never through a link (FileNotFoundError when absent)."""
     fd = os.open(path, os.O_RDONLY | _NOFOLLOW)
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+    with os.fdopen(fd, "rb", buffering=0) as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
             raise OSError(f"{path} is not a regular file")
-        return f.read()
+        data = bytearray(info.st_size)
+        view, done = memoryview(data), 0
+        while done < len(data) and (n := f.readinto(view[done:done + _CHUNK])):
+            done += n
+        return data if done == len(data) else data[:done]
 
 
 def read_entry(entry: Entry, kind: str, check: Callable[[Any], str | None] | None = None) -> Any | None:
@@ -169,13 +174,11 @@ def read_entry(entry: Entry, kind: str, check: Callable[[Any], str | None] | Non
         log.warning("%s cache %s has changed since it was written (size or SHA-256 differs from %s): "
                     "computing them again", what, entry.data, entry.manifest.name)
         return None
-    from safetensors.torch import load
-
-    from tamp.pipeline.tensor_tree import unflatten
+    from tamp.pipeline.tensor_tree import tensors_from_buffer, unflatten
 
     try:
-        tree = unflatten(manifest.get("skeleton"), load(data))
-    except Exception as err:  # noqa: BLE001 - safetensors raises its own error types
+        tree = unflatten(manifest.get("skeleton"), tensors_from_buffer(data))
+    except (KeyError, TypeError, ValueError) as err:
         log.warning("%s cache %s does not load (%s): computing them again", what, entry.data, err)
         return None
     problem = check(tree) if check is not None else None
@@ -233,9 +236,38 @@ def files_identity(path: str | Path) -> str:
         stats = sorted((str(f.relative_to(where)), f.stat().st_size, f.stat().st_mtime_ns)
                        for f in where.rglob("*") if f.is_file())
         return f"dir:{where.resolve()}:" + hashlib.sha256(json.dumps(stats).encode()).hexdigest()[:16]
-    from tamp.cli.dense_cache import weights_identity  # a Hub id: the commit the local cache resolves
+    # a Hub dataset id: the commit its local cache resolves
+    from huggingface_hub.constants import HF_HUB_CACHE
 
-    return weights_identity(str(path)) or f"name:{path}"
+    name = str(path)
+    try:
+        return "commit:" + (Path(HF_HUB_CACHE) / f"datasets--{name.replace('/', '--')}" / "refs" / "main").read_text().strip()
+    except OSError:
+        return f"name:{name}"
+
+
+#: a media folder with more files than this is not walked: its cells encode their own samples
+MEDIA_WALK_LIMIT = 200_000
+
+
+def media_identity(folder: Path, limit: int = MEDIA_WALK_LIMIT) -> str | None:
+    """The names, sizes and modification times of every file under a calibration set's media folder, as one
+    digest: an image replaced under the same name is another calibration set. None past `limit` files (a
+    folder too large to stat for every cell is not shared rather than shared unchecked)."""
+    stats: list[tuple[str, int, int]] = []
+    pending = [folder]
+    while pending:
+        with os.scandir(pending.pop()) as entries:
+            for item in entries:
+                if item.is_dir(follow_symlinks=True):
+                    pending.append(Path(item.path))
+                elif item.is_file(follow_symlinks=True):
+                    info = item.stat(follow_symlinks=True)
+                    stats.append((os.path.relpath(item.path, folder), info.st_size, info.st_mtime_ns))
+                    if len(stats) > limit:
+                        return None
+    digest = hashlib.sha256(json.dumps(sorted(stats)).encode()).hexdigest()[:16]
+    return f"media:{folder.resolve()}:{len(stats)}:{digest}"
 
 
 def processor_identity(processor: Any) -> str:

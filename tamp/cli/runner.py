@@ -71,14 +71,13 @@ def run_variants(settings: RunConfig) -> dict[str, str]:
     the method reads calibration data from a conversation set.
     """
     from tamp.data.calib import draw_note
-    from tamp.pruning.registry import PRUNERS
+    from tamp.methods.components import reads_calibration
 
     m = settings.method
     if m.pruner == "none":
         return {}
     notes = m.variants()
-    reads_data = getattr(PRUNERS.get(m.pruner).factory, "needs_stats", True) or m.allocation.name != "uniform"
-    if reads_data and settings.calib.source in ("llava_json", "hf"):
+    if reads_calibration(m) and settings.calib.source in ("llava_json", "hf"):
         notes["calibration"] = draw_note(settings.calib)
     return notes
 
@@ -220,6 +219,61 @@ def score_cache(settings: RunConfig, cache_dir: str | Path | None, fabric, ids: 
     return ScoreCache(cache_dir, context, fabric.global_rank, fabric.world_size, fabric_broadcast(fabric))
 
 
+def input_cache(settings: RunConfig, cache_dir: str | Path | None, fabric, loaded: LoadedModel, block_inputs: bool):
+    """The sweep's store of encoded calibration samples and block-0 inputs (tamp.cli.input_cache; None outside
+    a sweep). Its key items are what changes the encoding: the model (name, family, dtype, weights and config,
+    the processor's settings and vocabulary), the calibration settings and file, the precision; the store adds
+    the rank and the number of processes, tamp.prune the content digests of the block-0 inputs' key."""
+    if not cache_dir:
+        return None
+    import dataclasses
+    import hashlib
+
+    from tamp.cli.dense_cache import weights_identity
+    from tamp.cli.input_cache import MEDIA_WALK_LIMIT, InputCache, files_identity, media_identity, processor_identity
+    from tamp.pipeline.distributed import fabric_broadcast, fabric_reducer
+
+    m, c = settings.model, settings.calib
+    calib = {k: v for k, v in dataclasses.asdict(c).items() if k not in ("name", "progress")}
+    config = getattr(loaded.model, "config", None)
+    context = {
+        "model.name": str(m.name), "model.family": str(loaded.adapter.family), "model.dtype": str(m.dtype),
+        "model.trust_remote_code": str(m.trust_remote_code), "model.use_audio_in_video": str(m.use_audio_in_video),
+        "model.config": hashlib.sha256((config.to_json_string(use_diff=False) if config is not None else "").encode())
+        .hexdigest()[:16],
+        "processor": processor_identity(loaded.adapter.processor), "runner.precision": str(settings.runner.precision),
+        "calib": json.dumps(calib, sort_keys=True, default=str),
+    }
+    if c.path:
+        context["calib.files"] = files_identity(c.path)
+    media = Path(c.media_dir).expanduser() if c.media_dir else (
+        Path(c.path).expanduser().parent if c.path and Path(c.path).expanduser().is_file() else None)
+    if media is not None and media.is_dir():  # the media the records name: their bytes change the encoding
+        context["calib.media"] = media_identity(media)
+        if context["calib.media"] is None:
+            log.info("calibration samples not shared: %s holds over %d files (each cell encodes its own)",
+                     media, MEDIA_WALK_LIMIT)
+            return None
+    if scheme_of(m.name) == "tiny":  # the weights and the examples are drawn with the run's seed
+        context["seed"] = str(settings.seed)
+    weights = weights_identity(str(m.name))
+    if weights is not None:
+        context["model.weights"] = weights
+    return InputCache(cache_dir, context, fabric.global_rank, fabric.world_size, fabric_broadcast(fabric),
+                      fabric_reducer(fabric), block_inputs=block_inputs)
+
+
+def shares_block_inputs(settings: RunConfig, device: str) -> bool:
+    """`runner.share_block_inputs`: auto shares them where the pruning runs on the CPU (capturing is slow
+    there), not on a GPU (capturing 128 samples takes seconds; an entry is gigabytes at full scale)."""
+    choice = getattr(settings.runner, "share_block_inputs", "auto")
+    if choice == "auto":
+        from tamp.pipeline.engine import resolve_device
+
+        return resolve_device(device).type == "cpu"
+    return bool(choice)
+
+
 def calibration_record(settings: RunConfig, ids: list[Any]) -> dict[str, Any]:
     """What results.json says about the calibration draw: which records the seed picked."""
     c = settings.calib
@@ -311,6 +365,8 @@ class Cell:
         self.tracker: WandbRun | None = None
         self.measured: dict[str, Any] = {"timings": {}}
         self.started = 0.0
+        #: the sweep's shared calibration samples and block-0 inputs (tamp.cli.input_cache), set by calibrate
+        self.inputs: Any = None
 
     @property
     def config(self) -> dict[str, Any]:
@@ -367,10 +423,23 @@ class Cell:
         from tamp.pipeline.distributed import calibration_share, fabric_broadcast, fabric_reducer
 
         f = self.fabric
-        samples, fitted, ids = calibration_share(
-            self.settings.calib_settings(), loaded.adapter, loaded.examples, f.global_rank, f.world_size,
-            fabric_broadcast(f), fabric_reducer(f),
-        )
+        device = self.settings.prune_config(device=str(f.device)).device
+        self.inputs = input_cache(self.settings, self.cache_dir, f, loaded, shares_block_inputs(self.settings, device))
+
+        def encode() -> tuple[Any, Any, list[Any]]:
+            return calibration_share(
+                self.settings.calib_settings(), loaded.adapter, loaded.examples, f.global_rank, f.world_size,
+                fabric_broadcast(f), fabric_reducer(f),
+            )
+
+        began = time.perf_counter()
+        if self.inputs is None:
+            samples, fitted, ids = encode()
+        else:
+            from tamp.pipeline.shared_inputs import shared_calibration
+
+            samples, fitted, ids = shared_calibration(self.inputs, encode)
+        self.measured["timings"]["calibration_s"] = time.perf_counter() - began  # encoded, or loaded from the sweep
         self.measured["calibration"] = {**fitted.as_dict(), **calibration_record(self.settings, ids)}
         return samples, ids
 
@@ -384,9 +453,10 @@ class Cell:
         prune_cfg = self.settings.prune_config(device=str(f.device), run_dir=self.run_dir)
         scores = score_cache(self.settings, self.cache_dir, f, ids)
         pruning = tamp.prune(loaded.model, samples, prune_cfg, adapter=loaded.adapter, reducer=fabric_reducer(f),
-                             checkpoint_writer=self.is_main, score_store=scores)
-        if scores is not None and scores.reused:
-            m["reused"] = dict(scores.reused)
+                             checkpoint_writer=self.is_main, score_store=scores, input_store=self.inputs)
+        reused = {**(self.inputs.reused if self.inputs is not None else {}), **(scores.reused if scores else {})}
+        if reused:
+            m["reused"] = reused
         asked = self.results.record.sparsity
         m["sparsity"] = replace(asked, achieved=pruning.achieved, planned=pruning.planned, nm=pruning.nm)
         m["sparsity_per_linear"] = pruning.table()

@@ -85,11 +85,17 @@ class RunnerConfig:
     save_model: bool = False
     save_dir: str | None = None  # where the saved model goes (implies save_model); null: RUN_DIR/model
     save_masks: bool = False  # also the masks, bit-packed, beside the saved model (implies save_model)
+    #: in a sweep, the block-0 inputs stored once per key for the other cells: auto (when pruning on CPU) | true | false
+    share_block_inputs: Any = "auto"
 
     def __post_init__(self) -> None:
         _check(
             isinstance(self.devices, (int, list, str)),
             f"runner.devices={self.devices!r} must be an int, a list or 'auto'",
+        )
+        _check(
+            self.share_block_inputs == "auto" or isinstance(self.share_block_inputs, bool),
+            f"runner.share_block_inputs={self.share_block_inputs!r} is unknown; valid: auto, true, false",
         )
         if isinstance(self.devices, int):
             _check(self.devices >= 1, f"runner.devices={self.devices} must be >= 1")
@@ -213,7 +219,9 @@ def register_schema() -> None:
     (tamp.methods.presets.register_components: what the method presets' defaults lists pick)."""
     from tamp.methods.presets import register_components
 
-    ConfigStore.instance().store(name="run_schema", node=RunConfig)
+    store = ConfigStore.instance()
+    if "run_schema.yaml" not in store.repo:  # a fixed class: converted once (a run registers twice, ~25 ms each)
+        store.store(name="run_schema", node=RunConfig)
     register_components()
     if not OmegaConf.has_resolver("zoo_data"):
         OmegaConf.register_new_resolver("zoo_data", _zoo_data)

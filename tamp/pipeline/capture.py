@@ -76,12 +76,24 @@ def shared_block_inputs(
 
     tree = shared.fetch(BLOCK_INPUTS, key, lambda: store_tree(capture().hidden, store.kwargs),
                         block_inputs_check(samples))
-    if len(store) == 0:  # read from the entry (host tensors): on the device unless the store offloads
+    if len(store) == 0:  # read from the entry: host tensors, views of the one buffer that was read and checked
         for hidden, kwargs in zip(tree["hidden"], tree["kwargs"], strict=True):
-            if not store.offload:
+            if store.storage_device.type == "cpu":  # small kwargs of their own: they must not pin the whole buffer
+                kwargs = _cloned(kwargs)
+            else:
                 hidden, kwargs = store.transfers.to_device(hidden, "hidden"), store.transfers.to_device(kwargs, "kwargs")
             store.append(hidden, kwargs)
     return store
+
+
+def _cloned(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.clone()
+    if isinstance(obj, dict):
+        return {k: _cloned(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cloned(v) for v in obj)
+    return obj
 
 
 @torch.no_grad()

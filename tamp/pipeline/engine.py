@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -82,6 +82,10 @@ class LayerwiseEngine:
         self.checkpoint: PruneCheckpoint | None = None
         self._captured: ActivationStore | None = None
         self._modality_ids: list[torch.Tensor] = []
+        #: while planning: the method whose block-0 statistics the first dense scoring pass may gather
+        self._early_method: LayerwiseMethod | None = None
+        #: that pass did gather them (the pruning pass then skips block 0's statistics forward)
+        self._early_ready = False
         #: where block-0 inputs are shared with other runs, and their key (tamp.prune's input_store)
         self.input_store: InputStore | None = None
         self.input_key: Callable[[], dict[str, str]] | None = None
@@ -151,10 +155,10 @@ class LayerwiseEngine:
         block = self.blocks[index]
         tap = LinearTap(self.linears[index], observer) if observer is not None else None
         finite = torch.ones((), dtype=torch.bool, device=self.device)  # checked once per block: no per-sample sync
-        with self.on_device(block):
+        with self.on_device(block), (tap.attached() if tap is not None else nullcontext()):
             for i, sample in enumerate(self.samples):
                 hidden, kwargs = store.get(i)
-                if tap is not None:
+                if tap is not None:  # the hooks stay for the whole pass; only the sample they report changes
                     tap.ctx = SampleContext(
                         index=self.indices[i],
                         block_index=index,
@@ -165,13 +169,13 @@ class LayerwiseEngine:
                         block_kwargs=kwargs,
                         adapter=self.adapter,
                     )
-                    with tap.attached():
-                        out = run_block(block, hidden, kwargs)
-                else:
-                    out = run_block(block, hidden, kwargs)
-                finite &= torch.isfinite(out).all()
+                out = run_block(block, hidden, kwargs)
+                low, high = torch.aminmax(out)  # NaN reaches both, inf is one: isfinite().all() without a [T, C] temporary
+                finite &= torch.isfinite(low) & torch.isfinite(high)
                 if update:
                     store.replace_hidden(i, out)
+            if tap is not None:
+                tap.ctx = None
         if not bool(finite):
             raise NonFiniteError(
                 f"non-finite activations (NaN/inf) leaving decoder block {index}; "
@@ -198,11 +202,25 @@ class LayerwiseEngine:
                     bar.update(1)
                     continue
                 with self.on_device(self.blocks[index]):
-                    self.forward_block(index, store, observer)
+                    early = self._take_early(index)
+                    if early is None:
+                        self.forward_block(index, store, observer)
+                    else:  # the same dense forward of block 0 on the captured inputs feeds both
+                        early.begin_block(index, self.linears[index])
+                        self.forward_block(index, store, _Both(observer, early))
                     observer.end_block(index, self.linears[index], self)
                 if saving:
                     self.checkpoint.save_scoring(desc, index + 1, observer.state())  # type: ignore[union-attr,attr-defined]
                 bar.update(1)
+
+    def _take_early(self, index: int) -> LayerwiseMethod | None:
+        """The planning method, once, when the scoring pass reaches block 0: its statistics there come from
+        the very forward the scoring pass runs (dense block 0, captured inputs), so one pass serves both."""
+        if index != 0 or self._early_method is None:
+            return None
+        method, self._early_method = self._early_method, None
+        self._early_ready = True
+        return method
 
     def perturbation_pass(
         self,
@@ -236,6 +254,7 @@ class LayerwiseEngine:
         """
         store = self.captured()
         masks: dict[str, torch.Tensor] = {}
+        self._early_ready = False  # set only by this call's own planning (never left from an earlier call)
         progress = checkpoint.load() if checkpoint is not None else None
         start = time.perf_counter()
         if progress is not None:
@@ -245,10 +264,12 @@ class LayerwiseEngine:
                 method.restore_plan_state(checkpoint.plan_state)
         else:
             self.checkpoint = checkpoint  # scoring passes save their progress there
+            if getattr(method, "stats_need_no_plan", False) and method.needs_block_forward and self.linears[0]:
+                self._early_method = method
             try:
                 plan = method.plan(self)
             finally:
-                self.checkpoint = None
+                self.checkpoint, self._early_method = None, None
             first = 0
             if checkpoint is not None:
                 checkpoint.start(plan, method.plan_state() if hasattr(method, "plan_state") else None)
@@ -275,8 +296,10 @@ class LayerwiseEngine:
                 # one visit of the block per pruning step (offload): statistics accumulate on the device,
                 # the masks are computed there and the next block's inputs come from the pruned block
                 with self.on_device(self.blocks[index], writes=True):
-                    method.begin_block(index, linears)
-                    if method.needs_block_forward and linears:
+                    gathered = index == 0 and self._early_ready  # by the dense scoring pass (_take_early)
+                    if not gathered:
+                        method.begin_block(index, linears)
+                    if method.needs_block_forward and linears and not gathered:
                         self.forward_block(index, store, method, update=False)
                     block_masks = method.end_block(index, linears, plan, self)
                     if checkpoint is not None:
@@ -287,7 +310,19 @@ class LayerwiseEngine:
                 self.timings.blocks_s.append(time.perf_counter() - block_start)
                 bar.update(1)
         self.timings.prune_s = time.perf_counter() - start
+        self._early_ready = False
         return plan, masks
+
+
+class _Both:
+    """One tap feeding two observers (the scoring pass's and the pruning method's) from one forward."""
+
+    def __init__(self, first: LinearObserver, second: LinearObserver) -> None:
+        self.first, self.second = first, second
+
+    def observe(self, name: str, x: torch.Tensor, z: torch.Tensor, ctx: SampleContext) -> None:
+        self.first.observe(name, x, z, ctx)
+        self.second.observe(name, x, z, ctx)
 
 
 def _to_device_except(root: nn.Module, skip: nn.Module, transfers: Transfers) -> None:

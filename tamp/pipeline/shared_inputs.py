@@ -10,13 +10,17 @@ says what a stored tree must look like before it is used (`check_*`: a one-line 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import torch
 from torch import nn
 
+from tamp.data.fit import FitReport, TokenLimit
 from tamp.data.sample import CalibSample
+
+log = logging.getLogger("tamp")
 
 #: the names results.json's `reused` and the store's files use
 CALIBRATION = "calibration_samples"
@@ -66,6 +70,48 @@ def check_samples(tree: Any) -> str | None:
         if isinstance(tokens, torch.Tensor) and tokens.shape[-1] != ids.numel():
             return f"sample {i} has {tokens.shape[-1]} token ids but {ids.numel()} modality ids"
     return None
+
+
+def _report_tree(report: FitReport) -> dict[str, Any]:
+    limit = report.limit
+    return {"samples": report.samples, "tokens": report.tokens, "truncated": report.truncated,
+            "limit": None if limit is None else {"tokens": limit.tokens, "source": limit.source}}
+
+
+def _tree_report(tree: dict[str, Any]) -> FitReport:
+    limit = tree["limit"]
+    return FitReport(int(tree["samples"]), int(tree["tokens"]), int(tree["truncated"]),
+                     None if limit is None else TokenLimit(int(limit["tokens"]), str(limit["source"])))
+
+
+def check_calibration(tree: Any) -> str | None:
+    """What is wrong with a stored calibration share (samples, fit report, record ids), or None."""
+    if not isinstance(tree, dict) or set(tree) != {"samples", "report", "ids"}:
+        return "not a calibration share"
+    try:
+        _tree_report(tree["report"])
+    except (KeyError, TypeError, ValueError):
+        return "its fit report is malformed"
+    if not isinstance(tree["ids"], list):
+        return "its record ids are not a list"
+    return check_samples(tree["samples"])
+
+
+def shared_calibration(
+    store: InputStore, encode: Callable[[], tuple[list[CalibSample], FitReport, list[Any]]]
+) -> tuple[list[CalibSample], FitReport, list[Any]]:
+    """(this process's samples, the whole set's fit report, the drawn ids): the stored ones of the store's
+    key, else `encode()`'s (then stored). The key is the store's own (tamp.cli.input_cache)."""
+
+    def compute() -> dict[str, Any]:
+        samples, report, ids = encode()
+        return {"samples": samples_tree(samples), "report": _report_tree(report), "ids": list(ids)}
+
+    tree = store.fetch(CALIBRATION, {}, compute, check_calibration)
+    report = _tree_report(tree["report"])
+    if CALIBRATION in getattr(store, "reused", {}) and getattr(store, "rank", 0) == 0 and report.message():
+        log.warning(report.message())  # what the encoding cell said, said again where its samples are used
+    return tree_samples(tree["samples"]), report, list(tree["ids"])
 
 
 # ------------------------------------------------------------------ block-0 inputs

@@ -9,6 +9,7 @@ custom class) is `Unstorable`: such a tree is computed each time rather than sto
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -70,3 +71,40 @@ def unflatten(skeleton: Any, tensors: dict[str, torch.Tensor]) -> Any:
         items = [unflatten(v, tensors) for v in value]
         return items if tag == "l" else tuple(items)
     raise ValueError(f"unknown skeleton tag {tag!r}")
+
+
+_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+           "BOOL": torch.bool}
+
+
+def tensors_from_buffer(buffer: bytearray) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file read whole into `buffer`, as views of it (no copy).
+
+    The caller has checked the buffer's digest: loading from the very bytes that were checked leaves no
+    moment in which the file could change between the check and the load (as reading it again would).
+    """
+    import json
+
+    base = torch.frombuffer(buffer, dtype=torch.uint8) if buffer else torch.empty(0, dtype=torch.uint8)
+    length = int.from_bytes(bytes(buffer[:8]), "little")
+    if len(buffer) < 8 or length > len(buffer) - 8:
+        raise ValueError("not a safetensors file (header past its end)")
+    header = json.loads(bytes(buffer[8:8 + length]))
+    out: dict[str, torch.Tensor] = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        dtype = _DTYPES.get(info["dtype"])
+        if dtype is None:
+            raise ValueError(f"tensor {name!r} has dtype {info['dtype']}, which tamp does not store")
+        start, end = (8 + length + int(x) for x in info["data_offsets"])
+        shape = [int(x) for x in info["shape"]]
+        size = torch.empty(0, dtype=dtype).element_size()
+        if end > len(buffer) or end - start != size * math.prod(shape):
+            raise ValueError(f"tensor {name!r}'s byte range does not fit its shape")
+        raw = base[start:end]
+        if start % size:  # not aligned for a view of this dtype: a copy
+            raw = raw.clone()
+        out[name] = raw.view(dtype).reshape(shape) if end > start else torch.empty(shape, dtype=dtype)
+    return out

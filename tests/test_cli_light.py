@@ -2,7 +2,8 @@
 `tamp.report --help`, and composing + validating every method preset import no torch, transformers,
 lightning or lmms-eval (a login node, a typo and a TAB do not pay seconds for them); the answers also
 leave out numpy, pandas and matplotlib (the calibration data, the report's tables and figures).
-`--help` is Hydra's own help, byte for byte, with its group listing read once (tamp.cli.help).
+`--help`, `--info` and `--cfg` are Hydra's own, byte for byte, each piece of their work done once
+(tamp.cli.help).
 
 Each case runs in a fresh interpreter (what a user's shell starts) and reports which of those modules
 ended up in sys.modules.
@@ -103,7 +104,7 @@ def test_composing_and_validating_every_preset_imports_no_model_library() -> Non
     assert result["heavy"] == [], f"composing and validating the presets imported {result['heavy']}"
 
 
-# Hydra's own --help: the decorated main called directly, past tamp's cli() and its one-copy listing
+# Hydra's own --help and --info: the decorated main called directly, past tamp's cli() and tamp.cli.help
 _HYDRA_HELP = textwrap.dedent("""
     import sys
     sys.argv = ["run", *sys.argv[1:]]
@@ -112,15 +113,50 @@ _HYDRA_HELP = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("args", [["--help"], ["-h", "method=sparsegpt", "+experiment=toy_demo"]],
-                         ids=["plain", "with-overrides"])
-def test_help_is_hydras_own_help(args: list[str]) -> None:
-    """The same text as Hydra's help: every group (conf/, the studies, the components' store nodes) and the config."""
+def _ours_and_hydras(*args: str) -> tuple[subprocess.CompletedProcess, subprocess.CompletedProcess]:
     ours = subprocess.run([sys.executable, "-m", "tamp.run", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=120)
     hydras = subprocess.run([sys.executable, "-c", _HYDRA_HELP, *args], cwd=ROOT, capture_output=True, text=True,
                             timeout=120)
+    return ours, hydras
+
+
+@pytest.mark.parametrize("args", [
+    ["--help"], ["-h", "method=sparsegpt", "+experiment=toy_demo"],
+    ["--info"], ["method=sparsegpt", "+experiment=toy_demo", "--info"], ["-i", "defaults-tree", "sparsity.target=0.6"],
+    ["--cfg", "all", "method=sparsegpt"], ["-c", "job", "--resolve", "-p", "method"],
+], ids=["help", "help-with-overrides", "info", "info-with-overrides", "info-defaults-tree", "cfg-all",
+        "cfg-job-package"])
+def test_help_info_and_cfg_are_hydras_own(args: list[str]) -> None:
+    """The same text as Hydra's --help, --info and --cfg: every group (conf/, the studies, the components' store
+    nodes), the search path, the defaults tree and list, the composed config, each computed once (tamp.cli.help)."""
+    ours, hydras = _ours_and_hydras(*args)
     assert ours.returncode == hydras.returncode == 0, ours.stderr[-2000:] + hydras.stderr[-2000:]
     assert ours.stdout == hydras.stdout
-    for line in ("experiment: ", "method/allocation: ", "pruner: ", "method: "):
-        assert f"\n{line}" in ours.stdout, line
+    if args[0] in ("--help", "-h"):
+        expected = ("experiment: ", "method/allocation: ", "pruner: ", "method: ")
+    elif args[0] in ("--cfg", "-c"):
+        expected = ("  pruner: sparsegpt", "hydra:", "  runtime:") if "all" in args else ("# @package method", "pruner: wanda")
+    elif len(args) > 1 and args[1] == "defaults-tree":
+        expected = ("Defaults Tree", "  run:", "    method: wanda:", "      method/allocation: uniform",
+                    "    sparsity: unstructured")
+    else:
+        expected = ("Config search path", "Defaults Tree", "Defaults List", "Config", "sparsity:", "  target: 0.5")
+        assert ("pruner: sparsegpt" in ours.stdout) == ("method=sparsegpt" in args)
+    for line in expected:
+        assert f"\n{line}" in "\n" + ours.stdout, line
+
+
+def test_info_and_help_with_a_search_path_of_the_command_line(tmp_path: Path) -> None:
+    """`hydra.searchpath=[...]` changes the config repository: the answers read from it as Hydra's do (a method
+    file of that folder is composed and listed), and the other answers are left as they were."""
+    (tmp_path / "method").mkdir()
+    (tmp_path / "method" / "extra.yaml").write_text("defaults:\n  - wanda\n  - _self_\nname: extra\n")
+    where = f"hydra.searchpath=[file://{tmp_path}]"
+    info = None
+    for args in ([where, "method=extra", "--info"], [where, "-h"]):
+        ours, hydras = _ours_and_hydras(*args)
+        assert ours.returncode == hydras.returncode == 0, ours.stderr[-2000:] + hydras.stderr[-2000:]
+        assert ours.stdout == hydras.stdout
+        info = info or ours.stdout
+    assert f"file://{tmp_path}" in info and "method: extra:" in info and "\n  name: extra\n" in info

@@ -164,3 +164,39 @@ def test_the_extending_page_registers_a_method_as_printed() -> None:
     lines = proc.stdout.strip().splitlines()
     assert lines[0].startswith("overall sparsity planned 0.5") and "achieved 0.5" in lines[0], proc.stdout
     assert lines[1] == "rows 14", proc.stdout  # 2 blocks x 7 linears
+
+
+def test_a_registered_kind_is_chosen_on_the_command_line_with_its_own_settings(compose_cfg, tmp_path: Path) -> None:
+    """`method=row_norm method.power=1`: the kind registered in this file is a `method` option of `tamp.run`,
+    its settings are checked like a preset's, and the run (in-process, no evaluation) prunes with its code."""
+    import json
+
+    from tamp.cli.preflight import PreflightError, check_command
+    from tamp.cli.run_command import run
+    from tamp.models.mask_file import MASKS_FILE, load_masks
+
+    quick = ["logger=none", "runner.progress=false", "calib.num_samples=2", "eval=none"]
+    chosen = ["method=row_norm", "method.power=1", *quick]
+    with pytest.raises(PreflightError) as bad_key:
+        check_command(["method=row_norm", "method.knn=3", *quick])
+    assert str(bad_key.value) == ("unknown config key 'method.knn' (given method.knn=3); valid under method for "
+                                  "method.kind=row_norm: allocation, kind, name, power, pruner, tokens")
+    with pytest.raises(PreflightError, match=r"^method.power=0.0 is out of range; valid: > 0$"):
+        check_command(["method=row_norm", "method.power=0", *quick])
+    with pytest.raises(PreflightError, match=r"method.kind.*chosen as method=KIND \(registered: .*row_norm"):
+        check_command(["method.kind=row_norm", *quick])
+    assert check_command(chosen) == 1
+
+    save = tmp_path / "saved"
+    record = run(compose_cfg([*chosen, f"runner.save_dir={save}", "runner.save_masks=true"]), tmp_path / "run")
+
+    assert record["status"] == "completed", record.get("error")
+    assert (record["method"]["name"], record["method"]["pruner"]) == ("row_norm", "row_norm")
+    assert record["config"]["method"]["power"] == 1.0
+    masks = load_masks(save / MASKS_FILE)
+    assert masks and record["sparsity"]["achieved"] == pytest.approx(0.5, abs=0.01)
+    for name, mask in masks.items():  # RowNorm's masks: whole output rows, half of each linear's
+        rows = mask.all(dim=1)
+        assert torch.equal(mask, rows[:, None].expand_as(mask)), name
+        assert int(rows.sum()) == round(0.5 * mask.shape[0]), name
+    assert json.loads((save / "sparsity_manifest.json").read_text())["method"] == "row_norm"

@@ -1,30 +1,102 @@
-"""`tamp-run --help` exactly as Hydra prints it, without Hydra's two seconds of copying.
+"""`tamp-run --help`, `--info` and `--cfg` exactly as Hydra prints them, without Hydra's repeated work.
 
 Hydra's help lists every config group with one lookup per group and option kind (about 125), and each
 lookup deep-copies the config repository, the whole structured config store with it (the run schema,
 every component's settings, Hydra's own nodes): about 10 ms a lookup, most of `--help`'s time. Hydra's
 main branch stopped copying the store (its pull request 2928); the release tamp pins (1.3) still does.
+`--info` composes the same config twice and builds its defaults list four times, each time from a new
+copy of the repository that loads and parses every YAML file again; `--cfg` copies it once.
 
-`show_help` runs Hydra's own app_help (the same search path, composition, `hydra.help` template, flags
-and overrides) with a config loader that answers those listing lookups from one copy of the repository,
-the same answer each time: the groups come from every search path entry (conf/, the studies, the
-components' store nodes, `hydra.searchpath`) as Hydra lists them. A `--help` that also names another
-config (`-cn`, `-cp`, `-cd`) is left to Hydra as it is.
+`show_answer` runs Hydra's own `app_help`, `show_info` or `show_cfg` (the same search path, composition,
+templates, flags and overrides) with a config loader that does each piece of that work once per command
+line: the repository is copied only if a `hydra.searchpath` changes it, each file is loaded once, the
+config is composed once (each caller of `--info` gets its own copy), the defaults list and each group's
+options are computed once. The answers are Hydra's, byte for byte (tests/test_cli_light.py compares them).
+A command line that also names another config (`-cn`, `-cp`, `-cd`) or asks for something else as well
+is left to Hydra as it is.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
+from hydra._internal.config_repository import CachingConfigRepository, IConfigRepository
+from hydra._internal.defaults_list import DefaultsList
+from hydra.core.config_search_path import ConfigSearchPath
 from hydra.core.object_type import ObjectType
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
+from hydra.types import RunMode
+from omegaconf import DictConfig
 
 
-class _OneCopyLoader(ConfigLoaderImpl):
-    """Hydra's config loader; a group listing with no config and no overrides is read from one repository copy."""
+class _SharedRepository(CachingConfigRepository):
+    """Hydra's caching repository over the loader's own, copied only when its sources change.
 
-    _listing: Any = None
+    Hydra deep-copies the repository for every composition and listing so that a `hydra.searchpath`
+    (the only thing that changes a repository: `initialize_sources`) stays in that one; loading and
+    listing only read. Here the copy is made if and when the search path is changed.
+    """
+
+    def __init__(self, delegate: IConfigRepository) -> None:  # no copy yet: see the class
+        self.delegate = delegate
+        self.cache = {}
+        self._copied = False
+
+    def initialize_sources(self, config_search_path: ConfigSearchPath) -> None:
+        if not self._copied:
+            self.delegate, self._copied = copy.deepcopy(self.delegate), True
+        super().initialize_sources(config_search_path)
+
+
+class _ReadOnceLoader(ConfigLoaderImpl):
+    """Hydra's config loader for a command that only prints: what Hydra recomputes for each question about the
+    same command line (the repository with its loaded files, the composed config, the defaults list, a group's
+    options) is computed once and reused."""
+
+    def __init__(self, reuse_configs: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._reuse_configs = reuse_configs  # a composition asked for again is a copy of the first
+        self._repos: dict[tuple, tuple[list[Override], CachingConfigRepository]] = {}
+        self._configs: dict[tuple, DictConfig] = {}
+        self._defaults: dict[tuple, DefaultsList] = {}
+        self._options: dict[tuple, list[str]] = {}
+
+    def _parse_overrides_and_create_caching_repo(
+        self, config_name: str | None, overrides: list[str]
+    ) -> tuple[list[Override], CachingConfigRepository]:
+        key = (config_name, tuple(overrides))
+        if key not in self._repos:  # Hydra's own: a new copy of the repository, every file loaded again
+            parsed = OverridesParser.create().parse_overrides(overrides=overrides)
+            repo = _SharedRepository(self.repository)
+            self._process_config_searchpath(config_name, parsed, repo)
+            self._repos[key] = parsed, repo
+        return self._repos[key]
+
+    def load_configuration(
+        self,
+        config_name: str | None,
+        overrides: list[str],
+        run_mode: RunMode,
+        from_shell: bool = True,
+        validate_sweep_overrides: bool = True,
+    ) -> DictConfig:
+        if not self._reuse_configs:  # asked for once: no copy to keep
+            return super().load_configuration(config_name, overrides, run_mode, from_shell, validate_sweep_overrides)
+        key = (config_name, tuple(overrides), run_mode, from_shell, validate_sweep_overrides)
+        if key not in self._configs:
+            self._configs[key] = super().load_configuration(config_name, overrides, run_mode, from_shell,
+                                                            validate_sweep_overrides)
+        return copy.deepcopy(self._configs[key])  # callers change theirs (`--info` deletes the hydra node)
+
+    def compute_defaults_list(self, config_name: str | None, overrides: list[str], run_mode: RunMode) -> DefaultsList:
+        key = (config_name, tuple(overrides), run_mode)
+        if key not in self._defaults:  # only printed: one object serves every caller
+            self._defaults[key] = super().compute_defaults_list(config_name, overrides, run_mode)
+        return self._defaults[key]
 
     def get_group_options(
         self,
@@ -33,33 +105,44 @@ class _OneCopyLoader(ConfigLoaderImpl):
         config_name: str | None = None,
         overrides: list[str] | None = None,
     ) -> list[str]:
-        if config_name is not None or overrides:
-            return super().get_group_options(group_name, results_filter, config_name, overrides)
-        if self._listing is None:  # what Hydra builds for each lookup, built once
-            self._listing = self._parse_overrides_and_create_caching_repo(None, [])[1]
-        return self._listing.get_group_options(group_name, results_filter)
+        key = (group_name, results_filter, config_name, tuple(overrides or ()))
+        if key not in self._options:  # `--help` asks for each group's options twice
+            self._options[key] = super().get_group_options(group_name, results_filter, config_name, overrides)
+        return list(self._options[key])
 
 
-def wants_app_help(argv: Sequence[str]) -> bool:
-    """Whether Hydra would print the app's `--help` for this command line, for tamp's own config."""
+def hydra_answer(argv: Sequence[str]) -> str | None:
+    """"help", "info" or "cfg" where Hydra would print the app's `--help`, `--info` or `--cfg` for tamp's own
+    config (nothing else asked on the same command line), else None."""
     from hydra._internal.utils import get_args_parser
 
-    if not any(a in ("--help", "-h") for a in argv):  # most commands: no parsing
-        return False
+    if not any(a in _FLAGS or a.startswith(("--info=", "--cfg=")) for a in argv):
+        return None  # most commands: no parsing
     args = get_args_parser().parse_args(list(argv))
-    return bool(args.help) and not (args.config_name or args.config_path or args.config_dir
-                                    or args.experimental_rerun)
+    if args.config_name or args.config_path or args.config_dir or args.experimental_rerun:
+        return None
+    if args.help:  # Hydra answers --help before looking at anything else
+        return "help"
+    if args.hydra_help or args.run or args.multirun or args.shell_completion or (args.info and args.cfg):
+        return None
+    if args.info and not args.resolve:
+        return "info"
+    return "cfg" if args.cfg else None
 
 
-def show_app_help(task_function: Callable[..., Any], config_path: str, config_name: str,
-                  argv: Sequence[str]) -> None:
-    """Print Hydra's `--help` for `task_function`'s app (what `@hydra.main` would), the group listing read once."""
+_FLAGS = ("--help", "-h", "--info", "-i", "--cfg", "-c")
+
+
+def show_answer(task_function: Callable[..., Any], config_path: str, config_name: str, argv: Sequence[str]) -> None:
+    """Print Hydra's `--help`, `--info` or `--cfg` for `task_function`'s app (what `@hydra.main` would do with
+    this command line), its work done once."""
     from hydra._internal.hydra import Hydra
     from hydra._internal.utils import (
         create_automatic_config_search_path,
         detect_calling_file_or_module_from_task_function,
         detect_task_name,
         get_args_parser,
+        run_and_report,
     )
     from hydra.core.global_hydra import GlobalHydra
 
@@ -67,7 +150,16 @@ def show_app_help(task_function: Callable[..., Any], config_path: str, config_na
     args = parser.parse_args(list(argv))
     calling_file, calling_module = detect_calling_file_or_module_from_task_function(task_function)
     search_path = create_automatic_config_search_path(calling_file, calling_module, config_path)
-    hydra = Hydra(task_name=detect_task_name(calling_file, calling_module),
-                  config_loader=_OneCopyLoader(config_search_path=search_path))
+    loader = _ReadOnceLoader(config_search_path=search_path, reuse_configs=bool(args.info))  # --info composes twice
+    hydra = Hydra(task_name=detect_task_name(calling_file, calling_module), config_loader=loader)
     GlobalHydra.instance().initialize(hydra)
-    hydra.app_help(config_name=config_name, args_parser=parser, args=args)
+    try:
+        if args.help:
+            hydra.app_help(config_name=config_name, args_parser=parser, args=args)
+        elif args.info:
+            hydra.show_info(args.info, config_name=config_name, overrides=args.overrides)
+        else:  # as Hydra's own --cfg: a failure is reported the way Hydra reports it
+            run_and_report(lambda: hydra.show_cfg(config_name=config_name, overrides=args.overrides,
+                                                  cfg_type=args.cfg, package=args.package, resolve=args.resolve))
+    finally:
+        GlobalHydra.instance().clear()

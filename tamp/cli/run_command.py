@@ -162,7 +162,7 @@ def record_failure(cfg: DictConfig, run_dir: str | Path, err: BaseException, sin
     ResultsFile(run_dir, base).fail(err)
 
 
-#: the app Hydra runs: conf/run.yaml (`--help` prints it through tamp.cli.help, with the same settings)
+#: the app Hydra runs: conf/run.yaml (`--help`, `--info`, `--cfg` print it through tamp.cli.help, same settings)
 CONFIG_NAME = "run"
 
 
@@ -214,18 +214,19 @@ def cli() -> None:
     With a launcher that runs the cells elsewhere (hydra/launcher=slurm, from a login node) the check
     is the one for another machine, and one line says what it left to the jobs.
     """
-    from tamp.cli.preflight import NothingToDo, PreflightError, enabled, preflight
     from tamp.cli.streams import guard_streams
 
     guard_streams()  # `... | head -1`: a closed pipe drops output, never the run
     from tamp.cli.rundir import resume_in_place
 
     sys.argv = resume_in_place(sys.argv)  # resume=DIR: Hydra's run folder is DIR, not a new stray one
-    from tamp.cli.help import show_app_help, wants_app_help
+    from tamp.cli.help import hydra_answer, show_answer
 
-    if wants_app_help(sys.argv[1:]):  # Hydra's own help, its group listing without ~125 copies of the store
-        show_app_help(main.__wrapped__, str(CONF_DIR), CONFIG_NAME, sys.argv[1:])  # type: ignore[attr-defined]
+    if hydra_answer(sys.argv[1:]):  # Hydra's own --help / --info / --cfg, each piece of its work done once
+        show_answer(main.__wrapped__, str(CONF_DIR), CONFIG_NAME, sys.argv[1:])  # type: ignore[attr-defined]
         sys.exit(0)
+    from tamp.cli.preflight import NothingToDo, PreflightError, enabled, preflight
+
     if enabled():
         try:
             checked = preflight(sys.argv[1:], local=None)  # a SLURM launcher: checked for its nodes

@@ -85,6 +85,15 @@ def _resolve_kind(value: MethodConfig | Any) -> MethodConfig:
     return method
 
 
+def reads_calibration(method: MethodConfig) -> bool:
+    """Whether the method's masks depend on the calibration data: a pruner that reads activations or an
+    allocation that scores (not uniform); a method of its own kind unless it says `needs_block_forward = False`."""
+    kind = method_kind(method)
+    if kind != COMPOSED:
+        return bool(getattr(METHODS.get(kind).factory, "needs_block_forward", True))
+    return _reads_activations(method.pruner) or method.allocation.name != UNIFORM
+
+
 def _reads_activations(pruner: str) -> bool:
     """Whether the pruner's masks depend on calibration activations (its `needs_stats`)."""
     return bool(getattr(PRUNERS.get(pruner).factory, "needs_stats", True))
@@ -233,11 +242,19 @@ def override_message(err: BaseException, overrides: Sequence[str],
             valid = keys_under(parent) if keys_under is not None else []
         where = f" under {parent}{_component_of(owner)}" if parent else ""
         return (f"unknown config key '{key}'{f' (given {given})' if given else ''}; valid{where}: "
-                f"{', '.join(valid) or 'none (a leaf value)'}")
+                f"{', '.join(valid) or 'none (a leaf value)'}{_kind_hint(key)}")
     converted = re.search(r"Value '(.*)' of type '\w+' could not be converted to (\w+)", str(cause))
     if converted:
         return f"{key}='{converted.group(1)}' is not valid; valid: a value of type {converted.group(2).lower()}"
     return None
+
+
+def _kind_hint(key: str) -> str:
+    """For `method.kind=X` on a preset: a registered kind is a method option of its own (tamp.methods.presets)."""
+    if key != "method.kind":
+        return ""
+    kinds = ", ".join(sorted(n for n in METHODS.entries if n != COMPOSED)) or "none registered in this process"
+    return f"; a registered method kind is chosen as method=KIND (registered: {kinds})"
 
 
 def _group(match: re.Match[str] | None) -> str | None:
@@ -255,8 +272,10 @@ def _keys_of(owner: Any, node: Any) -> list[str] | None:
 
 def _component_of(owner: Any) -> str:
     """` for method.tokens.name=amia` when `owner` is a registered component's settings type, else ''."""
-    for registry in (PRUNERS, ALLOCATIONS, SELECTORS):
-        for entry in registry.discover().entries.values():
+    for registry in (PRUNERS, ALLOCATIONS, SELECTORS, METHODS):
+        # METHODS: the kinds imported so far (its walk imports the engine, and torch, which an error never needs)
+        entries = registry.entries if registry is METHODS else registry.discover().entries
+        for entry in entries.values():
             if entry.config is not None and entry.config is owner:
                 return f" for {registry.key}={entry.name}"
     return ""

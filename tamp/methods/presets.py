@@ -57,7 +57,7 @@ def method_kinds() -> dict[str, Any]:
     from tamp.core.registries import COMPOSED, METHODS
     from tamp.methods.components import KindConfig
 
-    kinds = {name: (entry.config or KindConfig)(kind=name) for name, entry in sorted(METHODS.entries.items())
+    kinds = {name: (entry.config or KindConfig)(kind=name, name=name) for name, entry in sorted(METHODS.entries.items())
              if name != COMPOSED}
     clash = sorted(set(kinds) & set(preset_names()))
     if clash:

@@ -230,7 +230,13 @@ def input_cache(settings: RunConfig, cache_dir: str | Path | None, fabric, loade
     import hashlib
 
     from tamp.cli.dense_cache import weights_identity
-    from tamp.cli.input_cache import MEDIA_WALK_LIMIT, InputCache, files_identity, media_identity, processor_identity
+    from tamp.cli.input_cache import (
+        MEDIA_WALK_LIMIT,
+        InputCache,
+        files_identity,
+        media_identity,
+        processor_identity,
+    )
     from tamp.pipeline.distributed import fabric_broadcast, fabric_reducer
 
     m, c = settings.model, settings.calib

@@ -74,14 +74,20 @@ ablations: install  ## the paper's Table 4 on the toy zoo: 13 methods and dense 
 quick: install  ## one pruning run (wanda, 50%) on a tiny random LLaVA-NeXT, in seconds
 	$(PY) -m tamp.run
 
-test: install  ## the default test run (CPU, fast; slow tests excluded)
-	$(PY) -m pytest -q
+# pytest-xdist: one worker process per core (-n auto: at most 4, tests/conftest.py); with loadgroup the
+# tests that share a module's fixture (a sweep, a trained model) stay on one worker, the others go to
+# whichever is free. TEST_WORKERS=0 runs every test in the one pytest process (as `pytest` alone does).
+TEST_WORKERS ?= auto
+XDIST = -n $(TEST_WORKERS) --dist loadgroup
+
+test: install  ## the default test run (CPU, on every core; slow tests excluded)
+	$(PY) -m pytest -q $(XDIST)
 
 # only the files of the unit tier are collected, less their tests marked `integration` (each says why):
 # no model, no subprocess, no lmms-eval import
 FAST_TESTS = $(shell grep -l '^pytestmark = pytest.mark.fast' tests/test_*.py)
 test-fast: install  ## the unit tier: the math against the official code, config composition (< 1 min)
-	$(PY) -m pytest -q -m "fast and not integration" $(FAST_TESTS)
+	$(PY) -m pytest -q $(XDIST) -m "fast and not integration" $(FAST_TESTS)
 
 test-slow: install  ## only the slow tests
 	$(PY) -m pytest -q -m slow

@@ -252,6 +252,7 @@ def test_resume_says_so_once_and_keeps_the_skipped_steps_out_of_the_rate(caplog)
     ]
 
 
+@pytest.mark.integration(reason="prunes a tiny model")
 def test_a_real_ecoflap_pass_logs_no_resume(monkeypatch, caplog) -> None:
     from tiny_models import fresh_tiny
 

@@ -30,6 +30,10 @@ from tamp.cli.study import check_study_applied
 from tamp.core.paths import CONF_DIR, EXPERIMENTS_DIR, package_dir
 
 REPO = Path(__file__).resolve().parents[1]
+
+#: under pytest-xdist these tests run on one worker: the wheel build and the editable install both write
+#: setuptools' build/ and tamp.egg-info into the checkout, and must not do so at the same time
+pytestmark = pytest.mark.xdist_group("builds_in_checkout")
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
 
 

@@ -26,6 +26,7 @@ def test_each_named_composition_is_its_preset(compose_cfg, name: str) -> None:
     assert preset_name(*_composition(compose_cfg, name)) == name
 
 
+@pytest.mark.integration(reason="prunes a tiny model")
 def test_summary_of_tamp_composed_in_python_says_tamp() -> None:
     bundle = fresh_tiny("llava_next")
     config = {

@@ -181,6 +181,7 @@ def test_every_record_of_a_file_is_counted_when_calib_takes_them_all(tmp_path: P
     assert check_command([*args, "method.allocation.num_samples=2"]) == 1
 
 
+@pytest.mark.integration(reason="builds a tiny model to prune")
 def test_the_api_refuses_a_count_above_the_samples_given_before_scoring() -> None:
     bundle = fresh_tiny("llava_next")
     samples = [bundle.example_sample(0)] * 2

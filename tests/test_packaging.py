@@ -18,6 +18,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+#: under pytest-xdist these tests run on one worker: the wheel build and the editable install both write
+#: setuptools' build/ and tamp.egg-info into the checkout, and must not do so at the same time
+pytestmark = pytest.mark.xdist_group("builds_in_checkout")
+
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory, tamp_wheel: Path) -> Path:

@@ -136,6 +136,7 @@ def _prune_counting(method: dict, offload: bool) -> tuple[dict, dict, int]:
     return report.masks, weights, calls["block0"]
 
 
+@pytest.mark.integration(reason="prunes a tiny model three times")
 @pytest.mark.parametrize("name", sorted(_PLANNED))
 def test_block0_statistics_from_the_scoring_pass_change_nothing(monkeypatch, name: str) -> None:
     """The dense scoring pass's forward of block 0 also feeds the method's block-0 statistics: one forward

@@ -52,8 +52,12 @@ def _cli(args: list[str], monkeypatch, capsys) -> tuple[int, list[str]]:
     monkeypatch.setattr(sys, "argv", ["tamp.run", *args])
     monkeypatch.setattr(sys, "stdout", sys.stdout)  # cli() wraps both streams; put them back afterwards
     monkeypatch.setattr(sys, "stderr", sys.stderr)
+    from tamp.cli.sweep_summary import SweepSummary
+
     with pytest.raises(SystemExit) as exit_:
         cli()
+    # a multirun refused after Hydra's start callback: a later Ctrl-C in this process must not summarise it
+    assert SweepSummary.active is None, "the refused multirun is still marked running"
     return exit_.value.code, [line for line in capsys.readouterr().err.splitlines() if line.strip()]
 
 

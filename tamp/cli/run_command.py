@@ -251,6 +251,10 @@ def cli() -> None:
 
         summarize_interrupted()  # a multirun: Hydra runs no end-of-multirun callback then, so its summary here
         sys.exit(code)
+    finally:  # a multirun refused or failed after it started: no later call of this process sees it as running
+        from tamp.cli.sweep_summary import SweepSummary
+
+        SweepSummary.active = None
 
 
 def _interrupt(signum: int, frame: Any) -> None:

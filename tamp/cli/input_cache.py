@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tamp.cli.score_cache import ScoreLock, wait_for_lock
+from tamp.cli.score_cache import ScoreLock, SweepStore, wait_for_lock
 from tamp.core.io import write_atomic, write_json_atomic
 
 log = logging.getLogger("tamp")
@@ -48,7 +48,7 @@ class Entry:
     items: dict[str, str]
 
 
-class InputCache:
+class InputCache(SweepStore):
     """A tamp.pipeline.shared_inputs.InputStore in a folder; `reused` says which kinds came from which file.
 
     `block_inputs=False` keeps the block-0 inputs out (each cell captures its own): at full scale they
@@ -68,14 +68,9 @@ class InputCache:
     ) -> None:
         if world_size > 1 and (broadcast is None or reducer is None):
             raise ValueError("InputCache: several processes need a broadcast from rank 0 and a reducer")
-        self.dir = Path(directory)
-        self.context = dict(context or {})
-        self.rank, self.world_size = rank, world_size
-        self.broadcast, self.reducer = broadcast, reducer
-        self.poll_s = poll_s
+        super().__init__(directory, context, rank, world_size, broadcast, poll_s)
+        self.reducer = reducer
         self.block_inputs = block_inputs
-        #: {kind: this rank's manifest} for every kind read from another run's entry
-        self.reused: dict[str, str] = {}
         #: {kind: seconds spent loading it, or computing and storing it}
         self.seconds: dict[str, float] = {}
 
@@ -90,9 +85,6 @@ class InputCache:
         base = self.dir / f"{stem}.rank{self.rank}"
         return Entry(self.dir / f".{stem}.lock", base.with_name(base.name + ".safetensors"),
                      base.with_name(base.name + ".json"), {**world, "rank": str(self.rank)})
-
-    def _share(self, value: Any) -> Any:
-        return self.broadcast(value) if self.world_size > 1 and self.broadcast is not None else value
 
     def _everyone(self, flag: bool) -> bool:
         """True when `flag` is true on every process (every process calls it)."""

@@ -85,8 +85,9 @@ class ScoreLock:
             self.fd = None
 
 
-class ScoreCache:
-    """A tamp.sparsity.shared.ScoreStore in a folder; `reused` says which kinds came from which file."""
+class SweepStore:
+    """What the sweep's stores in SWEEP_DIR/.cache have in common: the folder, the run's own key items, this
+    process's rank in its world, rank 0's broadcast, the lock's poll interval and what was reused."""
 
     def __init__(
         self,
@@ -103,20 +104,24 @@ class ScoreCache:
         self.world_size = world_size
         self.broadcast = broadcast
         self.poll_s = poll_s
-        #: {"allocation_scores": path of the entry} when this run read its scores from another run's entry
+        #: {kind: the entry this run read it from} for every kind reused from another run's entry
         self.reused: dict[str, str] = {}
-
-    def entry(self, key: dict[str, str]) -> tuple[Path, dict[str, str]]:
-        """(the entry's path, the items it is stored and compared by)."""
-        items = {**self.context, **{k: str(v) for k, v in key.items()}}
-        digest = hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:16]
-        return self.dir / f"scores_{digest}.json", items
 
     def _share(self, value: Any) -> Any:
         """Rank 0's value on every process (every process calls it, in the same order)."""
         if self.world_size > 1 and self.broadcast is not None:
             return self.broadcast(value)
         return value
+
+
+class ScoreCache(SweepStore):
+    """A tamp.sparsity.shared.ScoreStore in a folder; `reused` says which kinds came from which file."""
+
+    def entry(self, key: dict[str, str]) -> tuple[Path, dict[str, str]]:
+        """(the entry's path, the items it is stored and compared by)."""
+        items = {**self.context, **{k: str(v) for k, v in key.items()}}
+        digest = hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:16]
+        return self.dir / f"scores_{digest}.json", items
 
     def fetch(self, key: dict[str, str], compute: Callable[[], ScoreState]) -> ScoreState:
         path, items = self.entry(key)

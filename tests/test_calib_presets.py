@@ -22,7 +22,7 @@ import pytest
 from test_calib_data import write_mp4, write_png
 from tiny_models import fresh_tiny
 
-from tamp.cli.preflight_cell import check_run_config
+from tamp.cli.preflight import check_run_config
 from tamp.data.calib import build_calibration
 from tamp.data.sample import AUDIO, IMAGE, VIDEO
 

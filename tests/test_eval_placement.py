@@ -70,7 +70,7 @@ def test_every_setup_and_cell_kind_evaluates_on_the_gpu(compose_cfg) -> None:
 
 
 def test_eval_device_values_are_checked_in_one_line(compose_cfg) -> None:
-    from tamp.cli.preflight_cell import check_run_config
+    from tamp.cli.preflight import check_run_config
 
     with pytest.raises(ValueError, match=r"^runner.eval_device='gpu7' is not valid; valid: auto"):
         check_run_config(compose_cfg(["runner.eval_device=gpu7"]))

@@ -105,7 +105,7 @@ def test_a_saved_checkpoints_rel_is_against_its_source_models_dense_scores() -> 
 
 
 def test_a_resaved_checkpoint_keeps_the_first_source(tmp_path: Path) -> None:
-    from tamp.cli.save_run import source_model
+    from tamp.models.saving import source_model
 
     (tmp_path / MANIFEST).write_text(json.dumps({"overall_sparsity": 0.5, "source_model": {"name": "org/base"}}))
     assert source_model(str(tmp_path)) == {"name": "org/base"}

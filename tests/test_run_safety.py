@@ -25,7 +25,7 @@ from tiny_models import fresh_tiny
 
 from tamp.cli.run_command import cli, run
 from tamp.cli.rundir import RunDirRefused
-from tamp.cli.save_run import SaveTargetRefused
+from tamp.models.saving import SaveTargetRefused
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
@@ -118,13 +118,13 @@ def in_world(world: Path, monkeypatch):
     """Run from world/work; as root, a folder's write bits decide os.access as they do for a user."""
     monkeypatch.chdir(world / "work")
     if os.geteuid() == 0:  # root may write anywhere: check the mode bits as a user's os.access would
-        import tamp.cli.save_run as save_run
+        import tamp.models.saving as saving
 
         def access(path, mode) -> bool:
             bits = os.stat(path).st_mode
             return not (mode & os.W_OK) or bool(bits & stat.S_IWUSR)
 
-        monkeypatch.setattr(save_run.os, "access", access)
+        monkeypatch.setattr(saving.os, "access", access)
     before = snapshot(world)
     yield world
     assert snapshot(world) == before, "a user file or folder was touched"

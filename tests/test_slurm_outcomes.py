@@ -93,7 +93,7 @@ def test_the_check_for_another_machine_shows_progress_and_reads_the_task_index_o
 ) -> None:
     """Every cell's eval check is refused here (the node has the datasets): lmms-eval is asked once, not per cell."""
     import tamp.eval.evaluate as evaluate
-    from tamp.cli import preflight_cell
+    from tamp.cli import preflight as preflight_module
 
     calls: list[list[str]] = []
 
@@ -104,12 +104,12 @@ def test_the_check_for_another_machine_shows_progress_and_reads_the_task_index_o
     monkeypatch.setenv("PATH", _fake_slurm(tmp_path))
     monkeypatch.setenv("TAMP_PROGRESS", "log")
     monkeypatch.setattr(evaluate, "resolve_tasks", resolve_tasks)
-    preflight_cell._task_problem.cache_clear()
+    preflight_module._task_problem.cache_clear()
     try:
         checked = preflight(["-m", "hydra/launcher=slurm", "eval=tiny", "logger=none",
                              "sparsity.target=0.3,0.4,0.5,0.6"], local=None)
     finally:
-        preflight_cell._task_problem.cache_clear()
+        preflight_module._task_problem.cache_clear()
     assert checked.cells == 4 and len(calls) == 1, calls
     assert any("dataset lmms-lab/MME is not in the Hugging Face cache" in s for s in checked.skipped)
     err = capsys.readouterr().err.splitlines()

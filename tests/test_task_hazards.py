@@ -103,7 +103,7 @@ def test_audio_tasks_need_ffmpeg_for_datasets_audio_feature(manager, monkeypatch
 
 
 def test_the_run_stops_before_loading_the_model(manager, compose_cfg, tmp_path, monkeypatch):
-    """A hazard in the pre-run check (tamp.cli.preflight_cell): failed results.json, nothing pruned, no model loaded."""
+    """A hazard in the pre-run check (tamp.cli.preflight): failed results.json, nothing pruned, no model loaded."""
     from tamp.cli import runner
     from tamp.cli.run_command import run
     from tamp.eval import evaluate

@@ -21,8 +21,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from tamp.cli.rundir import check_not_foreign, check_run_dir, completed_run, foreign_entries, identity
+from tamp.cli.rundir import check_not_foreign, check_run_dir, completed_run, foreign_entries
 from tamp.cli.runlock import LOCK_FILE, holder, in_use_message
+from tamp.core.config import config_identity
 from tamp.tracking.run_record import COMPLETED, RESULTS_FILE, RunRecord, RunRecordError
 
 MULTIRUN_FILE = "multirun.yaml"
@@ -118,7 +119,7 @@ def plan_sweep(config_loader: Any, config: DictConfig, cells: Sequence[Sequence[
     try:
         for index, cell in enumerate(cells):
             job_dir, task = _job_config(config_loader, config, cell, index, sweep_dir)
-            found = _take_match(earlier, job_dir, identity(OmegaConf.to_container(task, resolve=True)), cell)  # type: ignore[arg-type]
+            found = _take_match(earlier, job_dir, config_identity(OmegaConf.to_container(task, resolve=True)), cell)  # type: ignore[arg-type]
             number = found.number if found is not None else _free_number(index, used)
             if found is not None:
                 job_dir = found.folder
@@ -142,7 +143,7 @@ class EarlierCell:
 
     folder: Path
     number: int
-    settings: dict[str, Any] | None  # rundir.identity of its results.json config; None: no results.json yet
+    settings: dict[str, Any] | None  # tamp.core.config.config_identity of its results.json config; None: no results.json yet
     overrides: list[str] | None  # Hydra's .hydra/overrides.yaml (a cell that died before its results.json)
     completed: bool = False
 
@@ -161,7 +162,7 @@ def _earlier_cells(sweep_dir: Path) -> list[EarlierCell]:
             continue  # not a cell folder of a multirun (or its record is damaged): never matched, never reused
         try:
             record = RunRecord.read(folder / RESULTS_FILE)
-            settings = identity(record.config) if isinstance(record.config, dict) else None
+            settings = config_identity(record.config) if isinstance(record.config, dict) else None
             completed = record.status == COMPLETED
         except RunRecordError:
             settings, completed = None, False

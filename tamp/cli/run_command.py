@@ -63,11 +63,11 @@ def run(cfg: DictConfig, run_dir: str | Path, cache_dir: str | Path | None = Non
     from omegaconf import OmegaConf
 
     from tamp.cli.launch import cell_world, is_script_child, launch_rank
-    from tamp.cli.preflight_cell import check_run_config
+    from tamp.cli.preflight import check_run_config
     from tamp.cli.rundir import check_not_foreign, check_run_dir, completed_message, completed_run
     from tamp.cli.runlock import RunLock
     from tamp.cli.runner import SealedConfig, make_fabric, run_cell
-    from tamp.cli.save_run import check_run_save
+    from tamp.models.saving import check_run_save
 
     rank = launch_rank()
     resume = bool(cfg.get("resume"))

@@ -12,8 +12,6 @@ their files; Hydra's own writes would follow it) is refused in one line before a
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -21,23 +19,14 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from tamp.cli.runlock import LOCK_FILE, lock_refused_message, not_a_lock
-from tamp.core.config import RUN_VOLATILE, flatten, is_under
+from tamp.core.config import RUN_VOLATILE, config_identity, flatten, is_under
+from tamp.core.paths import RUN_DIR_OWN
 from tamp.pipeline.checkpoint_files import PROGRESS, has_checkpoint
 from tamp.tracking.run_record import COMPLETED, FAILED, RESULTS_FILE, RunRecord, RunRecordError
-
-#: what a run keeps in its own folder: never a save target
-RUN_DIR_OWN = (".hydra", "checkpoint", "wandb", "results.json", "run.log", "prune_report.md", ".tamp.lock",
-               "config_resolved.yaml")
 
 
 class RunDirRefused(ValueError):
     """The run directory belongs to another run (or holds nothing to resume): it is left untouched."""
-
-
-def identity(config: dict[str, Any]) -> dict[str, Any]:
-    """The flattened config less the volatile settings (tamp.core.config.RUN_VOLATILE: what may differ between
-    the run and its resumption): what defines the experiment."""
-    return {k: v for k, v in flatten(config).items() if not is_under(k, RUN_VOLATILE)}
 
 
 def first_difference(old: dict[str, Any], new: dict[str, Any]) -> tuple[str, Any, Any] | None:
@@ -46,7 +35,7 @@ def first_difference(old: dict[str, Any], new: dict[str, Any]) -> tuple[str, Any
     Components own their settings, so another pruner or allocation brings other keys (SparseGPT's
     blocksize); the change a person made (`method.name`) says more than the keys it brought along.
     """
-    a, b = identity(old), identity(new)
+    a, b = config_identity(old), config_identity(new)
     keys = sorted(set(a) | set(b), key=lambda k: (k not in a or k not in b, k))
     for key in keys:
         if a.get(key) != b.get(key):
@@ -98,12 +87,6 @@ def resume_in_place(argv: list[str]) -> list[str]:
     if not values or values[-1].strip().lower() in ("", "null", "none", "''", '""'):
         return list(argv)
     return [*argv, f"hydra.run.dir={values[-1]}"]
-
-
-def config_digest(config: dict[str, Any]) -> str:
-    """A digest of the experiment a config defines (its identity): what a saved model is tied to."""
-    text = json.dumps(identity(config), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 #: top-level keys every tamp run config has (results.json's `config`, Hydra's .hydra/config.yaml)

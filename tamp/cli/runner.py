@@ -57,7 +57,7 @@ class SealedConfig:
 
 
 def make_fabric(settings: RunConfig):
-    """The Fabric world the runner config asks for (devices were checked by tamp.cli.preflight_cell)."""
+    """The Fabric world the runner config asks for (devices were checked by tamp.cli.preflight)."""
     from lightning.fabric import Fabric
 
     r = settings.runner
@@ -416,7 +416,7 @@ class Cell:
         """The named model with its processor and family adapter; results.json records the adapter's family."""
         loaded = load_named_model(self.settings.model_settings())
         if self.settings.model.use_audio_in_video:
-            from tamp.cli.preflight_cell import check_audio_in_video
+            from tamp.cli.preflight import check_audio_in_video
 
             check_audio_in_video(True, loaded.adapter)
             loaded.adapter.use_audio_in_video = True
@@ -491,13 +491,31 @@ class Cell:
             self.tracker.retag(self._tags(name))
 
     def save(self, loaded: LoadedModel, pruning: PruneSummary | None) -> None:
-        """Rank 0 saves the model where runner.save_dir asks (tamp.cli.save_run checks the target again, then
-        tamp.models.saving writes it; nothing when the run saves nothing)."""
-        if self.is_main:
-            from tamp.cli.save_run import save_run_model
+        """Rank 0 saves the model where runner.save_model / save_dir / save_masks ask (tamp.models.saving checks
+        the target again, then writes weights, manifest and packed masks); nothing when the run saves nothing.
+        The masks come from the pruning when the run pruned; a run that pruned nothing (a saved checkpoint
+        evaluated again) saves the zeros it has, so its masks and manifest still describe it."""
+        if not self.is_main:
+            return
+        from tamp.core.config import config_digest
+        from tamp.models.saving import check_run_save, save_pruned, saved_masks, source_model
+        from tamp.tracking.measure import measure_sparsity
+        from tamp.tracking.run_record import linears_to_json
 
-            save_run_model(self.settings, loaded.model, loaded.processor, loaded.adapter, self.run_dir,
-                           self.measured["sparsity_per_linear"], pruning, self.config)
+        directory = check_run_save(self.settings, self.config, self.run_dir)
+        if directory is None:
+            return
+        s, r, adapter = self.settings, self.settings.runner, loaded.adapter
+        masks = None
+        if r.save_masks:
+            linears = {name: linear for block in adapter.target_linears(r.targets, r.ignore) for name, linear in block.items()}
+            masks = saved_masks(pruning.masks if pruning is not None else None, linears)
+        table = self.measured.get("sparsity_per_linear") or measure_sparsity(adapter, r.targets, r.ignore)
+        info = {"method": s.method.name, "target": s.sparsity.target, "pattern": s.sparsity.pattern,
+                "source_model": source_model(s.model.name)}
+        where = save_pruned(loaded.model, loaded.processor, directory, linears_to_json(table), masks, info,
+                            digest=config_digest(self.config))
+        log.info("model saved to %s", where)
 
     def evaluate(self, loaded: LoadedModel, pruning: PruneSummary | None) -> DenseCache | None:
         """Score the model with lmms-eval (a dense cell's scores come from the sweep's dense cache when there);

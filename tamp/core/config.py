@@ -12,6 +12,8 @@ imports nothing from tamp, so every layer can build on it.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
@@ -180,3 +182,15 @@ def flatten(tree: Any, prefix: str = "", keep_empty: bool = False) -> dict[str, 
 def is_under(key: str, prefixes: Iterable[str]) -> bool:
     """Whether the dotted `key` is one of `prefixes` or a setting inside one (`logger.wandb.mode` is under `logger`)."""
     return any(key == p or key.startswith(f"{p}.") for p in prefixes)
+
+
+def config_identity(config: dict[str, Any]) -> dict[str, Any]:
+    """The flattened config less the volatile settings (RUN_VOLATILE: what may differ between a run and its
+    resumption): what defines the experiment. A run folder, a resumption and a save are tied to it."""
+    return {k: v for k, v in flatten(config).items() if not is_under(k, RUN_VOLATILE)}
+
+
+def config_digest(config: dict[str, Any]) -> str:
+    """A digest of the experiment a config defines (`config_identity`): what a saved model is tied to."""
+    text = json.dumps(config_identity(config), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

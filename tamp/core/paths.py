@@ -1,4 +1,4 @@
-"""Where tamp's Hydra configs are: the one place that says so.
+"""Where things are: tamp's Hydra configs (the one place that says so), and the names of a run folder's own files.
 
 The checkout keeps them at the top, `conf/` (the groups and run.yaml) and `experiments/` (one study each);
 pyproject.toml maps those folders onto the packages `tamp.conf` and `tamp.experiments`. A wheel therefore
@@ -34,3 +34,7 @@ def package_dir(package: str) -> Path:
 
 CONF_DIR = package_dir("tamp.conf")
 EXPERIMENTS_DIR = package_dir("tamp.experiments")
+
+#: what a run keeps in its own folder (tamp's and Hydra's files): never a save target (tamp.models.saving)
+RUN_DIR_OWN = (".hydra", "checkpoint", "wandb", "results.json", "run.log", "prune_report.md", ".tamp.lock",
+               "config_resolved.yaml")

@@ -133,15 +133,6 @@ def seed_words(label: Any) -> str:
     return ", ".join(part.replace("=", " ", 1) for part in text.split(","))
 
 
-def saved_manifest(model_name: str | None) -> dict[str, Any] | None:
-    """The sparsity manifest of a saved checkpoint directory (tamp's own saves), None otherwise."""
-    if not model_name or not Path(model_name).expanduser().is_dir():
-        return None
-    from tamp.models.saving import read_manifest
-
-    return read_manifest(Path(model_name).expanduser())
-
-
 @dataclass(frozen=True)
 class RunName:
     """The parts of a run's name; `folder()`, `wandb(model)` and `label()` spell them for each place."""
@@ -216,6 +207,8 @@ def name_of_config(config: Mapping[str, Any]) -> RunName:
     seed = seed_label(seed_items(_seed_tree(config)))
     pruner = method.get("pruner")
     if pruner == "none":
+        from tamp.models.saving import saved_manifest
+
         manifest = saved_manifest((config.get("model") or {}).get("name"))
         if manifest is not None and float(manifest.get("overall_sparsity") or 0) >= DENSE_MAX_SPARSITY:
             return _saved_name(manifest, None, seed)

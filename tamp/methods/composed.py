@@ -1,5 +1,7 @@
 """The default layer-wise method, pruner x allocation x tokens assembled from their registries by name,
-and `build_method`, which builds the method `method.kind` names (tamp.core.registries.METHODS)."""
+and `build_method`, which builds the method `method.kind` names (tamp.core.registries.METHODS).
+Linears that read one input share one statistic (tamp.methods.shared_statistics).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from tamp.core.config import MethodConfig, PruneConfig, parse_pattern
 from tamp.core.protocols import LayerwiseMethod
 from tamp.core.registries import METHODS, method_kind, register_method
 from tamp.methods.components import check_sample_counts, resolve_method, sample_counts
+from tamp.methods.shared_statistics import SharedStatistics, copy_stats
 from tamp.pipeline.context import SampleContext
 from tamp.pipeline.engine import NonFiniteError
 from tamp.pruning.base import Pruner, all_finite
@@ -54,6 +57,9 @@ class ComposedMethod(LayerwiseMethod):
         self.target = target
         self.nm = parse_pattern(pattern)
         self.stats: dict[str, Any] = {}
+        #: this block's shared statistics (None: every linear accumulates its own, as the selector or the
+        #: pruner do not declare that the statistic depends on the input alone)
+        self.sharing: SharedStatistics | None = None
         #: the method's settings that count calibration samples, checked against the samples at plan time
         self.settings: MethodConfig | None = None
         #: where the allocation's dense scores are shared with other runs, and their key (tamp.prune's score_store)
@@ -148,30 +154,67 @@ class ComposedMethod(LayerwiseMethod):
 
     def begin_block(self, index: int, linears: dict[str, nn.Linear]) -> None:
         self.stats = {name: self.pruner.new_stats(linear) for name, linear in linears.items()}
+        shares = getattr(self.tokens, "input_only", False) and getattr(self.pruner, "input_only_stats", False)
+        self.sharing = SharedStatistics(self.stats) if shares else None
 
     def observe(self, name: str, x: torch.Tensor, z: torch.Tensor, ctx: SampleContext) -> None:
         stats = self.stats.get(name)
         if stats is None:
             return
-        index = self.tokens.select(name, x, z, ctx)
-        stats.add(x if index is None else x.index_select(0, index))
+
+        def rows() -> torch.Tensor:
+            index = self.tokens.select(name, x, z, ctx)
+            return x if index is None else x.index_select(0, index)
+
+        if self.sharing is None:
+            stats.add(rows())
+        else:
+            self.sharing.observe(name, x, ctx, rows)
 
     def end_block(
         self, index: int, linears: dict[str, nn.Linear], plan: dict[str, float], engine
     ) -> dict[str, torch.Tensor]:
+        if self.sharing is not None:
+            self.sharing.end_sample()
+            self._agree_on_sharing(linears, engine)
         masks = {}
-        for name, linear in linears.items():
-            stats = self.stats.get(name)
-            if stats is not None:
-                engine.reduce_(stats.tensors())
-                _check_finite(name, stats.tensors())
-            nm = self.nm_of(plan[name])
-            if nm is not None and nm[0] == 0:  # mixed N:M gave this linear N = 0: it stays dense
-                masks[name] = torch.zeros_like(linear.weight, dtype=torch.bool)
-            else:
-                masks[name] = self.pruner.prune(linear, stats, plan[name], nm, name)
-        self.stats = {}
+        merged: set[int] = set()  # statistics already all-reduced and checked (a shared one: once)
+        try:
+            for name, linear in linears.items():
+                stats = self.stats.get(name)
+                if stats is not None and id(stats) not in merged:
+                    merged.add(id(stats))
+                    engine.reduce_(stats.tensors())
+                    _check_finite(name, stats.tensors())
+                nm = self.nm_of(plan[name])
+                if nm is not None and nm[0] == 0:  # mixed N:M gave this linear N = 0: it stays dense
+                    masks[name] = torch.zeros_like(linear.weight, dtype=torch.bool)
+                else:
+                    masks[name] = self.pruner.prune(linear, stats, plan[name], nm, name)
+        finally:
+            block_done = getattr(self.pruner, "block_done", None)  # Pruner's; a duck-typed pruner may lack it
+            if block_done is not None:
+                block_done()
+        self.stats, self.sharing = {}, None
         return masks
+
+    def _agree_on_sharing(self, linears: dict[str, nn.Linear], engine) -> None:
+        """Every process must all-reduce the same tensors in the same order, but which linears share is
+        found per process (one without samples shares nothing). One small collective compares the layouts
+        (per linear, the position of the first linear holding its statistic): from the sums of the layouts
+        and of their squares every process reaches the same verdict (all equal iff no variance). Where they
+        differ, each linear gets its own copy and the statistics are reduced one per linear, as unshared."""
+        names = [name for name in linears if self.stats.get(name) is not None]
+        holder: dict[int, int] = {}
+        layout = torch.tensor([holder.setdefault(id(self.stats[n]), i) for i, n in enumerate(names)], dtype=torch.int64)
+        sums = torch.cat([torch.ones(1, dtype=layout.dtype), layout, layout * layout])
+        engine.reduce_([sums])
+        processes, first, second = sums[0], sums[1:len(names) + 1], sums[len(names) + 1:]
+        if torch.equal(processes * second, first * first):
+            return
+        for i, name in enumerate(names):
+            if layout[i] != i:
+                self.stats[name] = copy_stats(self.stats[name])
 
 
 @register_method("composed")

@@ -14,6 +14,11 @@ Sample counting follows the original code: each ``add`` call is one sample (a ba
 samples for a [B, T, C] input, whatever the number of tokens. So a sample whose token selection is
 empty (T = 0) still counts as one sample but adds nothing to the sums, as the original Wanda and
 SparseGPT ``add_batch`` would with an empty input.
+
+Linears that read the same input in a sample (q, k, v; gate, up) may be handed ONE statistic object,
+accumulated once (tamp.methods.composed), when the pruner declares `input_only_stats`: a statistic's
+``copy()`` (else a deep copy) gives a linear that stops sharing its own sums, and ``prune`` may see the
+same object for several consecutive linears.
 """
 
 from __future__ import annotations
@@ -61,6 +66,10 @@ class Pruner:
 
     name = ""
     needs_stats = True
+    #: True: `new_stats` depends on the linear only through its input side (in_features, device) and the
+    #: statistic's `add` on the rows alone, so linears reading one input may share one statistic object
+    #: (tamp.methods.composed). False by default: a pruner's statistic may depend on the linear itself.
+    input_only_stats = False
 
     def new_stats(self, linear: nn.Linear) -> Any | None:
         return None
@@ -79,3 +88,7 @@ class Pruner:
 
     def metric(self, linear: nn.Linear, stats: Any) -> torch.Tensor:
         raise NotImplementedError
+
+    def block_done(self) -> None:
+        """Every linear of the block is pruned: a pruner that keeps work between its `prune` calls (SparseGPT
+        factors a Hessian that several linears share once) drops it here. Nothing is kept by default."""

@@ -15,12 +15,15 @@ How H^-1 is factored (`damping`):
   quantiles first. With more calibration tokens than columns H is positive definite and undamped.
 
 Below the math: `HessianStats` (the ``sum X^T X`` statistic), the method's settings and its pruner binding.
+`sparsegpt_prune` is `inverse_factor` (H^-1's factor) then `pruned_with_factor` (the OBS pass): the pruner
+factors once for consecutive linears given the very same statistic (q, k, v share one: tamp.methods.composed).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -36,7 +39,10 @@ if TYPE_CHECKING:
 else:  # imported when first used: the registry walk imports this module (tamp.core.registries)
     torch, nn = lazy_module("torch"), lazy_module("torch.nn")
 
-__all__ = ["DAMPINGS", "HessianStats", "SparseGPTError", "SparseGPTMethodConfig", "SparseGPTPruner", "sparsegpt_prune"]
+__all__ = [
+    "DAMPINGS", "HessianStats", "InverseFactor", "SparseGPTError", "SparseGPTMethodConfig", "SparseGPTPruner",
+    "inverse_factor", "pruned_with_factor", "sparsegpt_prune",
+]
 
 log = logging.getLogger(__name__)
 
@@ -52,17 +58,34 @@ class SparseGPTError(RuntimeError):
     """The Hessian could not be inverted even after increasing the dampening."""
 
 
-def _prepare(weight: Tensor, hessian: Tensor) -> tuple[Tensor, Tensor]:
-    """float32 copies of W and H with dead inputs (diag H == 0) neutralised: H_ii = 1, W[:, i] = 0.
+@dataclass
+class InverseFactor:
+    """What SparseGPT needs of a Hessian, whatever weight it prunes: the upper Cholesky factor U of H^-1
+    (float32, [in, in], H with its dead inputs neutralised) and those dead inputs (diag H == 0).
 
-    A dead input never fires, so its weights are free to prune and H stays invertible.
+    Linears that read the same input (q, k, v; gate, up) have the same H: one factor serves them all.
     """
-    w = weight.detach().to(dtype=torch.float32, copy=True)
-    h = hessian.detach().to(device=w.device, dtype=torch.float32, copy=True)
+
+    upper: Tensor
+    dead: Tensor
+
+
+def inverse_factor(
+    hessian: Tensor, percdamp: float = 0.01, damping: str = "always", name: str | None = None,
+    device: torch.device | str | None = None,
+) -> InverseFactor:
+    """H^-1's upper factor as `sparsegpt_prune` uses it, on `device` (the weight's; default H's).
+
+    A dead input (diag H == 0) never fires, so its weights are free to prune and H stays invertible
+    with H_ii = 1 (`pruned_with_factor` zeroes its weights). `name` only labels warnings and errors.
+    """
+    if damping not in DAMPINGS:
+        raise ValueError(f"unknown SparseGPT damping {damping!r}; valid: {', '.join(DAMPINGS)}")
+    h = hessian.detach().to(device=hessian.device if device is None else device, dtype=torch.float32, copy=True)
     dead = torch.diagonal(h) == 0
     h[dead, dead] = 1.0
-    w[:, dead] = 0.0
-    return w, h
+    upper = _inverse_factor(h, percdamp, name) if damping == "always" else _inverse_factor_on_failure(h, percdamp, name)
+    return InverseFactor(upper, dead)
 
 
 def _upper_cholesky_of_inverse(h: Tensor, damp: float) -> Tensor | None:
@@ -204,6 +227,40 @@ def _check_args(columns: int, sparsity: float, prune_n: int, prune_m: int, block
     return blocksize
 
 
+def _prune(
+    weight: Tensor, hessian_shape: tuple[int, ...], factor: Callable[[], InverseFactor], sparsity: float,
+    prune_n: int, prune_m: int, blocksize: int, damping: str,
+) -> Tensor:
+    """`sparsegpt_prune` with H^-1's factor from `factor()` (for a Hessian of `hessian_shape`), called only
+    when the weight is really pruned: linears sharing a Hessian pass one factor's getter."""
+    if damping not in DAMPINGS:
+        raise ValueError(f"unknown SparseGPT damping {damping!r}; valid: {', '.join(DAMPINGS)}")
+    if weight.dim() != 2 or tuple(hessian_shape) != (weight.shape[1], weight.shape[1]):
+        raise ValueError(f"weight [out, in] and hessian [in, in] expected, got {tuple(weight.shape)} "
+                         f"and {tuple(hessian_shape)}")
+    blocksize = _check_args(weight.shape[1], sparsity, prune_n, prune_m, blocksize)
+    if prune_n == 0 and sparsity == 0.0:
+        return weight.detach().clone()
+    return pruned_with_factor(weight, factor(), sparsity, prune_n, prune_m, blocksize)
+
+
+def pruned_with_factor(
+    weight: Tensor, factor: InverseFactor, sparsity: float, prune_n: int = 0, prune_m: int = 0,
+    blocksize: int = 128,
+) -> Tensor:
+    """The blocked OBS pass of `sparsegpt_prune` on a factor from `inverse_factor` (arguments checked)."""
+    w = weight.detach().to(dtype=torch.float32, copy=True)
+    w[:, factor.dead] = 0.0
+    hinv = factor.upper
+    columns = w.shape[1]
+    for i1 in range(0, columns, blocksize):
+        i2 = min(i1 + blocksize, columns)
+        q1, err1 = _prune_block(w[:, i1:i2].clone(), hinv[i1:i2, i1:i2], sparsity, prune_n, prune_m)
+        w[:, i1:i2] = q1
+        w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
+    return w.to(dtype=weight.dtype)
+
+
 def sparsegpt_prune(
     weight: Tensor,
     hessian: Tensor,
@@ -224,24 +281,11 @@ def sparsegpt_prune(
     single lowest weight because of its ``<=`` threshold. ``damping``: how H^-1 is factored (`always`,
     the original; `on_failure`, the TAMP repository's; module docstring).
     """
-    if damping not in DAMPINGS:
-        raise ValueError(f"unknown SparseGPT damping {damping!r}; valid: {', '.join(DAMPINGS)}")
-    if weight.dim() != 2 or hessian.shape != (weight.shape[1], weight.shape[1]):
-        raise ValueError(f"weight [out, in] and hessian [in, in] expected, got {tuple(weight.shape)} "
-                         f"and {tuple(hessian.shape)}")
-    columns = weight.shape[1]
-    blocksize = _check_args(columns, sparsity, prune_n, prune_m, blocksize)
-    if prune_n == 0 and sparsity == 0.0:
-        return weight.detach().clone()
-    w, h = _prepare(weight, hessian)
-    hinv = _inverse_factor(h, percdamp, name) if damping == "always" else _inverse_factor_on_failure(h, percdamp, name)
-    del h
-    for i1 in range(0, columns, blocksize):
-        i2 = min(i1 + blocksize, columns)
-        q1, err1 = _prune_block(w[:, i1:i2].clone(), hinv[i1:i2, i1:i2], sparsity, prune_n, prune_m)
-        w[:, i1:i2] = q1
-        w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
-    return w.to(dtype=weight.dtype)
+    return _prune(
+        weight, tuple(hessian.shape),
+        lambda: inverse_factor(hessian, percdamp, damping, name, weight.device),
+        sparsity, prune_n, prune_m, blocksize, damping,
+    )
 
 
 class HessianStats:
@@ -271,6 +315,12 @@ class HessianStats:
     def tensors(self) -> list[Tensor]:
         """The state tensors themselves (not copies): all-reduce(sum) them in place to merge processes."""
         return [self.sum, self.counts]
+
+    def copy(self) -> HessianStats:
+        """An independent statistic with the same sums (a linear leaving a shared statistic keeps its past)."""
+        other = HessianStats.__new__(HessianStats)
+        other.in_features, other.sum, other.counts = self.in_features, self.sum.clone(), self.counts.clone()
+        return other
 
 
 @dataclass
@@ -305,6 +355,7 @@ class SparseGPTPruner(Pruner):
     """OBS reconstruction from the input Hessian; the mask is read off the zeros it leaves."""
 
     name = "sparsegpt"
+    input_only_stats = True  # HessianStats: in_features and device, then the rows
 
     def __init__(
         self, blocksize: int | SparseGPTMethodConfig = 128, percdamp: float = 0.01, damping: str = "always"
@@ -314,6 +365,8 @@ class SparseGPTPruner(Pruner):
         self.blocksize = blocksize
         self.percdamp = percdamp
         self.damping = damping
+        #: the last factor of H^-1 and what it was computed from (`_factor`), until `block_done`
+        self._kept: tuple[HessianStats, tuple, InverseFactor] | None = None
 
     def new_stats(self, linear: nn.Linear) -> HessianStats:
         return HessianStats(linear.in_features, linear.weight.device)
@@ -328,9 +381,37 @@ class SparseGPTPruner(Pruner):
 
     def prune(self, linear: nn.Linear, stats: HessianStats, sparsity: float, nm: NM, name: str) -> torch.Tensor:
         n, m = nm or (0, 0)
-        pruned = sparsegpt_prune(
-            linear.weight.data, stats.hessian(), sparsity, n, m, self.blocksize, self.percdamp, name=name,
-            damping=self.damping,
+        weight = linear.weight.data
+        pruned = _prune(
+            weight, tuple(stats.sum.shape), lambda: self._factor(stats, weight.device, name), sparsity, n, m,
+            self.blocksize, self.damping,
         )
         linear.weight.data.copy_(pruned)
         return pruned == 0
+
+    def _factor(self, stats: HessianStats, device: torch.device, name: str) -> InverseFactor:
+        """H^-1's factor of `stats`, computed once for consecutive linears given the very same statistic
+        (q, k, v reading one input share it: tamp.methods.composed). The last one is kept, with the
+        statistic itself (compared by identity, so a new statistic at a reused address never matches) and
+        its tensors' version counters (an `add` or all-reduce after the factor invalidates it)."""
+        key = (_versions(stats), device, self.percdamp, self.damping)
+        kept = self._kept
+        if kept is not None and kept[0] is stats and key[0] is not None and kept[1] == key:
+            return kept[2]
+        self._kept = None  # not held while the next one is computed
+        factor = inverse_factor(stats.hessian(), self.percdamp, self.damping, name, device)
+        self._kept = (stats, key, factor)
+        return factor
+
+    def block_done(self) -> None:
+        """Drop the kept factor: the next block's statistics are new, and its memory is one [in, in]."""
+        self._kept = None
+
+
+def _versions(stats: HessianStats) -> tuple[int, ...] | None:
+    """The version counters of the statistic's tensors (bumped by every in-place write); None where
+    tensors have none (made under torch.inference_mode): then no factor is reused."""
+    try:
+        return tuple(t._version for t in stats.tensors())
+    except RuntimeError:
+        return None

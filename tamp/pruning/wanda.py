@@ -74,12 +74,19 @@ class SquaredNormStats:
         """The state tensors themselves (not copies): all-reduce(sum) them in place to merge processes."""
         return [self.sum, self.counts]
 
+    def copy(self) -> SquaredNormStats:
+        """An independent statistic with the same sums (a linear leaving a shared statistic keeps its past)."""
+        other = SquaredNormStats.__new__(SquaredNormStats)
+        other.in_features, other.sum, other.counts = self.in_features, self.sum.clone(), self.counts.clone()
+        return other
+
 
 @register_pruner("wanda")
 class WandaPruner(Pruner):
     """|W_ij| * ||X_j||: needs the per-column squared norms of the (selected) inputs."""
 
     name = "wanda"
+    input_only_stats = True  # SquaredNormStats: in_features and device, then the rows
 
     def __init__(self, cfg: MethodConfig | None = None) -> None:
         pass

@@ -8,6 +8,9 @@ from tamp.tokens.registry import register_selector
 
 @register_selector("all")
 class AllTokens:
+    #: the selection (none) depends on nothing: linears reading one input may share one statistic
+    input_only = True
+
     def __init__(self, cfg: TokensConfig | None = None) -> None:
         self.cfg = cfg
 

@@ -50,6 +50,9 @@ class ModalityConfig(TokensConfig):
 
 @register_selector("modality", config=ModalityConfig)
 class ModalitySelector:
+    #: the selection depends on the sample's modality ids and the block only, never on the linear
+    input_only = True
+
     def __init__(self, cfg: ModalityConfig) -> None:
         names = list(cfg.modalities)
         self.codes = sorted({MODALITY_CODES[n] for n in names})

@@ -58,6 +58,9 @@ class RandomTokensConfig(TokensConfig):
 
 @register_selector("random", config=RandomTokensConfig)
 class RandomSelector:
+    #: the draw depends on (seed, sample, block) and the token count, never on the linear
+    input_only = True
+
     def __init__(self, cfg: RandomTokensConfig) -> None:
         self.cfg = cfg
 

@@ -21,6 +21,14 @@ if TYPE_CHECKING:
 
 
 class TokenSelector(Protocol):
+    """Picks, per sample and linear, the tokens that feed the linear's statistic.
+
+    Optional class attribute `input_only` (read with getattr, default False): True declares that
+    `select(name, x, z, ctx)` depends on x and ctx alone, never on the linear's name or output z, so
+    linears that read the very same input in a sample (q, k, v; gate, up) get the same rows and may share
+    one statistic, accumulated once (tamp.methods.composed). A selector reading z (AMIA) must not declare it.
+    """
+
     def select(self, name: str, x: torch.Tensor, z: torch.Tensor, ctx: SampleContext) -> torch.Tensor | None:
         """Indices of the tokens to count, or None for all of them."""
         ...

@@ -27,12 +27,13 @@ from tamp.pruning.sparsegpt import HessianStats, SparseGPTPruner, sparsegpt_prun
 from tamp.pruning.wanda import SquaredNormStats, WandaPruner
 from tamp.sparsity.registry import build_allocation
 from tamp.tokens.all_tokens import AllTokens
+from tamp.tokens.attention import AttentionSelector
 from tamp.tokens.modality import ModalitySelector
 from tamp.tokens.random_tokens import RandomSelector
 
 pytestmark = pytest.mark.fast  # the pipeline tests below are marked integration
 
-SELECTORS = {"all": AllTokens, "modality": ModalitySelector, "random": RandomSelector}
+SELECTORS = {"all": AllTokens, "attention": AttentionSelector, "modality": ModalitySelector, "random": RandomSelector}
 
 
 # ---------------------------------------------------------------------------------------------- pipeline
@@ -84,6 +85,7 @@ CASES = {
     "sparsegpt_modality": ("llava_next", {"pruner": "sparsegpt", "tokens": {"name": "modality",
                                                                                "multimodal_blocks": 1}},
                            "unstructured"),
+    "sparsegpt_attention": ("llama", {"pruner": "sparsegpt", "tokens": {"name": "attention"}}, "unstructured"),
     "wanda_modality": ("llava_next", {"pruner": "wanda", "tokens": {"name": "modality", "modalities": ["text"]}},
                        "unstructured"),
 }

@@ -55,6 +55,10 @@ def above_mean(attention: torch.Tensor) -> torch.Tensor:
 
 @register_selector("attention")
 class AttentionSelector:
+    #: the tokens above the mean of the block's last attention row: one selection per sample and block,
+    #: the same for every linear (linears reading one input may share one statistic)
+    input_only = True
+
     def __init__(self, cfg: TokensConfig | None = None) -> None:
         self.cfg = cfg
 

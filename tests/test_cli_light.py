@@ -26,6 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "transformers", "lightning", "lmms_eval")
 #: what the answers do not need either: the calibration data's numpy, PIL and tqdm, the report's pandas and matplotlib
 DATA = ("numpy", "PIL", "tqdm", "pandas", "matplotlib")
+#: a run's own modules (its pre-run check, run folders, runner, records): `--help`, `--info`, `--cfg` and a TAB
+#: only compose and print, and a login node's shell runs a TAB's completion on every key press
+RUN = ("tamp.cli.preflight", "tamp.cli.rundir", "tamp.cli.runner", "tamp.tracking.run_record")
 
 # runs `python -m MODULE ARGS` in-process, then prints the heavy modules it loaded as the last line
 _ENTRY = textwrap.dedent("""
@@ -39,8 +42,9 @@ _ENTRY = textwrap.dedent("""
         code = exit_.code if isinstance(exit_.code, int) else 1
     heavy = sorted(m for m in __HEAVY__ if m in sys.modules)
     data = sorted(m for m in __DATA__ if m in sys.modules)
-    print("\\n" + json.dumps({"heavy": heavy, "data": data, "code": code}), flush=True)
-""").replace("__HEAVY__", repr(HEAVY)).replace("__DATA__", repr(DATA))
+    run = sorted(m for m in __RUN__ if m in sys.modules)
+    print("\\n" + json.dumps({"heavy": heavy, "data": data, "run": run, "code": code}), flush=True)
+""").replace("__HEAVY__", repr(HEAVY)).replace("__DATA__", repr(DATA)).replace("__RUN__", repr(RUN))
 
 # composes `run` with each method preset and validates it (tamp.cli.schema.validate)
 _PRESETS = textwrap.dedent("""
@@ -81,6 +85,8 @@ def test_cli_answers_without_model_libraries(module: str, args: list[str], expec
     assert expect in output
     assert result["heavy"] == [], f"{module} {' '.join(args)} imported {result['heavy']}"
     assert result["data"] == [], f"{module} {' '.join(args)} imported {result['data']}"
+    if module == "tamp.run":  # the report reads run records: its own business
+        assert result["run"] == [], f"{module} {' '.join(args)} imported {result['run']}"
 
 
 def test_a_config_error_is_one_line_without_model_libraries() -> None:
@@ -93,7 +99,7 @@ def test_a_config_error_is_one_line_without_model_libraries() -> None:
 def test_tab_completion_without_model_libraries() -> None:
     output, result = _run(_ENTRY, "tamp.run", "-sc", "query=bash", env={"COMP_LINE": "tamp-run method=spars"})
     assert "method=sparsegpt" in output and "method=wanda" not in output
-    assert result["heavy"] == [] and result["data"] == [], result
+    assert result["heavy"] == [] and result["data"] == [] and result["run"] == [], result
 
 
 def test_composing_and_validating_every_preset_imports_no_model_library() -> None:
@@ -113,11 +119,13 @@ _HYDRA_HELP = textwrap.dedent("""
 """)
 
 
-def _ours_and_hydras(*args: str) -> tuple[subprocess.CompletedProcess, subprocess.CompletedProcess]:
+def _ours_and_hydras(*args: str, env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess,
+                                                                             subprocess.CompletedProcess]:
+    env = {**os.environ, **(env or {})}
     ours = subprocess.run([sys.executable, "-m", "tamp.run", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
+                          timeout=120, env=env)
     hydras = subprocess.run([sys.executable, "-c", _HYDRA_HELP, *args], cwd=ROOT, capture_output=True, text=True,
-                            timeout=120)
+                            timeout=120, env=env)
     return ours, hydras
 
 
@@ -160,3 +168,94 @@ def test_info_and_help_with_a_search_path_of_the_command_line(tmp_path: Path) ->
         assert ours.stdout == hydras.stdout
         info = info or ours.stdout
     assert f"file://{tmp_path}" in info and "method: extra:" in info and "\n  name: extra\n" in info
+
+
+@pytest.mark.parametrize("line", [
+    "tamp-run method=", "tamp-run ", "tamp-run sparsity.ta", "tamp-run method=das method.allocation.",
+    "tamp-run +experiment=", "tamp-run method/",
+])
+def test_tab_completion_is_hydras_own(line: str) -> None:
+    """A TAB's answer (`-sc query=bash` with the shell's COMP_LINE) is Hydra's own: groups, options, keys of the
+    composed config, the components' store nodes among them."""
+    ours, hydras = _ours_and_hydras("-sc", "query=bash", env={"COMP_LINE": line})
+    assert ours.returncode == hydras.returncode == 0, ours.stderr[-2000:] + hydras.stderr[-2000:]
+    assert ours.stdout == hydras.stdout and ours.stdout.strip()
+
+
+# every preset composed and validated with tamp's store entries (tamp.methods.presets.store_settings: each node made
+# when Hydra first loads it), then again with each entry stored by Hydra's own ConfigStore.store
+_STORED_AS_HYDRA_STORES = textwrap.dedent("""
+    import json
+    from hydra import compose, initialize_config_dir
+    from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
+    from tamp.cli import CONF_DIR
+    from tamp.cli.schema import register_schema, validate
+    from tamp.methods.presets import preset_names
+
+    def composed():
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfgs = [compose("run", overrides=[f"method={name}"]) for name in preset_names()]
+            cfgs.append(compose("run", overrides=["method=das", "method/tokens=random", "method/allocation=owl"]))
+        return [[OmegaConf.to_yaml(cfg), repr(validate(cfg))] for cfg in cfgs]
+
+    def store_eagerly(folder, group):
+        for key, entry in list(folder.items()):
+            if isinstance(entry, dict):
+                store_eagerly(entry, f"{group}/{key}" if group else key)
+            elif hasattr(entry, "settings"):
+                ConfigStore.instance().store(name=key, node=entry.settings, group=group or None)
+                assert type(folder[key]).__name__ == "ConfigNode"
+
+    register_schema()
+    ours = composed()
+    store_eagerly(ConfigStore.instance().repo, "")
+    print(json.dumps({"count": len(ours), "same": composed() == ours}))
+""")
+
+
+def test_stored_settings_compose_as_hydras_own_store() -> None:
+    """The run schema and every component's settings, stored to be converted on first load, compose and validate
+    exactly as the nodes Hydra's `ConfigStore.store` makes."""
+    _, result = _run(_STORED_AS_HYDRA_STORES)
+    assert result["count"] > 10 and result["same"], result
+
+
+def test_a_stored_entry_is_made_once_and_loads_as_hydras_own() -> None:
+    """Hydra's `ConfigStore.load` hands out its own kind of entry with a private copy of the node, and the node is
+    made from the dataclass once, however many compositions (each one copies the whole store first) load it."""
+    import copy
+    from dataclasses import dataclass, field
+
+    from hydra.core.config_store import ConfigNode, ConfigStore
+    from omegaconf import OmegaConf
+
+    from tamp.methods.presets import store_settings
+
+    made: list[int] = []
+
+    @dataclass
+    class Probe:
+        name: str = "probe"
+        sizes: list[int] = field(default_factory=lambda: made.append(1) or [1, 2])  # once per conversion
+
+    store = ConfigStore.instance()
+    try:
+        store_settings("lazy", Probe, "tamp_test_probe")
+        store.store(name="eager", node=Probe, group="tamp_test_probe")
+        eager = store.load("tamp_test_probe/eager.yaml")
+        made.clear()
+        repositories = [copy.deepcopy(store) for _ in range(3)]  # as Hydra's caching repository, before composing
+        for loaded in [repository.load("tamp_test_probe/lazy.yaml") for repository in repositories]:
+            assert type(loaded) is ConfigNode
+            assert (loaded.name, loaded.group, loaded.package, loaded.provider) == ("lazy.yaml", "tamp_test_probe",
+                                                                                     None, None)
+            assert loaded.node == eager.node and OmegaConf.get_type(loaded.node) is Probe
+        assert len(made) == 1
+        lazy = store.load("tamp_test_probe/lazy.yaml")
+        lazy.node.sizes.append(3)  # a composition changes its copy, never the stored node
+        assert store.load("tamp_test_probe/lazy.yaml").node.sizes == [1, 2]
+        store_settings("lazy", Probe, "tamp_test_probe")  # the same dataclass again: the entry is kept
+        assert len(made) == 1 and store.load("tamp_test_probe/lazy.yaml").node == eager.node
+    finally:
+        store.repo.pop("tamp_test_probe", None)

@@ -18,7 +18,8 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from tamp.cli.submitted import CellLost, is_submitit
+# tamp.cli.submitted (and the sweep summary and run records under it) is imported where a sweep uses it:
+# Hydra's plugin scan executes this module for every command, `--help` and tab completion included
 
 
 class TampBasicSweeper(BasicSweeper):
@@ -27,6 +28,7 @@ class TampBasicSweeper(BasicSweeper):
     def sweep(self, arguments: list[str]) -> Any:
         from tamp.cli.resweep import MULTIRUN_FILE, PLANS, batches, plan_key, plan_sweep
         from tamp.cli.runlock import RunDirInUse, RunLock
+        from tamp.cli.submitted import is_submitit
         from tamp.core.io import first_line, write_text_atomic
 
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
@@ -72,7 +74,7 @@ class TampBasicSweeper(BasicSweeper):
 
     def _submit(self, plan: Any, key: str) -> list[Any]:
         """The cells to run as submitit jobs under their own numbers, max_batch_size at a time (None: all)."""
-        from tamp.cli.submitted import SubmissionRefused, submit_cells
+        from tamp.cli.submitted import CellLost, SubmissionRefused, submit_cells
 
         cells = plan.to_run
         size = self.max_batch_size or len(cells)
@@ -95,7 +97,7 @@ class TampBasicSweeper(BasicSweeper):
 
 def _refuse_missing_slurm(launcher: Any) -> None:
     """A SLURM launcher where sbatch / srun / sacct are missing: one line, exit 2 (TAMP_PREFLIGHT=0 included)."""
-    from tamp.cli.submitted import missing_tools_message
+    from tamp.cli.submitted import is_submitit, missing_tools_message
 
     if is_submitit(launcher) and launcher._EXECUTOR == "slurm":
         message = missing_tools_message()

@@ -1,17 +1,21 @@
-"""`tamp-run --help`, `--info` and `--cfg` exactly as Hydra prints them, without Hydra's repeated work.
+"""`tamp-run --help`, `--info`, `--cfg` and tab completion exactly as Hydra answers them, without Hydra's repeated
+work.
 
 Hydra's help lists every config group with one lookup per group and option kind (about 125), and each
 lookup deep-copies the config repository, the whole structured config store with it (the run schema,
 every component's settings, Hydra's own nodes): about 10 ms a lookup, most of `--help`'s time. Hydra's
 main branch stopped copying the store (its pull request 2928); the release tamp pins (1.3) still does.
 `--info` composes the same config twice and builds its defaults list four times, each time from a new
-copy of the repository that loads and parses every YAML file again; `--cfg` copies it once.
+copy of the repository that loads and parses every YAML file again; `--cfg` and a completion (`-sc query=bash`,
+what a TAB runs) copy it once or more.
 
-`show_answer` runs Hydra's own `app_help`, `show_info` or `show_cfg` (the same search path, composition,
-templates, flags and overrides) with a config loader that does each piece of that work once per command
-line: the repository is copied only if a `hydra.searchpath` changes it, each file is loaded once, the
-config is composed once (each caller of `--info` gets its own copy), the defaults list and each group's
-options are computed once. The answers are Hydra's, byte for byte (tests/test_cli_light.py compares them).
+`show_answer` runs Hydra's own `app_help`, `show_info`, `show_cfg` or `shell_completion` (the same search path,
+composition, templates, flags and overrides) with a config loader that does each piece of that work once per
+command line: the repository is copied only if a `hydra.searchpath` changes it, each file is loaded once, the
+config is composed once (each caller of `--info` gets its own copy), the printers' defaults list and each
+group's options are computed once (the composition still builds its own defaults list, inside Hydra's
+loader: about 14 ms of `--info`). The answers are Hydra's, byte for byte (tests/test_cli_light.py compares them).
+None of them runs a job, so the run's pre-run check and its modules are not loaded for them either.
 A command line that also names another config (`-cn`, `-cp`, `-cd`) or asks for something else as well
 is left to Hydra as it is.
 """
@@ -19,6 +23,7 @@ is left to Hydra as it is.
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -87,10 +92,11 @@ class _ReadOnceLoader(ConfigLoaderImpl):
         if not self._reuse_configs:  # asked for once: no copy to keep
             return super().load_configuration(config_name, overrides, run_mode, from_shell, validate_sweep_overrides)
         key = (config_name, tuple(overrides), run_mode, from_shell, validate_sweep_overrides)
-        if key not in self._configs:
-            self._configs[key] = super().load_configuration(config_name, overrides, run_mode, from_shell,
-                                                            validate_sweep_overrides)
-        return copy.deepcopy(self._configs[key])  # callers change theirs (`--info` deletes the hydra node)
+        if key in self._configs:  # the copy kept by the first request, handed out once (a third one composes again)
+            return self._configs.pop(key)
+        cfg = super().load_configuration(config_name, overrides, run_mode, from_shell, validate_sweep_overrides)
+        self._configs[key] = copy.deepcopy(cfg)  # each caller changes its own (`--info` deletes the hydra node)
+        return cfg
 
     def compute_defaults_list(self, config_name: str | None, overrides: list[str], run_mode: RunMode) -> DefaultsList:
         key = (config_name, tuple(overrides), run_mode)
@@ -112,8 +118,8 @@ class _ReadOnceLoader(ConfigLoaderImpl):
 
 
 def hydra_answer(argv: Sequence[str]) -> str | None:
-    """"help", "info" or "cfg" where Hydra would print the app's `--help`, `--info` or `--cfg` for tamp's own
-    config (nothing else asked on the same command line), else None."""
+    """"help", "info", "cfg" or "completion" where Hydra would print the app's `--help`, `--info`, `--cfg` or a
+    shell completion (`-sc`) for tamp's own config (nothing else asked on the same command line), else None."""
     from hydra._internal.utils import get_args_parser
 
     if not any(a in _FLAGS or a.startswith(("--info=", "--cfg=")) for a in argv):
@@ -123,19 +129,37 @@ def hydra_answer(argv: Sequence[str]) -> str | None:
         return None
     if args.help:  # Hydra answers --help before looking at anything else
         return "help"
-    if args.hydra_help or args.run or args.multirun or args.shell_completion or (args.info and args.cfg):
+    asked = [name for name, flag in (("info", args.info), ("cfg", args.cfg), ("completion", args.shell_completion))
+             if flag]
+    if args.hydra_help or args.run or args.multirun or len(asked) != 1:
+        return None  # Hydra's own answer, or its error for two commands at once
+    if args.resolve and asked[0] != "cfg":  # Hydra's error: --resolve goes with --cfg or --help
         return None
-    if args.info and not args.resolve:
-        return "info"
-    return "cfg" if args.cfg else None
+    if asked[0] == "completion" and not _plain_completion(args.overrides):
+        return None
+    return asked[0]
 
 
-_FLAGS = ("--help", "-h", "--info", "-i", "--cfg", "-c")
+_FLAGS = ("--help", "-h", "--info", "-i", "--cfg", "-c", "--shell-completion", "-sc")
+#: the shells of Hydra's own completion plugins
+_SHELLS = ("bash", "zsh", "fish")
+
+
+def _plain_completion(overrides: Sequence[str]) -> bool:
+    """`query=SHELL` (with the COMP_LINE the shell sets), `install=SHELL` or `uninstall=SHELL` for one of Hydra's
+    shells: what a shell and its user run. Anything else ends in Hydra's error, whose traceback names the frame
+    that called Hydra: it is left to Hydra's own entry so that it stays the same."""
+    if len(overrides) != 1:
+        return False
+    command, _, shell = overrides[0].partition("=")
+    if command == "query":
+        return shell in _SHELLS and "COMP_LINE" in os.environ
+    return command in ("install", "uninstall") and shell in _SHELLS
 
 
 def show_answer(task_function: Callable[..., Any], config_path: str, config_name: str, argv: Sequence[str]) -> None:
-    """Print Hydra's `--help`, `--info` or `--cfg` for `task_function`'s app (what `@hydra.main` would do with
-    this command line), its work done once."""
+    """Print Hydra's `--help`, `--info`, `--cfg` or shell completion for `task_function`'s app (what `@hydra.main`
+    would do with this command line), its work done once."""
     from hydra._internal.hydra import Hydra
     from hydra._internal.utils import (
         create_automatic_config_search_path,
@@ -158,6 +182,8 @@ def show_answer(task_function: Callable[..., Any], config_path: str, config_name
             hydra.app_help(config_name=config_name, args_parser=parser, args=args)
         elif args.info:
             hydra.show_info(args.info, config_name=config_name, overrides=args.overrides)
+        elif args.shell_completion:  # as Hydra's own -sc: a failure is reported the way Hydra reports it
+            run_and_report(lambda: hydra.shell_completion(config_name=config_name, overrides=args.overrides))
         else:  # as Hydra's own --cfg: a failure is reported the way Hydra reports it
             run_and_report(lambda: hydra.show_cfg(config_name=config_name, overrides=args.overrides,
                                                   cfg_type=args.cfg, package=args.package, resolve=args.resolve))

@@ -15,27 +15,18 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
 from omegaconf import DictConfig
 
 from tamp.cli import CONF_DIR
-from tamp.cli.rundir import RunDirRefused
-from tamp.cli.runlock import RunDirInUse
 from tamp.cli.schema import register_schema
-from tamp.core.io import first_line
-from tamp.eval.columns import column_scores
-from tamp.tracking.run_record import (
-    FAILED,
-    INTERRUPTED,
-    RESULTS_FILE,
-    MethodId,
-    ModelId,
-    RunRecord,
-    RunRecordError,
-    Sparsity,
-)
+
+# what only a run uses (run folders, their lock, results.json, the score columns) is imported inside the
+# functions that use it: `--help`, `--info`, `--cfg` and tab completion import this module and never run
+if TYPE_CHECKING:
+    from tamp.tracking.run_record import RunRecord
 
 log = logging.getLogger("tamp")
 register_schema()
@@ -68,6 +59,7 @@ def run(cfg: DictConfig, run_dir: str | Path, cache_dir: str | Path | None = Non
     from tamp.cli.runlock import RunLock
     from tamp.cli.runner import SealedConfig, make_fabric, run_cell
     from tamp.models.saving import check_run_save
+    from tamp.tracking.run_record import RESULTS_FILE, RunRecord
 
     rank = launch_rank()
     resume = bool(cfg.get("resume"))
@@ -126,6 +118,9 @@ def _saved_by(manifest: dict[str, Any] | None) -> str:
 
 
 def _print_summary(record: RunRecord, run_dir: str | Path) -> None:
+    from tamp.eval.columns import column_scores
+    from tamp.tracking.run_record import RESULTS_FILE
+
     line = summary_head(record)
     primary = {task: record.scores.get(task, {}) for task in record.primary_metric}
     scores = record.scores if record.columns else primary  # older records: every primary metric's column
@@ -142,6 +137,16 @@ def record_failure(cfg: DictConfig, run_dir: str | Path, err: BaseException, sin
     from omegaconf import OmegaConf
 
     from tamp.tracking.results import ResultsFile
+    from tamp.tracking.run_record import (
+        FAILED,
+        INTERRUPTED,
+        RESULTS_FILE,
+        MethodId,
+        ModelId,
+        RunRecord,
+        RunRecordError,
+        Sparsity,
+    )
 
     path = Path(run_dir) / RESULTS_FILE
     try:
@@ -179,7 +184,10 @@ def main(cfg: DictConfig) -> None:
         requeue_signalled,
         watch_requeue_signal,
     )
+    from tamp.cli.rundir import RunDirRefused
+    from tamp.cli.runlock import RunDirInUse
     from tamp.cli.study import check_study_applied
+    from tamp.core.io import first_line
 
     watch_requeue_signal()  # a submitit job being requeued records "interrupted", not "failed"
     hc = HydraConfig.get()
@@ -217,12 +225,13 @@ def cli() -> None:
     from tamp.cli.streams import guard_streams
 
     guard_streams()  # `... | head -1`: a closed pipe drops output, never the run
-    from tamp.cli.rundir import resume_in_place
+    if any("resume=" in arg for arg in sys.argv[1:]):  # else nothing to add: run folders' module not imported
+        from tamp.cli.rundir import resume_in_place
 
-    sys.argv = resume_in_place(sys.argv)  # resume=DIR: Hydra's run folder is DIR, not a new stray one
+        sys.argv = resume_in_place(sys.argv)  # resume=DIR: Hydra's run folder is DIR, not a new stray one
     from tamp.cli.help import hydra_answer, show_answer
 
-    if hydra_answer(sys.argv[1:]):  # Hydra's own --help / --info / --cfg, each piece of its work done once
+    if hydra_answer(sys.argv[1:]):  # Hydra's own --help / --info / --cfg / -sc, each piece of its work done once
         show_answer(main.__wrapped__, str(CONF_DIR), CONFIG_NAME, sys.argv[1:])  # type: ignore[attr-defined]
         sys.exit(0)
     from tamp.cli.preflight import NothingToDo, PreflightError, enabled, preflight

@@ -13,15 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from tamp.core.config import MethodConfig, PruneConfig, SparsityConfig
 from tamp.data.calib_config import DRAWS
 from tamp.data.calib_config import CalibConfig as DataCalibConfig
-from tamp.data.sources import CALIB_SOURCES
 from tamp.eval.columns import ColumnSpec
-from tamp.methods.components import resolve_method
 
 if TYPE_CHECKING:  # loading a model is the runner's business: composing and checking stay without torch
     from tamp.models.named import ModelSettings
@@ -61,6 +58,8 @@ class CalibConfig(DataCalibConfig):
         # one line naming the registered sources; the default (the tiny models' own examples, registered in
         # tamp.models.tiny beside transformers) is valid by construction: the schema and `--help` never load it
         if self.source != CalibConfig.source:
+            from tamp.data.sources import CALIB_SOURCES  # the registry, with its fitting code: checking only
+
             CALIB_SOURCES.get(self.source)
         _check(
             self.num_samples is None or self.num_samples >= 1, f"calib.num_samples={self.num_samples} must be >= 1"
@@ -177,6 +176,8 @@ class RunConfig:
     seed: int = 42
 
     def __post_init__(self) -> None:
+        from tamp.methods.components import resolve_method  # checking a config, not composing or printing one
+
         self.method = resolve_method(self.method)  # once per run: each component's own settings type and checks
         self.sparsity.check(self.method.pruner)  # range and pattern against the pruner
 
@@ -217,11 +218,9 @@ class RunConfig:
 def register_schema() -> None:
     """The run schema, and every registered component's settings as a Hydra group option
     (tamp.methods.presets.register_components: what the method presets' defaults lists pick)."""
-    from tamp.methods.presets import register_components
+    from tamp.methods.presets import register_components, store_settings
 
-    store = ConfigStore.instance()
-    if "run_schema.yaml" not in store.repo:  # a fixed class: converted once (a run registers twice, ~25 ms each)
-        store.store(name="run_schema", node=RunConfig)
+    store_settings("run_schema", RunConfig)  # converted when Hydra first composes (a completion of `method=` never)
     register_components()
     if not OmegaConf.has_resolver("zoo_data"):
         OmegaConf.register_new_resolver("zoo_data", _zoo_data)
@@ -262,6 +261,8 @@ def typed(cfg: DictConfig | dict[str, Any]) -> DictConfig:
     settings: merged onto the bare schema, `num_random` would be an unknown key. The method node is
     typed from the names it holds (pruner, allocation, tokens) before the rest is merged.
     """
+    from tamp.methods.components import resolve_method
+
     node = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
     schema = OmegaConf.structured(RunConfig)
     if isinstance(node.get("method"), DictConfig):

@@ -9,6 +9,7 @@ settings (`sparsity`, `pattern`, `seed`, `device`, `offload`, ...). Every bad na
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
@@ -28,22 +29,101 @@ def register_components() -> None:
     settings node (a preset's defaults list does the same); `/pruner/<name>@_here_` first in a
     preset's defaults gives the method node a pruner's own keys (e.g. SparseGPT's blocksize).
     """
-    from hydra.core.config_store import ConfigStore
-
     from tamp.pruning.registry import PRUNERS
     from tamp.sparsity.registry import ALLOCATIONS
     from tamp.tokens.registry import SELECTORS
 
-    store = ConfigStore.instance()
     for group, registry, base, key in (
         ("method/allocation", ALLOCATIONS, AllocationConfig, "name"),
         ("method/tokens", SELECTORS, TokensConfig, "name"),
         ("pruner", PRUNERS, MethodConfig, "pruner"),
     ):
         for name in registry.names():
-            store.store(group=group, name=name, node=(registry.get(name).config or base)(**{key: name}))
+            store_settings(name, (registry.get(name).config or base)(**{key: name}), group)
     for name, node in method_kinds().items():
-        store.store(group="method", name=name, node=node)
+        store_settings(name, node, "method")
+
+
+def store_settings(name: str, settings: Any, group: str | None = None) -> None:
+    """`settings` (a dataclass or an instance of one) in Hydra's config store as `group/name`, converted to its
+    OmegaConf node when Hydra first loads it.
+
+    Hydra's `ConfigStore.store` converts at once (OmegaConf.structured: about 0.5 ms for a component's settings,
+    7 ms for the run schema), and every command converted them all, while a composition loads three or four
+    of them, `--help` lists only their names and a completion of `method=` loads none. Hydra reads an entry
+    through `ConfigStore.load` only, which copies the entry and deep-copies its node: the copy of the entry
+    stored here is Hydra's own entry holding the node `store` would have made (tests/test_cli_light.py checks
+    it). An entry of the same dataclass already there is kept: registering again (the pre-run check and
+    `compose_method` do) converts nothing.
+    """
+    from hydra.core.config_store import ConfigStore
+
+    folder = ConfigStore.instance().repo
+    for part in group.split("/") if group else ():
+        folder = folder.setdefault(part, {})
+    entry = folder.get(f"{name}.yaml")
+    if entry is None or _settings_type(entry) is not _dataclass_of(settings):
+        folder[f"{name}.yaml"] = _entry_class()(name=f"{name}.yaml", settings=settings, group=group)
+
+
+def _dataclass_of(settings: Any) -> type:
+    return settings if isinstance(settings, type) else type(settings)
+
+
+def _settings_type(entry: Any) -> type | None:
+    """The dataclass a config store entry was made from (an entry stored here is not converted for it)."""
+    from omegaconf import OmegaConf
+
+    if isinstance(entry, _entry_class()):
+        return _dataclass_of(entry.settings)
+    return OmegaConf.get_type(entry.node)
+
+
+def __getattr__(name: str) -> Any:
+    """`_SettingsEntry` is made on its first use (pickle, e.g. Hydra's state sent to a submitit job, finds it
+    here by name): it subclasses Hydra's ConfigNode, and importing this module (tamp.prune does) imports no Hydra."""
+    if name == "_SettingsEntry":
+        return _entry_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@functools.cache
+def _entry_class() -> type:
+    """Hydra's ConfigNode whose `node` is made from its settings on first use (see `__getattr__`)."""
+    from hydra.core.config_store import ConfigNode
+    from omegaconf import OmegaConf
+
+    class _SettingsEntry(ConfigNode):
+        """`ConfigStore.load` copies an entry, then deep-copies the copy's node into the config it composes: the
+        copy is a plain ConfigNode holding the node, made once and kept here. Nothing changes the entry after
+        that, so the deep copy of the whole store that each of Hydra's compositions makes (its caching
+        repository) shares it: the node is made once per process, not once per composition."""
+
+        def __init__(self, name: str, settings: Any, group: str | None) -> None:
+            # not ConfigNode's own __init__: it sets `node`, which waits for its first use
+            self.name, self.group, self.package, self.provider = name, group, None, None
+            self.settings = settings
+            self._node: Any = None
+
+        @property  # type: ignore[override]
+        def node(self) -> Any:
+            if self._node is None:
+                self._node = OmegaConf.structured(self.settings)
+            return self._node
+
+        @node.setter
+        def node(self, value: Any) -> None:
+            self._node = value
+
+        def __copy__(self) -> ConfigNode:
+            return ConfigNode(name=self.name, node=self.node, group=self.group, package=self.package,
+                              provider=self.provider)
+
+        def __deepcopy__(self, memo: dict[int, Any]) -> _SettingsEntry:
+            return self
+
+    _SettingsEntry.__qualname__ = _SettingsEntry.__name__  # pickled by reference: this module's `_SettingsEntry`
+    return _SettingsEntry
 
 
 def method_kinds() -> dict[str, Any]:
@@ -55,10 +135,13 @@ def method_kinds() -> dict[str, Any]:
     like a preset is refused: `method=NAME` would pick one of the two silently.
     """
     from tamp.core.registries import COMPOSED, METHODS
+
+    entries = {name: entry for name, entry in sorted(METHODS.entries.items()) if name != COMPOSED}
+    if not entries:  # none imported (`--help`, a completion): nothing to type, the components' module not loaded
+        return {}
     from tamp.methods.components import KindConfig
 
-    kinds = {name: (entry.config or KindConfig)(kind=name, name=name) for name, entry in sorted(METHODS.entries.items())
-             if name != COMPOSED}
+    kinds = {name: (entry.config or KindConfig)(kind=name, name=name) for name, entry in entries.items()}
     clash = sorted(set(kinds) & set(preset_names()))
     if clash:
         raise ValueError(f"method.kind={clash[0]} is registered, but conf/method/{clash[0]}.yaml is a preset of "

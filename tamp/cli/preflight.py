@@ -44,14 +44,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from tamp.cli import CONF_DIR
-from tamp.cli.rundir import check_not_foreign, check_run_dir, completed_message, completed_run
-from tamp.cli.runlock import holder, in_use_message
 from tamp.cli.schema import RunConfig, register_schema, validate
 from tamp.cli.study import check_study_applied
 from tamp.core.io import first_line
 from tamp.methods.components import override_message
-from tamp.models.saving import check_run_save
-from tamp.pipeline.checkpoint_files import check_checkpoint
 
 # ------------------------------------------------------------------------------------------ one cell
 SEED_RANGE = (0, 2**32 - 1)  # what numpy's and torch's seeding accept on every platform
@@ -448,18 +444,7 @@ def preflight(argv: Sequence[str], local: bool | None = True) -> Checked:
                 run_dir = settings.resume or (None if args.multirun else target)
                 if not local:  # the folders are on the other machine
                     continue
-                if settings.resume:
-                    _check_run_folder(Path(settings.resume), "resume")
-                    check_run_dir(settings.resume, cfg, resume=True)
-                    check_checkpoint(Path(settings.resume) / "checkpoint")
-                elif run_dir is not None:  # hydra.run.dir=DIR of an earlier run
-                    _check_run_folder(run_dir, "hydra.run.dir")
-                    check_run_dir(run_dir, cfg, resume=False)
-                    if completed_run(run_dir, cfg) is not None:
-                        raise NothingToDo(completed_message(run_dir))
-                    check_checkpoint(run_dir / "checkpoint")  # the same command continues from it
-                config = OmegaConf.to_container(cfg, resolve=True)
-                save = check_run_save(settings, config, run_dir, target if args.multirun else None)  # type: ignore[arg-type]
+                save = _check_folders(settings, cfg, run_dir, target if args.multirun else None)
             except (ValueError, OSError) as err:
                 raise PreflightError(f"{first_line(err)}{where}") from None
             if save is not None and save in saves:
@@ -528,8 +513,34 @@ def _stderr_log() -> logging.Logger:
     return logger
 
 
+def _check_folders(settings: RunConfig, cfg: DictConfig, run_dir: Path | str | None,
+                   sweep_dir: Path | None) -> Path | None:
+    """A folder the cell resumes or runs in again (tamp's, not in use, of this config, its checkpoint whole)
+    and where it saves; returns the save target (None: it saves nothing)."""
+    from tamp.cli.rundir import check_run_dir, completed_message, completed_run
+    from tamp.models.saving import check_run_save
+    from tamp.pipeline.checkpoint_files import check_checkpoint
+
+    if settings.resume:
+        _check_run_folder(Path(settings.resume), "resume")
+        check_run_dir(settings.resume, cfg, resume=True)
+        check_checkpoint(Path(settings.resume) / "checkpoint")
+    elif run_dir is not None:  # hydra.run.dir=DIR of an earlier run
+        run_dir = Path(run_dir)
+        _check_run_folder(run_dir, "hydra.run.dir")
+        check_run_dir(run_dir, cfg, resume=False)
+        if completed_run(run_dir, cfg) is not None:
+            raise NothingToDo(completed_message(run_dir))
+        check_checkpoint(run_dir / "checkpoint")  # the same command continues from it
+    config = OmegaConf.to_container(cfg, resolve=True)
+    return check_run_save(settings, config, run_dir, sweep_dir)  # type: ignore[arg-type]
+
+
 def _check_run_folder(run_dir: Path, key: str) -> None:
     """A folder tamp did not make, or one another process is running in: refused before Hydra writes there."""
+    from tamp.cli.rundir import check_not_foreign
+    from tamp.cli.runlock import holder, in_use_message
+
     check_not_foreign(run_dir, key)
     who = holder(run_dir)
     if who is not None:

@@ -17,7 +17,7 @@ from tamp.core.config import MethodConfig, PruneConfig, parse_pattern
 from tamp.core.protocols import LayerwiseMethod
 from tamp.core.registries import METHODS, method_kind, register_method
 from tamp.methods.components import check_sample_counts, resolve_method, sample_counts
-from tamp.methods.shared_statistics import SharedStatistics, copy_stats
+from tamp.methods.shared_statistics import SharedStatistics
 from tamp.pipeline.context import SampleContext
 from tamp.pipeline.engine import NonFiniteError
 from tamp.pruning.base import Pruner, all_finite
@@ -175,8 +175,7 @@ class ComposedMethod(LayerwiseMethod):
         self, index: int, linears: dict[str, nn.Linear], plan: dict[str, float], engine
     ) -> dict[str, torch.Tensor]:
         if self.sharing is not None:
-            self.sharing.end_sample()
-            self._agree_on_sharing(linears, engine)
+            self.sharing.finish([name for name in linears if self.stats.get(name) is not None], engine.reduce_)
         masks = {}
         merged: set[int] = set()  # statistics already all-reduced and checked (a shared one: once)
         try:
@@ -197,24 +196,6 @@ class ComposedMethod(LayerwiseMethod):
                 block_done()
         self.stats, self.sharing = {}, None
         return masks
-
-    def _agree_on_sharing(self, linears: dict[str, nn.Linear], engine) -> None:
-        """Every process must all-reduce the same tensors in the same order, but which linears share is
-        found per process (one without samples shares nothing). One small collective compares the layouts
-        (per linear, the position of the first linear holding its statistic): from the sums of the layouts
-        and of their squares every process reaches the same verdict (all equal iff no variance). Where they
-        differ, each linear gets its own copy and the statistics are reduced one per linear, as unshared."""
-        names = [name for name in linears if self.stats.get(name) is not None]
-        holder: dict[int, int] = {}
-        layout = torch.tensor([holder.setdefault(id(self.stats[n]), i) for i, n in enumerate(names)], dtype=torch.int64)
-        sums = torch.cat([torch.ones(1, dtype=layout.dtype), layout, layout * layout])
-        engine.reduce_([sums])
-        processes, first, second = sums[0], sums[1:len(names) + 1], sums[len(names) + 1:]
-        if torch.equal(processes * second, first * first):
-            return
-        for i, name in enumerate(names):
-            if layout[i] != i:
-                self.stats[name] = copy_stats(self.stats[name])
 
 
 @register_method("composed")

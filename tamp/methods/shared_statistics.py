@@ -182,3 +182,22 @@ class SharedStatistics:
             group.led, group.source, group.key, group.pending, group.matched = False, None, None, None, set()
         self.open.clear()
         self.ctx = None
+
+    def finish(self, names: list[str], reduce_: Callable[[list[torch.Tensor]], None]) -> None:
+        """End the block's last sample and make every process hold the same layout before the statistics are
+        all-reduced: each must reduce the same tensors in the same order, but which linears share is found per
+        process (one without samples shares nothing). One small collective compares the layouts (per linear of
+        `names`, the position of the first linear holding its statistic): from the sums of the layouts and of
+        their squares every process reaches the same verdict (all equal iff no variance). Where they differ,
+        each linear gets its own copy and the statistics are reduced one per linear, as unshared."""
+        self.end_sample()
+        holder: dict[int, int] = {}
+        layout = torch.tensor([holder.setdefault(id(self.stats[n]), i) for i, n in enumerate(names)], dtype=torch.int64)
+        sums = torch.cat([torch.ones(1, dtype=layout.dtype), layout, layout * layout])
+        reduce_([sums])
+        processes, first, second = sums[0], sums[1:len(names) + 1], sums[len(names) + 1:]
+        if torch.equal(processes * second, first * first):
+            return
+        for i, name in enumerate(names):
+            if layout[i] != i:
+                self.stats[name] = copy_stats(self.stats[name])

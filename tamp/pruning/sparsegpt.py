@@ -70,6 +70,11 @@ class InverseFactor:
     dead: Tensor
 
 
+def _check_damping(damping: str) -> None:
+    if damping not in DAMPINGS:
+        raise ValueError(f"unknown SparseGPT damping {damping!r}; valid: {', '.join(DAMPINGS)}")
+
+
 def inverse_factor(
     hessian: Tensor, percdamp: float = 0.01, damping: str = "always", name: str | None = None,
     device: torch.device | str | None = None,
@@ -79,8 +84,7 @@ def inverse_factor(
     A dead input (diag H == 0) never fires, so its weights are free to prune and H stays invertible
     with H_ii = 1 (`pruned_with_factor` zeroes its weights). `name` only labels warnings and errors.
     """
-    if damping not in DAMPINGS:
-        raise ValueError(f"unknown SparseGPT damping {damping!r}; valid: {', '.join(DAMPINGS)}")
+    _check_damping(damping)
     h = hessian.detach().to(device=hessian.device if device is None else device, dtype=torch.float32, copy=True)
     dead = torch.diagonal(h) == 0
     h[dead, dead] = 1.0
@@ -233,8 +237,7 @@ def _prune(
 ) -> Tensor:
     """`sparsegpt_prune` with H^-1's factor from `factor()` (for a Hessian of `hessian_shape`), called only
     when the weight is really pruned: linears sharing a Hessian pass one factor's getter."""
-    if damping not in DAMPINGS:
-        raise ValueError(f"unknown SparseGPT damping {damping!r}; valid: {', '.join(DAMPINGS)}")
+    _check_damping(damping)
     if weight.dim() != 2 or tuple(hessian_shape) != (weight.shape[1], weight.shape[1]):
         raise ValueError(f"weight [out, in] and hessian [in, in] expected, got {tuple(weight.shape)} "
                          f"and {tuple(hessian_shape)}")

@@ -25,7 +25,9 @@ pytestmark = pytest.mark.fast  # the unit tier: make test-fast
 
 
 # --- the plain form: AMIA's selection before the host-side greedy loop --------------------------------
-def _plain_gram(units: torch.Tensor, block: int = 256) -> torch.Tensor:
+def _plain_gram(units: torch.Tensor, block: int = 128) -> torch.Tensor:
+    # rows per product: tamp's CPU block (128 since the Gram's tighter triangle; the products' bits are
+    # BLAS's own, so the plain form uses the same shapes and this file tests the fast paths after it)
     num_tokens = units.shape[0]
     if num_tokens <= block:
         gram = units @ units.T
@@ -241,11 +243,13 @@ def test_row_smallest_is_topk(kind: int) -> None:
 
 
 def test_similarity_is_exactly_symmetric_and_the_plain_products() -> None:
-    for num_tokens in (1, 7, 256, 300, 600):
+    for num_tokens in (1, 7, 128, 129, 256, 300, 600):
         units = unit_rows(awkward_sample(num_tokens, 40, "duplicated", seed=num_tokens)[0])
         gram = amia._cosine_gram(units)
         assert torch.equal(gram, gram.T)
         assert torch.equal(gram, _plain_gram(units))
+        # one full product agrees to float32 rounding (its bits are BLAS's choice for that shape)
+        torch.testing.assert_close(gram, units @ units.T, rtol=0, atol=1e-5)
 
 
 # --- speed: python tests/test_amia_speed_equivalence.py -------------------------------------------------

@@ -209,6 +209,46 @@ def test_device_loop_agrees_with_the_host_loop(variant: str) -> None:
             assert torch.equal(amia._select_on_device(problem), host), kind
 
 
+@pytest.mark.parametrize("variant", amia.VARIANTS)
+@pytest.mark.parametrize(("num_tokens", "width", "kind"), CASES)
+def test_ordered_path_agrees_with_the_host_loop(variant: str, num_tokens: int, width: int, kind: str) -> None:
+    """The CUDA path (picks on the host, each chunk's prefix MMD^2 at once), run here on CPU tensors: the
+    same picks and the same stop as the one-pick-at-a-time recurrence, for every chunk boundary."""
+    for seed in range(2):
+        sample = awkward_sample(num_tokens, width, kind, seed)
+        for mmd_scale in (0.1, 0.0, 0.3):
+            problem = amia._prepare(*sample, variant, 3, 1.0, 0.2, mmd_scale)
+            host = amia._select_on_host(problem)
+            ordered = amia._select_by_order(problem)
+            assert ordered.dtype == torch.long
+            assert torch.equal(ordered, host), (kind, seed, mmd_scale)
+
+
+@pytest.mark.parametrize("schedule", ["cpu", "cuda"])
+def test_ordered_path_stops_inside_every_chunk(schedule: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stops that fall on each chunk's first, middle and last pick (the prefix sums carry over chunks),
+    with the CPU's chunks and with CUDA's (16, 32, 64, 128, ...: only the device's type is read)."""
+    chunks = amia._chunks
+    monkeypatch.setattr(amia, "_chunks", lambda num_tokens, device: chunks(num_tokens, torch.device(schedule)))
+    sample = awkward_sample(600, 32, "random", seed=5)
+    problem = amia._prepare(*sample, "paper", 3, 1.0, 0.2, 0.0)
+    steps = list(amia._host_steps(problem))
+    tested = 0
+    for stop in (0, 1, 15, 16, 17, 47, 48, 49, 111, 112, 240, 599):
+        if stop + 1 >= len(steps):
+            continue
+        # a threshold just above this step's MMD^2 and below every earlier one stops exactly here
+        earlier = min((m for _, m in steps[:stop]), default=float("inf"))
+        mmd = steps[stop][1]
+        if not mmd < earlier:
+            continue
+        problem.threshold = torch.tensor(min(earlier, mmd * (1 + 1e-9) + 1e-300), dtype=torch.float64)
+        got = amia._select_by_order(problem)
+        assert got.numel() == stop + 1 and torch.equal(got, amia._select_on_host(problem)), stop
+        tested += 1
+    assert tested >= 6  # the MMD^2 trace of this sample falls to a new low at most of these steps
+
+
 def _awkward_matrix(rows: int, width: int, kind: int, gen: torch.Generator) -> torch.Tensor:
     values = torch.rand(rows, width, generator=gen)
     if kind == 1:  # a few distinct values: ties everywhere

@@ -270,7 +270,8 @@ def _chunks(num_tokens: int, device: torch.device):
 
 
 def _select_on_device(problem: _Problem) -> torch.Tensor:
-    """The greedy loop as device tensor ops, the stop read once per chunk (the CUDA path)."""
+    """The greedy loop as tensor ops, one pick at a time, the stop read once per chunk: the recurrence as
+    written, which the host loop and the ordered CUDA path (`_select_by_order`) are tested against."""
     greedy = _Greedy(problem)
     for start, stop in _chunks(greedy.num_tokens, problem.gain.device):
         for t in range(start, stop):
@@ -279,6 +280,22 @@ def _select_on_device(problem: _Problem) -> torch.Tensor:
         if hit is not None:
             return greedy.order[: hit + 1]
     return greedy.order
+
+
+def _host_picks(gain: np.ndarray, neighbours: np.ndarray, penalty: np.ndarray) -> Iterator[int]:
+    """The greedy picks alone, on NumPy (float32 gains and penalties): the order depends on the kNN graph
+    and the attention only; the kernel is needed for the stop, not the order. `gain` is updated in place.
+
+    The same IEEE operations in the same order as `_Greedy.step`'s gain update, so picks are identical.
+    """
+    zero = np.float32(0.0)
+    for _ in range(gain.shape[0]):
+        s = int(gain.argmax())  # first index on ties, NaN counts as the largest: as torch.argmax
+        best = gain[s]
+        picked = zero if best < zero else best  # clamp_min(0): NaN and -0.0 pass through
+        gain[neighbours[s]] -= penalty[s] * picked  # distinct indices: one fancy-indexed update is index_add_
+        gain[s] = -np.inf
+        yield s
 
 
 def _host_steps(problem: _Problem) -> Iterator[tuple[int, float]]:
@@ -294,15 +311,8 @@ def _host_steps(problem: _Problem) -> Iterator[tuple[int, float]]:
     kernel, col_sums = problem.kernel.numpy(), problem.col_sums.numpy()
     full_mean = float(problem.col_sums.sum() / float(num_tokens) ** 2)  # the tensor version's 0-d value
     row_acc = np.zeros(num_tokens, dtype=np.float64)  # sum_{t in S} K[t, :]
-    zero = np.float32(0.0)
     pair_sum = cross_sum = 0.0  # sum_{s, t in S} K_st and sum_{i, s in S} K_is
-    for t in range(num_tokens):
-        s = int(gain.argmax())  # first index on ties, NaN counts as the largest: as torch.argmax
-        best = gain[s]
-        picked = zero if best < zero else best  # clamp_min(0): NaN and -0.0 pass through
-        nbrs = neighbours[s]  # distinct indices: one fancy-indexed update is index_add_
-        gain[nbrs] -= penalty[s] * picked
-        gain[s] = -np.inf
+    for t, s in enumerate(_host_picks(gain, neighbours, penalty)):
         pair_sum += 2.0 * float(row_acc[s]) + float(kernel[s, s])
         row_acc += kernel[s]
         cross_sum += float(col_sums[s])
@@ -320,6 +330,43 @@ def _select_on_host(problem: _Problem) -> torch.Tensor:
         if mmd < threshold:
             break
     return torch.tensor(order, dtype=torch.long)
+
+
+def _select_by_order(problem: _Problem) -> torch.Tensor:
+    """The CUDA path: the picks on the host (`_host_picks`, one copy of the [T] gains and the [T, k] graph),
+    then the MMD^2 of every prefix of a chunk of picks at once on the device, from the kernel's entries
+    among the picks (K is symmetric: pair_sum(n) = sum_{i < n} (2 sum_{j < i} K[o_i, o_j] + K[o_i, o_i])).
+
+    A chunk costs a dozen kernels and one read of its first stop, instead of a dozen kernels per pick;
+    the picks are `_Greedy`'s, the MMD values its recurrence's up to float64 summation order.
+    """
+    kernel, device = problem.kernel, problem.kernel.device
+    num_tokens = kernel.shape[0]
+    picks = _host_picks(
+        problem.gain.cpu().numpy().copy(), problem.neighbours.cpu().numpy(), problem.penalty.cpu().numpy()
+    )
+    full_mean = problem.col_sums.sum() / float(num_tokens) ** 2
+    pair_before = torch.zeros(1, dtype=torch.float64, device=device)
+    cross_before = torch.zeros(1, dtype=torch.float64, device=device)
+    order: list[int] = []
+    index = torch.empty(0, dtype=torch.long, device=device)
+    for start, stop in _chunks(num_tokens, device):
+        order.extend(next(picks) for _ in range(stop - start))
+        index = torch.tensor(order, dtype=torch.long, device=device)
+        new = index[start:]
+        block = kernel.index_select(0, new).index_select(1, index).double()  # [stop - start, stop]
+        position = torch.arange(start, stop, device=device)
+        earlier = torch.arange(stop, device=device)[None, :] < position[:, None]
+        own = block.gather(1, position[:, None]).view(-1)  # K[o_i, o_i]
+        pair = pair_before + (2.0 * block.masked_fill(~earlier, 0.0).sum(1) + own).cumsum(0)
+        cross = cross_before + problem.col_sums.index_select(0, new).cumsum(0)
+        count = (position + 1).double()
+        mmd = (full_mean + pair / count**2 - 2.0 * cross / (num_tokens * count)).clamp_min(0.0)
+        hits = torch.nonzero(mmd < problem.threshold)
+        if hits.numel():
+            return index[: start + int(hits[0, 0]) + 1]
+        pair_before, cross_before = pair[-1:], cross[-1:]
+    return index
 
 
 def select_tokens(
@@ -346,7 +393,7 @@ def select_tokens(
     problem = _prepare(outputs, attention, modality_ids, variant, knn, graph_gamma, penalty_gamma, mmd_scale)
     if problem.gain.device.type == "cpu":
         return _select_on_host(problem)
-    return _select_on_device(problem)
+    return _select_by_order(problem)
 
 
 def selected_mask(indices: torch.Tensor, num_tokens: int) -> torch.Tensor:

@@ -38,7 +38,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-PHASES = ("forwards", "wanda", "tamp", "tamp_reference", "sparsegpt")
+PHASES = ("forwards", "wanda", "tamp", "tamp_reference", "sparsegpt", "ecoflap")
+#: the default phases (ECoFLaP's zeroth-order scoring is far slower: ask for it by name)
+DEFAULT_PHASES = ("forwards", "wanda", "tamp", "tamp_reference", "sparsegpt")
+OFFLOAD = "+offload"  # a phase name with this suffix runs with offload=True (e.g. tamp+offload)
 METHODS: dict[str, dict[str, Any]] = {
     "wanda": {"pruner": "wanda"},
     "tamp": {"pruner": "wanda", "allocation": {"name": "das"}, "tokens": {"name": "amia"}},
@@ -48,6 +51,7 @@ METHODS: dict[str, dict[str, Any]] = {
         "tokens": {"name": "amia", "variant": "reference"},
     },
     "sparsegpt": {"pruner": "sparsegpt"},
+    "ecoflap": {"pruner": "wanda", "allocation": {"name": "ecoflap"}},
 }
 #: the pipeline's goals (issue 34): a phase's wall time at most GOAL times another's, on the idle box
 GOALS = (("wanda", "forwards", 2.0), ("tamp", "wanda", 1.6), ("sparsegpt", "wanda", 2.0))
@@ -67,15 +71,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--blocks", type=int, default=None, help="override the number of decoder blocks")
     p.add_argument("--dtype", default=None, help="float32 | bfloat16 (default: float32 on CPU, else bf16)")
     p.add_argument("--offload", action="store_true", help="keep blocks and activations on CPU between uses")
-    p.add_argument("--phases", nargs="+", default=list(PHASES), choices=PHASES)
+    p.add_argument("--phases", nargs="+", default=list(DEFAULT_PHASES), type=_phase_name,
+                   help=f"any of {', '.join(PHASES)}; a name ending in {OFFLOAD} runs with offload")
+    p.add_argument("--ecoflap-samples", type=int, default=None,
+                   help="samples ECoFLaP's zeroth-order estimate uses (method.allocation.num_samples; default all)")
+    p.add_argument("--in-process", action="store_true",
+                   help="every phase in this one process, the model built once and its weights restored "
+                        "between phases (for CUDA: peak memory is read from the allocator; saves a model build "
+                        "per phase at the 8B shape)")
+    p.add_argument("--scale-to", type=int, default=None,
+                   help="also print each wall time scaled linearly to this many samples")
+    p.add_argument("--json", default=None, help="write the results to this JSON file")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--repeats", type=int, default=1, help="runs per phase (interleaved); best wall time kept")
-    p.add_argument("--worker", choices=PHASES, help=argparse.SUPPRESS)
+    p.add_argument("--worker", type=_phase_name, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.samples = args.samples or (128 if args.full else 16)
     args.tokens = args.tokens or (2900 if args.full else 1200)
     args.dtype = args.dtype or ("float32" if args.device == "cpu" and not args.full else "bfloat16")
     return args
+
+
+def _phase_name(value: str) -> str:
+    base = value.removesuffix(OFFLOAD)
+    if base not in PHASES:
+        raise argparse.ArgumentTypeError(f"unknown phase {value!r}; valid: {', '.join(PHASES)}, each optionally "
+                                         f"with {OFFLOAD}")
+    return value
+
+
+def phase_parts(phase: str, args: argparse.Namespace) -> tuple[str, bool]:
+    """(method phase, offload) of a phase name: `tamp+offload` is tamp with offload; --offload sets every phase."""
+    return phase.removesuffix(OFFLOAD), args.offload or phase.endswith(OFFLOAD)
 
 
 # ---------------------------------------------------------------------------------------------- model
@@ -168,46 +195,123 @@ class PeakMemory:
 # ---------------------------------------------------------------------------------------------- phases
 def run_phase(args: argparse.Namespace) -> dict[str, Any]:
     """Build, then time one phase under the memory monitor (inside a worker subprocess)."""
-    import tamp
-    from tamp.pipeline.engine import LayerwiseEngine
-
     if args.threads:
         torch.set_num_threads(args.threads)
     model, adapter, samples, shape = build(args)
-    calls = _count_block_calls()
+    if phase_parts(args.worker, args)[1] and args.device.startswith("cuda"):
+        model.to("cpu")  # offload: the model lives in host memory, one block at a time on the device
+    return time_phase(args, args.worker, model, adapter, samples, shape, _count_block_calls())
+
+
+def time_phase(
+    args: argparse.Namespace, phase: str, model: Any, adapter: Any, samples: list[Any], shape: dict[str, int],
+    calls: list[int],
+) -> dict[str, Any]:
+    """Time one phase on a freshly built (or restored) model: wall, CPU, peak memory, block passes."""
+    import tamp
+    from tamp.pipeline.engine import LayerwiseEngine
+
+    name, offload = phase_parts(phase, args)
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    calls[0] = 0
+    transfers = None
     with PeakMemory(args.device) as mem:
         start, cpu_start = time.perf_counter(), _cpu_seconds()
-        if args.worker == "forwards":
-            engine = LayerwiseEngine(
-                model, adapter, samples, device=device, offload=args.offload, progress=False
-            )
+        if name == "forwards":
+            engine = LayerwiseEngine(model, adapter, samples, device=device, offload=offload, progress=False)
             store = engine.captured()
             for index in range(len(engine.blocks)):
                 engine.forward_block(index, store)
             timings = {"capture_s": engine.timings.capture_s}
         else:
-            config = {
-                "method": METHODS[args.worker],
-                "sparsity": {"target": 0.5},
-                "device": args.device,
-                "offload": args.offload,
-                "progress": False,
-            }
+            method = json.loads(json.dumps(METHODS[name]))
+            if name == "ecoflap" and args.ecoflap_samples:
+                method["allocation"]["num_samples"] = args.ecoflap_samples
+            config = {"method": method, "sparsity": {"target": 0.5}, "device": args.device, "offload": offload,
+                      "progress": False}
             report = tamp.prune(model, samples, config, adapter=adapter)
-            timings = report.timings
+            timings, transfers = report.timings, report.transfers.get("total")
         sync()
         wall, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
-    return {
-        "phase": args.worker,
+    result = {
+        "phase": phase,
         "block_passes": calls[0] / len(samples),
         "wall_s": wall,
         "cpu_s": cpu,
         "peak_gib": mem.delta_gib,
         "timings": timings,
         "shape": shape,
+        "transfers": transfers,
     }
+    if offload:
+        result["bound"] = offload_bound(model, adapter, samples, name)
+    return result
+
+
+def offload_bound(model: Any, adapter: Any, samples: list[Any], name: str) -> dict[str, float]:
+    """What offload promises to hold on the device at once (GiB): one decoder block, one sample's activations
+    through it, one block's statistics (and, for AMIA, its T x T buffers; for SparseGPT, one factor of the
+    largest Hessian). The measured peak should stay under the sum."""
+    block = adapter.decoder_blocks()[0]
+    linears = [m for m in block.modules() if isinstance(m, torch.nn.Linear)]
+    param = next(block.parameters())
+    size = param.element_size()
+    tokens = max(s.num_tokens for s in samples)
+    block_bytes = sum(p.numel() * p.element_size() for p in block.parameters())
+    hidden = int(param.shape[-1]) if param.dim() > 1 else int(linears[0].in_features)
+    # the block's working set for one sample: input, residual, norm and output [T, C], every linear's output
+    activations = tokens * (4 * hidden + sum(m.out_features for m in linears)) * size
+    inputs = sorted({m.in_features for m in linears})
+    if name == "sparsegpt":
+        statistics = sum(4 * d * d for d in inputs) + 4 * max(inputs) ** 2  # Hessians + one factor
+    elif name == "forwards":
+        statistics = 0
+    else:
+        statistics = sum(4 * m.in_features for m in linears)  # float32 squared norms
+    selection = 3 * 4 * tokens * tokens if name.startswith("tamp") else 0
+    parts = {"block": block_bytes, "activations": activations, "statistics": statistics, "selection": selection}
+    gib = {k: v / 2**30 for k, v in parts.items()}
+    gib["total"] = sum(gib.values())
+    return gib
+
+
+def run_in_process(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
+    """Every phase in this process: the model built once, its weights restored before each phase."""
+    import gc
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, adapter, samples, shape = build(args)
+    home = next(model.parameters()).device
+    pristine = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    calls = _count_block_calls()
+    runs: dict[str, list[dict[str, Any]]] = {phase: [] for phase in args.phases}
+    for repeat in range(args.repeats):
+        for phase in args.phases:
+            model.to(home)
+            model.load_state_dict(pristine)
+            if phase_parts(phase, args)[1] and home.type == "cuda":
+                model.to("cpu")
+            gc.collect()
+            if home.type == "cuda":
+                torch.cuda.empty_cache()
+            r = time_phase(args, phase, model, adapter, samples, shape, calls)
+            runs[phase].append(r)
+            _progress(repeat, args, phase, r)
+            if args.json:  # after every phase: a run stopped by a time limit keeps what it measured
+                _write_json(args, {p: min(rs, key=lambda x: x["wall_s"]) for p, rs in runs.items() if rs})
+    return runs
+
+
+def _write_json(args: argparse.Namespace, results: dict[str, dict[str, Any]]) -> None:
+    device = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "cpu"
+    Path(args.json).write_text(json.dumps({"device": device, "args": vars(args), "results": results}, indent=1))
+
+
+def _progress(repeat: int, args: argparse.Namespace, phase: str, r: dict[str, Any]) -> None:
+    msg = f"[{repeat + 1}/{args.repeats}] {phase}: {r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} s CPU"
+    print(f"{msg}, peak {r['peak_gib']:.2f} GiB", file=sys.stderr, flush=True)
 
 
 def _count_block_calls() -> list[int]:
@@ -238,6 +342,8 @@ def spawn(args: argparse.Namespace, phase: str) -> dict[str, Any]:
     argv = [sys.executable, str(Path(__file__).resolve()), "--worker", phase, "--device", args.device]
     argv += ["--samples", str(args.samples), "--tokens", str(args.tokens), "--dtype", args.dtype]
     argv += ["--image-fraction", str(args.image_fraction)]
+    if args.ecoflap_samples:
+        argv += ["--ecoflap-samples", str(args.ecoflap_samples)]
     if args.full:
         argv.append("--full")
     if args.offload:
@@ -264,7 +370,8 @@ def table(args: argparse.Namespace, results: dict[str, dict[str, Any]]) -> str:
         f"(first {num_image} marked image, the rest text); device {args.device}"
         f"{', offload' if args.offload else ''}, torch threads {args.threads or torch.get_num_threads()}; "
         f"peak memory = {where} above the level before the phase; best wall of {args.repeats} "
-        "interleaved run(s) per phase, each in a fresh process.",
+        "interleaved run(s) per phase, "
+        + ("all in one process (weights restored between phases)." if args.in_process else "each in a fresh process."),
         "",
         "| phase | wall s | CPU s | allocation s | pruning pass s | block passes | peak GiB | wall vs wanda "
         "| wall vs forwards |",
@@ -280,6 +387,27 @@ def table(args: argparse.Namespace, results: dict[str, dict[str, Any]]) -> str:
                 f"{r['peak_gib']:.2f}"]
         lines.append(f"| {phase} | " + " | ".join([*cols, vs_w, vs_f]) + " |")
     lines.append("")
+    if args.scale_to:
+        lines.append(f"Scaled linearly to {args.scale_to} samples (x{args.scale_to / args.samples:g}; the passes, "
+                     "the statistics and the token selection grow with the samples, the allocation's solve and "
+                     "the pruning math do not, so this is an upper estimate): "
+                     + ", ".join(f"{p} {r['wall_s'] * args.scale_to / args.samples / 60:.1f} min"
+                                 for p, r in results.items()))
+        lines.append("")
+    cuda = args.device.startswith("cuda")
+    for phase, r in results.items():
+        bound = r.get("bound") if cuda else None  # on the CPU there is no device memory to bound
+        if bound:
+            parts = ", ".join(f"{k} {v:.2f}" for k, v in bound.items() if k != "total")
+            met = r["peak_gib"] <= bound["total"]
+            lines.append(f"{phase}: peak {r['peak_gib']:.2f} GiB against one block + one sample + one block's "
+                         f"statistics = {bound['total']:.2f} GiB ({parts}): {'met' if met else 'NOT met'}")
+        moved = r.get("transfers") if cuda else None
+        if moved and moved.get("bytes"):
+            lines.append(f"{phase}: {moved['bytes'] / 2**30:.2f} GiB moved host <-> device in {moved.get('copies')} "
+                         "copies (the engine's count, as benchmarks/bench_offload.py reports it)")
+    if cuda and any(r.get("bound") or r.get("transfers") for r in results.values()):
+        lines.append("")
     for phase, base, goal in GOALS:
         if phase in results and base in results:
             ratio = results[phase]["wall_s"] / results[base]["wall_s"]
@@ -302,17 +430,21 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("bench_pipeline: --device cuda but no CUDA device is present")
-    runs: dict[str, list[dict[str, Any]]] = {phase: [] for phase in args.phases}
-    for repeat in range(args.repeats):
-        for phase in args.phases:
-            r = spawn(args, phase)
-            runs[phase].append(r)
-            msg = f"[{repeat + 1}/{args.repeats}] {phase}: {r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} s CPU"
-            print(f"{msg}, peak {r['peak_gib']:.2f} GiB", file=sys.stderr, flush=True)
+    if args.in_process:
+        runs = run_in_process(args)
+    else:
+        runs = {phase: [] for phase in args.phases}
+        for repeat in range(args.repeats):
+            for phase in args.phases:
+                r = spawn(args, phase)
+                runs[phase].append(r)
+                _progress(repeat, args, phase, r)
     results = {}
     for phase, rs in runs.items():  # best wall time (least disturbed by other load), worst peak
         results[phase] = {**min(rs, key=lambda r: r["wall_s"]), "peak_gib": max(r["peak_gib"] for r in rs)}
     print(table(args, results))
+    if args.json:
+        _write_json(args, results)
 
 
 if __name__ == "__main__":

@@ -50,38 +50,50 @@ def _prune(family: str, method: dict, device: str, dtype: torch.dtype):
     return report, bool(torch.isfinite(logits).all()), seconds
 
 
+def compare(family: str, name: str, reference: str = "cpu", device: str = "cuda") -> dict:
+    """One family and method pruned on `device` in bf16 against `reference` ("cpu" or "cuda") in float32
+    (device="cpu" runs the same comparison on a machine without CUDA)."""
+    method = METHODS[name]
+    ref, _, ref_s = _prune(family, method, reference, torch.float32)
+    got, finite, cuda_s = _prune(family, method, device, torch.bfloat16)
+    same = [float((got.masks[k].cpu() == ref.masks[k].cpu()).float().mean()) for k in ref.masks]
+    scores = None
+    if ref.allocation_scores:
+        keys = sorted(ref.allocation_scores)
+        scores = _spearman([ref.allocation_scores[k] for k in keys], [got.allocation_scores[k] for k in keys])
+    return {"family": family, "method": name, "finite": finite,
+            "exact": all(x.pruned == x.planned_pruned for x in got.linears),
+            "equal_min": min(same), "equal_mean": sum(same) / len(same), "rank_corr": scores,
+            "cuda_s": cuda_s, "reference_s": ref_s}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--families", default=",".join(tiny_names()))
     parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--reference", default="cpu", choices=["cpu", "cuda"],
+                        help="where the float32 reference is pruned (cuda: bf16 against float32 on one device)")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("no CUDA device: nothing to check", file=sys.stderr)
         return 2
     print(f"device: {torch.cuda.get_device_name(0)}; torch {torch.__version__}")
-    print("| family | method | finite logits (cuda bf16) | pruned == planned | masks equal to cpu fp32 "
-          "(min / mean over linears) | allocation scores rank corr. | cuda s | cpu s |")
+    print(f"| family | method | finite logits (cuda bf16) | pruned == planned | masks equal to {args.reference} fp32 "
+          f"(min / mean over linears) | allocation scores rank corr. | cuda s | {args.reference} s |")
     print("|---|---|---|---|---|---|---:|---:|")
     failures = 0
     for family in args.families.split(","):
         for name in args.methods.split(","):
-            method = METHODS[name]
             try:
-                ref, _, cpu_s = _prune(family, method, "cpu", torch.float32)
-                got, finite, cuda_s = _prune(family, method, "cuda", torch.bfloat16)
+                row = compare(family, name, args.reference)
             except Exception as err:  # a report: one row per failure, then go on
                 failures += 1
                 print(f"| {family} | {name} | error: {type(err).__name__}: {str(err).splitlines()[0][:120]} |||||")
                 continue
-            exact = all(x.pruned == x.planned_pruned for x in got.linears)
-            same = [float((got.masks[k].cpu() == ref.masks[k]).float().mean()) for k in ref.masks]
-            scores = ""
-            if ref.allocation_scores:
-                keys = sorted(ref.allocation_scores)
-                scores = f"{_spearman([ref.allocation_scores[k] for k in keys], [got.allocation_scores[k] for k in keys]):.3f}"
-            failures += (not finite) + (not exact)
-            print(f"| {family} | {name} | {finite} | {exact} | {min(same):.4f} / {sum(same) / len(same):.4f} | "
-                  f"{scores} | {cuda_s:.1f} | {cpu_s:.1f} |")
+            scores = "" if row["rank_corr"] is None else f"{row['rank_corr']:.3f}"
+            failures += (not row["finite"]) + (not row["exact"])
+            print(f"| {family} | {name} | {row['finite']} | {row['exact']} | {row['equal_min']:.4f} / "
+                  f"{row['equal_mean']:.4f} | {scores} | {row['cuda_s']:.1f} | {row['reference_s']:.1f} |")
     return 1 if failures else 0
 
 

@@ -121,3 +121,76 @@ def test_benchmark_on_the_gpu_converts_and_stays_within_tolerance() -> None:
     prefill = [r for r in rows if r["phase"] == "prefill"]
     assert all(r["ok"] for r in prefill), bench_sparse24.table(rows)
     assert all(r["sparse_ms"] is not None for r in rows), bench_sparse24.table(rows)
+
+
+# --- the option: runner.sparse_kernels=semi_structured ---------------------------------------------------
+def test_the_option_is_checked_before_the_pruning(compose_cfg) -> None:
+    """What the kernels need is a config error, in one line naming the key, not a failure after pruning."""
+    from tamp.cli.preflight import check_run_config
+
+    on = ["runner.sparse_kernels=semi_structured"]
+    with pytest.raises(ValueError, match=r"^runner.sparse_kernels='sparse' is unknown; valid: none, semi_structured"):
+        check_run_config(compose_cfg(["runner.sparse_kernels=sparse"]))
+    with pytest.raises(ValueError, match=r"runs 2:4 weights only, but sparsity.pattern=unstructured; valid: "
+                                         r"sparsity.pattern=2:4"):
+        check_run_config(compose_cfg([*on, "method=wanda"]))
+    with pytest.raises(ValueError, match="needs a CUDA GPU .* the evaluation runs on the CPU"):
+        check_run_config(compose_cfg([*on, "method=wanda", "sparsity.pattern=2:4", "runner=cpu"]))
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="needs a CUDA GPU with compute capability >= 8.0 for the evaluation, "
+                                             "but no CUDA device is present"):
+            check_run_config(compose_cfg([*on, "method=wanda", "sparsity.pattern=2:4"]))
+    check_run_config(compose_cfg(["method=wanda", "sparsity.pattern=2:4"]))  # off by default: nothing asked
+
+
+def test_the_evaluation_converts_the_pruned_targets_and_leaves_a_dense_model(compose_cfg, monkeypatch) -> None:
+    """The runner step: a 2:4-pruned model's target linears go to the conversion (here on the CPU, which it
+    refuses naming the device); a cell that prunes nothing on a dense model converts nothing."""
+    from tiny_models import fresh_tiny
+
+    import tamp
+    from tamp.cli import runner
+    from tamp.cli.schema import validate
+
+    bundle = fresh_tiny("llava_next")
+    bundle.model.to(torch.bfloat16)  # the kernels' dtype: the conversion's last check is then the device
+    on = ["runner.sparse_kernels=semi_structured", "model=tiny_llava_next"]
+    dense = validate(compose_cfg([*on, "method=dense", "sparsity.pattern=2:4"]))
+    assert runner.sparse_kernels(dense, bundle.model, bundle.adapter) is None
+    off = validate(compose_cfg(["method=wanda", "sparsity.pattern=2:4"]))
+    assert runner.sparse_kernels(off, bundle.model, bundle.adapter) is None
+
+    config = {"method": {"pruner": "wanda"}, "sparsity": {"target": 0.5, "pattern": "2:4"}, "progress": False}
+    tamp.prune(bundle.model, [bundle.example_sample(0)], config, adapter=bundle.adapter)
+    asked: list[list[str]] = []
+    monkeypatch.setattr("tamp.models.semi_structured.to_semi_structured",
+                        lambda model, names: asked.append(names) or to_semi_structured(model, names))
+    pruned = validate(compose_cfg([*on, "method=wanda", "sparsity.pattern=2:4"]))
+    with pytest.raises(RuntimeError, match="is on cpu; semi-structured sparse kernels need CUDA"):
+        runner.sparse_kernels(pruned, bundle.model, bundle.adapter)
+    targets = [n for block in bundle.adapter.target_linears() for n in block]
+    assert asked == [targets] and len(targets) > 0
+    # the same pruned model evaluated as a saved checkpoint (method=dense): its 2:4 targets are found
+    asked.clear()
+    with pytest.raises(RuntimeError, match="is on cpu"):
+        runner.sparse_kernels(dense, bundle.model, bundle.adapter)
+    assert asked == [targets]
+
+
+@needs_sparse_gpu
+def test_a_two_four_run_is_evaluated_on_the_sparse_kernels(compose_cfg, tmp_path: Path) -> None:
+    """The whole cell on the GPU: pruned 2:4 in bf16, every target linear converted before lmms-eval, the
+    conversion recorded in results.json beside the scores."""
+    import json
+
+    from tamp.cli.run_command import run
+
+    cfg = compose_cfg(["model=tiny_llava_next", "model.dtype=bfloat16", "method=wanda", "sparsity.pattern=2:4",
+                       "runner=gpu", "runner.sparse_kernels=semi_structured", "eval=tiny", "eval.limit=2",
+                       "calib.num_samples=2", "logger=none", "runner.progress=false"])
+    run(cfg, tmp_path / "run")
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["status"] == "completed", saved.get("error")
+    kernels = saved["devices"]["sparse_kernels"]
+    assert kernels["kind"] == "semi_structured" and kernels["converted"] == len(saved["sparsity_per_linear"])
+    assert saved["scores"]

@@ -131,12 +131,36 @@ def _check_runner(settings: RunConfig, local: bool, skipped: list[str]) -> None:
     check_eval_device(r.eval_device)
     if r.eval_device.startswith("cuda") and not cuda:
         raise ValueError(f"runner.eval_device={r.eval_device} but no CUDA device is present; valid here: auto, cpu")
+    _check_sparse_kernels(settings, cuda)
     for key in ("targets", "ignore"):
         for pattern in getattr(r, key):
             try:
                 re.compile(pattern)
             except re.error as err:
                 raise ValueError(f"runner.{key} entry '{pattern}' is not a valid regex: {err}") from None
+
+
+def _check_sparse_kernels(settings: RunConfig, cuda: bool) -> None:
+    """runner.sparse_kernels=semi_structured needs what the kernels need: a 2:4 pattern, a CUDA evaluation,
+    a 16-bit model. Checked before the pruning, not found out at the evaluation after it."""
+    r = settings.runner
+    if r.sparse_kernels == "none":
+        return
+    from tamp.core.config import parse_pattern
+
+    key = f"runner.sparse_kernels={r.sparse_kernels}"
+    if parse_pattern(settings.sparsity.pattern) != (2, 4):
+        raise ValueError(f"{key} runs 2:4 weights only, but sparsity.pattern={settings.sparsity.pattern}; "
+                         "valid: sparsity.pattern=2:4, or runner.sparse_kernels=none")
+    on_cpu = r.eval_device == "cpu" or (r.eval_device == "auto" and (r.accelerator == "cpu" or r.device == "cpu"))
+    if on_cpu or not cuda:
+        where = (f"the evaluation runs on the CPU (runner.eval_device={r.eval_device}, runner.accelerator="
+                 f"{r.accelerator})" if on_cpu else "no CUDA device is present")
+        raise ValueError(f"{key} needs a CUDA GPU with compute capability >= 8.0 for the evaluation, but {where}; "
+                         "valid: a GPU runner (runner=gpu, runner=ddp_gpu), or runner.sparse_kernels=none")
+    if str(settings.model.dtype) == "float32":
+        raise ValueError(f"{key} needs 16-bit weights, but model.dtype=float32; valid: model.dtype=bfloat16 or "
+                         "float16, or runner.sparse_kernels=none")
 
 
 def _check_scalars(settings: RunConfig) -> None:

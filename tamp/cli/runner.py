@@ -135,10 +135,33 @@ def dense_reference(settings: RunConfig, cache: DenseCache | None, record: RunRe
     return cached["scores"] if cached is not None else None
 
 
+def sparse_kernels(settings: RunConfig, model, adapter) -> dict[str, Any] | None:
+    """runner.sparse_kernels=semi_structured: the pruned (2:4) target linears on the GPU's sparse kernels,
+    in place, once the model sits on its evaluation device; what was converted (None: the option is off,
+    or nothing is 2:4: the sweep's dense cell). A cell that prunes nothing converts the target linears a
+    saved 2:4 checkpoint brings. Inference only: runs after the save."""
+    r = settings.runner
+    if r.sparse_kernels == "none":
+        return None
+    from tamp.models.semi_structured import is_two_four, to_semi_structured
+
+    targets = {name: linear for block in adapter.target_linears(r.targets, r.ignore) for name, linear in block.items()}
+    if _prunes_nothing(settings):
+        targets = {name: linear for name, linear in targets.items() if is_two_four(linear.weight)}
+        if not targets:
+            return None
+    report = to_semi_structured(model, list(targets))
+    log.info("runner.sparse_kernels=%s: %d linears on the %s kernels", r.sparse_kernels, len(report.converted),
+             report.backend)
+    return {"kind": r.sparse_kernels, "backend": report.backend, "converted": len(report.converted),
+            "skipped": report.skipped}
+
+
 def evaluate_model(
     settings: RunConfig, model, processor, adapter, fabric, cache: DenseCache | None
-) -> tuple[dict, str | None]:
-    """(lmms-eval scores, the device they were computed on); a dense model's scores are reused in a sweep.
+) -> tuple[dict, str | None, dict[str, Any] | None]:
+    """(lmms-eval scores, the device they were computed on, the sparse kernels used); a dense model's scores
+    are reused in a sweep.
 
     The device is `runner.eval_device` (auto: this process's Fabric device); the whole model moves
     there first, whatever the pruning left where (offload keeps the decoder blocks in CPU memory).
@@ -146,16 +169,17 @@ def evaluate_model(
     """
     e = settings.eval
     if not e.tasks:
-        return {}, None
+        return {}, None, None
     cache = cache if _prunes_nothing(settings) else None
     cached = _reused_scores(cache, fabric)
     if cached is not None:
-        return cached["scores"], cached["device"]
+        return cached["scores"], cached["device"], None
     from tamp.eval.doc_media import VideoSampling
     from tamp.eval.evaluate import evaluate
     from tamp.eval.placement import eval_device, place_for_eval
 
     device = place_for_eval(model, eval_device(settings.runner.eval_device, fabric.device))
+    kernels = sparse_kernels(settings, model, adapter)
     os.environ.update({k: str(v) for k, v in e.env.items()})  # e.g. TAMP_ZOO_DIR, the zoo build's data
     out = evaluate(
         model,
@@ -174,7 +198,7 @@ def evaluate_model(
     )
     if cache is not None and fabric.global_rank == 0:
         cache.write(out, str(device))
-    return out, str(device)
+    return out, str(device), kernels
 
 
 def _reused_scores(cache: DenseCache | None, fabric) -> dict[str, Any] | None:
@@ -522,11 +546,13 @@ class Cell:
         returns that cache, where the record step finds the Rel.% reference."""
         began = time.perf_counter()
         cache = dense_cache(self.settings, self.results.record.config or self.sealed.config, self.cache_dir)
-        scores, evaluated_on = evaluate_model(self.settings, loaded.model, loaded.processor, loaded.adapter,
-                                              self.fabric, cache)
+        scores, evaluated_on, kernels = evaluate_model(self.settings, loaded.model, loaded.processor, loaded.adapter,
+                                                       self.fabric, cache)
         m = self.measured
         m["devices"] = {"prune": pruning.device if pruning else None, "offload": self.settings.runner.offload,
                         "eval": evaluated_on, "transfers": pruning.transfers if pruning else {}}
+        if kernels is not None:
+            m["devices"]["sparse_kernels"] = kernels
         m["timings"]["eval_s"] = time.perf_counter() - began
         m["timings"]["total_s"] = time.perf_counter() - self.started
         m["scores"] = scores.get("scores", {})

@@ -69,6 +69,9 @@ class CalibConfig(DataCalibConfig):
         _check(self.fps is None or self.fps > 0, f"calib.fps={self.fps} must be > 0 or null")
 
 
+SPARSE_KERNELS = ("none", "semi_structured")
+
+
 @dataclass
 class RunnerConfig:
     accelerator: str = "auto"  # Lightning Fabric: auto | cpu | cuda | gpu
@@ -86,6 +89,8 @@ class RunnerConfig:
     save_masks: bool = False  # also the masks, bit-packed, beside the saved model (implies save_model)
     #: in a sweep, the block-0 inputs stored once per key for the other cells: auto (when pruning on CPU) | true | false
     share_block_inputs: Any = "auto"
+    #: evaluate a 2:4 model on the GPU's sparse kernels: none | semi_structured (tamp.models.semi_structured)
+    sparse_kernels: str = "none"
 
     def __post_init__(self) -> None:
         _check(
@@ -98,6 +103,8 @@ class RunnerConfig:
         )
         if isinstance(self.devices, int):
             _check(self.devices >= 1, f"runner.devices={self.devices} must be >= 1")
+        _check(self.sparse_kernels in SPARSE_KERNELS,
+               f"runner.sparse_kernels='{self.sparse_kernels}' is unknown; valid: {', '.join(SPARSE_KERNELS)}")
 
 
 @dataclass

@@ -259,3 +259,18 @@ def test_a_stored_entry_is_made_once_and_loads_as_hydras_own() -> None:
         assert len(made) == 1 and store.load("tamp_test_probe/lazy.yaml").node == eager.node
     finally:
         store.repo.pop("tamp_test_probe", None)
+
+
+def test_logging_off_runs_without_wandb_installed(monkeypatch, tmp_path) -> None:
+    """`logger=none` must not need the wandb package (a GPU node's image may lack it): nothing imports it."""
+    import sys
+
+    from tamp.cli.schema import WandbConfig
+    from tamp.tracking.wandb_logger import WandbRun
+
+    monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` now fails, as where it is not installed
+    run = WandbRun(WandbConfig(enabled=False), "cell", {}, tmp_path, [])
+    run.rename("other")
+    run.retag(["a"])
+    run.finish(failed=False)
+    assert run.run is None

@@ -61,15 +61,16 @@ class WandbRun:
         tags: list[str],
         group: str | None = None,
     ) -> None:
-        """`group` overrides cfg.group (the runner passes the experiment or the sweep)."""
-        import wandb
-
-        self._wandb = wandb
+        """`group` overrides cfg.group (the runner passes the experiment or the sweep). With logging off
+        (`logger=none`) wandb is not imported: a machine without it runs the cell."""
         self.run = None
         self._where = ""
         self._configured = list(cfg.tags)
         if not cfg.enabled:
             return
+        import wandb
+
+        self._wandb = wandb
         self.run = wandb.init(
             project=cfg.project,
             entity=cfg.entity,

@@ -101,14 +101,41 @@ def chosen() -> dict[str, str]:
             if name not in leave and (name not in image or name in MATCH_LOCK)}
 
 
+MANIFEST = "device_wheels.txt"  # the wheels this script wrote into its folder: the only ones it replaces
+
+
+def prepare_folder(out: Path) -> None:
+    """The folder for the wheels: made here, or one this script filled before (its manifest names every
+    wheel in it); those wheels are removed (a second version of a package stops the install there).
+    Anything else is refused: a user's own wheels are never deleted, and never through a link."""
+    if out.is_symlink():
+        raise SystemExit(f"device_wheels: {out} is a symbolic link; give a real folder (--out)")
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = out / MANIFEST
+    ours = set(manifest.read_text().split()) if manifest.is_file() else set()
+    theirs = sorted(w.name for w in out.glob("*.whl") if w.name not in ours)
+    if theirs:
+        raise SystemExit(f"device_wheels: {out} holds wheels this script did not write ({', '.join(theirs[:3])}"
+                         f"{', ...' if len(theirs) > 3 else ''}); give an empty folder (--out)")
+    for name in ours:
+        wheel = out / name
+        if wheel.is_file() and not wheel.is_symlink():
+            wheel.unlink()
+    manifest.unlink(missing_ok=True)
+
+
 def download(packages: dict[str, str], out: Path) -> None:
     """cp312 manylinux wheels (pure-Python ones for any platform); a package published only as source is
-    built into a wheel here (pure Python: it installs the same there)."""
-    out.mkdir(exist_ok=True)
-    for old in out.glob("*.whl"):
-        old.unlink()  # .whl/ holds this script's own downloads only (git-ignored)
+    built into a wheel here (pure Python: it installs the same there). The manifest lists what it wrote."""
+    prepare_folder(out)
+    before = {w.name for w in out.glob("*.whl")}
     platforms = [arg for p in PLATFORMS for arg in ("--platform", p)]
+
+    def record() -> None:  # after every package: a run stopped half-way leaves its wheels named as its own
+        (out / MANIFEST).write_text("\n".join(sorted({w.name for w in out.glob("*.whl")} - before)) + "\n")
+
     for name, version in packages.items():
+        record()
         spec = f"{name}=={version}"
         cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--python-version",
                "3.12", "--implementation", "cp", *platforms, "-d", str(out), spec]
@@ -121,6 +148,7 @@ def download(packages: dict[str, str], out: Path) -> None:
         pure = [w for w in out.glob(f"{canonical(name).replace('-', '_')}-*.whl") if "none-any" in w.name]
         if not pure:
             raise SystemExit(f"device_wheels: {spec} built into a platform wheel here; it would not install there")
+    record()
 
 
 def hidden_entries(carried: dict[str, str]) -> tuple[set[str], list[str]]:

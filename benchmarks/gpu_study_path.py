@@ -25,9 +25,9 @@ import argparse
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -71,9 +71,8 @@ def environment(home: Path) -> dict[str, str]:
 
 
 def run_sweep(runner: list[str], include: str, sweep: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    """One multirun of METHODS with this runner into `sweep` (emptied first: the sweeper would skip done cells)."""
-    if sweep.exists():
-        shutil.rmtree(sweep)
+    """One multirun of METHODS with this runner into `sweep`, a folder that does not exist yet (a finished
+    cell there would be skipped by the sweeper)."""
     cmd = [sys.executable, "-m", "tamp.run", "-m", f"method={','.join(METHODS)}", *COMMON, *runner,
            f"eval.include_paths=['{include}']", f"paths.output_dir={sweep.parent / 'outputs'}",
            f"hydra.sweep.dir={sweep}"]
@@ -163,9 +162,10 @@ def check_runner(device: str, name: str, runner: list[str], include: str, metric
 
 
 def check_study_path(device: str, out: Path, record: Record) -> None:
-    """The study path on `device` (cuda or cpu): both of its runners, every cell, the reports."""
-    out = Path(out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    """The study path on `device` (cuda or cpu): both of its runners, every cell, the reports, all in a new
+    folder under `out` (study_XXXX: nothing that was there is read, overwritten or deleted)."""
+    Path(out).mkdir(parents=True, exist_ok=True)
+    out = Path(tempfile.mkdtemp(prefix="study_", dir=Path(out).resolve()))
     start = time.perf_counter()
     try:
         include, home, metrics = local_task(out / "study_task")
@@ -186,8 +186,6 @@ def main() -> int:
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     parser.add_argument("--out", default=None, help="folder for the local task, the sweeps and their reports")
     args = parser.parse_args()
-    import tempfile
-
     import torch
 
     if args.device == "cuda" and not torch.cuda.is_available():

@@ -1,4 +1,4 @@
-"""The paper's studies as a GPU node runs them, on tiny models: evaluation placement, offload, processes.
+"""What a GPU node shows before the paper's studies run there: scale, 2:4 kernels, study path, precision.
 
 What a cluster user relies on and a CPU-only machine cannot show. Each check prints a
 table row and ends PASS or FAIL; the exit status is 1 if any check failed. `--device cpu` runs the

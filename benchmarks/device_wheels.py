@@ -62,8 +62,9 @@ IMAGE = (
     "torchvision tqdm transformers treescope triton typer typing-extensions typing-inspect urllib3 uvloop "
     "wadler-lindig werkzeug wheel wrapt xarray xxhash yarl zipp"
 ).split()
-#: the image has these, but tamp needs the lock's version (and its tokenizer / hub)
-MATCH_LOCK = ("transformers", "tokenizers", "huggingface-hub")
+#: the image has these, but tamp needs the lock's version (and its tokenizer / hub; transformers checks
+#: regex >= 2025.10.22 when imported, and the image's version is not on record)
+MATCH_LOCK = ("transformers", "tokenizers", "huggingface-hub", "regex")
 #: never carried: the lock's development tools, and what gpu_node_check does not import (no W&B with
 #: logger=none, no video decoding for an image task, Windows-only shims, lmms-eval's YouTube fetcher,
 #: the COCO caption scorer with its 100 MB of Java)
@@ -76,7 +77,7 @@ LEAVE_OUT = (
 ).split()
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64", "manylinux_2_17_x86_64",
              "manylinux2014_x86_64", "manylinux1_x86_64"]
-BUDGET_MIB = 44.0  # 64 MiB a call, less the working tree (about 15 MiB) and a margin
+BUDGET_MIB = 46.0  # 64 MiB a call, less the working tree (about 15 MiB) and a margin
 
 
 def canonical(name: str) -> str:

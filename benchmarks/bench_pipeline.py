@@ -106,35 +106,43 @@ def phase_parts(phase: str, args: argparse.Namespace) -> tuple[str, bool]:
 
 
 # ---------------------------------------------------------------------------------------------- model
-def build(args: argparse.Namespace):
-    """(model, adapter, samples): a random Llama decoder and hidden-state calibration samples."""
+def random_llama(shape: dict[str, int], dtype: torch.dtype, device: str, positions: int, **config: Any):
+    """A random LlamaForCausalLM of `shape` (vocab 32064 unless the shape says), created directly in `dtype`
+    on `device`: no float32 copy of an 8B model. Also bench_sparse24's model."""
     import transformers as tf
 
+    llama = tf.LlamaConfig(
+        vocab_size=shape.get("vocab", 32064),
+        hidden_size=shape["hidden"],
+        intermediate_size=shape["intermediate"],
+        num_hidden_layers=shape["blocks"],
+        num_attention_heads=shape["heads"],
+        num_key_value_heads=shape["kv_heads"],
+        max_position_embeddings=max(4096, positions),
+        tie_word_embeddings=False,
+        **config,
+    )
+    torch.manual_seed(0)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            return tf.LlamaForCausalLM(llama).eval()
+    finally:
+        torch.set_default_dtype(default)
+
+
+def build(args: argparse.Namespace):
+    """(model, adapter, samples): a random Llama decoder and hidden-state calibration samples."""
     from tamp.data.sample import IMAGE, TEXT, CalibSample
     from tamp.models.decoder_lm import DecoderLMAdapter
 
     shape = dict(SHAPES["full" if args.full else "small"])
     if args.blocks:
         shape["blocks"] = args.blocks
-    config = tf.LlamaConfig(
-        vocab_size=32064,
-        hidden_size=shape["hidden"],
-        intermediate_size=shape["intermediate"],
-        num_hidden_layers=shape["blocks"],
-        num_attention_heads=shape["heads"],
-        num_key_value_heads=shape["kv_heads"],
-        max_position_embeddings=max(4096, args.tokens),
-        tie_word_embeddings=False,
-    )
     dtype = getattr(torch, args.dtype)
-    torch.manual_seed(0)
-    default = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)  # build in the target dtype: no float32 copy of an 8B model
-    try:
-        with torch.device("cuda" if args.device.startswith("cuda") and not args.offload else "cpu"):
-            model = tf.LlamaForCausalLM(config).eval()
-    finally:
-        torch.set_default_dtype(default)
+    model = random_llama(shape, dtype, "cuda" if args.device.startswith("cuda") and not args.offload else "cpu",
+                         args.tokens)
     gen = torch.Generator().manual_seed(1)
     num_image = int(args.tokens * args.image_fraction)
     samples = []
@@ -143,7 +151,7 @@ def build(args: argparse.Namespace):
         ids = torch.full((args.tokens,), TEXT, dtype=torch.long)
         ids[:num_image] = IMAGE
         labels = torch.full((1, args.tokens), -100, dtype=torch.long)
-        labels[0, -32:] = torch.randint(0, config.vocab_size, (32,), generator=gen)
+        labels[0, -32:] = torch.randint(0, model.config.vocab_size, (32,), generator=gen)
         samples.append(CalibSample(inputs={"inputs_embeds": embeds}, modality_ids=ids, labels=labels))
     return model, DecoderLMAdapter(model, None), samples, shape
 

@@ -40,6 +40,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 SHAPES = {
     "full": {"hidden": 4096, "blocks": 32, "heads": 32, "kv_heads": 8, "intermediate": 14336, "vocab": 32064},
@@ -55,29 +56,10 @@ PHASES = ("prefill", "decode", "linears (prefill)", "linears (decode)")
 
 # ---------------------------------------------------------------------------------------------- model
 def build(device: str, shape: dict[str, int], tokens: int) -> torch.nn.Module:
-    """A random Llama decoder, created directly in bf16 on ``device`` (no float32 copy of 8B weights)."""
-    import transformers as tf
+    """A random Llama decoder, created directly in bf16 on ``device`` (bench_pipeline's model builder)."""
+    from bench_pipeline import random_llama
 
-    config = tf.LlamaConfig(
-        vocab_size=shape["vocab"],
-        hidden_size=shape["hidden"],
-        intermediate_size=shape["intermediate"],
-        num_hidden_layers=shape["blocks"],
-        num_attention_heads=shape["heads"],
-        num_key_value_heads=shape["kv_heads"],
-        max_position_embeddings=max(4096, tokens + 64),
-        tie_word_embeddings=False,
-        attn_implementation="sdpa",
-    )
-    torch.manual_seed(0)
-    default = torch.get_default_dtype()
-    torch.set_default_dtype(torch.bfloat16)
-    try:
-        with torch.device(device):
-            model = tf.LlamaForCausalLM(config).eval()
-    finally:
-        torch.set_default_dtype(default)
-    return model
+    return random_llama(shape, torch.bfloat16, device, tokens + 64, attn_implementation="sdpa")
 
 
 def decoder_linears(model: torch.nn.Module) -> list[str]:

@@ -60,6 +60,7 @@ from tamp.core.paths import CONF_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))  # the benchmarks its sections run (imported where used)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -336,7 +337,6 @@ def _scale_goals(results: dict[str, Any], label: str, device: str, measured: boo
 
 # ---------------------------------------------------------------------------------------- 5. sparse24
 def check_sparse24(device: str, out: Path) -> None:
-    sys.path.insert(0, str(REPO / "benchmarks"))
     import bench_sparse24
 
     rows = bench_sparse24.run(device=device, blocks=None, tiny=device != "cuda")
@@ -353,7 +353,6 @@ def check_sparse24(device: str, out: Path) -> None:
 
 # ---------------------------------------------------------------------------------------- 6. study
 def check_study(device: str, out: Path) -> None:
-    sys.path.insert(0, str(REPO / "benchmarks"))
     from gpu_study_path import check_study_path
 
     check_study_path(device, out, record)
@@ -378,7 +377,6 @@ PRECISION_METHODS = ("wanda", "sparsegpt", "tamp", "ecoflap")
 
 
 def check_precision(device: str) -> None:
-    sys.path.insert(0, str(REPO / "benchmarks"))
     import cuda_check
 
     from tamp.models.tiny import tiny_names

@@ -219,46 +219,6 @@ def _prepare(
     return _Problem(gain, neighbours, penalty, kernel, kernel.sum(0, dtype=torch.float64), threshold)
 
 
-class _Greedy:
-    """State of the greedy selection with the O(T) incremental MMD^2(all, S)."""
-
-    def __init__(self, problem: _Problem) -> None:
-        self.p = problem
-        num_tokens = problem.gain.shape[0]
-        device = problem.gain.device
-        self.num_tokens = num_tokens
-        self.gain = problem.gain.clone()
-        self.order = torch.empty(num_tokens, dtype=torch.long, device=device)
-        self.trace = torch.empty(num_tokens, dtype=torch.float64, device=device)
-        self.row_acc = torch.zeros(num_tokens, dtype=torch.float64, device=device)  # sum_{t in S} K[t, :]
-        self.diag = problem.kernel.diagonal().double()
-        self.pair_sum = torch.zeros(1, dtype=torch.float64, device=device)  # sum_{s, t in S} K_st
-        self.cross_sum = torch.zeros(1, dtype=torch.float64, device=device)  # sum_{i, s in S} K_is
-        self.full_mean = problem.col_sums.sum() / float(num_tokens) ** 2
-
-    def step(self, t: int) -> None:
-        """Pick the t-th token (0-based) and record MMD^2 of the first t + 1 picks; no host sync."""
-        p, gain = self.p, self.gain
-        s = torch.argmax(gain, dim=0, keepdim=True)  # first index on ties
-        picked = gain.index_select(0, s).clamp_min(0.0)
-        nbrs = p.neighbours.index_select(0, s).view(-1)
-        gain.index_add_(0, nbrs, p.penalty.index_select(0, s).view(-1) * picked, alpha=-1.0)
-        gain.index_fill_(0, s, float("-inf"))  # a Python scalar: a tensor value would be read back
-        self.order[t : t + 1] = s
-
-        self.pair_sum += 2.0 * self.row_acc.index_select(0, s) + self.diag.index_select(0, s)
-        self.row_acc += p.kernel.index_select(0, s).view(-1)
-        self.cross_sum += p.col_sums.index_select(0, s)
-        count = float(t + 1)
-        mmd = self.full_mean + self.pair_sum / count**2 - 2.0 * self.cross_sum / (self.num_tokens * count)
-        self.trace[t : t + 1] = mmd.clamp_min(0.0)
-
-    def first_stop(self, start: int, stop: int) -> int | None:
-        """Index of the first step in [start, stop) whose MMD^2 is below the threshold (one host sync)."""
-        hits = torch.nonzero(self.trace[start:stop] < self.p.threshold)
-        return start + int(hits[0, 0]) if hits.numel() else None
-
-
 def _chunks(num_tokens: int, device: torch.device):
     """Step ranges between stop checks: small on CPU (a check is free), growing on CUDA (a check syncs)."""
     size, largest = (_CPU_CHUNK, _CPU_CHUNK) if device.type == "cpu" else _CUDA_CHUNKS
@@ -269,24 +229,12 @@ def _chunks(num_tokens: int, device: torch.device):
         start, size = stop, min(2 * size, largest)
 
 
-def _select_on_device(problem: _Problem) -> torch.Tensor:
-    """The greedy loop as tensor ops, one pick at a time, the stop read once per chunk: the recurrence as
-    written, which the host loop and the ordered CUDA path (`_select_by_order`) are tested against."""
-    greedy = _Greedy(problem)
-    for start, stop in _chunks(greedy.num_tokens, problem.gain.device):
-        for t in range(start, stop):
-            greedy.step(t)
-        hit = greedy.first_stop(start, stop)
-        if hit is not None:
-            return greedy.order[: hit + 1]
-    return greedy.order
-
-
 def _host_picks(gain: np.ndarray, neighbours: np.ndarray, penalty: np.ndarray) -> Iterator[int]:
     """The greedy picks alone, on NumPy (float32 gains and penalties): the order depends on the kNN graph
     and the attention only; the kernel is needed for the stop, not the order. `gain` is updated in place.
 
-    The same IEEE operations in the same order as `_Greedy.step`'s gain update, so picks are identical.
+    The same IEEE operations in the same order as the tensor form of the gain update (torch.argmax,
+    clamp_min, index_add_; tests/test_amia_speed_equivalence.py keeps it), so picks are identical.
     """
     zero = np.float32(0.0)
     for _ in range(gain.shape[0]):
@@ -299,17 +247,19 @@ def _host_picks(gain: np.ndarray, neighbours: np.ndarray, penalty: np.ndarray) -
 
 
 def _host_steps(problem: _Problem) -> Iterator[tuple[int, float]]:
-    """`_Greedy.step` on NumPy views of a CPU problem: yields (pick, MMD^2 of the picks so far) per step.
+    """The greedy loop on NumPy views of a CPU problem: yields (pick, MMD^2 of the picks so far) per step,
+    MMD^2 updated in O(T) from K's column sums and the picked rows' running sum.
 
-    Each value is computed by the same IEEE operations in the same order as the tensor version (float32
-    gains and penalties, float64 MMD terms), so picks and MMD values are identical bit for bit; a step
-    costs a few microseconds instead of ~14 tensor dispatches.
+    Each value is computed by the same IEEE operations in the same order as the tensor form of the
+    recurrence (float32 gains and penalties, float64 MMD terms; tests/test_amia_speed_equivalence.py
+    keeps it), so picks and MMD values are identical bit for bit; a step costs a few microseconds
+    instead of ~14 tensor dispatches.
     """
     num_tokens = problem.gain.shape[0]
     gain = problem.gain.numpy().copy()
     neighbours, penalty = problem.neighbours.numpy(), problem.penalty.numpy()
     kernel, col_sums = problem.kernel.numpy(), problem.col_sums.numpy()
-    full_mean = float(problem.col_sums.sum() / float(num_tokens) ** 2)  # the tensor version's 0-d value
+    full_mean = float(problem.col_sums.sum() / float(num_tokens) ** 2)  # the tensor form's 0-d value
     row_acc = np.zeros(num_tokens, dtype=np.float64)  # sum_{t in S} K[t, :]
     pair_sum = cross_sum = 0.0  # sum_{s, t in S} K_st and sum_{i, s in S} K_is
     for t, s in enumerate(_host_picks(gain, neighbours, penalty)):
@@ -338,7 +288,7 @@ def _select_by_order(problem: _Problem) -> torch.Tensor:
     among the picks (K is symmetric: pair_sum(n) = sum_{i < n} (2 sum_{j < i} K[o_i, o_j] + K[o_i, o_i])).
 
     A chunk costs a dozen kernels and one read of its first stop, instead of a dozen kernels per pick;
-    the picks are `_Greedy`'s, the MMD values its recurrence's up to float64 summation order.
+    the picks are the host loop's, the MMD values its recurrence's up to float64 summation order.
     """
     kernel, device = problem.kernel, problem.kernel.device
     num_tokens = kernel.shape[0]
